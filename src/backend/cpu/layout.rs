@@ -1,0 +1,23 @@
+//! Channel concat and slice over [N, C, S] (copies; the backward of one is the other).
+
+use super::real::Real;
+
+/// torch.cat(parts, dim=1); each part is (data, channels), all with the same N and S.
+pub fn concat_channels<T: Real>(parts: &[(&[T], usize)], n: usize, s: usize) -> Vec<T> {
+    let ctot: usize = parts.iter().map(|p| p.1).sum();
+    let mut y = Vec::with_capacity(n * ctot * s);
+    for ni in 0..n {
+        for &(d, c) in parts {
+            y.extend_from_slice(&d[ni * c * s..][..c * s]);
+        }
+    }
+    y
+}
+
+pub fn slice_channels<T: Real>(x: &[T], n: usize, c: usize, s: usize, start: usize, end: usize) -> Vec<T> {
+    let mut y = Vec::with_capacity(n * (end - start) * s);
+    for ni in 0..n {
+        y.extend_from_slice(&x[(ni * c + start) * s..(ni * c + end) * s]);
+    }
+    y
+}

@@ -1,0 +1,157 @@
+//! Parameters of the ops, shared by every backend, with the shape rules that go with them.
+
+use crate::tensor::Shape;
+use crate::{Error, Result};
+
+/// Zero padding on each side. PyTorch's symmetric `padding=p` is `Padding2d::same(p)`;
+/// EfficientNet's static "same" padding is asymmetric, e.g. (left 0, right 1, top 0, bottom 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Padding2d {
+    pub left: usize,
+    pub right: usize,
+    pub top: usize,
+    pub bottom: usize,
+}
+
+impl Padding2d {
+    pub fn same(p: usize) -> Self {
+        Padding2d { left: p, right: p, top: p, bottom: p }
+    }
+    /// From F.pad's order (left, right, top, bottom).
+    pub fn lrtb(l: usize, r: usize, t: usize, b: usize) -> Self {
+        Padding2d { left: l, right: r, top: t, bottom: b }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: (usize, usize),
+    pub padding: Padding2d,
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams { stride: (1, 1), padding: Padding2d::default(), groups: 1 }
+    }
+}
+
+impl Conv2dParams {
+    pub fn new(stride: usize, padding: usize, groups: usize) -> Self {
+        Conv2dParams { stride: (stride, stride), padding: Padding2d::same(padding), groups }
+    }
+
+    /// Checks x [N,C,H,W] against w [O, C/groups, KH, KW] and returns the output shape.
+    pub fn out_shape(&self, x: &Shape, w: &Shape) -> Result<Shape> {
+        let op = "conv2d";
+        if x.rank() != 4 || w.rank() != 4 {
+            return Err(Error::shape(op, format!("want x [N,C,H,W] and w [O,I,KH,KW], got x {x} and w {w}")));
+        }
+        let (n, c, h, wd) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+        let (o, ci, kh, kw) = (w.dim(0), w.dim(1), w.dim(2), w.dim(3));
+        let g = self.groups;
+        if g == 0 || self.stride.0 == 0 || self.stride.1 == 0 {
+            return Err(Error::shape(op, "groups and stride must be positive"));
+        }
+        if c % g != 0 || o % g != 0 || ci * g != c {
+            return Err(Error::shape(
+                op,
+                format!("x has {c} channels, w {w} with groups={g} expects {} input and a multiple of {g} output channels", ci * g),
+            ));
+        }
+        let ph = h + self.padding.top + self.padding.bottom;
+        let pw = wd + self.padding.left + self.padding.right;
+        if ph < kh || pw < kw || kh == 0 || kw == 0 {
+            return Err(Error::shape(op, format!("kernel {kh}x{kw} larger than padded input {ph}x{pw}")));
+        }
+        let ho = (ph - kh) / self.stride.0 + 1;
+        let wo = (pw - kw) / self.stride.1 + 1;
+        Ok(Shape::new(&[n, o, ho, wo]))
+    }
+}
+
+/// Pooling window: square kernel, stride and symmetric zero/−∞ padding, floor mode
+/// (PyTorch's defaults; avg pooling counts padded zeros like `count_include_pad=True`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Pool2dParams {
+    pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Pool2dParams { kernel, stride, padding }
+    }
+    pub fn out_shape(&self, op: &'static str, x: &Shape) -> Result<Shape> {
+        if x.rank() != 4 {
+            return Err(Error::shape(op, format!("want x [N,C,H,W], got {x}")));
+        }
+        if self.kernel == 0 || self.stride == 0 || 2 * self.padding > self.kernel {
+            return Err(Error::shape(op, format!("bad window {self:?} (padding must be at most half the kernel)")));
+        }
+        let (h, w) = (x.dim(2) + 2 * self.padding, x.dim(3) + 2 * self.padding);
+        if h < self.kernel || w < self.kernel {
+            return Err(Error::shape(op, format!("window {} larger than padded input {h}x{w}", self.kernel)));
+        }
+        Ok(Shape::new(&[x.dim(0), x.dim(1), (h - self.kernel) / self.stride + 1, (w - self.kernel) / self.stride + 1]))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNormParams {
+    pub groups: usize,
+    pub eps: f32,
+    /// Apply SiLU after the (scale-shifted) normalisation, as `normalization(ch) → SiLU` in the UNet.
+    pub silu: bool,
+}
+
+impl GroupNormParams {
+    /// guided-diffusion's GroupNorm32: 32 groups, eps 1e-5.
+    pub fn gn32(silu: bool) -> Self {
+        GroupNormParams { groups: 32, eps: 1e-5, silu }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    Relu,
+    Sigmoid,
+}
+
+impl Activation {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "silu" | "swish" => Ok(Activation::Silu),
+            "relu" => Ok(Activation::Relu),
+            "sigmoid" => Ok(Activation::Sigmoid),
+            _ => Err(Error::InvalidArgument(format!("unknown activation `{s}` (silu, relu, sigmoid)"))),
+        }
+    }
+}
+
+/// Element count check shared by ops that take two same-shaped tensors.
+pub fn same_shape(op: &'static str, a: &Shape, b: &Shape) -> Result<()> {
+    if a != b {
+        return Err(Error::shape(op, format!("shapes differ: {a} vs {b}")));
+    }
+    Ok(())
+}
+
+/// `b` broadcasts to `a` when it has the same rank and each dim equals a's or is 1.
+pub fn broadcastable(op: &'static str, a: &Shape, b: &Shape) -> Result<()> {
+    let ok = a.rank() == b.rank() && a.dims().iter().zip(b.dims()).all(|(&x, &y)| x == y || y == 1);
+    if !ok {
+        return Err(Error::shape(op, format!("{b} does not broadcast to {a} (same rank, each dim equal or 1)")));
+    }
+    Ok(())
+}
+
+/// Per-channel vector check: `v` must hold exactly `c` values (any shape, e.g. [C] or [1,C,1,1]).
+pub fn channel_vector(op: &'static str, what: &str, v: &Shape, c: usize) -> Result<()> {
+    if v.numel() != c {
+        return Err(Error::shape(op, format!("{what} has shape {v}, want {c} values (one per channel)")));
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Reading and writing weights and tensors.
+
+pub mod safetensors;

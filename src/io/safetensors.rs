@@ -1,0 +1,210 @@
+//! safetensors files, memory-mapped. Our own small reader (the format is an 8-byte header length,
+//! a JSON header, then raw little-endian data) so that every failure names the file, the tensor
+//! and the problem: truncated data, bad header, unknown dtype, wrong shape, NaN/Inf values.
+//! f32, f16, bf16 and f64 are converted to f32 on load.
+
+use crate::backend::Backend;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Headers larger than this are refused (the format's own readers use the same order of limit).
+const MAX_HEADER: u64 = 100 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+impl Dtype {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "F32" => Some(Dtype::F32),
+            "F16" => Some(Dtype::F16),
+            "BF16" => Some(Dtype::BF16),
+            "F64" => Some(Dtype::F64),
+            _ => None,
+        }
+    }
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            Dtype::F64 => "F64",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    begin: usize,
+    end: usize,
+}
+
+pub struct SafeTensors {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    data_start: usize,
+    tensors: BTreeMap<String, TensorInfo>,
+    metadata: BTreeMap<String, String>,
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::BadFile { path: path.to_path_buf(), msg: msg.into() }
+}
+
+impl SafeTensors {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let len = file.metadata().map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?.len();
+        if len < 8 {
+            return Err(bad(path, format!("not a safetensors file: {len} bytes, shorter than the 8-byte header length")));
+        }
+        // SAFETY: read-only map of a regular file; we never hand out references that outlive it.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let hlen = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
+        if hlen > MAX_HEADER || hlen > len - 8 {
+            return Err(bad(path, format!("header length {hlen} exceeds the file ({len} bytes): truncated or not a safetensors file")));
+        }
+        let data_start = 8 + hlen as usize;
+        let header: serde_json::Value = serde_json::from_slice(&map[8..data_start]).map_err(|e| bad(path, format!("header is not valid JSON: {e}")))?;
+        let obj = header.as_object().ok_or_else(|| bad(path, "header is not a JSON object"))?;
+        let data_len = map.len() - data_start;
+        let mut tensors = BTreeMap::new();
+        let mut metadata = BTreeMap::new();
+        for (name, v) in obj {
+            if name == "__metadata__" {
+                let m = v.as_object().ok_or_else(|| bad(path, "__metadata__ is not an object"))?;
+                for (k, val) in m {
+                    let s = val.as_str().ok_or_else(|| bad(path, format!("__metadata__ value `{k}` is not a string")))?;
+                    metadata.insert(k.clone(), s.to_string());
+                }
+                continue;
+            }
+            let info = parse_entry(path, name, v, data_len)?;
+            tensors.insert(name.clone(), info);
+        }
+        Ok(SafeTensors { path: path.to_path_buf(), map, data_start, tensors, metadata })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(|s| s.as_str())
+    }
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+    pub fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), name: name.to_string() })
+    }
+
+    /// The tensor's shape and its values as f32, rejecting NaN and ±Inf.
+    pub fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let info = self.info(name)?;
+        let raw = &self.map[self.data_start + info.begin..self.data_start + info.end];
+        let vals: Vec<f32> = match info.dtype {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        };
+        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+            return Err(Error::BadTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                msg: format!("value #{i} is {} (weights must be finite)", vals[i]),
+            });
+        }
+        Ok((info.shape.clone(), vals))
+    }
+
+    /// Like `get`, but the shape must be exactly `want`.
+    pub fn get_shaped(&self, name: &str, want: &[usize]) -> Result<Vec<f32>> {
+        let (shape, v) = self.get(name)?;
+        if shape != want {
+            return Err(Error::BadTensor { path: self.path.clone(), name: name.to_string(), msg: format!("shape {shape:?}, expected {want:?}") });
+        }
+        Ok(v)
+    }
+
+    /// Loads a tensor onto a backend.
+    pub fn load<B: Backend>(&self, backend: &B, name: &str) -> Result<Tensor<B>> {
+        let (shape, v) = self.get(name)?;
+        backend.from_host(&shape, &v)
+    }
+}
+
+fn parse_entry(path: &Path, name: &str, v: &serde_json::Value, data_len: usize) -> Result<TensorInfo> {
+    let tbad = |msg: String| Error::BadTensor { path: path.to_path_buf(), name: name.to_string(), msg };
+    let dtype_s = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| tbad("header entry has no dtype".into()))?;
+    let dtype = Dtype::parse(dtype_s).ok_or_else(|| tbad(format!("dtype {dtype_s} is not supported (F32, F16, BF16, F64)")))?;
+    let shape: Vec<usize> = v
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.iter().map(|d| d.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| tbad("header entry has no valid shape".into()))?;
+    let offs: Vec<usize> = v
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.iter().map(|d| d.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
+        .filter(|o| o.len() == 2)
+        .ok_or_else(|| tbad("header entry has no valid data_offsets".into()))?;
+    let (begin, end) = (offs[0], offs[1]);
+    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| tbad(format!("shape {shape:?} overflows")))?;
+    if begin > end || end - begin != numel.saturating_mul(dtype.size()) {
+        return Err(tbad(format!("data_offsets [{begin}, {end}) hold {} bytes, shape {shape:?} of {} needs {}", end.saturating_sub(begin), dtype.name(), numel * dtype.size())));
+    }
+    if end > data_len {
+        return Err(tbad(format!("data ends at byte {end} but the file holds only {data_len} data bytes: the file is truncated")));
+    }
+    Ok(TensorInfo { dtype, shape, begin, end })
+}
+
+/// Writes f32 tensors (name, shape, values) and string metadata as one safetensors file.
+pub fn write_f32(path: impl AsRef<Path>, tensors: &[(&str, &[usize], &[f32])], metadata: &BTreeMap<String, String>) -> Result<()> {
+    let path = path.as_ref();
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| bad(path, e.to_string()))?);
+    }
+    let mut off = 0usize;
+    for (name, shape, vals) in tensors {
+        if shape.iter().product::<usize>() != vals.len() {
+            return Err(Error::BadTensor { path: path.to_path_buf(), name: name.to_string(), msg: format!("shape {shape:?} does not hold {} values", vals.len()) });
+        }
+        let end = off + vals.len() * 4;
+        header.insert(name.to_string(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [off, end]}));
+        off = end;
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| bad(path, e.to_string()))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + off);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    for (_, _, vals) in tensors {
+        out.extend_from_slice(bytemuck::cast_slice(vals));
+    }
+    std::fs::write(path, out).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+}

@@ -1,0 +1,14 @@
+//! ran — "Removing Anomalies as Noises" (ICCV 2023) defect localization engine.
+//!
+//! `backend` declares every op once (`Backend`) and implements it on the CPU; `io` reads weights.
+
+pub mod backend;
+pub mod error;
+pub mod io;
+pub mod sysinfo;
+pub mod tensor;
+
+pub use backend::cpu::Cpu;
+pub use backend::Backend;
+pub use error::{Error, Result};
+pub use tensor::{Shape, Tensor};

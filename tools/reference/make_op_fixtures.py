@@ -1,0 +1,191 @@
+"""Reference fixtures for every CPU op and input gradient of ran's Backend trait.
+
+Independent code: PyTorch's own functional ops and autograd (float64), and upstream
+guided_diffusion (`QKVAttentionLegacy`, `timestep_embedding`) where the op is theirs.
+Inputs are drawn in float32 (so the Rust side sees exactly the same values) and promoted to
+float64; outputs and vector-Jacobian products are computed in float64 and stored as float32.
+
+Writes tests/fixtures/ops.safetensors:
+  tensors  "<case>.<name>"   inputs, "y" (output), "gy" (upstream gradient), "g_<input>" (grads)
+  metadata "<case>" -> JSON  {"op": ..., op parameters ..., "grads": [inputs with a gradient]}
+
+Run:  python tools/reference/make_op_fixtures.py   (versions pinned in requirements.txt)
+"""
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from guided_diffusion.nn import timestep_embedding
+from guided_diffusion.unet import QKVAttentionLegacy
+
+torch.manual_seed(20231001)
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "ops.safetensors")
+
+tensors = {}
+meta = {}
+
+
+def rnd(*shape, scale=1.0):
+    return (torch.randn(*shape, dtype=torch.float32) * scale).double()
+
+
+def case(name, op, params, inputs, fn, grads=(), dtype=torch.float64):
+    """fn(**inputs) -> output; grads: names of inputs to differentiate (vector-Jacobian with gy)."""
+    assert name not in meta, name
+    ins = {k: v.clone().to(dtype).requires_grad_(k in grads) for k, v in inputs.items()}
+    y = fn(**ins)
+    for k, v in inputs.items():
+        tensors[f"{name}.{k}"] = v.float().contiguous()
+    tensors[f"{name}.y"] = y.detach().float().contiguous()
+    if grads:
+        gy = torch.randn(y.shape, dtype=torch.float32).to(dtype)
+        gs = torch.autograd.grad(y, [ins[k] for k in grads], gy)
+        tensors[f"{name}.gy"] = gy.float().contiguous()
+        for k, g in zip(grads, gs):
+            tensors[f"{name}.g_{k}"] = g.float().contiguous()
+    meta[name] = json.dumps({"op": op, **params, "grads": list(grads)})
+
+
+# ---- conv2d: F.conv2d after F.pad (asymmetric padding, as EfficientNet's static "same") -----------
+def conv_case(name, x, w, stride, pad, groups, bias):
+    ins = {"x": x, "w": w}
+    if bias:
+        ins["b"] = rnd(w.shape[0])
+
+    def f(x, w, b=None):
+        return F.conv2d(F.pad(x, tuple(pad)), w, b, stride=stride, groups=groups)
+
+    case(name, "conv2d", {"stride": stride, "pad": list(pad), "groups": groups}, ins, f, grads=("x",))
+
+
+conv_case("conv3x3_s1_p1_bias", rnd(2, 4, 7, 9), rnd(6, 4, 3, 3, scale=0.3), 1, (1, 1, 1, 1), 1, True)
+conv_case("conv3x3_s2_same380", rnd(1, 3, 9, 8), rnd(5, 3, 3, 3, scale=0.3), 2, (0, 1, 0, 1), 1, False)
+conv_case("conv_dw5x5_s2_p2_bias", rnd(2, 6, 11, 10), rnd(6, 1, 5, 5, scale=0.3), 2, (2, 2, 2, 2), 6, True)
+conv_case("conv_dw3x3_s2_same380", rnd(1, 4, 8, 8), rnd(4, 1, 3, 3, scale=0.3), 2, (0, 1, 0, 1), 4, False)
+conv_case("conv_dw3x3_mult2", rnd(1, 3, 6, 7), rnd(6, 1, 3, 3, scale=0.3), 1, (1, 1, 1, 1), 3, False)
+conv_case("conv1x1_groups2_bias", rnd(2, 8, 5, 5), rnd(6, 4, 1, 1, scale=0.3), 1, (0, 0, 0, 0), 2, True)
+conv_case("conv3x3_groups2", rnd(1, 4, 6, 6), rnd(6, 2, 3, 3, scale=0.3), 1, (1, 1, 1, 1), 2, False)
+conv_case("conv1x1_s2", rnd(1, 8, 9, 9), rnd(4, 8, 1, 1, scale=0.3), 2, (0, 0, 0, 0), 1, False)
+conv_case("conv7x7_s2_p3", rnd(1, 3, 15, 14), rnd(4, 3, 7, 7, scale=0.2), 2, (3, 3, 3, 3), 1, False)
+conv_case("conv3x3_bands", rnd(1, 16, 40, 64), rnd(8, 16, 3, 3, scale=0.1), 1, (1, 1, 1, 1), 1, True)
+conv_case("conv2x4_s3_asym", rnd(1, 2, 10, 11), rnd(3, 2, 2, 4, scale=0.3), 3, (1, 2, 0, 3), 1, True)
+
+# ---- linear ---------------------------------------------------------------------------------------
+case("linear_bias", "linear", {}, {"x": rnd(3, 10), "w": rnd(7, 10, scale=0.3), "b": rnd(7)},
+     lambda x, w, b: F.linear(x, w, b), grads=("x",))
+case("linear_nobias", "linear", {}, {"x": rnd(2, 33), "w": rnd(5, 33, scale=0.2)},
+     lambda x, w: F.linear(x, w), grads=("x",))
+
+
+# ---- group norm (+ scale-shift, + SiLU) -----------------------------------------------------------
+def gn_case(name, x, groups, eps, silu, ss):
+    c = x.shape[1]
+    ins = {"x": x, "gamma": 1 + rnd(c, scale=0.2), "beta": rnd(c, scale=0.2)}
+    if ss:
+        ins["scale"] = rnd(x.shape[0], c, scale=0.3)
+        ins["shift"] = rnd(x.shape[0], c, scale=0.3)
+
+    def f(x, gamma, beta, scale=None, shift=None):
+        h = F.group_norm(x, groups, gamma, beta, eps)
+        if scale is not None:
+            extra = (None,) * (x.dim() - 2)
+            h = h * (1 + scale[(...,) + extra]) + shift[(...,) + extra]
+        return F.silu(h) if silu else h
+
+    grads = ("x",)
+    case(name, "group_norm", {"groups": groups, "eps": eps, "silu": silu, "scale_shift": ss}, ins, f, grads=grads)
+
+
+gn_case("gn32", rnd(2, 64, 5, 6, scale=2.0) + 0.5, 32, 1e-5, False, False)
+gn_case("gn32_silu", rnd(2, 64, 5, 6), 32, 1e-5, True, False)
+gn_case("gn32_scale_shift", rnd(2, 64, 4, 4), 32, 1e-5, False, True)
+gn_case("gn32_scale_shift_silu", rnd(2, 64, 4, 4), 32, 1e-5, True, True)
+gn_case("gn8_rank3", rnd(1, 16, 30), 8, 1e-6, False, False)
+
+
+# ---- batch norm (inference) → channel affine --------------------------------------------------------
+def bn(x, weight, bias, mean, var):
+    return F.batch_norm(x, mean, var, weight, bias, training=False, eps=1e-3)
+
+
+case("batch_norm_eval", "batch_norm", {"eps": 1e-3},
+     {"x": rnd(2, 5, 4, 3), "weight": 1 + rnd(5, scale=0.2), "bias": rnd(5, scale=0.2),
+      "mean": rnd(5, scale=0.5), "var": torch.rand(5, dtype=torch.float32).double() + 0.5},
+     bn, grads=("x",))
+
+# ---- activations ------------------------------------------------------------------------------------
+for act, fn in [("silu", F.silu), ("relu", F.relu), ("sigmoid", torch.sigmoid)]:
+    case(f"act_{act}", "activation", {"act": act}, {"x": rnd(2, 3, 4, 5, scale=3.0)},
+         lambda x, fn=fn: fn(x), grads=("x",))
+
+# ---- add / mul with broadcast ------------------------------------------------------------------------
+for opname, fn in [("add", torch.add), ("mul", torch.mul)]:
+    f2 = lambda a, b, fn=fn: fn(a, b)  # noqa: E731
+    case(f"{opname}_same", opname, {}, {"a": rnd(2, 4, 3, 3), "b": rnd(2, 4, 3, 3)}, f2, grads=("a", "b"))
+    case(f"{opname}_bcast_nc11", opname, {}, {"a": rnd(2, 4, 3, 5), "b": rnd(2, 4, 1, 1)}, f2, grads=("a", "b"))
+    case(f"{opname}_bcast_1c11", opname, {}, {"a": rnd(3, 4, 2, 3), "b": rnd(1, 4, 1, 1)}, f2, grads=("a", "b"))
+    case(f"{opname}_bcast_11hw", opname, {}, {"a": rnd(2, 3, 4, 5), "b": rnd(1, 1, 4, 5)}, f2, grads=("a", "b"))
+
+# ---- pooling -----------------------------------------------------------------------------------------
+case("avg_pool2x2", "avg_pool2d", {"kernel": 2, "stride": 2, "padding": 0}, {"x": rnd(2, 3, 8, 6)},
+     lambda x: F.avg_pool2d(x, 2, 2), grads=("x",))
+case("avg_pool2x2_odd", "avg_pool2d", {"kernel": 2, "stride": 2, "padding": 0}, {"x": rnd(1, 2, 7, 9)},
+     lambda x: F.avg_pool2d(x, 2, 2), grads=("x",))
+case("avg_pool3x3_s2_p1", "avg_pool2d", {"kernel": 3, "stride": 2, "padding": 1}, {"x": rnd(1, 2, 7, 8)},
+     lambda x: F.avg_pool2d(x, 3, 2, 1), grads=("x",))
+case("max_pool3x3_s2_p1", "max_pool2d", {"kernel": 3, "stride": 2, "padding": 1}, {"x": rnd(2, 3, 9, 8)},
+     lambda x: F.max_pool2d(x, 3, 2, 1), grads=("x",))
+case("max_pool3x3_s2_p1_even", "max_pool2d", {"kernel": 3, "stride": 2, "padding": 1}, {"x": rnd(1, 2, 16, 16)},
+     lambda x: F.max_pool2d(x, 3, 2, 1), grads=("x",))
+case("global_avg_pool", "global_avg_pool", {}, {"x": rnd(2, 5, 4, 6)},
+     lambda x: F.adaptive_avg_pool2d(x, 1), grads=())
+
+# ---- resampling --------------------------------------------------------------------------------------
+case("nearest2x", "upsample_nearest2x", {}, {"x": rnd(2, 3, 4, 5)},
+     lambda x: F.interpolate(x, scale_factor=2, mode="nearest"), grads=("x",))
+for name, shape, size in [("bilinear_down4", (2, 3, 16, 16), (4, 4)), ("bilinear_down2", (1, 2, 16, 12), (8, 6)),
+                          ("bilinear_up_frac", (2, 3, 4, 5), (9, 13)), ("bilinear_mixed", (1, 2, 10, 7), (4, 16)),
+                          ("bilinear_up4", (1, 2, 16, 16), (64, 64))]:
+    case(name, "resize_bilinear", {"size": list(size)}, {"x": rnd(*shape)},
+         lambda x, size=size: F.interpolate(x, size=size, mode="bilinear", align_corners=False), grads=("x",))
+
+# ---- layout ------------------------------------------------------------------------------------------
+case("concat3", "concat_channels", {}, {"a": rnd(2, 3, 4, 4), "b": rnd(2, 5, 4, 4), "c": rnd(2, 1, 4, 4)},
+     lambda a, b, c: torch.cat([a, b, c], dim=1), grads=("a", "b", "c"))
+case("slice2_6", "slice_channels", {"start": 2, "end": 6}, {"x": rnd(2, 8, 3, 3)},
+     lambda x: x[:, 2:6], grads=("x",))
+
+
+# ---- attention: upstream guided_diffusion QKVAttentionLegacy -------------------------------------------
+def attn_case(name, n, heads, d, t, scale):
+    att = QKVAttentionLegacy(heads)
+    case(name, "attention_legacy", {"heads": heads}, {"qkv": rnd(n, 3 * heads * d, t, scale=scale)},
+         lambda qkv: att(qkv), grads=("qkv",))
+
+
+attn_case("attn_h2_d8_t30", 2, 2, 8, 30, 1.0)
+attn_case("attn_h4_d16_t64", 1, 4, 16, 64, 1.5)
+attn_case("attn_h1_d64_t16", 1, 1, 64, 16, 0.7)
+
+# ---- embeddings: upstream timestep_embedding (float32, like the model sees it) -------------------------
+for name, ts, dim in [("temb256", [0, 1, 5, 20, 32, 201, 401, 999], 256), ("temb7_frac", [0.5, 12.25, 999.0], 7)]:
+    case(name, "timestep_embedding", {"dim": dim, "max_period": 10000},
+         {"t": torch.tensor(ts, dtype=torch.float32).double()},
+         lambda t, dim=dim: timestep_embedding(t.float(), dim), dtype=torch.float32)
+case("embedding", "embedding", {"ids": [3, 0, 14, 3]}, {"table": rnd(15, 12)},
+     lambda table: F.embedding(torch.tensor([3, 0, 14, 3]), table))
+
+# ---- reductions ---------------------------------------------------------------------------------------
+case("mean_std", "mean_std", {}, {"x": rnd(1, 3, 16, 16, scale=2.0) + 0.3},
+     lambda x: torch.stack([x.mean(), x.std()]))
+
+os.makedirs(os.path.dirname(OUT), exist_ok=True)
+meta["__generator__"] = json.dumps({"script": "tools/reference/make_op_fixtures.py", "torch": torch.__version__,
+                                    "python": sys.version.split()[0]})
+save_file(tensors, OUT, metadata=meta)
+print(f"wrote {len(meta) - 1} cases, {len(tensors)} tensors, {os.path.getsize(OUT)} bytes to {os.path.normpath(OUT)}")

@@ -11,5 +11,6 @@ fn main() {
         .unwrap_or_else(|| "unknown commit".into());
     println!("cargo:rustc-env=RAN_GIT_HASH={hash}");
     println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-changed=build.rs");
 }

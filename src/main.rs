@@ -19,6 +19,9 @@ enum Command {
     Detect {
         /// Images, folders or globs.
         inputs: Vec<String>,
+        /// Run on the shipped demo model and sample images.
+        #[arg(long)]
+        demo: bool,
     },
 }
 

@@ -2,7 +2,7 @@
 //! loop for depthwise (one input channel per group), and plain GEMM for 1×1 stride-1 convs.
 //! Bands keep the column buffer small (≈ `BAND_COLS` output pixels) whatever the image size.
 
-use super::matmul::{matmul, MatRef};
+use super::matmul::{matmul, matmul_raw, MatRef, SendPtr};
 use super::real::Real;
 use crate::backend::Conv2dParams;
 use rayon::prelude::*;
@@ -92,11 +92,25 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Ve
                     matmul(og, plane, kk, yg, plane, wg, MatRef::row_major(xg, hw), false, true);
                     continue;
                 }
-                for (r0, r1) in g.bands() {
-                    let cols = (r1 - r0) * g.wo;
-                    col.resize(kk * cols, T::zero());
-                    im2col(xg, g, r0, r1, &mut col[..kk * cols]);
-                    matmul(og, cols, kk, &mut yg[r0 * g.wo..], plane, wg, MatRef::row_major(&col[..kk * cols], cols), false, true);
+                let bands: Vec<(usize, usize)> = g.bands().collect();
+                if bands.len() >= rayon::current_num_threads() && bands.len() > 1 {
+                    // Enough bands to keep every thread busy: one band per task, single-threaded GEMM.
+                    let dst = SendPtr(yg.as_mut_ptr());
+                    bands.par_iter().for_each_init(Vec::new, |col: &mut Vec<T>, &(r0, r1)| {
+                        let cols = (r1 - r0) * g.wo;
+                        col.resize(kk * cols, T::zero());
+                        im2col_band(xg, g, r0, r1, col);
+                        // SAFETY: bands cover disjoint output rows, so tasks write disjoint columns
+                        // of the [og, plane] block, all inside `yg`.
+                        unsafe { matmul_raw(og, cols, kk, dst.at(r0 * g.wo), (plane, 1), wg, MatRef::row_major(col, cols), false, false) };
+                    });
+                } else {
+                    for (r0, r1) in bands {
+                        let cols = (r1 - r0) * g.wo;
+                        col.resize(kk * cols, T::zero());
+                        im2col(xg, g, r0, r1, &mut col[..kk * cols]);
+                        matmul(og, cols, kk, &mut yg[r0 * g.wo..], plane, wg, MatRef::row_major(&col[..kk * cols], cols), false, true);
+                    }
                 }
             }
         }
@@ -113,21 +127,42 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Ve
 /// Columns for output rows r0..r1 of one group: col[(ci·KH+ky)·KW+kx][(oy−r0)·Wo+ox].
 fn im2col<T: Real>(xg: &[T], g: &ConvGeom, r0: usize, r1: usize, col: &mut [T]) {
     let cols = (r1 - r0) * g.wo;
-    col.par_chunks_mut(cols).enumerate().for_each(|(row, dst)| {
-        let ci = row / (g.kh * g.kw);
-        let ky = (row / g.kw) % g.kh;
-        let kx = row % g.kw;
-        let src = &xg[ci * g.h * g.w..][..g.h * g.w];
-        for oy in r0..r1 {
-            let d = &mut dst[(oy - r0) * g.wo..][..g.wo];
-            for (ox, v) in d.iter_mut().enumerate() {
-                *v = match g.src(oy, ky, ox, kx) {
-                    Some((iy, ix)) => src[iy * g.w + ix],
-                    None => T::zero(),
-                };
+    col.par_chunks_mut(cols).enumerate().for_each(|(row, dst)| im2col_row(xg, g, r0, r1, row, dst));
+}
+
+/// `im2col` on the calling thread only.
+fn im2col_band<T: Real>(xg: &[T], g: &ConvGeom, r0: usize, r1: usize, col: &mut [T]) {
+    let cols = (r1 - r0) * g.wo;
+    col.chunks_mut(cols).enumerate().for_each(|(row, dst)| im2col_row(xg, g, r0, r1, row, dst));
+}
+
+fn im2col_row<T: Real>(xg: &[T], g: &ConvGeom, r0: usize, r1: usize, row: usize, dst: &mut [T]) {
+    let ci = row / (g.kh * g.kw);
+    let ky = (row / g.kw) % g.kh;
+    let kx = row % g.kw;
+    let src = &xg[ci * g.h * g.w..][..g.h * g.w];
+    // Output columns whose input column lies inside the image: ox·sw + kx − pl ∈ [0, w).
+    let ox_lo = g.pl.saturating_sub(kx).div_ceil(g.sw).min(g.wo);
+    let ox_hi = if g.w + g.pl > kx { ((g.w + g.pl - kx - 1) / g.sw + 1).min(g.wo) } else { 0 }.max(ox_lo);
+    for oy in r0..r1 {
+        let d = &mut dst[(oy - r0) * g.wo..][..g.wo];
+        let iy = (oy * g.sh + ky).checked_sub(g.pt).filter(|&iy| iy < g.h);
+        let Some(iy) = iy else {
+            d.fill(T::zero());
+            continue;
+        };
+        d[..ox_lo].fill(T::zero());
+        d[ox_hi..].fill(T::zero());
+        let srow = &src[iy * g.w..][..g.w];
+        if g.sw == 1 {
+            let ix0 = ox_lo + kx - g.pl;
+            d[ox_lo..ox_hi].copy_from_slice(&srow[ix0..ix0 + (ox_hi - ox_lo)]);
+        } else {
+            for (ox, v) in d[ox_lo..ox_hi].iter_mut().enumerate() {
+                *v = srow[(ox + ox_lo) * g.sw + kx - g.pl];
             }
         }
-    });
+    }
 }
 
 /// One input channel per group: each output plane reads a single input plane.

@@ -2,7 +2,7 @@
 //! (GN(x)·(1+scale)+shift, scale/shift [N, C]) and optional fused SiLU; and its input gradient.
 //! Statistics accumulate in f64, so the f32 path is at least as accurate as PyTorch's.
 
-use super::activation::{silu, silu_grad};
+use super::activation::silu_grad;
 use super::real::Real;
 use rayon::prelude::*;
 
@@ -42,10 +42,17 @@ pub fn group_norm<T: Real>(x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &
         let (ni, gi) = (idx / g.groups, idx % g.groups);
         let (mean, rstd) = stats(xg, g.eps);
         for cl in 0..cpg {
+            // pre = (x − mean)·rstd·a + b = x·k + m, folded once per channel in f64
             let (a, b) = channel_coeffs(gamma, beta, ss, g, ni, gi * cpg + cl);
-            for (yv, xv) in yg[cl * g.s..][..g.s].iter_mut().zip(&xg[cl * g.s..][..g.s]) {
-                let pre = (xv.f64() - mean) * rstd * a + b;
-                *yv = T::of(if g.silu { silu(pre) } else { pre });
+            let (k, m) = (T::of(rstd * a), T::of(b - mean * rstd * a));
+            let (yc, xc) = (&mut yg[cl * g.s..][..g.s], &xg[cl * g.s..][..g.s]);
+            if g.silu {
+                yc.iter_mut().zip(xc).for_each(|(yv, &xv)| {
+                    let pre = xv * k + m;
+                    *yv = pre / (T::one() + (-pre).fast_exp());
+                });
+            } else {
+                yc.iter_mut().zip(xc).for_each(|(yv, &xv)| *yv = xv * k + m);
             }
         }
     });

@@ -35,10 +35,37 @@ pub fn matmul<T: Real>(m: usize, n: usize, k: usize, dst: &mut [T], dst_rs: usiz
     // Internal invariant (shapes were validated by the caller): every view must cover its extent.
     assert!((m - 1) * dst_rs + n <= dst.len(), "matmul: dst too small");
     assert!(a.fits(m, k) && b.fits(k, n), "matmul: operand too small");
-    if k == 0 {
+    // SAFETY: `dst` is an exclusive borrow covering the m×n extent (asserted above).
+    unsafe { matmul_raw(m, n, k, dst.as_mut_ptr(), (dst_rs, 1), a, b, accumulate, parallel) }
+}
+
+/// dst = (a·b)ᵀ: element (i, j) of the m×n product goes to `dst[j*ldt + i]`. Lets a product with
+/// a short m run as the faster long-m product and land transposed at no extra pass.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_t<T: Real>(m: usize, n: usize, k: usize, dst: &mut [T], ldt: usize, a: MatRef<T>, b: MatRef<T>, parallel: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((n - 1) * ldt + m <= dst.len(), "matmul_t: dst too small");
+    // SAFETY: exclusive borrow covering every (i, j) ↦ j*ldt + i (asserted above).
+    unsafe { matmul_raw(m, n, k, dst.as_mut_ptr(), (1, ldt), a, b, false, parallel) }
+}
+
+/// `matmul` into a raw destination, for callers that write disjoint column blocks of one matrix
+/// from several threads (which `&mut` slices cannot express).
+///
+/// # Safety
+/// `dst` must be valid for writes at `i*dst_rs + j*dst_cs` for i < m, j < n, and no other thread may
+/// touch those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_raw<T: Real>(m: usize, n: usize, k: usize, dst: *mut T, (dst_rs, dst_cs): (usize, usize), a: MatRef<T>, b: MatRef<T>, accumulate: bool, parallel: bool) {
+    assert!(a.fits(m, k) && b.fits(k, n), "matmul: operand too small");
+    if m == 0 || n == 0 || k == 0 {
         if !accumulate {
             for i in 0..m {
-                dst[i * dst_rs..i * dst_rs + n].fill(T::zero());
+                for j in 0..n {
+                    *dst.add(i * dst_rs + j * dst_cs) = T::zero();
+                }
             }
         }
         return;
@@ -48,15 +75,14 @@ pub fn matmul<T: Real>(m: usize, n: usize, k: usize, dst: &mut [T], dst_rs: usiz
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above bound every index gemm will touch by the slices' lengths, and
-    // `dst` is exclusively borrowed, so it cannot alias `a` or `b`.
+    // SAFETY: operands are bounded by the assert above, dst by the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
+            dst,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
@@ -72,5 +98,16 @@ pub fn matmul<T: Real>(m: usize, n: usize, k: usize, dst: &mut [T], dst_rs: usiz
             false,
             par,
         );
+    }
+}
+
+/// Raw output pointer shared by parallel tasks that write disjoint parts of one buffer.
+pub struct SendPtr<T>(pub *mut T);
+// SAFETY: only used by tasks whose writes are disjoint (each caller states why).
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    pub fn at(&self, off: usize) -> *mut T {
+        self.0.wrapping_add(off)
     }
 }

@@ -1,16 +1,155 @@
-//! Build script. Today: records the git commit for `ran info`. The CUDA work adds NVRTC
-//! compilation of kernels/*.cu here (never probing hardware, never requiring nvcc).
+//! Build script:
+//! 1. scans kernels/*.cu for `extern "C" __global__ void NAME(` declarations;
+//! 2. builds the CPU emulator of CUDA (kernels/emu) with every kernel file compiled by the host
+//!    C++ compiler, plus a generated registry so kernels can be launched by name;
+//! 3. compiles every kernel file with NVRTC (see build_nvrtc.rs) to PTX and CUBINs and embeds
+//!    them; where NVRTC is absent the sources are embedded for compilation at first use, unless
+//!    RAN_REQUIRE_NVRTC=1 asks for a hard failure;
+//! 4. records the git commit for `ran info`.
+//! It never probes GPU hardware and never needs nvcc.
 
-fn main() {
-    let hash = std::process::Command::new("git")
+#[path = "build_nvrtc.rs"]
+mod build_nvrtc;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A kernel source file and the kernels it declares.
+pub struct KernelFile {
+    pub stem: String,
+    pub path: PathBuf,
+    pub source: String,
+    pub kernels: Vec<String>,
+}
+
+fn strip_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'/' && i + 1 < b.len() && b[i + 1] == b'/' {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i] == b'/' && i + 1 < b.len() && b[i + 1] == b'*' {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Names declared as `extern "C" __global__ void [__launch_bounds__(...)] NAME(`.
+fn kernel_names(src: &str) -> Vec<String> {
+    let s = strip_comments(src);
+    let key = "extern \"C\" __global__ void";
+    let mut names = Vec::new();
+    let mut rest = s.as_str();
+    while let Some(p) = rest.find(key) {
+        let mut t = rest[p + key.len()..].trim_start();
+        if let Some(lb) = t.strip_prefix("__launch_bounds__") {
+            let close = lb.find(')').expect("unterminated __launch_bounds__");
+            t = lb[close + 1..].trim_start();
+        }
+        let name: String = t.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        assert!(!name.is_empty(), "cannot read a kernel name after `{key}`");
+        names.push(name);
+        rest = &rest[p + key.len()..];
+    }
+    names
+}
+
+fn scan(dir: &Path) -> Vec<KernelFile> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("kernels/ directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("read kernel source");
+        let kernels = kernel_names(&source);
+        for k in &kernels {
+            assert!(seen.insert(k.clone()), "kernel name {k} is declared twice");
+        }
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        all.push(KernelFile { stem, path, source, kernels });
+    }
+    all
+}
+
+/// One C++ file per kernel file (kernel symbols renamed so they cannot clash with anything),
+/// and the registry table the runtime searches by name.
+fn build_emulator(root: &Path, out: &Path, files: &[KernelFile]) {
+    let mut b = cc::Build::new();
+    b.cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .flag_if_supported("-Wno-unknown-pragmas")
+        .flag_if_supported("-fno-strict-aliasing")
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-unused-function")
+        .include(root.join("kernels/emu"))
+        .include(root.join("kernels"))
+        .file(root.join("kernels/emu/emu_runtime.cpp"));
+    let mut registry = String::from("#include \"cuda_emu.h\"\n");
+    for f in files.iter().filter(|f| !f.kernels.is_empty()) {
+        let mut s = String::from("#include \"cuda_emu.h\"\n");
+        for k in &f.kernels {
+            writeln!(s, "#define {k} emu_kernel_{k}").unwrap();
+        }
+        writeln!(s, "#include \"{}\"", f.path.display()).unwrap();
+        writeln!(s, "extern \"C\" const EmuKernelEntry emu_entries_{}[] = {{", f.stem).unwrap();
+        for k in &f.kernels {
+            writeln!(s, "  EMU_KERNEL_ENTRY({k}),").unwrap();
+        }
+        writeln!(s, "}};").unwrap();
+        let p = out.join(format!("emu_{}.cpp", f.stem));
+        std::fs::write(&p, s).unwrap();
+        b.file(p);
+        writeln!(registry, "extern \"C\" const EmuKernelEntry emu_entries_{}[];", f.stem).unwrap();
+    }
+    registry.push_str("extern \"C\" const EmuKernelTable emu_kernel_tables[] = {\n");
+    for f in files.iter().filter(|f| !f.kernels.is_empty()) {
+        writeln!(registry, "  {{emu_entries_{}, {}}},", f.stem, f.kernels.len()).unwrap();
+    }
+    registry.push_str("  {nullptr, 0}};\n");
+    let rp = out.join("emu_registry.cpp");
+    std::fs::write(&rp, registry).unwrap();
+    b.file(rp);
+    b.compile("ran_cuda_emu");
+}
+
+fn git_hash() -> String {
+    std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown commit".into());
-    println!("cargo:rustc-env=RAN_GIT_HASH={hash}");
+        .unwrap_or_else(|| "unknown commit".into())
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let files = scan(&root.join("kernels"));
+    build_emulator(&root, &out, &files);
+    build_nvrtc::compile_and_embed(&root, &out, &files);
+
+    println!("cargo:rustc-env=RAN_GIT_HASH={}", git_hash());
+    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed=build_nvrtc.rs");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=RAN_REQUIRE_NVRTC");
+    println!("cargo:rerun-if-env-changed=RAN_NVRTC_LIB");
 }

@@ -7,6 +7,7 @@
 //! Semantics are PyTorch's, op by op (the fixtures in tests/fixtures come from torch itself).
 
 pub mod cpu;
+pub mod cuda;
 pub mod params;
 
 pub use params::{Activation, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams};

@@ -155,3 +155,91 @@ pub fn channel_vector(op: &'static str, what: &str, v: &Shape, c: usize) -> Resu
     }
     Ok(())
 }
+
+pub fn dims4(op: &'static str, s: &Shape) -> Result<[usize; 4]> {
+    match s.dims() {
+        &[n, c, h, w] => Ok([n, c, h, w]),
+        _ => Err(Error::shape(op, format!("want a 4-d [N,C,H,W] tensor, got {s}"))),
+    }
+}
+
+pub fn at_least_2d(op: &'static str, s: &Shape) -> Result<()> {
+    if s.rank() < 2 {
+        return Err(Error::shape(op, format!("want [N, C, ...], got {s}")));
+    }
+    Ok(())
+}
+
+/// Scale and shift of the fused GN scale-shift must hold [N, C] values.
+pub fn check_scale_shift(op: &'static str, scale: &Shape, shift: &Shape, n: usize, c: usize) -> Result<()> {
+    for (what, t) in [("scale", scale), ("shift", shift)] {
+        if t.numel() != n * c || t.dims().first() != Some(&n) {
+            return Err(Error::shape(op, format!("{what} has shape {t}, want [{n}, {c}] (or [{n}, {c}, 1, 1])")));
+        }
+    }
+    Ok(())
+}
+
+/// (N, C, S) of a group norm input, with γ, β and the group count checked.
+pub fn group_norm_dims(op: &'static str, x: &Shape, gamma: &Shape, beta: &Shape, p: &GroupNormParams) -> Result<(usize, usize, usize)> {
+    at_least_2d(op, x)?;
+    let (n, c, s) = x.ncs();
+    if p.groups == 0 || c % p.groups != 0 {
+        return Err(Error::shape(op, format!("{c} channels do not split into {} groups", p.groups)));
+    }
+    channel_vector(op, "gamma", gamma, c)?;
+    channel_vector(op, "beta", beta, c)?;
+    Ok((n, c, s))
+}
+
+/// (N, d, T) of a legacy-QKV attention input [N, 3·heads·d, T...].
+pub fn attention_dims(op: &'static str, qkv: &Shape, heads: usize) -> Result<(usize, usize, usize)> {
+    at_least_2d(op, qkv)?;
+    let (n, c3, t) = qkv.ncs();
+    if heads == 0 || c3 % (3 * heads) != 0 {
+        return Err(Error::shape(op, format!("{c3} channels are not 3·heads·d for heads={heads}")));
+    }
+    Ok((n, c3 / (3 * heads), t))
+}
+
+/// (rows, in, out) of x [rows, in] · w [out, in]ᵀ.
+pub fn linear_dims(op: &'static str, x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
+    if x.rank() != 2 || w.rank() != 2 || x.dim(1) != w.dim(1) {
+        return Err(Error::shape(op, format!("want x [N, in] and w [out, in], got x {x} and w {w}")));
+    }
+    Ok((x.dim(0), x.dim(1), w.dim(0)))
+}
+
+/// Output dims of a channel concat; every part must match the first outside dim 1.
+pub fn concat_dims(op: &'static str, parts: &[&Shape]) -> Result<Vec<usize>> {
+    let first = parts.first().ok_or_else(|| Error::shape(op, "no tensors"))?;
+    at_least_2d(op, first)?;
+    let mut dims = first.dims().to_vec();
+    dims[1] = 0;
+    for s in parts {
+        let ok = s.rank() == dims.len() && s.dim(0) == dims[0] && s.dims()[2..] == dims[2..];
+        if !ok {
+            return Err(Error::shape(op, format!("{first} and {s} differ outside dim 1")));
+        }
+        dims[1] += s.dim(1);
+    }
+    Ok(dims)
+}
+
+/// Output dims of x[:, start..end].
+pub fn slice_dims(op: &'static str, x: &Shape, start: usize, end: usize) -> Result<Vec<usize>> {
+    at_least_2d(op, x)?;
+    if start > end || end > x.dim(1) {
+        return Err(Error::shape(op, format!("range {start}..{end} outside {} channels", x.dim(1))));
+    }
+    let mut dims = x.dims().to_vec();
+    dims[1] = end - start;
+    Ok(dims)
+}
+
+pub fn check_embedding_ids(rows: usize, ids: &[usize]) -> Result<()> {
+    if let Some(&bad) = ids.iter().find(|&&i| i >= rows) {
+        return Err(Error::InvalidArgument(format!("embedding index {bad} out of range for a table of {rows} rows")));
+    }
+    Ok(())
+}

@@ -16,7 +16,9 @@ pub mod real;
 pub mod reduce;
 pub mod resample;
 
-use super::params::{broadcastable, channel_vector, same_shape};
+use super::params::{
+    at_least_2d, attention_dims, broadcastable, channel_vector, check_embedding_ids, check_scale_shift, concat_dims, dims4, group_norm_dims, linear_dims, same_shape, slice_dims,
+};
 use super::{Activation, Backend, Conv2dParams, GroupNormParams, Pool2dParams, ScaleShift};
 use crate::tensor::{Shape, Tensor};
 use crate::{Error, Result};
@@ -36,52 +38,19 @@ fn make(dims: &[usize], v: Vec<f32>) -> CpuTensor {
     Tensor::from_parts(Shape::new(dims), Arc::new(v))
 }
 
-fn dims4(op: &'static str, s: &Shape) -> Result<[usize; 4]> {
-    match s.dims() {
-        &[n, c, h, w] => Ok([n, c, h, w]),
-        _ => Err(Error::shape(op, format!("want a 4-d [N,C,H,W] tensor, got {s}"))),
-    }
-}
-
-fn at_least_2d(op: &'static str, s: &Shape) -> Result<()> {
-    if s.rank() < 2 {
-        return Err(Error::shape(op, format!("want [N, C, ...], got {s}")));
-    }
-    Ok(())
-}
-
 fn scale_shift<'a>(op: &'static str, ss: ScaleShift<'a, Cpu>, n: usize, c: usize) -> Result<Option<(&'a [f32], &'a [f32])>> {
     match ss {
         None => Ok(None),
         Some((a, b)) => {
-            for (what, t) in [("scale", a), ("shift", b)] {
-                if t.numel() != n * c || t.dims().first() != Some(&n) {
-                    return Err(Error::shape(op, format!("{what} has shape {}, want [{n}, {c}] (or [{n}, {c}, 1, 1])", t.shape())));
-                }
-            }
+            check_scale_shift(op, a.shape(), b.shape(), n, c)?;
             Ok(Some((data(a), data(b))))
         }
     }
 }
 
 fn gn_geom(op: &'static str, x: &Shape, gamma: &CpuTensor, beta: &CpuTensor, p: &GroupNormParams) -> Result<group_norm::GnGeom> {
-    at_least_2d(op, x)?;
-    let (n, c, s) = x.ncs();
-    if p.groups == 0 || c % p.groups != 0 {
-        return Err(Error::shape(op, format!("{c} channels do not split into {} groups", p.groups)));
-    }
-    channel_vector(op, "gamma", gamma.shape(), c)?;
-    channel_vector(op, "beta", beta.shape(), c)?;
+    let (n, c, s) = group_norm_dims(op, x, gamma.shape(), beta.shape(), p)?;
     Ok(group_norm::GnGeom { n, c, s, groups: p.groups, eps: p.eps as f64, silu: p.silu })
-}
-
-fn attn_geom(op: &'static str, qkv: &Shape, heads: usize) -> Result<(usize, usize, usize)> {
-    at_least_2d(op, qkv)?;
-    let (n, c3, t) = qkv.ncs();
-    if heads == 0 || c3 % (3 * heads) != 0 {
-        return Err(Error::shape(op, format!("{c3} channels are not 3·heads·d for heads={heads}")));
-    }
-    Ok((n, c3 / (3 * heads), t))
 }
 
 impl Backend for Cpu {
@@ -271,44 +240,28 @@ impl Backend for Cpu {
     }
 
     fn concat_channels(&self, xs: &[&CpuTensor]) -> Result<CpuTensor> {
-        let first = xs.first().ok_or_else(|| Error::shape("concat_channels", "no tensors"))?;
-        at_least_2d("concat_channels", first.shape())?;
-        let (n, _, s) = first.shape().ncs();
-        let mut dims = first.dims().to_vec();
-        let mut parts = Vec::with_capacity(xs.len());
-        let mut ctot = 0;
-        for x in xs {
-            let ok = x.shape().rank() == dims.len() && x.dims()[0] == dims[0] && x.dims()[2..] == dims[2..];
-            if !ok {
-                return Err(Error::shape("concat_channels", format!("{} and {} differ outside dim 1", first.shape(), x.shape())));
-            }
-            ctot += x.dims()[1];
-            parts.push((data(x), x.dims()[1]));
-        }
-        dims[1] = ctot;
+        let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
+        let dims = concat_dims("concat_channels", &shapes)?;
+        let (n, _, s) = Shape::new(&dims).ncs();
+        let parts: Vec<(&[f32], usize)> = xs.iter().map(|x| (data(x), x.dims()[1])).collect();
         Ok(make(&dims, layout::concat_channels(&parts, n, s)))
     }
 
     fn slice_channels(&self, x: &CpuTensor, start: usize, end: usize) -> Result<CpuTensor> {
-        at_least_2d("slice_channels", x.shape())?;
+        let dims = slice_dims("slice_channels", x.shape(), start, end)?;
         let (n, c, s) = x.shape().ncs();
-        if start > end || end > c {
-            return Err(Error::shape("slice_channels", format!("range {start}..{end} outside {c} channels")));
-        }
-        let mut dims = x.dims().to_vec();
-        dims[1] = end - start;
         Ok(make(&dims, layout::slice_channels(data(x), n, c, s, start, end)))
     }
 
     fn attention_legacy(&self, qkv: &CpuTensor, heads: usize) -> Result<CpuTensor> {
-        let (n, d, t) = attn_geom("attention_legacy", qkv.shape(), heads)?;
+        let (n, d, t) = attention_dims("attention_legacy", qkv.shape(), heads)?;
         let mut dims = qkv.dims().to_vec();
         dims[1] = heads * d;
         Ok(make(&dims, attention::attention_legacy(data(qkv), n, heads, d, t)))
     }
 
     fn attention_legacy_x_backward(&self, gy: &CpuTensor, qkv: &CpuTensor, heads: usize) -> Result<CpuTensor> {
-        let (n, d, t) = attn_geom("attention_legacy_x_backward", qkv.shape(), heads)?;
+        let (n, d, t) = attention_dims("attention_legacy_x_backward", qkv.shape(), heads)?;
         if gy.shape().ncs() != (n, heads * d, t) {
             return Err(Error::shape("attention_legacy_x_backward", format!("gradient {} does not match qkv {}", gy.shape(), qkv.shape())));
         }
@@ -327,9 +280,7 @@ impl Backend for Cpu {
             return Err(Error::shape("embedding", format!("table must be [rows, dim], got {}", table.shape())));
         }
         let (rows, dim) = (table.dims()[0], table.dims()[1]);
-        if let Some(&bad) = ids.iter().find(|&&i| i >= rows) {
-            return Err(Error::InvalidArgument(format!("embedding index {bad} out of range for a table of {rows} rows")));
-        }
+        check_embedding_ids(rows, ids)?;
         Ok(make(&[ids.len(), dim], embedding::embedding(data(table), dim, ids)))
     }
 
@@ -339,11 +290,4 @@ impl Backend for Cpu {
         }
         Ok(reduce::mean_std(data(x)))
     }
-}
-
-fn linear_dims(op: &'static str, x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
-    if x.rank() != 2 || w.rank() != 2 || x.dim(1) != w.dim(1) {
-        return Err(Error::shape(op, format!("want x [N, in] and w [out, in], got x {x} and w {w}")));
-    }
-    Ok((x.dim(0), x.dim(1), w.dim(0)))
 }

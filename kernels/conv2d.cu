@@ -1,0 +1,131 @@
+// conv2d (dilation 1, asymmetric zero padding, groups) and its input gradient, as implicit GEMMs
+// over shared-memory tiles (igemm.cuh); direct kernels for depthwise (one input channel per
+// group). Launch: block (16,16), grid (⌈N/64⌉, ⌈M/64⌉, groups), IGEMM_SMEM_BYTES dynamic smem.
+// CPU twin: src/backend/cpu/conv2d.rs.
+#include "common.cuh"
+#include "igemm.cuh"
+
+struct ConvArgs {
+  int n, c, h, w, o, kh, kw, ho, wo, sh, sw, pt, pl, groups, has_bias;
+};
+
+// ---- forward: M = out channels of the group, N = output pixels of all images, K = Cg·KH·KW ----
+struct ConvFwdA {
+  const float* w;
+  int g, og, kk;
+  __device__ float operator()(int m, int k) const { return w[(long long)(g * og + m) * kk + k]; }
+};
+struct ConvFwdB {
+  const float* x;
+  ConvArgs a;
+  int g, cg;
+  __device__ float operator()(int k, int n) const {
+    int khw = a.kh * a.kw, ci = k / khw, r = k % khw, ky = r / a.kw, kx = r % a.kw;
+    int hw = a.ho * a.wo, img = n / hw, pix = n % hw, oy = pix / a.wo, ox = pix % a.wo;
+    int iy = oy * a.sh - a.pt + ky, ix = ox * a.sw - a.pl + kx;
+    if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w) return 0.0f;
+    return x[(((long long)img * a.c + g * cg + ci) * a.h + iy) * a.w + ix];
+  }
+};
+struct ConvFwdStore {
+  float* y;
+  const float* bias;
+  ConvArgs a;
+  int g, og;
+  __device__ void operator()(int m, int n, float v) const {
+    int hw = a.ho * a.wo, img = n / hw, pix = n % hw;
+    int oc = g * og + m;
+    y[((long long)img * a.o + oc) * hw + pix] = v + (a.has_bias ? bias[oc] : 0.0f);
+  }
+};
+
+extern "C" __global__ void __launch_bounds__(256) conv2d_f32(const float* __restrict__ x, const float* __restrict__ w,
+                                                             const float* __restrict__ bias, float* __restrict__ y, ConvArgs a) {
+  const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
+  igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdB{x, a, g, cg}, ConvFwdStore{y, bias, a, g, og});
+}
+
+// ---- input gradient: M = in channels of the group, N = input pixels, K = Og·KH·KW ----------------
+struct ConvBwdA {
+  const float* w;
+  int g, og, cg, khw;
+  __device__ float operator()(int m, int k) const {
+    int oc = k / khw, r = k % khw;
+    return w[((long long)(g * og + oc) * cg + m) * khw + r];
+  }
+};
+struct ConvBwdB {
+  const float* gy;
+  ConvArgs a;
+  int g, og;
+  __device__ float operator()(int k, int n) const {
+    int khw = a.kh * a.kw, oc = k / khw, r = k % khw, ky = r / a.kw, kx = r % a.kw;
+    int hw = a.h * a.w, img = n / hw, pix = n % hw, iy = pix / a.w, ix = pix % a.w;
+    int ny = iy + a.pt - ky, nx = ix + a.pl - kx;
+    if (ny < 0 || nx < 0 || ny % a.sh != 0 || nx % a.sw != 0) return 0.0f;
+    int oy = ny / a.sh, ox = nx / a.sw;
+    if (oy >= a.ho || ox >= a.wo) return 0.0f;
+    return gy[(((long long)img * a.o + g * og + oc) * a.ho + oy) * a.wo + ox];
+  }
+};
+struct ConvBwdStore {
+  float* gx;
+  ConvArgs a;
+  int g, cg;
+  __device__ void operator()(int m, int n, float v) const {
+    int hw = a.h * a.w, img = n / hw, pix = n % hw;
+    gx[((long long)img * a.c + g * cg + m) * hw + pix] = v;
+  }
+};
+
+extern "C" __global__ void __launch_bounds__(256) conv2d_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
+                                                                        float* __restrict__ gx, ConvArgs a) {
+  const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, khw = a.kh * a.kw;
+  igemm_tile(cg, a.n * a.h * a.w, og * khw, ConvBwdA{w, g, og, cg, khw}, ConvBwdB{gy, a, g, og}, ConvBwdStore{gx, a, g, cg});
+}
+
+// ---- depthwise (Cg = 1): one thread per output / input element -----------------------------------
+extern "C" __global__ void depthwise_conv2d_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                                                float* __restrict__ y, ConvArgs a) {
+  const int og = a.o / a.groups;
+  KC_FOR_EACH(i, (long long)a.n * a.o * a.ho * a.wo) {
+    int ox = (int)(i % a.wo), oy = (int)((i / a.wo) % a.ho);
+    int oc = (int)((i / ((long long)a.wo * a.ho)) % a.o), img = (int)(i / ((long long)a.wo * a.ho * a.o));
+    const float* xp = x + ((long long)img * a.c + oc / og) * a.h * a.w;
+    const float* wk = w + (long long)oc * a.kh * a.kw;
+    float acc = a.has_bias ? bias[oc] : 0.0f;
+    for (int ky = 0; ky < a.kh; ++ky) {
+      int iy = oy * a.sh - a.pt + ky;
+      if (iy < 0 || iy >= a.h) continue;
+      for (int kx = 0; kx < a.kw; ++kx) {
+        int ix = ox * a.sw - a.pl + kx;
+        if (ix >= 0 && ix < a.w) acc = fmaf(xp[iy * a.w + ix], wk[ky * a.kw + kx], acc);
+      }
+    }
+    y[i] = acc;
+  }
+}
+
+extern "C" __global__ void depthwise_conv2d_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
+                                                           float* __restrict__ gx, ConvArgs a) {
+  const int og = a.o / a.groups;
+  KC_FOR_EACH(i, (long long)a.n * a.c * a.h * a.w) {
+    int ix = (int)(i % a.w), iy = (int)((i / a.w) % a.h);
+    int ci = (int)((i / ((long long)a.w * a.h)) % a.c), img = (int)(i / ((long long)a.w * a.h * a.c));
+    float acc = 0.0f;
+    for (int oc = ci * og; oc < (ci + 1) * og; ++oc) {
+      const float* gp = gy + ((long long)img * a.o + oc) * a.ho * a.wo;
+      const float* wk = w + (long long)oc * a.kh * a.kw;
+      for (int ky = 0; ky < a.kh; ++ky) {
+        int ny = iy + a.pt - ky;
+        if (ny < 0 || ny % a.sh != 0 || ny / a.sh >= a.ho) continue;
+        for (int kx = 0; kx < a.kw; ++kx) {
+          int nx = ix + a.pl - kx;
+          if (nx < 0 || nx % a.sw != 0 || nx / a.sw >= a.wo) continue;
+          acc = fmaf(gp[(ny / a.sh) * a.wo + nx / a.sw], wk[ky * a.kw + kx], acc);
+        }
+      }
+    }
+    gx[i] = acc;
+  }
+}

@@ -1,0 +1,97 @@
+// GroupNorm over [N, C, S] with affine γ, β, optional fused scale-shift GN(x)·(1+scale)+shift
+// (scale/shift [N, C]) and optional fused SiLU; and its input gradient.
+// One block per (n, group); statistics in two passes (mean, then squared deviations).
+// CPU twin: src/backend/cpu/group_norm.rs.
+#include "common.cuh"
+
+struct GnArgs {
+  int c, s, groups;
+  float eps;
+  int silu;
+  int has_ss;
+};
+
+__device__ __forceinline__ void gn_stats(const float* xg, int len, float eps, float* scratch, float* mean, float* rstd) {
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < len; i += blockDim.x) s += xg[i];
+  float m = block_sum(s, scratch) / (float)len;
+  float q = 0.0f;
+  for (int i = threadIdx.x; i < len; i += blockDim.x) {
+    float d = xg[i] - m;
+    q += d * d;
+  }
+  float var = block_sum(q, scratch) / (float)len;
+  *mean = m;
+  *rstd = rsqrtf(var + eps);
+}
+
+// pre = x̂·a + b for channel ch of batch item b
+__device__ __forceinline__ void gn_coeffs(const float* gamma, const float* beta, const float* scale, const float* shift,
+                                          const GnArgs& p, int b, int ch, float* a, float* bb) {
+  float ga = gamma[ch], be = beta[ch];
+  if (p.has_ss) {
+    float k = 1.0f + scale[b * p.c + ch];
+    *a = ga * k;
+    *bb = be * k + shift[b * p.c + ch];
+  } else {
+    *a = ga;
+    *bb = be;
+  }
+}
+
+extern "C" __global__ void group_norm_f32(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                          const float* __restrict__ scale, const float* __restrict__ shift, float* __restrict__ y, GnArgs p) {
+  __shared__ float scratch[32];
+  const int cpg = p.c / p.groups, len = cpg * p.s;
+  const int b = blockIdx.x / p.groups, g = blockIdx.x % p.groups;
+  const float* xg = x + (long long)blockIdx.x * len;
+  float* yg = y + (long long)blockIdx.x * len;
+  float mean, rstd;
+  gn_stats(xg, len, p.eps, scratch, &mean, &rstd);
+  for (int i = threadIdx.x; i < len; i += blockDim.x) {
+    float a, bb;
+    gn_coeffs(gamma, beta, scale, shift, p, b, g * cpg + i / p.s, &a, &bb);
+    float pre = (xg[i] - mean) * rstd * a + bb;
+    yg[i] = p.silu ? pre / (1.0f + expf(-pre)) : pre;
+  }
+}
+
+// gx = rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂)), with gx̂ = a·∂L/∂pre (through SiLU when fused).
+extern "C" __global__ void group_norm_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ x,
+                                                     const float* __restrict__ gamma, const float* __restrict__ beta,
+                                                     const float* __restrict__ scale, const float* __restrict__ shift,
+                                                     float* __restrict__ gx, GnArgs p) {
+  __shared__ float scratch[32];
+  const int cpg = p.c / p.groups, len = cpg * p.s;
+  const int b = blockIdx.x / p.groups, g = blockIdx.x % p.groups;
+  const long long off = (long long)blockIdx.x * len;
+  float mean, rstd;
+  gn_stats(x + off, len, p.eps, scratch, &mean, &rstd);
+  float s1 = 0.0f, s2 = 0.0f;
+  for (int i = threadIdx.x; i < len; i += blockDim.x) {
+    float a, bb;
+    gn_coeffs(gamma, beta, scale, shift, p, b, g * cpg + i / p.s, &a, &bb);
+    float xh = (x[off + i] - mean) * rstd;
+    float gpre = gy[off + i];
+    if (p.silu) {
+      float pre = xh * a + bb, sg = 1.0f / (1.0f + expf(-pre));
+      gpre *= sg * (1.0f + pre * (1.0f - sg));
+    }
+    float gxh = gpre * a;
+    s1 += gxh;
+    s2 += gxh * xh;
+  }
+  float m1 = block_sum(s1, scratch) / (float)len;
+  float m2 = block_sum(s2, scratch) / (float)len;
+  for (int i = threadIdx.x; i < len; i += blockDim.x) {
+    float a, bb;
+    gn_coeffs(gamma, beta, scale, shift, p, b, g * cpg + i / p.s, &a, &bb);
+    float xh = (x[off + i] - mean) * rstd;
+    float gpre = gy[off + i];
+    if (p.silu) {
+      float pre = xh * a + bb, sg = 1.0f / (1.0f + expf(-pre));
+      gpre *= sg * (1.0f + pre * (1.0f - sg));
+    }
+    gx[off + i] = rstd * (gpre * a - m1 - xh * m2);
+  }
+}

@@ -1,0 +1,138 @@
+//! The CPU emulator of CUDA as a `Device`: buffers are host allocations whose addresses serve as
+//! device pointers, and launches go to `emu_launch` (kernels/emu/emu_runtime.cpp), which runs the
+//! same .cu kernels compiled by the host C++ compiler, one fiber per CUDA thread.
+
+use super::device::{Arg, Device, LaunchCfg};
+use crate::{Error, Result};
+use std::alloc::Layout;
+use std::ffi::{c_char, c_void, CStr, CString};
+
+extern "C" {
+    fn emu_launch(name: *const c_char, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, smem: u32, args: *mut *mut c_void) -> i32;
+    fn emu_last_error() -> *const c_char;
+    fn emu_set_schedule(mode: i32, seed: u64);
+}
+
+/// Order in which a block's threads run between barriers. Forward order hides races in which a
+/// later thread reads an earlier one's write; reverse and random orders expose them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    Forward,
+    Reverse,
+    Random(u64),
+}
+
+/// Sets the schedule of every later emulator launch in this process.
+pub fn set_schedule(s: Schedule) {
+    let (mode, seed) = match s {
+        Schedule::Forward => (0, 1),
+        Schedule::Reverse => (1, 1),
+        Schedule::Random(seed) => (2, seed),
+    };
+    // SAFETY: plain FFI call; the runtime guards its configuration with a mutex.
+    unsafe { emu_set_schedule(mode, seed) }
+}
+
+const ALIGN: usize = 256; // cudaMalloc's alignment
+
+/// A zeroed host allocation standing in for device memory. Kernels write through its address
+/// while Rust holds only shared references, like device memory behind a CUdeviceptr.
+pub struct EmuBuf {
+    ptr: *mut u8,
+    bytes: usize,
+}
+
+// SAFETY: the buffer is plain memory; concurrent access is ordered by the (synchronous,
+// serialised) launches exactly as on a device with one stream.
+unsafe impl Send for EmuBuf {}
+unsafe impl Sync for EmuBuf {}
+
+impl EmuBuf {
+    fn layout(bytes: usize) -> Layout {
+        Layout::from_size_align(bytes.max(ALIGN), ALIGN).expect("buffer layout")
+    }
+    fn new_zeroed(bytes: usize) -> Result<Self> {
+        // SAFETY: non-zero size (at least ALIGN bytes) and a valid power-of-two alignment.
+        let ptr = unsafe { std::alloc::alloc_zeroed(Self::layout(bytes)) };
+        if ptr.is_null() {
+            return Err(Error::Backend { backend: "cuda-emulator", msg: format!("out of memory allocating {bytes} bytes") });
+        }
+        Ok(EmuBuf { ptr, bytes })
+    }
+}
+
+impl Drop for EmuBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new_zeroed with the same layout.
+        unsafe { std::alloc::dealloc(self.ptr, Self::layout(self.bytes)) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmuDevice;
+
+impl Device for EmuDevice {
+    type Buf = EmuBuf;
+
+    fn kind(&self) -> &'static str {
+        "cuda-emulator"
+    }
+
+    fn describe(&self) -> String {
+        "CUDA emulator on the CPU (kernels/*.cu built by the host compiler, one fiber per thread)".into()
+    }
+
+    fn alloc_zeros(&self, bytes: usize) -> Result<EmuBuf> {
+        EmuBuf::new_zeroed(bytes)
+    }
+
+    fn upload(&self, bytes: &[u8]) -> Result<EmuBuf> {
+        let b = EmuBuf::new_zeroed(bytes.len())?;
+        // SAFETY: fresh allocation of at least bytes.len() bytes, not aliased.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.ptr, bytes.len()) };
+        Ok(b)
+    }
+
+    fn download(&self, buf: &EmuBuf, out: &mut [u8]) -> Result<()> {
+        if out.len() > buf.bytes {
+            return Err(Error::Backend { backend: "cuda-emulator", msg: format!("download of {} bytes from a {}-byte buffer", out.len(), buf.bytes) });
+        }
+        // SAFETY: bounds checked above; launches are synchronous, so no kernel is writing.
+        unsafe { std::ptr::copy_nonoverlapping(buf.ptr, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    fn launch(&self, kernel: &'static str, cfg: &LaunchCfg, args: &[Arg<'_, EmuBuf>]) -> Result<()> {
+        // Each parameter's value lives in its own 8-byte slot (pointers, i64) or in the caller's
+        // struct (Pod); `ptrs[i]` points at parameter i, as cuLaunchKernel expects.
+        let mut slots: Vec<u64> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Buf(b) => b.ptr as u64,
+                Arg::I32(v) => *v as u32 as u64,
+                Arg::I64(v) => *v as u64,
+                Arg::F32(v) => v.to_bits() as u64,
+                Arg::Pod(_) => 0,
+            })
+            .collect();
+        let mut ptrs: Vec<*mut c_void> = args
+            .iter()
+            .zip(slots.iter_mut())
+            .map(|(a, s)| match a {
+                Arg::Pod(bytes) => bytes.as_ptr() as *mut c_void,
+                _ => s as *mut u64 as *mut c_void,
+            })
+            .collect();
+        let name = CString::new(kernel).expect("kernel names have no NUL");
+        let (g, b) = (cfg.grid, cfg.block);
+        // SAFETY: `ptrs` holds one valid pointer per kernel parameter, alive for the call; the
+        // runtime copies the values before running any thread and the launch is synchronous.
+        let rc = unsafe { emu_launch(name.as_ptr(), g.0, g.1, g.2, b.0, b.1, b.2, cfg.smem_bytes, ptrs.as_mut_ptr()) };
+        if rc != 0 {
+            // SAFETY: the runtime returns a NUL-terminated string owned by this thread.
+            let msg = unsafe { CStr::from_ptr(emu_last_error()) }.to_string_lossy().into_owned();
+            return Err(Error::Backend { backend: "cuda-emulator", msg });
+        }
+        Ok(())
+    }
+}

@@ -18,3 +18,6 @@ include!(concat!(env!("OUT_DIR"), "/kernels_embedded.rs"));
 pub fn file_of(kernel: &str) -> Option<&'static KernelSource> {
     KERNEL_FILES.iter().find(|f| f.kernels.contains(&kernel))
 }
+
+/// The headers kernels include, for NVRTC at run time.
+pub static HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("../../../kernels/common.cuh")), ("igemm.cuh", include_str!("../../../kernels/igemm.cuh"))];

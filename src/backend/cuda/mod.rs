@@ -5,6 +5,7 @@
 pub mod args;
 pub mod device;
 pub mod emu;
+pub mod gpu;
 pub mod kernels;
 
 use self::args::{Bcast4, ConvArgs, GnArgs, PoolArgs};
@@ -33,6 +34,7 @@ pub struct CudaBackend<D: Device> {
 }
 
 pub type EmulatedCuda = CudaBackend<emu::EmuDevice>;
+pub type Gpu = CudaBackend<gpu::GpuDevice>;
 
 impl EmulatedCuda {
     pub fn emulated() -> Self {

@@ -131,7 +131,10 @@ fn unknown_dtype_missing_tensor_wrong_shape_and_nan() {
 /// interoperability check of our reader against the reference writer.
 #[test]
 fn reads_files_written_by_python_safetensors() {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ops.safetensors");
+    let p = match std::env::var_os("RAN_FIXTURES_DIR") {
+        Some(d) => std::path::PathBuf::from(d).join("ops.safetensors"),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ops.safetensors"),
+    };
     let f = SafeTensors::open(&p).unwrap();
     assert!(f.names().count() > 200);
     assert!(f.metadata().contains_key("__generator__"));

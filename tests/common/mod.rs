@@ -7,8 +7,13 @@ use ran::io::safetensors::SafeTensors;
 use ran::{Shape, Tensor};
 use serde_json::Value;
 
+/// tests/fixtures/NAME; RAN_FIXTURES_DIR overrides the folder (prebuilt test binaries run on
+/// another host, see benches/gpu.sh).
 pub fn fixture_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    match std::env::var_os("RAN_FIXTURES_DIR") {
+        Some(d) => std::path::PathBuf::from(d).join(name),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name),
+    }
 }
 
 pub fn ops_fixtures() -> SafeTensors {

@@ -93,6 +93,21 @@ impl GpuDevice {
         Ok(f)
     }
 
+    /// Theoretical fp32 FMA throughput and DRAM bandwidth, from the device's attributes, for
+    /// benchmark reports (fp32 lanes per SM: 64 on sm_80, 128 on sm_86+ and sm_90).
+    pub fn peaks(&self) -> Option<(f64, f64)> {
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let at = |a| self.ctx.attribute(a).ok().map(|v| v as f64);
+        let sms = at(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let clock_khz = at(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?;
+        let mem_khz = at(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?;
+        let bus_bits = at(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?;
+        let lanes = if self.sm == 80 { 64.0 } else { 128.0 };
+        let tflops = sms * lanes * 2.0 * clock_khz * 1e3 / 1e12;
+        let gbs = 2.0 * mem_khz * 1e3 * bus_bits / 8.0 / 1e9;
+        Some((tflops, gbs))
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(err)
     }
@@ -179,5 +194,24 @@ impl Device for GpuDevice {
         // in backend/cuda/mod.rs, checked on the emulator with the same packing).
         unsafe { b.launch(lc) }.map_err(|e| err(format!("launching {kernel}: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inline_headers;
+    use crate::backend::cuda::kernels::KERNEL_FILES;
+
+    /// Runtime NVRTC gets self-contained sources: every project header inlined exactly once.
+    #[test]
+    fn inline_headers_leaves_no_project_include() {
+        for f in KERNEL_FILES {
+            let s = inline_headers(f.source);
+            assert!(!s.contains("#include \"common.cuh\"") && !s.contains("#include \"igemm.cuh\""), "{}", f.file);
+            assert_eq!(s.matches("float warp_sum(").count(), 1, "{}: common.cuh inlined once", f.file);
+            for k in f.kernels {
+                assert!(s.contains(k), "{}: kernel {k} lost", f.file);
+            }
+        }
     }
 }

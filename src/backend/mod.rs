@@ -10,7 +10,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod params;
 
-pub use params::{Activation, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams};
+pub use params::{Activation, Conv2dParams, DdimCoefs, GroupNormParams, Padding2d, Pool2dParams, StepCoefs, VarType};
 
 use crate::tensor::{Shape, Tensor};
 use crate::Result;
@@ -118,6 +118,29 @@ pub trait Backend: Sized + Send + Sync + 'static {
     // ---- reductions ------------------------------------------------------------------------------
     /// Mean and unbiased (N−1) standard deviation over all elements, like torch's mean()/std().
     fn mean_std(&self, x: &Tensor<Self>) -> Result<(f64, f64)>;
+
+    // ---- diffusion step math (spec §1, §7; coefficients from `diffusion::Diffusion`) ------------------
+    /// x_t = √ᾱ·x0 + √(1−ᾱ)·ε.
+    fn q_sample(&self, x0: &Tensor<Self>, noise: &Tensor<Self>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<Tensor<Self>>;
+    /// (mean, log-variance, x̂0) of p(x_{t−1}|x_t) from the model output [N, C or 2C, ...].
+    fn p_mean_variance(&self, xt: &Tensor<Self>, model_out: &Tensor<Self>, c: &StepCoefs) -> Result<(Tensor<Self>, Tensor<Self>, Tensor<Self>)>;
+    /// KL(q(x_{t−1}|x_t,x0) ‖ p(x_{t−1}|x_t)) per element, in bits.
+    fn kl_bits(&self, x0: &Tensor<Self>, xt: &Tensor<Self>, p_mean: &Tensor<Self>, p_logvar: &Tensor<Self>, c: &StepCoefs) -> Result<Tensor<Self>>;
+    /// mean + [nonzero]·exp(½·logvar)·z (ancestral sampling).
+    fn p_sample(&self, mean: &Tensor<Self>, logvar: &Tensor<Self>, z: &Tensor<Self>, nonzero: bool) -> Result<Tensor<Self>>;
+    /// One DDIM(η) step from x_t and the (clipped) x̂0; z is used when η > 0.
+    fn ddim_step(&self, xt: &Tensor<Self>, pred_x0: &Tensor<Self>, z: &Tensor<Self>, c: &DdimCoefs) -> Result<Tensor<Self>>;
+}
+
+/// Shapes of p_mean_variance: model_out must be [N, C or 2C, ...] over x_t [N, C, ...].
+pub fn check_model_out(op: &'static str, xt: &Shape, mo: &Shape, c: &StepCoefs) -> Result<(usize, usize)> {
+    params::at_least_2d(op, xt)?;
+    let (n, ch, s) = xt.ncs();
+    let want = if c.var_type.learned() { 2 * ch } else { ch };
+    if mo.ncs() != (n, want, s) {
+        return Err(crate::Error::shape(op, format!("model output {mo} does not fit x_t {xt} ({want} channels expected for {:?} variance)", c.var_type)));
+    }
+    Ok((ch, s))
 }
 
 /// Folds inference batch norm into the per-channel affine that `channel_affine` applies:

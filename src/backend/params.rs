@@ -243,3 +243,60 @@ pub fn check_embedding_ids(rows: usize, ids: &[usize]) -> Result<()> {
     }
     Ok(())
 }
+
+/// How p(x_{t−1}|x_t) gets its variance (upstream's ModelVarType).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VarType {
+    /// Model outputs [ε, v]; log σ² = f·log β + (1−f)·log σ̃²_clipped with f = (v+1)/2.
+    LearnedRange,
+    /// Model outputs [ε, log σ²].
+    Learned,
+    /// log σ² = log([σ̃²_1, β_1, β_2, ...])_t.
+    FixedLarge,
+    /// log σ² = log σ̃²_clipped.
+    FixedSmall,
+}
+
+impl VarType {
+    /// Whether the model's output carries a second block of C channels.
+    pub fn learned(self) -> bool {
+        matches!(self, VarType::LearnedRange | VarType::Learned)
+    }
+    pub fn code(self) -> i32 {
+        match self {
+            VarType::LearnedRange => 0,
+            VarType::Learned => 1,
+            VarType::FixedLarge | VarType::FixedSmall => 2,
+        }
+    }
+}
+
+/// Per-timestep scalars of the posterior and of the model's p(x_{t−1}|x_t), as f32 like
+/// upstream's `_extract_into_tensor(...).float()`. Made by `Diffusion::step_coefs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepCoefs {
+    pub sqrt_recip_ab: f32,
+    pub sqrt_recipm1_ab: f32,
+    /// posterior mean μ̃ = c1·x0 + c2·x_t
+    pub c1: f32,
+    pub c2: f32,
+    pub post_logvar_clipped: f32,
+    pub log_beta: f32,
+    /// the log-variance of the fixed variance types
+    pub fixed_logvar: f32,
+    pub var_type: VarType,
+    /// clamp x̂0 to [−1, 1]
+    pub clip: bool,
+}
+
+/// Scalars of one DDIM(η) step. Made by `Diffusion::ddim_coefs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DdimCoefs {
+    pub sqrt_recip_ab: f32,
+    pub sqrt_recipm1_ab: f32,
+    pub ab: f32,
+    pub ab_prev: f32,
+    pub eta: f32,
+    /// false at k = 0 (no noise added)
+    pub nonzero: bool,
+}

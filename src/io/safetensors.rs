@@ -138,6 +138,21 @@ impl SafeTensors {
         Ok((info.shape.clone(), vals))
     }
 
+    /// An F64 tensor at full precision (schedule tables, fixtures); other dtypes widen from f32.
+    pub fn get_f64(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
+        let info = self.info(name)?;
+        if info.dtype != Dtype::F64 {
+            let (s, v) = self.get(name)?;
+            return Ok((s, v.into_iter().map(f64::from).collect()));
+        }
+        let raw = &self.map[self.data_start + info.begin..self.data_start + info.end];
+        let vals: Vec<f64> = raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+            return Err(Error::BadTensor { path: self.path.clone(), name: name.to_string(), msg: format!("value #{i} is {}", vals[i]) });
+        }
+        Ok((info.shape.clone(), vals))
+    }
+
     /// Like `get`, but the shape must be exactly `want`.
     pub fn get_shaped(&self, name: &str, want: &[usize]) -> Result<Vec<f32>> {
         let (shape, v) = self.get(name)?;

@@ -6,6 +6,7 @@ pub mod activation;
 pub mod attention;
 pub mod broadcast;
 pub mod conv2d;
+pub mod diffusion_step;
 pub mod embedding;
 pub mod group_norm;
 pub mod layout;
@@ -19,7 +20,7 @@ pub mod resample;
 use super::params::{
     at_least_2d, attention_dims, broadcastable, channel_vector, check_embedding_ids, check_scale_shift, concat_dims, dims4, group_norm_dims, linear_dims, same_shape, slice_dims,
 };
-use super::{Activation, Backend, Conv2dParams, GroupNormParams, Pool2dParams, ScaleShift};
+use super::{check_model_out, Activation, Backend, Conv2dParams, DdimCoefs, GroupNormParams, Pool2dParams, ScaleShift, StepCoefs};
 use crate::tensor::{Shape, Tensor};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -289,5 +290,35 @@ impl Backend for Cpu {
             return Err(Error::shape("mean_std", format!("std needs at least 2 values, tensor {} has {}", x.shape(), x.numel())));
         }
         Ok(reduce::mean_std(data(x)))
+    }
+
+    fn q_sample(&self, x0: &CpuTensor, noise: &CpuTensor, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<CpuTensor> {
+        same_shape("q_sample", x0.shape(), noise.shape())?;
+        Ok(make(x0.dims(), diffusion_step::q_sample(data(x0), data(noise), sqrt_ab, sqrt_1m_ab)))
+    }
+
+    fn p_mean_variance(&self, xt: &CpuTensor, model_out: &CpuTensor, c: &StepCoefs) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        let (ch, s) = check_model_out("p_mean_variance", xt.shape(), model_out.shape(), c)?;
+        let (m, lv, x0) = diffusion_step::p_mean_variance(data(xt), data(model_out), ch, s, c);
+        Ok((make(xt.dims(), m), make(xt.dims(), lv), make(xt.dims(), x0)))
+    }
+
+    fn kl_bits(&self, x0: &CpuTensor, xt: &CpuTensor, p_mean: &CpuTensor, p_logvar: &CpuTensor, c: &StepCoefs) -> Result<CpuTensor> {
+        for t in [xt, p_mean, p_logvar] {
+            same_shape("kl_bits", x0.shape(), t.shape())?;
+        }
+        Ok(make(x0.dims(), diffusion_step::kl_bits(data(x0), data(xt), data(p_mean), data(p_logvar), c)))
+    }
+
+    fn p_sample(&self, mean: &CpuTensor, logvar: &CpuTensor, z: &CpuTensor, nonzero: bool) -> Result<CpuTensor> {
+        same_shape("p_sample", mean.shape(), logvar.shape())?;
+        same_shape("p_sample", mean.shape(), z.shape())?;
+        Ok(make(mean.dims(), diffusion_step::p_sample(data(mean), data(logvar), data(z), nonzero)))
+    }
+
+    fn ddim_step(&self, xt: &CpuTensor, pred_x0: &CpuTensor, z: &CpuTensor, c: &DdimCoefs) -> Result<CpuTensor> {
+        same_shape("ddim_step", xt.shape(), pred_x0.shape())?;
+        same_shape("ddim_step", xt.shape(), z.shape())?;
+        Ok(make(xt.dims(), diffusion_step::ddim_step(data(xt), data(pred_x0), data(z), c)))
     }
 }

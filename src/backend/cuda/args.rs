@@ -59,3 +59,20 @@ pub struct Bcast4 {
     pub bstride: [i32; 4],
     pub bdims: [i32; 4],
 }
+
+/// kernels/scheduler.cu `StepArgs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct StepArgs {
+    pub sqrt_recip_ab: f32,
+    pub sqrt_recipm1_ab: f32,
+    pub c1: f32,
+    pub c2: f32,
+    pub post_logvar_clipped: f32,
+    pub log_beta: f32,
+    pub fixed_logvar: f32,
+    pub var_type: i32,
+    pub clip: i32,
+    pub c: i32,
+    pub s: i32,
+}

@@ -8,13 +8,13 @@ pub mod emu;
 pub mod gpu;
 pub mod kernels;
 
-use self::args::{Bcast4, ConvArgs, GnArgs, PoolArgs};
+use self::args::{Bcast4, ConvArgs, GnArgs, PoolArgs, StepArgs};
 use self::device::{Arg, Device, LaunchCfg};
 use super::params::{
     at_least_2d, attention_dims, broadcastable, channel_vector, check_embedding_ids, check_scale_shift, concat_dims, dims4, group_norm_dims, linear_dims,
     same_shape, slice_dims,
 };
-use super::{Activation, Backend, Conv2dParams, GroupNormParams, Pool2dParams, ScaleShift};
+use super::{check_model_out, Activation, Backend, Conv2dParams, DdimCoefs, GroupNormParams, Pool2dParams, ScaleShift, StepCoefs};
 use crate::tensor::{Shape, Tensor};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -580,5 +580,74 @@ impl<D: Device> Backend for CudaBackend<D> {
         self.launch("mean_std_f32", cfg, &[Self::buf(x), Arg::I64(x.numel() as i64), Self::buf(&out)])?;
         let v = self.to_host(&out)?;
         Ok((v[0] as f64, v[1] as f64))
+    }
+
+    fn q_sample(&self, x0: &T<D>, noise: &T<D>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<T<D>> {
+        same_shape("q_sample", x0.shape(), noise.shape())?;
+        let n = i32_of("q_sample", x0.numel())?;
+        let y = self.alloc(x0.dims())?;
+        self.ew_launch("q_sample_f32", y.numel(), &[Self::buf(x0), Self::buf(noise), Self::buf(&y), Arg::I32(n), Arg::F32(sqrt_ab), Arg::F32(sqrt_1m_ab)])?;
+        Ok(y)
+    }
+
+    fn p_mean_variance(&self, xt: &T<D>, model_out: &T<D>, c: &StepCoefs) -> Result<(T<D>, T<D>, T<D>)> {
+        let (ch, s) = check_model_out("p_mean_variance", xt.shape(), model_out.shape(), c)?;
+        i32_of("p_mean_variance", model_out.numel())?;
+        let a = step_args(c, ch, s);
+        let (m, lv, x0) = (self.alloc(xt.dims())?, self.alloc(xt.dims())?, self.alloc(xt.dims())?);
+        let args = [Self::buf(xt), Self::buf(model_out), Self::buf(&m), Self::buf(&lv), Self::buf(&x0), Arg::I32(xt.numel() as i32), Arg::Pod(bytemuck::bytes_of(&a))];
+        self.ew_launch("p_mean_variance_f32", xt.numel(), &args)?;
+        Ok((m, lv, x0))
+    }
+
+    fn kl_bits(&self, x0: &T<D>, xt: &T<D>, p_mean: &T<D>, p_logvar: &T<D>, c: &StepCoefs) -> Result<T<D>> {
+        for t in [xt, p_mean, p_logvar] {
+            same_shape("kl_bits", x0.shape(), t.shape())?;
+        }
+        let n = i32_of("kl_bits", x0.numel())?;
+        let (_, ch, s) = x0.shape().ncs();
+        let a = step_args(c, ch, s);
+        let y = self.alloc(x0.dims())?;
+        let args = [Self::buf(x0), Self::buf(xt), Self::buf(p_mean), Self::buf(p_logvar), Self::buf(&y), Arg::I32(n), Arg::Pod(bytemuck::bytes_of(&a))];
+        self.ew_launch("kl_bits_f32", y.numel(), &args)?;
+        Ok(y)
+    }
+
+    fn p_sample(&self, mean: &T<D>, logvar: &T<D>, z: &T<D>, nonzero: bool) -> Result<T<D>> {
+        same_shape("p_sample", mean.shape(), logvar.shape())?;
+        same_shape("p_sample", mean.shape(), z.shape())?;
+        let n = i32_of("p_sample", mean.numel())?;
+        let y = self.alloc(mean.dims())?;
+        let nz = if nonzero { 1.0 } else { 0.0 };
+        self.ew_launch("p_sample_f32", y.numel(), &[Self::buf(mean), Self::buf(logvar), Self::buf(z), Self::buf(&y), Arg::I32(n), Arg::F32(nz)])?;
+        Ok(y)
+    }
+
+    fn ddim_step(&self, xt: &T<D>, pred_x0: &T<D>, z: &T<D>, c: &DdimCoefs) -> Result<T<D>> {
+        same_shape("ddim_step", xt.shape(), pred_x0.shape())?;
+        same_shape("ddim_step", xt.shape(), z.shape())?;
+        let n = i32_of("ddim_step", xt.numel())?;
+        let y = self.alloc(xt.dims())?;
+        let f = Arg::F32;
+        let nz = if c.nonzero { 1.0 } else { 0.0 };
+        let args = [Self::buf(xt), Self::buf(pred_x0), Self::buf(z), Self::buf(&y), Arg::I32(n), f(c.sqrt_recip_ab), f(c.sqrt_recipm1_ab), f(c.ab), f(c.ab_prev), f(c.eta), f(nz)];
+        self.ew_launch("ddim_step_f32", y.numel(), &args)?;
+        Ok(y)
+    }
+}
+
+fn step_args(c: &StepCoefs, ch: usize, s: usize) -> StepArgs {
+    StepArgs {
+        sqrt_recip_ab: c.sqrt_recip_ab,
+        sqrt_recipm1_ab: c.sqrt_recipm1_ab,
+        c1: c.c1,
+        c2: c.c2,
+        post_logvar_clipped: c.post_logvar_clipped,
+        log_beta: c.log_beta,
+        fixed_logvar: c.fixed_logvar,
+        var_type: c.var_type.code(),
+        clip: c.clip as i32,
+        c: ch as i32,
+        s: s as i32,
     }
 }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod diffusion;
 pub mod error;
 pub mod io;
+pub mod models;
 pub mod sysinfo;
 pub mod tensor;
 

@@ -1,3 +1,4 @@
 //! Reading and writing weights and tensors.
 
+pub mod flags;
 pub mod safetensors;

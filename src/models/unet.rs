@@ -1,0 +1,393 @@
+//! guided-diffusion's UNetModel (a superset of improved-diffusion's), plus the anomaly feature
+//! head of the paper's code (spec §2, §6). Built from the same flags as the upstream scripts and
+//! loaded by the PyTorch state_dict names; the forward pass reads like upstream's.
+
+use super::weights::Loader;
+use crate::backend::{Backend, Conv2dParams, GroupNormParams, Pool2dParams};
+use crate::io::flags::ModelFlags;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Output channels of the anomaly feature head (EfficientNet-B4 taps 24+32+56+160).
+pub const FEAT_CHANNELS: usize = 272;
+/// The paper code taps the decoder after output_blocks[10].
+pub const FEAT_TAP: usize = 10;
+
+pub struct Conv<B: Backend> {
+    w: Tensor<B>,
+    b: Option<Tensor<B>>,
+    p: Conv2dParams,
+}
+
+impl<B: Backend> Conv<B> {
+    fn load(l: &Loader<B>, name: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Result<Self> {
+        Ok(Conv { w: l.tensor(&format!("{name}.weight"), &[cout, cin, k, k])?, b: Some(l.tensor(&format!("{name}.bias"), &[cout])?), p: Conv2dParams::new(stride, pad, 1) })
+    }
+    /// A Conv1d(cin, cout, 1) of upstream, run as a 1×1 conv2d on [N, C, T, 1].
+    fn load_1d(l: &Loader<B>, name: &str, cin: usize, cout: usize) -> Result<Self> {
+        let w = l.tensor(&format!("{name}.weight"), &[cout, cin, 1])?;
+        Ok(Conv { w: l.backend.reshape(&w, &[cout, cin, 1, 1])?, b: Some(l.tensor(&format!("{name}.bias"), &[cout])?), p: Conv2dParams::new(1, 0, 1) })
+    }
+    fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
+        b.conv2d(x, &self.w, self.b.as_ref(), &self.p)
+    }
+}
+
+pub struct Linear<B: Backend> {
+    w: Tensor<B>,
+    b: Tensor<B>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(l: &Loader<B>, name: &str, fin: usize, fout: usize) -> Result<Self> {
+        Ok(Linear { w: l.tensor(&format!("{name}.weight"), &[fout, fin])?, b: l.tensor(&format!("{name}.bias"), &[fout])? })
+    }
+    fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
+        b.linear(x, &self.w, Some(&self.b))
+    }
+}
+
+/// GroupNorm32 (32 groups, eps 1e-5).
+pub struct Norm<B: Backend> {
+    g: Tensor<B>,
+    b: Tensor<B>,
+}
+
+impl<B: Backend> Norm<B> {
+    fn load(l: &Loader<B>, name: &str, c: usize) -> Result<Self> {
+        if c % 32 != 0 {
+            return Err(Error::InvalidArgument(format!("{name}: GroupNorm32 needs a multiple of 32 channels, the flags give {c}")));
+        }
+        Ok(Norm { g: l.tensor(&format!("{name}.weight"), &[c])?, b: l.tensor(&format!("{name}.bias"), &[c])? })
+    }
+    fn forward(&self, b: &B, x: &Tensor<B>, silu: bool, ss: Option<(&Tensor<B>, &Tensor<B>)>) -> Result<Tensor<B>> {
+        b.group_norm(x, &self.g, &self.b, &GroupNormParams::gn32(silu), ss)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resample {
+    None,
+    Up,
+    Down,
+}
+
+fn resample<B: Backend>(b: &B, x: &Tensor<B>, r: Resample) -> Result<Tensor<B>> {
+    match r {
+        Resample::None => Ok(x.clone()),
+        Resample::Up => b.upsample_nearest2x(x),
+        Resample::Down => b.avg_pool2d(x, &Pool2dParams::new(2, 2, 0)),
+    }
+}
+
+pub struct ResBlock<B: Backend> {
+    in_norm: Norm<B>,
+    in_conv: Conv<B>,
+    emb: Linear<B>,
+    out_norm: Norm<B>,
+    out_conv: Conv<B>,
+    skip: Option<Conv<B>>,
+    updown: Resample,
+    scale_shift: bool,
+    cout: usize,
+}
+
+impl<B: Backend> ResBlock<B> {
+    fn load(l: &Loader<B>, p: &str, cin: usize, cout: usize, emb_dim: usize, scale_shift: bool, updown: Resample) -> Result<Self> {
+        let skip = if cin == cout { None } else { Some(Conv::load(l, &format!("{p}.skip_connection"), cin, cout, 1, 1, 0)?) };
+        Ok(ResBlock {
+            in_norm: Norm::load(l, &format!("{p}.in_layers.0"), cin)?,
+            in_conv: Conv::load(l, &format!("{p}.in_layers.2"), cin, cout, 3, 1, 1)?,
+            emb: Linear::load(l, &format!("{p}.emb_layers.1"), emb_dim, if scale_shift { 2 * cout } else { cout })?,
+            out_norm: Norm::load(l, &format!("{p}.out_layers.0"), cout)?,
+            out_conv: Conv::load(l, &format!("{p}.out_layers.3"), cout, cout, 3, 1, 1)?,
+            skip,
+            updown,
+            scale_shift,
+            cout,
+        })
+    }
+
+    /// `semb` is SiLU(emb), shared by every block.
+    fn forward(&self, b: &B, x: &Tensor<B>, semb: &Tensor<B>) -> Result<Tensor<B>> {
+        let h = self.in_norm.forward(b, x, true, None)?;
+        let (h, x) = if self.updown != Resample::None { (resample(b, &h, self.updown)?, resample(b, x, self.updown)?) } else { (h, x.clone()) };
+        let h = self.in_conv.forward(b, &h)?;
+        let e = self.emb.forward(b, semb)?;
+        let n = e.dims()[0];
+        let h = if self.scale_shift {
+            let e = b.reshape(&e, &[n, 2 * self.cout, 1])?;
+            let (scale, shift) = (b.slice_channels(&e, 0, self.cout)?, b.slice_channels(&e, self.cout, 2 * self.cout)?);
+            self.out_norm.forward(b, &h, true, Some((&scale, &shift)))?
+        } else {
+            let e = b.reshape(&e, &[n, self.cout, 1, 1])?;
+            self.out_norm.forward(b, &b.add(&h, &e)?, true, None)?
+        };
+        let h = self.out_conv.forward(b, &h)?;
+        let skip = match &self.skip {
+            Some(c) => c.forward(b, &x)?,
+            None => x,
+        };
+        b.add(&skip, &h)
+    }
+}
+
+pub struct Attention<B: Backend> {
+    norm: Norm<B>,
+    qkv: Conv<B>,
+    proj: Conv<B>,
+    heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    fn load(l: &Loader<B>, p: &str, c: usize, heads: usize, new_order: bool) -> Result<Self> {
+        let qkv = if new_order {
+            // QKVAttention splits q|k|v before the heads; permute the rows of the qkv projection
+            // into the legacy per-head [q_h; k_h; v_h] layout so one kernel serves both.
+            let (ws, w) = l.host(&format!("{p}.qkv.weight"))?;
+            let (bs, bias) = l.host(&format!("{p}.qkv.bias"))?;
+            if ws != [3 * c, c, 1] || bs != [3 * c] {
+                return Err(Error::BadTensor { path: l.weights.path().to_path_buf(), name: format!("{p}.qkv"), msg: format!("shapes {ws:?}/{bs:?}, expected [{}, {c}, 1]/[{}]", 3 * c, 3 * c) });
+            }
+            let d = c / heads;
+            let (mut w2, mut b2) = (vec![0.0f32; w.len()], vec![0.0f32; bias.len()]);
+            for h in 0..heads {
+                for part in 0..3 {
+                    for ch in 0..d {
+                        let (dst, src) = (h * 3 * d + part * d + ch, part * c + h * d + ch);
+                        w2[dst * c..(dst + 1) * c].copy_from_slice(&w[src * c..(src + 1) * c]);
+                        b2[dst] = bias[src];
+                    }
+                }
+            }
+            Conv { w: l.backend.from_host(&[3 * c, c, 1, 1], &w2)?, b: Some(l.backend.from_host(&[3 * c], &b2)?), p: Conv2dParams::new(1, 0, 1) }
+        } else {
+            Conv::load_1d(l, &format!("{p}.qkv"), c, 3 * c)?
+        };
+        Ok(Attention { norm: Norm::load(l, &format!("{p}.norm"), c)?, qkv, proj: Conv::load_1d(l, &format!("{p}.proj_out"), c, c)?, heads })
+    }
+
+    fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let d = x.dims().to_vec();
+        let t: usize = d[2..].iter().product();
+        let xf = b.reshape(x, &[d[0], d[1], t, 1])?;
+        let qkv = self.qkv.forward(b, &self.norm.forward(b, &xf, false, None)?)?;
+        let a = b.attention_legacy(&qkv, self.heads)?;
+        let h = self.proj.forward(b, &a)?;
+        b.reshape(&b.add(&xf, &h)?, &d)
+    }
+}
+
+pub enum Layer<B: Backend> {
+    Conv(Conv<B>),
+    Res(ResBlock<B>),
+    Attn(Attention<B>),
+    Down(Conv<B>),
+    Up(Conv<B>),
+}
+
+impl<B: Backend> Layer<B> {
+    fn forward(&self, b: &B, x: &Tensor<B>, semb: &Tensor<B>) -> Result<Tensor<B>> {
+        match self {
+            Layer::Conv(c) | Layer::Down(c) => c.forward(b, x),
+            Layer::Res(r) => r.forward(b, x, semb),
+            Layer::Attn(a) => a.forward(b, x),
+            Layer::Up(c) => c.forward(b, &b.upsample_nearest2x(x)?),
+        }
+    }
+}
+
+fn run<B: Backend>(b: &B, layers: &[Layer<B>], x: &Tensor<B>, semb: &Tensor<B>) -> Result<Tensor<B>> {
+    let mut h = layers[0].forward(b, x, semb)?;
+    for l in &layers[1..] {
+        h = l.forward(b, &h, semb)?;
+    }
+    Ok(h)
+}
+
+/// The paper code's `feat_rec1`: GroupNorm32 → SiLU → Conv1×1(C→272) on output_blocks[10]'s
+/// output, bilinearly resized to feat_shape².
+pub struct FeatHead<B: Backend> {
+    norm: Norm<B>,
+    conv: Conv<B>,
+    pub feat_shape: usize,
+}
+
+pub struct UNetOutput<B: Backend> {
+    /// [N, 3 or 6, H, W]: ε̂ (and v)
+    pub out: Tensor<B>,
+    /// [N, 272, S, S] when the model has the feature head
+    pub feat: Option<Tensor<B>>,
+}
+
+pub struct UNet<B: Backend> {
+    pub flags: ModelFlags,
+    pub model_channels: usize,
+    pub num_classes: Option<usize>,
+    time_embed: (Linear<B>, Linear<B>),
+    label_emb: Option<Tensor<B>>,
+    input_blocks: Vec<Vec<Layer<B>>>,
+    middle: Vec<Layer<B>>,
+    output_blocks: Vec<Vec<Layer<B>>>,
+    out_norm: Norm<B>,
+    out_conv: Conv<B>,
+    pub feat_head: Option<FeatHead<B>>,
+}
+
+impl<B: Backend> UNet<B> {
+    /// Builds the model of `flags` from the tensors of `l` (every tensor must be used).
+    pub fn load(flags: &ModelFlags, l: &Loader<B>) -> Result<Self> {
+        let mc = flags.num_channels;
+        let mult = flags.channel_mult()?;
+        let ch_of = |m: f64| (m * mc as f64) as usize;
+        let emb_dim = 4 * mc;
+        let attn_ds = flags.attention_ds();
+        let heads_for = |c: usize, upsample: bool| -> Result<usize> {
+            if flags.num_head_channels > 0 {
+                let hc = flags.num_head_channels as usize;
+                if c % hc != 0 {
+                    return Err(Error::InvalidArgument(format!("{c} channels are not divisible by num_head_channels {hc}")));
+                }
+                Ok(c / hc)
+            } else if upsample && flags.num_heads_upsample > 0 {
+                Ok(flags.num_heads_upsample as usize)
+            } else {
+                Ok(flags.num_heads)
+            }
+        };
+        let ss = flags.use_scale_shift_norm;
+        let num_classes = if flags.class_cond {
+            let rows = l.shape("label_emb.weight")?[0];
+            if let Some(n) = flags.num_classes {
+                if n != rows {
+                    return Err(Error::InvalidArgument(format!("--num_classes {n} but label_emb.weight has {rows} rows")));
+                }
+            }
+            Some(rows)
+        } else {
+            None
+        };
+        let label_emb = match num_classes {
+            Some(n) => Some(l.tensor("label_emb.weight", &[n, emb_dim])?),
+            None => None,
+        };
+        let time_embed = (Linear::load(l, "time_embed.0", mc, emb_dim)?, Linear::load(l, "time_embed.2", emb_dim, emb_dim)?);
+
+        let mut ch = ch_of(mult[0]);
+        let input_ch = ch;
+        let mut input_blocks = vec![vec![Layer::Conv(Conv::load(l, "input_blocks.0.0", 3, ch, 3, 1, 1)?)]];
+        let mut chans = vec![ch];
+        let mut ds = 1;
+        for (level, &m) in mult.iter().enumerate() {
+            for _ in 0..flags.num_res_blocks {
+                let i = input_blocks.len();
+                let out = ch_of(m);
+                let mut layers = vec![Layer::Res(ResBlock::load(l, &format!("input_blocks.{i}.0"), ch, out, emb_dim, ss, Resample::None)?)];
+                ch = out;
+                if attn_ds.contains(&ds) {
+                    layers.push(Layer::Attn(Attention::load(l, &format!("input_blocks.{i}.1"), ch, heads_for(ch, false)?, flags.use_new_attention_order)?));
+                }
+                input_blocks.push(layers);
+                chans.push(ch);
+            }
+            if level != mult.len() - 1 {
+                let i = input_blocks.len();
+                let layer = if flags.resblock_updown {
+                    Layer::Res(ResBlock::load(l, &format!("input_blocks.{i}.0"), ch, ch, emb_dim, ss, Resample::Down)?)
+                } else {
+                    Layer::Down(Conv::load(l, &format!("input_blocks.{i}.0.op"), ch, ch, 3, 2, 1)?)
+                };
+                input_blocks.push(vec![layer]);
+                chans.push(ch);
+                ds *= 2;
+            }
+        }
+        let middle = vec![
+            Layer::Res(ResBlock::load(l, "middle_block.0", ch, ch, emb_dim, ss, Resample::None)?),
+            Layer::Attn(Attention::load(l, "middle_block.1", ch, heads_for(ch, false)?, flags.use_new_attention_order)?),
+            Layer::Res(ResBlock::load(l, "middle_block.2", ch, ch, emb_dim, ss, Resample::None)?),
+        ];
+        let mut output_blocks = Vec::new();
+        for (level, &m) in mult.iter().enumerate().rev() {
+            for i in 0..=flags.num_res_blocks {
+                let j = output_blocks.len();
+                let ich = chans.pop().expect("one skip per block");
+                let out = ch_of(m);
+                let mut layers = vec![Layer::Res(ResBlock::load(l, &format!("output_blocks.{j}.0"), ch + ich, out, emb_dim, ss, Resample::None)?)];
+                ch = out;
+                if attn_ds.contains(&ds) {
+                    layers.push(Layer::Attn(Attention::load(l, &format!("output_blocks.{j}.1"), ch, heads_for(ch, true)?, flags.use_new_attention_order)?));
+                }
+                if level > 0 && i == flags.num_res_blocks {
+                    let k = layers.len();
+                    layers.push(if flags.resblock_updown {
+                        Layer::Res(ResBlock::load(l, &format!("output_blocks.{j}.{k}"), ch, ch, emb_dim, ss, Resample::Up)?)
+                    } else {
+                        Layer::Up(Conv::load(l, &format!("output_blocks.{j}.{k}.conv"), ch, ch, 3, 1, 1)?)
+                    });
+                    ds /= 2;
+                }
+                output_blocks.push(layers);
+            }
+        }
+        let out_norm = Norm::load(l, "out.0", ch)?;
+        let out_conv = Conv::load(l, "out.2", input_ch, flags.out_channels(), 3, 1, 1)?;
+        let feat_head = if l.contains("feat_rec1.2.weight") {
+            if output_blocks.len() <= FEAT_TAP {
+                return Err(Error::InvalidArgument(format!("the feature head taps output_blocks[{FEAT_TAP}] but the model has {} output blocks", output_blocks.len())));
+            }
+            let c = l.shape("feat_rec1.0.weight")?[0];
+            Some(FeatHead { norm: Norm::load(l, "feat_rec1.0", c)?, conv: Conv::load(l, "feat_rec1.2", c, FEAT_CHANNELS, 1, 1, 0)?, feat_shape: flags.feat_shape })
+        } else {
+            None
+        };
+        Ok(UNet { flags: flags.clone(), model_channels: mc, num_classes, time_embed, label_emb, input_blocks, middle, output_blocks, out_norm, out_conv, feat_head })
+    }
+
+    /// x [N,3,H,W]; t [N] the timestep values the model receives; y the class labels of a
+    /// class-conditional model.
+    pub fn forward(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<UNetOutput<B>> {
+        let n = x.dims().first().copied().unwrap_or(0);
+        if t.numel() != n {
+            return Err(Error::shape("unet", format!("{} timesteps for a batch of {n}", t.numel())));
+        }
+        let temb = b.timestep_embedding(t, self.model_channels, 10000.0)?;
+        let mut emb = self.time_embed.1.forward(b, &b.activation(&self.time_embed.0.forward(b, &temb)?, crate::backend::Activation::Silu)?)?;
+        match (&self.label_emb, y) {
+            (Some(table), Some(y)) => {
+                if y.len() != n {
+                    return Err(Error::shape("unet", format!("{} labels for a batch of {n}", y.len())));
+                }
+                emb = b.add(&emb, &b.embedding(table, y)?)?;
+            }
+            (Some(_), None) => return Err(Error::InvalidArgument("the model is class-conditional: give class labels".into())),
+            (None, Some(_)) => return Err(Error::InvalidArgument("the model is not class-conditional: labels given".into())),
+            (None, None) => {}
+        }
+        let semb = b.activation(&emb, crate::backend::Activation::Silu)?;
+        let mut hs = Vec::with_capacity(self.input_blocks.len());
+        let mut h = x.clone();
+        for blk in &self.input_blocks {
+            h = run(b, blk, &h, &semb)?;
+            hs.push(h.clone());
+        }
+        h = run(b, &self.middle, &h, &semb)?;
+        let mut feat_src = None;
+        for (j, blk) in self.output_blocks.iter().enumerate() {
+            let skip = hs.pop().expect("one skip per block");
+            h = run(b, blk, &b.concat_channels(&[&h, &skip])?, &semb)?;
+            if j == FEAT_TAP && self.feat_head.is_some() {
+                feat_src = Some(h.clone());
+            }
+        }
+        let out = self.out_conv.forward(b, &self.out_norm.forward(b, &h, true, None)?)?;
+        let feat = match (&self.feat_head, feat_src) {
+            (Some(fh), Some(src)) => {
+                let r = b.resize_bilinear(&src, fh.feat_shape, fh.feat_shape)?;
+                Some(fh.conv.forward(b, &fh.norm.forward(b, &r, true, None)?)?)
+            }
+            _ => None,
+        };
+        Ok(UNetOutput { out, feat })
+    }
+}

@@ -1,0 +1,145 @@
+"""Reference fixtures for ran's UNet: small configurations of upstream guided_diffusion's
+UNetModel (PyPI guided-diffusion-sdk 1.0.0) with every parameter randomised, plus the anomaly
+feature head of the paper's code (GroupNorm32 → SiLU → 1×1 conv to 272 channels on the output of
+output_blocks[10], bilinearly resized to feat_shape²; spec §2), built here from torch modules.
+
+For each configuration writes tests/fixtures/unet_<name>.safetensors holding the weights (the
+PyTorch state_dict names), `__metadata__` {kind: "unet", model_flags: <flag string>}, the inputs
+x [N,3,H,W], t [N] (the value the model receives), optional y [N], and the expected outputs
+`out` (and `feat`), computed in float32 as upstream runs (its GroupNorm32 forces float32). Also writes one torch.save'd state_dict
+(tests/fixtures/unet_tiny_pt.pt) for the `.pt` reader and `ran convert`.
+
+Run:  python tools/reference/make_unet_fixtures.py
+"""
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from guided_diffusion import script_util
+from guided_diffusion.nn import GroupNorm32, timestep_embedding
+
+HERE = os.path.dirname(__file__)
+OUT = os.path.join(HERE, "..", "..", "tests", "fixtures")
+
+
+def parse_flags(s):
+    toks = s.split()
+    return {toks[i][2:]: toks[i + 1] for i in range(0, len(toks), 2)}
+
+
+def make(flags, num_classes):
+    f = parse_flags(flags)
+    b = lambda k, d: f.get(k, d) in ("True", "true", "1")  # noqa: E731
+    script_util.NUM_CLASSES = num_classes
+    return script_util.create_model(
+        image_size=int(f["image_size"]), num_channels=int(f["num_channels"]), num_res_blocks=int(f["num_res_blocks"]),
+        channel_mult=f.get("channel_mult", ""), learn_sigma=b("learn_sigma", "False"), class_cond=b("class_cond", "False"),
+        attention_resolutions=f.get("attention_resolutions", "16,8"), num_heads=int(f.get("num_heads", 4)),
+        num_head_channels=int(f.get("num_head_channels", -1)), num_heads_upsample=int(f.get("num_heads_upsample", -1)),
+        use_scale_shift_norm=b("use_scale_shift_norm", "True"), resblock_updown=b("resblock_updown", "False"),
+        use_new_attention_order=b("use_new_attention_order", "False"))
+
+
+def randomise(module, gen):
+    """Every parameter random (zero-initialised layers would hide bugs), rounded to float16 so the
+    fixtures can store them as F16 (exact in float32) and stay small."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() == 1 and ("norm" in name or name.endswith(("in_layers.0.weight", "out_layers.0.weight", "out.0.weight", "feat_rec1.0.weight"))):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+            p.copy_(p.half().float())
+
+
+class FeatHead(torch.nn.Module):
+    """The paper code's `feat_rec1` (spec §2)."""
+
+    def __init__(self, ch, out=272):
+        super().__init__()
+        self.feat_rec1 = torch.nn.Sequential(GroupNorm32(32, ch), torch.nn.SiLU(), torch.nn.Conv2d(ch, out, 1))
+
+
+def forward(model, head, x, t, y, feat_shape, tap=10):
+    """upstream UNetModel.forward, plus the feature head on output_blocks[tap]'s output."""
+    emb = model.time_embed(timestep_embedding(t, model.model_channels).to(x.dtype))
+    if model.num_classes is not None:
+        emb = emb + model.label_emb(y)
+    hs, h, feat_src = [], x, None
+    for m in model.input_blocks:
+        h = m(h, emb)
+        hs.append(h)
+    h = model.middle_block(h, emb)
+    for j, m in enumerate(model.output_blocks):
+        h = torch.cat([h, hs.pop()], dim=1)
+        h = m(h, emb)
+        if j == tap:
+            feat_src = h
+    out = model.out(h)
+    feat = None
+    if head is not None:
+        f = F.interpolate(feat_src, size=(feat_shape, feat_shape), mode="bilinear", align_corners=False)
+        feat = head.feat_rec1(f)
+    return out, feat
+
+
+CONFIGS = [
+    # the paper's kind of model in miniature: class-conditional, scale-shift, resblock up/down,
+    # num_head_channels, learned sigma, attention at two resolutions, feature head
+    ("guided_paperlike", "--image_size 16 --num_channels 32 --num_res_blocks 2 --channel_mult 1,1,1,2 "
+     "--attention_resolutions 8,4 --num_head_channels 32 --resblock_updown True --use_scale_shift_norm True "
+     "--class_cond True --learn_sigma True --feat_shape 4", 15, True, (2, 16), [20, 401], False),
+    # plain: no scale-shift, conv down/up-sampling, num_heads, new attention order, no sigma
+    ("guided_plain", "--image_size 16 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2 "
+     "--attention_resolutions 8 --num_heads 2 --use_scale_shift_norm False --resblock_updown False "
+     "--use_new_attention_order True --learn_sigma False", None, False, (2, 16), [5, 999], False),
+    # improved-diffusion style: rescaled (fractional) timesteps, num_heads 4, attention at two levels
+    ("improved_style", "--family improved --image_size 16 --num_channels 32 --num_res_blocks 1 --channel_mult 1,1,2 "
+     "--attention_resolutions 8,4 --num_heads 4 --learn_sigma True --use_scale_shift_norm True",
+     None, False, (1, 16), [80.0], True),
+]
+
+gen = torch.Generator().manual_seed(20231003)
+for name, flags, ncls, feat_head, (n, hw), ts, fractional in CONFIGS:
+    model_flags = " ".join(t for t in flags.split() if t not in ("--family", "improved"))
+    model = make(model_flags.replace("--feat_shape 4", ""), ncls or 1000).float().eval()
+    randomise(model, gen)
+    head = None
+    f = parse_flags(model_flags)
+    feat_shape = int(f.get("feat_shape", 16))
+    if feat_head:
+        ch = model.output_blocks[10][0].out_channels
+        head = FeatHead(ch).float()
+        randomise(head, gen)
+    x = torch.randn(n, 3, hw, hw, generator=gen, dtype=torch.float32)
+    t = torch.tensor(ts, dtype=torch.float32) if fractional else torch.tensor(ts, dtype=torch.long)
+    y = torch.randint(0, ncls, (n,), generator=gen) if ncls else None
+    with torch.no_grad():
+        out, feat = forward(model, head, x, t, y, feat_shape)
+    tensors = {k: v.half().contiguous() for k, v in model.state_dict().items()}
+    if head is not None:
+        tensors.update({k: v.half().contiguous() for k, v in head.state_dict().items()})
+    tensors["x"] = x.float().contiguous()
+    tensors["t"] = t.float().contiguous()
+    if y is not None:
+        tensors["y"] = y.float().contiguous()
+    tensors["out"] = out.float().contiguous()
+    if feat is not None:
+        tensors["feat"] = feat.float().contiguous()
+    meta = {"kind": "unet", "model_flags": flags, "generator": "tools/reference/make_unet_fixtures.py", "torch": torch.__version__}
+    path = os.path.join(OUT, f"unet_{name}.safetensors")
+    save_file(tensors, path, metadata=meta)
+    print(f"{name}: {sum(p.numel() for p in model.parameters())} params, out {tuple(out.shape)}, {os.path.getsize(path)} bytes")
+    if name == "guided_plain":
+        sd = {k: v.half() for k, v in model.state_dict().items()}
+        pt = os.path.join(OUT, "unet_tiny_pt.pt")
+        torch.save(sd, pt)
+        with open(os.path.join(OUT, "unet_tiny_pt.flags"), "w") as fh:
+            fh.write(model_flags + "\n")
+        print(f"  + {pt} ({os.path.getsize(pt)} bytes)")

@@ -1,4 +1,7 @@
-//! Reading and writing weights and tensors.
+//! Reading and writing weights and tensors: safetensors, PyTorch .pt (zip + pickle subset),
+//! model flags.
 
 pub mod flags;
+pub mod pt;
 pub mod safetensors;
+mod zip;

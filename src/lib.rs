@@ -3,6 +3,7 @@
 //! `backend` declares every op once (`Backend`) and implements it on the CPU; `io` reads weights.
 
 pub mod backend;
+pub mod commands;
 pub mod diffusion;
 pub mod error;
 pub mod io;

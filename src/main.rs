@@ -21,6 +21,36 @@ enum Command {
         #[arg(long)]
         report: bool,
     },
+    /// Convert a PyTorch checkpoint (.pt/.pth) or safetensors + its training flags into one
+    /// self-describing safetensors model file.
+    Convert {
+        /// ema_0.997_010000.pt, model.safetensors, ...
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// The MODEL_FLAGS string from the training script, e.g. "--image_size 256 --num_channels 256 ..."
+        #[arg(long, allow_hyphen_values = true)]
+        flags: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Storage type of the weights: f32, f16 or bf16 (computation stays f32).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Run the engine on the inputs of a reference file (tools/reference/dump_reference.py) and
+    /// report the largest errors per output; exit status 1 when any exceeds the tolerance.
+    Verify {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long)]
+        reference: std::path::PathBuf,
+        #[arg(long, default_value_t = 1e-4)]
+        atol: f64,
+        #[arg(long, default_value_t = 1e-3)]
+        rtol: f64,
+        /// auto (GPU if usable, else CPU), cpu, cuda, emulator
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
     /// Find and outline defects in images (not available yet: arrives with the detection work).
     Detect {
         /// Images, folders or globs.
@@ -68,9 +98,49 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Convert { checkpoint, flags, out, dtype } => match ran::commands::convert::run(&checkpoint, &flags, &out, &dtype) {
+            Ok(s) => {
+                println!(
+                    "wrote {}: {} tensors, {:.1} M parameters{}, {:.1} MB ({dtype})",
+                    out.display(),
+                    s.tensors,
+                    s.params as f64 / 1e6,
+                    if s.feature_head { " incl. the anomaly feature head" } else { "" },
+                    s.bytes as f64 / 1e6
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Verify { model, reference, atol, rtol, device } => {
+            let backend = match ran::backend::select::AnyBackend::select(&device) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            let rows = ran::with_backend!(backend, |b| ran::commands::verify::run(b, &model, &reference, atol, rtol));
+            match rows {
+                Ok(rows) => {
+                    println!("{:<14} {:>12} {:>12}  result (atol {atol:e}, rtol {rtol:e})", "output", "max abs err", "max rel err");
+                    for r in &rows {
+                        println!("{:<14} {:>12.3e} {:>12.3e}  {}", r.name, r.max_abs, r.max_rel, if r.pass { "pass" } else { "FAIL" });
+                    }
+                    if rows.iter().all(|r| r.pass) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Detect { .. } => {
             eprintln!("ran detect: not available yet in this version: the engine's ops are in place, the diffusion model and the detection pipeline are still being built (see README).");
             ExitCode::from(2)
         }
     }
+}
+
+fn fail(e: ran::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
 }

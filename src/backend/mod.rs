@@ -9,6 +9,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod params;
+pub mod select;
 
 pub use params::{Activation, Conv2dParams, DdimCoefs, GroupNormParams, Padding2d, Pool2dParams, StepCoefs, VarType};
 

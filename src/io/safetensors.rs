@@ -18,6 +18,9 @@ pub enum Dtype {
     F16,
     BF16,
     F64,
+    /// integer tensors (timesteps, labels in reference files), read as f32
+    I64,
+    I32,
 }
 
 impl Dtype {
@@ -27,6 +30,8 @@ impl Dtype {
             "F16" => Some(Dtype::F16),
             "BF16" => Some(Dtype::BF16),
             "F64" => Some(Dtype::F64),
+            "I64" => Some(Dtype::I64),
+            "I32" => Some(Dtype::I32),
             _ => None,
         }
     }
@@ -34,7 +39,16 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::F64 => 8,
+            Dtype::F64 | Dtype::I64 => 8,
+            Dtype::I32 => 4,
+        }
+    }
+    pub fn parse_name(s: &str) -> Option<Self> {
+        match s {
+            "f32" | "F32" => Some(Dtype::F32),
+            "f16" | "F16" => Some(Dtype::F16),
+            "bf16" | "BF16" => Some(Dtype::BF16),
+            _ => None,
         }
     }
     pub fn name(self) -> &'static str {
@@ -43,6 +57,8 @@ impl Dtype {
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
             Dtype::F64 => "F64",
+            Dtype::I64 => "I64",
+            Dtype::I32 => "I32",
         }
     }
 }
@@ -127,6 +143,8 @@ impl SafeTensors {
             Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
         };
         if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
             return Err(Error::BadTensor {
@@ -172,7 +190,7 @@ impl SafeTensors {
 fn parse_entry(path: &Path, name: &str, v: &serde_json::Value, data_len: usize) -> Result<TensorInfo> {
     let tbad = |msg: String| Error::BadTensor { path: path.to_path_buf(), name: name.to_string(), msg };
     let dtype_s = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| tbad("header entry has no dtype".into()))?;
-    let dtype = Dtype::parse(dtype_s).ok_or_else(|| tbad(format!("dtype {dtype_s} is not supported (F32, F16, BF16, F64)")))?;
+    let dtype = Dtype::parse(dtype_s).ok_or_else(|| tbad(format!("dtype {dtype_s} is not supported (F32, F16, BF16, F64, I64, I32)")))?;
     let shape: Vec<usize> = v
         .get("shape")
         .and_then(|s| s.as_array())
@@ -222,4 +240,57 @@ pub fn write_f32(path: impl AsRef<Path>, tensors: &[(&str, &[usize], &[f32])], m
         out.extend_from_slice(bytemuck::cast_slice(vals));
     }
     std::fs::write(path, out).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+}
+
+/// Streams tensors into a safetensors file in `dtype` (F32, F16 or BF16): the header is written
+/// from the shapes first, then each tensor's values, fetched one at a time, so a large model
+/// never sits in memory twice.
+pub fn write_streaming(
+    path: impl AsRef<Path>,
+    entries: &[(String, Vec<usize>)],
+    mut fetch: impl FnMut(&str) -> Result<Vec<f32>>,
+    metadata: &BTreeMap<String, String>,
+    dtype: Dtype,
+) -> Result<()> {
+    use std::io::Write;
+    let path = path.as_ref();
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        return Err(Error::InvalidArgument(format!("cannot write weights as {}", dtype.name())));
+    }
+    let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| bad(path, e.to_string()))?);
+    }
+    let mut off = 0usize;
+    for (name, shape) in entries {
+        let end = off + shape.iter().product::<usize>() * dtype.size();
+        header.insert(name.clone(), serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [off, end]}));
+        off = end;
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| bad(path, e.to_string()))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&h).map_err(io)?;
+    for (name, shape) in entries {
+        let v = fetch(name)?;
+        if v.len() != shape.iter().product::<usize>() {
+            return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("{} values for shape {shape:?}", v.len()) });
+        }
+        match dtype {
+            Dtype::F32 => w.write_all(bytemuck::cast_slice(&v)).map_err(io)?,
+            Dtype::F16 => {
+                let b: Vec<u8> = v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+                w.write_all(&b).map_err(io)?
+            }
+            _ => {
+                let b: Vec<u8> = v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
+                w.write_all(&b).map_err(io)?
+            }
+        }
+    }
+    w.flush().map_err(io)
 }

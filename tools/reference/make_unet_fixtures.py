@@ -15,32 +15,12 @@ import json
 import os
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from guided_diffusion import script_util
-from guided_diffusion.nn import GroupNorm32, timestep_embedding
+from upstream_unet import FeatHead, forward, make_model, parse_flags
 
 HERE = os.path.dirname(__file__)
 OUT = os.path.join(HERE, "..", "..", "tests", "fixtures")
-
-
-def parse_flags(s):
-    toks = s.split()
-    return {toks[i][2:]: toks[i + 1] for i in range(0, len(toks), 2)}
-
-
-def make(flags, num_classes):
-    f = parse_flags(flags)
-    b = lambda k, d: f.get(k, d) in ("True", "true", "1")  # noqa: E731
-    script_util.NUM_CLASSES = num_classes
-    return script_util.create_model(
-        image_size=int(f["image_size"]), num_channels=int(f["num_channels"]), num_res_blocks=int(f["num_res_blocks"]),
-        channel_mult=f.get("channel_mult", ""), learn_sigma=b("learn_sigma", "False"), class_cond=b("class_cond", "False"),
-        attention_resolutions=f.get("attention_resolutions", "16,8"), num_heads=int(f.get("num_heads", 4)),
-        num_head_channels=int(f.get("num_head_channels", -1)), num_heads_upsample=int(f.get("num_heads_upsample", -1)),
-        use_scale_shift_norm=b("use_scale_shift_norm", "True"), resblock_updown=b("resblock_updown", "False"),
-        use_new_attention_order=b("use_new_attention_order", "False"))
 
 
 def randomise(module, gen):
@@ -56,37 +36,6 @@ def randomise(module, gen):
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
             p.copy_(p.half().float())
-
-
-class FeatHead(torch.nn.Module):
-    """The paper code's `feat_rec1` (spec §2)."""
-
-    def __init__(self, ch, out=272):
-        super().__init__()
-        self.feat_rec1 = torch.nn.Sequential(GroupNorm32(32, ch), torch.nn.SiLU(), torch.nn.Conv2d(ch, out, 1))
-
-
-def forward(model, head, x, t, y, feat_shape, tap=10):
-    """upstream UNetModel.forward, plus the feature head on output_blocks[tap]'s output."""
-    emb = model.time_embed(timestep_embedding(t, model.model_channels).to(x.dtype))
-    if model.num_classes is not None:
-        emb = emb + model.label_emb(y)
-    hs, h, feat_src = [], x, None
-    for m in model.input_blocks:
-        h = m(h, emb)
-        hs.append(h)
-    h = model.middle_block(h, emb)
-    for j, m in enumerate(model.output_blocks):
-        h = torch.cat([h, hs.pop()], dim=1)
-        h = m(h, emb)
-        if j == tap:
-            feat_src = h
-    out = model.out(h)
-    feat = None
-    if head is not None:
-        f = F.interpolate(feat_src, size=(feat_shape, feat_shape), mode="bilinear", align_corners=False)
-        feat = head.feat_rec1(f)
-    return out, feat
 
 
 CONFIGS = [
@@ -108,7 +57,7 @@ CONFIGS = [
 gen = torch.Generator().manual_seed(20231003)
 for name, flags, ncls, feat_head, (n, hw), ts, fractional in CONFIGS:
     model_flags = " ".join(t for t in flags.split() if t not in ("--family", "improved"))
-    model = make(model_flags.replace("--feat_shape 4", ""), ncls or 1000).float().eval()
+    model = make_model(model_flags, ncls or 1000).float().eval()
     randomise(model, gen)
     head = None
     f = parse_flags(model_flags)

@@ -1,0 +1,4 @@
+//! The `ran` subcommands (one file each); main.rs only parses arguments and dispatches.
+
+pub mod convert;
+pub mod verify;

@@ -45,11 +45,72 @@ pub struct Loader<'a, B: Backend> {
     used: RefCell<BTreeSet<String>>,
     /// names that are allowed to stay unused (e.g. tensors of a reference file that are inputs)
     ignore: BTreeSet<String>,
+    synthetic: Option<Synthetic>,
+    /// (name, shape) of every tensor handed out, in order
+    loaded: RefCell<Vec<(String, Vec<usize>)>>,
+}
+
+/// Random weights for a model built from flags alone (architecture checks, benchmarks): values
+/// are seeded by the tensor's name; `shapes` answers the few shape questions a model asks before
+/// loading (e.g. label_emb.weight, feat_rec1.0.weight).
+pub struct Synthetic {
+    pub seed: u64,
+    pub shapes: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
+/// An empty weight source for synthetic loading.
+struct NoWeights;
+impl Weights for NoWeights {
+    fn path(&self) -> &Path {
+        Path::new("<random weights>")
+    }
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn contains(&self, _: &str) -> bool {
+        false
+    }
+    fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        Err(Error::MissingTensor { path: PathBuf::from("<random weights>"), name: name.into() })
+    }
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.get(name).map(|v| v.0)
+    }
+}
+
+/// The values `Loader::synthetic` hands out for `name`.
+pub fn synth_values(seed: u64, name: &str, shape: &[usize]) -> Vec<f32> {
+    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let n: usize = shape.iter().product();
+    let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let norm_weight = shape.len() == 1 && (name.contains("norm") || name.contains("layers.0.") || name.starts_with("out.0") || name.starts_with("feat_rec1.0"));
+    let scale = if shape.len() == 1 { 0.1 } else { 1.0 / (fan_in as f32).sqrt() };
+    (0..n)
+        .map(|_| {
+            h ^= h >> 12;
+            h ^= h << 25;
+            h ^= h >> 27;
+            let u = ((h.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            if norm_weight && name.ends_with("weight") {
+                1.0 + 0.1 * u
+            } else {
+                u * scale * 1.7
+            }
+        })
+        .collect()
 }
 
 impl<'a, B: Backend> Loader<'a, B> {
     pub fn new(weights: &'a dyn Weights, backend: &'a B) -> Self {
-        Loader { weights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new() }
+        Loader { weights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), synthetic: None, loaded: RefCell::new(Vec::new()) }
+    }
+
+    /// A loader that invents every tensor (see `Synthetic`).
+    pub fn synthetic(backend: &'a B, synthetic: Synthetic) -> Self {
+        Loader { weights: &NoWeights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), synthetic: Some(synthetic), loaded: RefCell::new(Vec::new()) }
     }
 
     /// Tensors that may be present and unused (inputs/outputs stored next to the weights).
@@ -64,6 +125,10 @@ impl<'a, B: Backend> Loader<'a, B> {
 
     /// The tensor `name`, which must have exactly `shape`.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor<B>> {
+        self.loaded.borrow_mut().push((name.to_string(), shape.to_vec()));
+        if let Some(s) = &self.synthetic {
+            return self.backend.from_host(shape, &synth_values(s.seed, name, shape));
+        }
         let (got_shape, v) = self.host(name)?;
         if got_shape != shape {
             return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {got_shape:?}, the model expects {shape:?}") });
@@ -81,14 +146,25 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.weights.contains(name)
+        match &self.synthetic {
+            Some(s) => s.shapes.contains_key(name) || (name == "feat_rec1.2.weight" && s.shapes.contains_key("feat_rec1.0.weight")),
+            None => self.weights.contains(name),
+        }
     }
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        if let Some(s) = &self.synthetic {
+            return s.shapes.get(name).cloned().ok_or_else(|| Error::MissingTensor { path: self.path(), name: name.to_string() });
+        }
         if !self.weights.contains(name) {
             return Err(Error::MissingTensor { path: self.path(), name: name.to_string() });
         }
         self.weights.shape(name)
+    }
+
+    /// (name, shape) of every parameter the model took, in load order.
+    pub fn loaded(&self) -> Vec<(String, Vec<usize>)> {
+        self.loaded.borrow().clone()
     }
 
     /// Every tensor in the file must have been used (a typo'd or foreign checkpoint fails here).

@@ -267,7 +267,8 @@ fn call(path: &Path, f: Val, args: Vec<Val>) -> Result<Val> {
             let (Some(Val::Storage(dt, key, extra)), Some(Val::Int(off)), Some(size), Some(stride)) = (args.first(), args.get(1), args.get(2), args.get(3)) else {
                 return Err(pbad(path, "unexpected _rebuild_tensor_v2 arguments"));
             };
-            let dtype = dt.ok_or_else(|| pbad(path, format!("storage type {extra} is not supported (float32, float16, bfloat16, float64)")))?;
+            // Integer tensors (BatchNorm's num_batches_tracked, ...) are not weights: skipped.
+            let Some(dtype) = *dt else { return Ok(Val::Opaque(format!("tensor of {extra}"))) };
             let shape = as_usizes(size).ok_or_else(|| pbad(path, "tensor size is not a tuple of ints"))?;
             let stride = as_usizes(stride).ok_or_else(|| pbad(path, "tensor stride is not a tuple of ints"))?;
             Val::Tensor(TensorRef { dtype, key: key.clone(), offset: *off as usize, shape, stride })

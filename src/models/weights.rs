@@ -45,6 +45,7 @@ pub struct Loader<'a, B: Backend> {
     used: RefCell<BTreeSet<String>>,
     /// names that are allowed to stay unused (e.g. tensors of a reference file that are inputs)
     ignore: BTreeSet<String>,
+    ignore_prefixes: Vec<String>,
     synthetic: Option<Synthetic>,
     /// (name, shape) of every tensor handed out, in order
     loaded: RefCell<Vec<(String, Vec<usize>)>>,
@@ -105,18 +106,41 @@ pub fn synth_values(seed: u64, name: &str, shape: &[usize]) -> Vec<f32> {
 
 impl<'a, B: Backend> Loader<'a, B> {
     pub fn new(weights: &'a dyn Weights, backend: &'a B) -> Self {
-        Loader { weights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), synthetic: None, loaded: RefCell::new(Vec::new()) }
+        Loader { weights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), ignore_prefixes: Vec::new(), synthetic: None, loaded: RefCell::new(Vec::new()) }
     }
 
     /// A loader that invents every tensor (see `Synthetic`).
     pub fn synthetic(backend: &'a B, synthetic: Synthetic) -> Self {
-        Loader { weights: &NoWeights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), synthetic: Some(synthetic), loaded: RefCell::new(Vec::new()) }
+        Loader { weights: &NoWeights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), ignore_prefixes: Vec::new(), synthetic: Some(synthetic), loaded: RefCell::new(Vec::new()) }
     }
 
     /// Tensors that may be present and unused (inputs/outputs stored next to the weights).
     pub fn ignoring(mut self, names: &[&str]) -> Self {
         self.ignore.extend(names.iter().map(|s| s.to_string()));
         self
+    }
+
+    /// Tensors under these prefixes may stay unused (a classifier head the extractor skips).
+    pub fn ignoring_prefixes(mut self, prefixes: &[&str]) -> Self {
+        self.ignore_prefixes.extend(prefixes.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Host values of `name`, which must have exactly `shape` (for weights folded before upload).
+    pub fn host_shaped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.loaded.borrow_mut().push((name.to_string(), shape.to_vec()));
+        if let Some(s) = &self.synthetic {
+            let mut v = synth_values(s.seed, name, shape);
+            if name.ends_with("running_var") {
+                v.iter_mut().for_each(|x| *x = 0.5 + x.abs());
+            }
+            return Ok(v);
+        }
+        let (got, v) = self.host(name)?;
+        if got != shape {
+            return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {got:?}, the model expects {shape:?}") });
+        }
+        Ok(v)
     }
 
     fn path(&self) -> PathBuf {
@@ -170,7 +194,12 @@ impl<'a, B: Backend> Loader<'a, B> {
     /// Every tensor in the file must have been used (a typo'd or foreign checkpoint fails here).
     pub fn finish(&self) -> Result<()> {
         let used = self.used.borrow();
-        let extra: Vec<String> = self.weights.names().into_iter().filter(|n| !used.contains(n) && !self.ignore.contains(n)).collect();
+        let extra: Vec<String> = self
+            .weights
+            .names()
+            .into_iter()
+            .filter(|n| !used.contains(n) && !self.ignore.contains(n) && !self.ignore_prefixes.iter().any(|p| n.starts_with(p.as_str())))
+            .collect();
         if !extra.is_empty() {
             let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
             return Err(Error::BadFile {

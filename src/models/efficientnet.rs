@@ -1,0 +1,196 @@
+//! EfficientNet (lukemelas `efficientnet-pytorch` layout and parameter names, the paper's feature
+//! extractor; spec §2): B0–B7 from their compound coefficients, or any width/depth, with static
+//! "same" padding computed for a configured image size (380 for B4, as the paper's code) whatever
+//! the input size; BatchNorm folded for inference (eps 1e-3), swish, squeeze-excite. `features`
+//! returns the last blocks of stages 0, 1, 2 and 4 (strides 2, 4, 8, 16), bilinearly resized to
+//! S×S and concatenated: 24+32+56+160 = 272 channels for B4.
+
+use super::weights::Loader;
+use crate::backend::{fold_batch_norm, Activation, Backend, Conv2dParams, Padding2d};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// The base network (B0): (repeats, kernel, stride, expand, in, out) per stage; se ratio 0.25.
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] =
+    [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EffNetConfig {
+    pub width: f64,
+    pub depth: f64,
+    /// the image size the static "same" padding is computed for
+    pub image_size: usize,
+    /// stages whose last block is tapped
+    pub tap_stages: Vec<usize>,
+}
+
+impl EffNetConfig {
+    /// "efficientnet-b0" … "efficientnet-b7" (efficientnet-pytorch's table), taps of the paper.
+    pub fn from_name(name: &str) -> Result<Self> {
+        let (w, d, r) = match name {
+            "efficientnet-b0" => (1.0, 1.0, 224),
+            "efficientnet-b1" => (1.0, 1.1, 240),
+            "efficientnet-b2" => (1.1, 1.2, 260),
+            "efficientnet-b3" => (1.2, 1.4, 300),
+            "efficientnet-b4" => (1.4, 1.8, 380),
+            "efficientnet-b5" => (1.6, 2.2, 456),
+            "efficientnet-b6" => (1.8, 2.6, 528),
+            "efficientnet-b7" => (2.0, 3.1, 600),
+            _ => return Err(Error::InvalidArgument(format!("unknown EfficientNet `{name}` (efficientnet-b0 … efficientnet-b7)"))),
+        };
+        Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4] })
+    }
+
+    /// efficientnet-pytorch's round_filters (depth_divisor 8).
+    pub fn round_filters(&self, f: usize) -> usize {
+        let x = f as f64 * self.width;
+        let mut n = (8usize).max(((x + 4.0) as usize) / 8 * 8);
+        if (n as f64) < 0.9 * x {
+            n += 8;
+        }
+        n
+    }
+
+    pub fn round_repeats(&self, r: usize) -> usize {
+        (self.depth * r as f64).ceil() as usize
+    }
+
+    /// Index of the last block of each stage.
+    pub fn stage_ends(&self) -> Vec<usize> {
+        let mut i = 0usize;
+        STAGES.iter().map(|s| {
+            i += self.round_repeats(s.0);
+            i - 1
+        }).collect()
+    }
+
+    /// Channels of the taps, in order.
+    pub fn tap_channels(&self) -> Vec<usize> {
+        self.tap_stages.iter().map(|&s| self.round_filters(STAGES[s].5)).collect()
+    }
+}
+
+/// TensorFlow "same" padding for input size `size`, kernel k, stride s: (before, after).
+fn same_pad(size: usize, k: usize, s: usize) -> (usize, usize) {
+    let out = size.div_ceil(s);
+    let pad = ((out - 1) * s + k).saturating_sub(size);
+    (pad / 2, pad - pad / 2)
+}
+
+struct ConvBn<B: Backend> {
+    w: Tensor<B>,
+    p: Conv2dParams,
+    scale: Tensor<B>,
+    shift: Tensor<B>,
+}
+
+impl<B: Backend> ConvBn<B> {
+    #[allow(clippy::too_many_arguments)]
+    fn load(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: usize, size: usize) -> Result<Self> {
+        let w = l.tensor(&format!("{conv}.weight"), &[cout, cin / groups, k, k])?;
+        let (a, b) = same_pad(size, k, stride);
+        let p = Conv2dParams { stride: (stride, stride), padding: Padding2d::lrtb(a, b, a, b), groups };
+        let v = |n: &str| l.host_shaped(&format!("{bn}.{n}"), &[cout]);
+        let (scale, shift) = fold_batch_norm(&v("weight")?, &v("bias")?, &v("running_mean")?, &v("running_var")?, 1e-3)?;
+        Ok(ConvBn { w, p, scale: l.backend.from_host(&[cout], &scale)?, shift: l.backend.from_host(&[cout], &shift)? })
+    }
+    fn forward(&self, b: &B, x: &Tensor<B>, swish: bool) -> Result<Tensor<B>> {
+        let y = b.channel_affine(&b.conv2d(x, &self.w, None, &self.p)?, &self.scale, &self.shift)?;
+        if swish {
+            b.activation(&y, Activation::Silu)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+struct MbConv<B: Backend> {
+    expand: Option<ConvBn<B>>,
+    depthwise: ConvBn<B>,
+    se: (crate::models::unet_layers::Conv1x1<B>, crate::models::unet_layers::Conv1x1<B>),
+    project: ConvBn<B>,
+    residual: bool,
+}
+
+pub struct EfficientNet<B: Backend> {
+    pub cfg: EffNetConfig,
+    stem: ConvBn<B>,
+    blocks: Vec<MbConv<B>>,
+    taps: Vec<usize>,
+}
+
+impl<B: Backend> EfficientNet<B> {
+    /// Loads the feature part; the classifier (`_conv_head`, `_bn1`, `_fc`) and integer buffers
+    /// may be present and are ignored.
+    pub fn load(cfg: &EffNetConfig, l: &Loader<B>) -> Result<Self> {
+        let mut size = cfg.image_size;
+        let c0 = cfg.round_filters(32);
+        let stem = ConvBn::load(l, "_conv_stem", "_bn0", 3, c0, 3, 2, 1, size)?;
+        size = size.div_ceil(2);
+        let mut blocks = Vec::new();
+        for &(r, k, s, e, cin, cout) in &STAGES {
+            let (cin, cout) = (cfg.round_filters(cin), cfg.round_filters(cout));
+            for j in 0..cfg.round_repeats(r) {
+                let (inp, stride) = if j == 0 { (cin, s) } else { (cout, 1) };
+                let i = blocks.len();
+                let p = |n: &str| format!("_blocks.{i}.{n}");
+                let mid = inp * e;
+                let expand = if e != 1 { Some(ConvBn::load(l, &p("_expand_conv"), &p("_bn0"), inp, mid, 1, 1, 1, size)?) } else { None };
+                let depthwise = ConvBn::load(l, &p("_depthwise_conv"), &p("_bn1"), mid, mid, k, stride, mid, size)?;
+                size = size.div_ceil(stride);
+                let sq = (1usize).max((inp as f64 * 0.25) as usize);
+                let se = (crate::models::unet_layers::Conv1x1::load(l, &p("_se_reduce"), mid, sq)?, crate::models::unet_layers::Conv1x1::load(l, &p("_se_expand"), sq, mid)?);
+                let project = ConvBn::load(l, &p("_project_conv"), &p("_bn2"), mid, cout, 1, 1, 1, size)?;
+                blocks.push(MbConv { expand, depthwise, se, project, residual: stride == 1 && inp == cout });
+            }
+        }
+        let ends = cfg.stage_ends();
+        let taps = cfg.tap_stages.iter().map(|&s| ends.get(s).copied().ok_or_else(|| Error::InvalidArgument(format!("no stage {s}")))).collect::<Result<_>>()?;
+        Ok(EfficientNet { cfg: cfg.clone(), stem, blocks, taps })
+    }
+
+    /// Padding of each block's depthwise conv (for checking the static "same" rule).
+    pub fn depthwise_paddings(&self) -> Vec<Padding2d> {
+        self.blocks.iter().map(|b| b.depthwise.p.padding).collect()
+    }
+
+    pub fn stem_padding(&self) -> Padding2d {
+        self.stem.p.padding
+    }
+
+    /// Names an EfficientNet checkpoint may carry that the feature extractor does not use.
+    pub fn unused_prefixes() -> &'static [&'static str] {
+        &["_conv_head.", "_bn1.", "_fc."]
+    }
+
+    /// The tapped block outputs for x [N,3,H,W] (in [-1, 1], no ImageNet normalisation, as the paper).
+    pub fn taps(&self, b: &B, x: &Tensor<B>) -> Result<Vec<Tensor<B>>> {
+        let mut h = self.stem.forward(b, x, true)?;
+        let mut out = Vec::with_capacity(self.taps.len());
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let inp = h.clone();
+            if let Some(e) = &blk.expand {
+                h = e.forward(b, &h, true)?;
+            }
+            h = blk.depthwise.forward(b, &h, true)?;
+            let s = b.global_avg_pool(&h)?;
+            let s = blk.se.1.forward(b, &b.activation(&blk.se.0.forward(b, &s)?, Activation::Silu)?)?;
+            h = b.mul(&h, &b.activation(&s, Activation::Sigmoid)?)?;
+            h = blk.project.forward(b, &h, false)?;
+            if blk.residual {
+                h = b.add(&h, &inp)?;
+            }
+            if self.taps.contains(&i) {
+                out.push(h.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The taps resized (bilinear, align_corners=False) to s×s and concatenated: [N, ΣC, s, s].
+    pub fn features(&self, b: &B, x: &Tensor<B>, s: usize) -> Result<Tensor<B>> {
+        let taps = self.taps(b, x)?;
+        let resized: Vec<Tensor<B>> = taps.iter().map(|t| b.resize_bilinear(t, s, s)).collect::<Result<_>>()?;
+        b.concat_channels(&resized.iter().collect::<Vec<_>>())
+    }
+}

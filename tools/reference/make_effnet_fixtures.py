@@ -1,0 +1,90 @@
+"""Reference fixtures for ran's EfficientNet feature extractor, from the lukemelas package the
+paper's code uses (PyPI efficientnet-pytorch 0.7.1, pinned in requirements.txt).
+
+tests/fixtures/effnet_small.safetensors: a scaled-down EfficientNet (width 0.5, depth 0.5, static
+"same" padding computed for image_size 76 while the input is 64×64, as the paper pads for 380 and
+feeds 256), every parameter and BN statistic random (float16-exact), eval mode; inputs x in [-1, 1]
+(no ImageNet normalisation, as the paper); expected `tap{i}` outputs of the last block of stages
+0, 1, 2 and 4 and `features` = the taps bilinearly resized to 8×8 and concatenated (spec §2).
+Metadata: the config, and efficientnet-pytorch's own parameter count of B4's feature part.
+tests/fixtures/effnet_small.pth: the same state_dict torch.save'd (with BN num_batches_tracked and the
+conv head, without the classifier _fc).
+
+Run:  python tools/reference/make_effnet_fixtures.py
+"""
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from efficientnet_pytorch import EfficientNet
+from safetensors.torch import save_file
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
+gen = torch.Generator().manual_seed(20231004)
+HEAD = ("_conv_head", "_bn1.", "_fc.")  # classifier part, unused for features
+
+
+def stage_ends(model):
+    """Index of the last block of each stage (a stage = blocks sharing one BlockArgs row)."""
+    ends, i = [], -1
+    for args in model._blocks_args:
+        from efficientnet_pytorch.utils import round_repeats
+        i += round_repeats(args.num_repeat, model._global_params)
+        ends.append(i)
+    return ends
+
+
+def taps(model, x, tap_idx):
+    out = {}
+    h = model._swish(model._bn0(model._conv_stem(x)))
+    for i, blk in enumerate(model._blocks):
+        h = blk(h)
+        if i in tap_idx:
+            out[i] = h
+    return [out[i] for i in tap_idx]
+
+
+def main():
+    model = EfficientNet.from_name("efficientnet-b0", width_coefficient=0.5, depth_coefficient=0.5, image_size=76).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("_bn0.weight", "_bn1.weight", "_bn2.weight")):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+            p.copy_(p.half().float())
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_((0.2 * torch.randn(b.shape, generator=gen)).half().float())
+            elif name.endswith("running_var"):
+                b.copy_((0.5 + torch.rand(b.shape, generator=gen)).half().float())
+    ends = stage_ends(model)
+    tap_idx = [ends[0], ends[1], ends[2], ends[4]]
+    x = (torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1)
+    with torch.no_grad():
+        ts = taps(model, x, tap_idx)
+        feats = torch.cat([F.interpolate(t, size=(8, 8), mode="bilinear", align_corners=False) for t in ts], dim=1)
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD)}
+    tensors = {k: v.half().contiguous() for k, v in sd.items() if v.is_floating_point()}
+    tensors["x"] = x.contiguous()
+    for i, t in enumerate(ts):
+        tensors[f"tap{i}"] = t.contiguous()
+    tensors["features"] = feats.contiguous()
+    b4 = EfficientNet.from_name("efficientnet-b4")
+    b4_feat_params = sum(p.numel() for n, p in b4.named_parameters() if not n.startswith(HEAD))
+    b4_blocks = len(b4._blocks)
+    meta = {"kind": "effnet", "width": "0.5", "depth": "0.5", "image_size": "76", "taps": json.dumps(tap_idx), "feat_size": "8",
+            "b4_feature_params": str(b4_feat_params), "b4_blocks": str(b4_blocks), "b4_stage_ends": json.dumps(stage_ends(b4)),
+            "generator": "tools/reference/make_effnet_fixtures.py", "torch": torch.__version__}
+    save_file(tensors, os.path.join(OUT, "effnet_small.safetensors"), metadata=meta)
+    torch.save({k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items() if not k.startswith("_fc.")},
+               os.path.join(OUT, "effnet_small.pth"))
+    print(f"taps {tap_idx}, channels {[t.shape[1] for t in ts]}, features {tuple(feats.shape)}, "
+          f"{sum(v.numel() for v in sd.values())} params; B4 feature params {b4_feat_params}, blocks {b4_blocks}, stage ends {stage_ends(b4)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 //!
 //! `backend` declares every op once (`Backend`) and implements it on the CPU; `io` reads weights.
 
+pub mod anomaly;
 pub mod backend;
 pub mod commands;
 pub mod diffusion;

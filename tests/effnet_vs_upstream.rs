@@ -21,7 +21,9 @@ fn small_cfg(fx: &SafeTensors) -> EffNetConfig {
 
 fn check<B: Backend>(b: &B, w: &dyn Weights, fx: &SafeTensors, label: &str) -> Vec<String> {
     let cfg = small_cfg(fx);
-    let l = Loader::new(w, b).ignoring(&["x", "features", "tap0", "tap1", "tap2", "tap3"]).ignoring_prefixes(EfficientNet::<B>::unused_prefixes());
+    let unused = EfficientNet::<B>::unused_prefixes(&cfg);
+    let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+    let l = Loader::new(w, b).ignoring(&["x", "features", "tap0", "tap1", "tap2", "tap3"]).ignoring_prefixes(&unused);
     let net = EfficientNet::load(&cfg, &l).unwrap_or_else(|e| panic!("{label}: {e}"));
     l.finish().unwrap_or_else(|e| panic!("{label}: {e}"));
     let (xs, xv) = fx.get("x").unwrap();
@@ -67,7 +69,7 @@ fn b4_structure_matches_the_package_and_the_spec() {
     let net = EfficientNet::load(&cfg, &l).unwrap();
     // parameters only (the package's named_parameters excludes BN running statistics)
     let params: usize = l.loaded().iter().filter(|(n, _)| !n.contains("running_")).map(|(_, s)| s.iter().product::<usize>()).sum();
-    assert_eq!(params, fx.metadata()["b4_feature_params"].parse::<usize>().unwrap(), "B4 feature parameters");
+    assert_eq!(params, fx.metadata()["b4_feature_params"].parse::<usize>().unwrap(), "B4 parameters through the last tap (block 21)");
     // spec §2: static padding for 380 — stem and 3×3/s2 depthwise (blocks 2, 10) (0,1,0,1), 5×5/s2 (block 6) 2
     let asym = Padding2d::lrtb(0, 1, 0, 1);
     assert_eq!(net.stem_padding(), asym);
@@ -75,6 +77,7 @@ fn b4_structure_matches_the_package_and_the_spec() {
     assert_eq!((p[2], p[10], p[6]), (asym, asym, Padding2d::same(2)));
     assert_eq!(p[3], Padding2d::same(1), "stride-1 3×3");
     assert_eq!(p[7], Padding2d::same(2), "stride-1 5×5");
+    assert_eq!(p.len(), 22, "blocks after the last tap (21) are not built");
     // at 256 the taps come out at strides 2, 4, 8, 16
     let x = Cpu.from_host(&[1, 3, 256, 256], &vec![0.1; 3 * 256 * 256]).unwrap();
     let shapes: Vec<Vec<usize>> = net.taps(&Cpu, &x).unwrap().iter().map(|t| t.dims().to_vec()).collect();

@@ -128,7 +128,9 @@ impl<B: Backend> EfficientNet<B> {
         let stem = ConvBn::load(l, "_conv_stem", "_bn0", 3, c0, 3, 2, 1, size)?;
         size = size.div_ceil(2);
         let mut blocks = Vec::new();
-        for &(r, k, s, e, cin, cout) in &STAGES {
+        // Blocks after the last tap do not contribute to the features: not built, not computed.
+        let last_stage = cfg.tap_stages.iter().copied().max().unwrap_or(6);
+        for &(r, k, s, e, cin, cout) in STAGES.iter().take(last_stage + 1) {
             let (cin, cout) = (cfg.round_filters(cin), cfg.round_filters(cout));
             for j in 0..cfg.round_repeats(r) {
                 let (inp, stride) = if j == 0 { (cin, s) } else { (cout, 1) };
@@ -158,9 +160,14 @@ impl<B: Backend> EfficientNet<B> {
         self.stem.p.padding
     }
 
-    /// Names an EfficientNet checkpoint may carry that the feature extractor does not use.
-    pub fn unused_prefixes() -> &'static [&'static str] {
-        &["_conv_head.", "_bn1.", "_fc."]
+    /// Prefixes of the tensors an EfficientNet checkpoint carries that the feature extractor does
+    /// not use: the classifier and the blocks after the last tap.
+    pub fn unused_prefixes(cfg: &EffNetConfig) -> Vec<String> {
+        let last = cfg.tap_stages.iter().map(|&s| cfg.stage_ends()[s]).max().unwrap_or(0);
+        let total = *cfg.stage_ends().last().unwrap_or(&0);
+        let mut v: Vec<String> = ["_conv_head.", "_bn1.", "_fc."].iter().map(|s| s.to_string()).collect();
+        v.extend((last + 1..=total).map(|i| format!("_blocks.{i}.")));
+        v
     }
 
     /// The tapped block outputs for x [N,3,H,W] (in [-1, 1], no ImageNet normalisation, as the paper).

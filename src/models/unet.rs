@@ -8,7 +8,7 @@ use crate::io::flags::ModelFlags;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// Output channels of the anomaly feature head (EfficientNet-B4 taps 24+32+56+160).
+/// Output channels of the paper's anomaly feature head (EfficientNet-B4 taps 24+32+56+160).
 pub const FEAT_CHANNELS: usize = 272;
 /// The paper code taps the decoder after output_blocks[10].
 pub const FEAT_TAP: usize = 10;
@@ -337,7 +337,9 @@ impl<B: Backend> UNet<B> {
                 return Err(Error::InvalidArgument(format!("the feature head taps output_blocks[{FEAT_TAP}] but the model has {} output blocks", output_blocks.len())));
             }
             let c = l.shape("feat_rec1.0.weight")?[0];
-            Some(FeatHead { norm: Norm::load(l, "feat_rec1.0", c)?, conv: Conv::load(l, "feat_rec1.2", c, FEAT_CHANNELS, 1, 1, 0)?, feat_shape: flags.feat_shape })
+            // 272 for the paper's EfficientNet-B4 taps; other extractors give other widths
+            let out = if l.contains("feat_rec1.2.bias") { l.shape("feat_rec1.2.bias").map(|s| s[0]).unwrap_or(FEAT_CHANNELS) } else { FEAT_CHANNELS };
+            Some(FeatHead { norm: Norm::load(l, "feat_rec1.0", c)?, conv: Conv::load(l, "feat_rec1.2", c, out, 1, 1, 0)?, feat_shape: flags.feat_shape })
         } else {
             None
         };

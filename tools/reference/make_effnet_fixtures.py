@@ -74,7 +74,9 @@ def main():
         tensors[f"tap{i}"] = t.contiguous()
     tensors["features"] = feats.contiguous()
     b4 = EfficientNet.from_name("efficientnet-b4")
-    b4_feat_params = sum(p.numel() for n, p in b4.named_parameters() if not n.startswith(HEAD))
+    last_tap = stage_ends(b4)[4]  # blocks after the last tap do not feed the features
+    b4_feat_params = sum(p.numel() for n, p in b4.named_parameters()
+                         if not n.startswith(HEAD) and not (n.startswith("_blocks.") and int(n.split(".")[1]) > last_tap))
     b4_blocks = len(b4._blocks)
     meta = {"kind": "effnet", "width": "0.5", "depth": "0.5", "image_size": "76", "taps": json.dumps(tap_idx), "feat_size": "8",
             "b4_feature_params": str(b4_feat_params), "b4_blocks": str(b4_blocks), "b4_stage_ends": json.dumps(stage_ends(b4)),

@@ -1,0 +1,5 @@
+//! The paper's anomaly scores (spec §1–§3): the KL map, the feature map, their ensemble and the
+//! image score; seeded noise so that the same seed gives the same map.
+
+pub mod noise;
+pub mod score;

@@ -2,6 +2,7 @@
 //! model flags.
 
 pub mod flags;
+pub mod image;
 pub mod pt;
 pub mod safetensors;
 mod zip;

@@ -21,6 +21,7 @@ pub enum Dtype {
     /// integer tensors (timesteps, labels in reference files), read as f32
     I64,
     I32,
+    U8,
 }
 
 impl Dtype {
@@ -32,6 +33,7 @@ impl Dtype {
             "F64" => Some(Dtype::F64),
             "I64" => Some(Dtype::I64),
             "I32" => Some(Dtype::I32),
+            "U8" => Some(Dtype::U8),
             _ => None,
         }
     }
@@ -41,6 +43,7 @@ impl Dtype {
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::F64 | Dtype::I64 => 8,
             Dtype::I32 => 4,
+            Dtype::U8 => 1,
         }
     }
     pub fn parse_name(s: &str) -> Option<Self> {
@@ -59,6 +62,7 @@ impl Dtype {
             Dtype::F64 => "F64",
             Dtype::I64 => "I64",
             Dtype::I32 => "I32",
+            Dtype::U8 => "U8",
         }
     }
 }
@@ -145,6 +149,7 @@ impl SafeTensors {
             Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
             Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
             Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
+            Dtype::U8 => raw.iter().map(|&b| b as f32).collect(),
         };
         if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
             return Err(Error::BadTensor {
@@ -190,7 +195,7 @@ impl SafeTensors {
 fn parse_entry(path: &Path, name: &str, v: &serde_json::Value, data_len: usize) -> Result<TensorInfo> {
     let tbad = |msg: String| Error::BadTensor { path: path.to_path_buf(), name: name.to_string(), msg };
     let dtype_s = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| tbad("header entry has no dtype".into()))?;
-    let dtype = Dtype::parse(dtype_s).ok_or_else(|| tbad(format!("dtype {dtype_s} is not supported (F32, F16, BF16, F64, I64, I32)")))?;
+    let dtype = Dtype::parse(dtype_s).ok_or_else(|| tbad(format!("dtype {dtype_s} is not supported (F32, F16, BF16, F64, I64, I32, U8)")))?;
     let shape: Vec<usize> = v
         .get("shape")
         .and_then(|s| s.as_array())

@@ -51,13 +51,57 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
-    /// Find and outline defects in images (not available yet: arrives with the detection work).
+    /// Find and outline defects: anomaly maps (16-bit PNG), heatmaps, overlays, results.json/csv.
     Detect {
-        /// Images, folders or globs.
+        /// Images, folders (searched recursively) or glob patterns.
         inputs: Vec<String>,
         /// Run on the shipped demo model and sample images.
         #[arg(long)]
         demo: bool,
+        /// A model converted by `ran convert`.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// EfficientNet weights (.pth or safetensors) for the feature score.
+        #[arg(long)]
+        effnet: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "efficientnet-b4")]
+        effnet_arch: String,
+        /// Image size the EfficientNet's static padding is computed for (default: the variant's, 380 for B4).
+        #[arg(long)]
+        effnet_image_size: Option<usize>,
+        /// KL score only, even if the model has a feature head.
+        #[arg(long)]
+        kl_only: bool,
+        #[arg(long, default_value = "ran-out")]
+        out: std::path::PathBuf,
+        /// Indices of the respaced schedule.
+        #[arg(long, value_delimiter = ',', default_value = "5,50,100")]
+        timesteps: Vec<usize>,
+        /// Respacing when the model's flags give none.
+        #[arg(long, default_value = "250")]
+        respacing: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Weight of the feature score in the ensemble.
+        #[arg(long, default_value_t = 0.5)]
+        alpha: f32,
+        /// weighted (α·feature + (1−α)·KL) or sum (the released script).
+        #[arg(long, default_value = "weighted")]
+        ensemble: String,
+        #[arg(long, default_value_t = 64)]
+        topk: usize,
+        /// Timestep of the feature pass: index (the official code's k) or tau (τ_k; one pass per k).
+        #[arg(long, default_value = "index")]
+        feature_timestep: String,
+        /// Class of a class-conditional model: index or name (default: a class name in the path).
+        #[arg(long)]
+        class: Option<String>,
+        /// Outline pixels whose score exceeds this on the overlay.
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// auto (GPU if usable, else CPU), cpu, cuda, emulator
+        #[arg(long, default_value = "auto")]
+        device: String,
     },
 }
 
@@ -133,9 +177,37 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Detect { .. } => {
-            eprintln!("ran detect: not available yet in this version: the engine's ops are in place, the diffusion model and the detection pipeline are still being built (see README).");
-            ExitCode::from(2)
+        Command::Detect { inputs, demo, model, effnet, effnet_arch, effnet_image_size, kl_only, out, timesteps, respacing, seed, alpha, ensemble, topk, feature_timestep, class, threshold, device } => {
+            if demo {
+                eprintln!("ran detect --demo: the demo model and sample images are not shipped yet; run `ran detect IMAGES --model MODEL.safetensors [--effnet EFFNET.pth]`.");
+                return ExitCode::from(2);
+            }
+            let Some(model) = model else {
+                eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
+                return ExitCode::from(2);
+            };
+            let args = ran::commands::detect::DetectArgs {
+                inputs, model, effnet, effnet_arch, effnet_image_size, kl_only, out: out.clone(), timesteps, respacing, seed, alpha, ensemble, topk, feature_timestep, class,
+                classes: ran::commands::detect::MVTEC_CLASSES.iter().map(|s| s.to_string()).collect(), threshold,
+            };
+            let backend = match ran::backend::select::AnyBackend::select(&device) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            match ran::with_backend!(backend, |b| ran::commands::detect::run(b, &args)) {
+                Ok(o) => {
+                    if o.kl_only {
+                        println!("note: KL score only (the model has no feature head, or --kl-only / no --effnet)");
+                    }
+                    println!("{} image(s) scored, {} failed; results in {}", o.processed, o.failed.len(), out.join("results.json").display());
+                    if o.failed.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(e),
+            }
         }
     }
 }

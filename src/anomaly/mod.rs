@@ -2,4 +2,5 @@
 //! image score; seeded noise so that the same seed gives the same map.
 
 pub mod noise;
+pub mod render;
 pub mod score;

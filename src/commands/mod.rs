@@ -1,4 +1,5 @@
 //! The `ran` subcommands (one file each); main.rs only parses arguments and dispatches.
 
 pub mod convert;
+pub mod detect;
 pub mod verify;

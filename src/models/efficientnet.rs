@@ -26,7 +26,17 @@ pub struct EffNetConfig {
 
 impl EffNetConfig {
     /// "efficientnet-b0" … "efficientnet-b7" (efficientnet-pytorch's table), taps of the paper.
+    /// Also `custom:WIDTH,DEPTH,IMAGE_SIZE` for other compound coefficients.
     pub fn from_name(name: &str) -> Result<Self> {
+        if let Some(rest) = name.strip_prefix("custom:") {
+            let v: Vec<&str> = rest.split(',').collect();
+            let bad = || Error::InvalidArgument(format!("`{name}`: custom:WIDTH,DEPTH,IMAGE_SIZE expected"));
+            if v.len() != 3 {
+                return Err(bad());
+            }
+            let (w, d, r) = (v[0].parse().map_err(|_| bad())?, v[1].parse().map_err(|_| bad())?, v[2].parse().map_err(|_| bad())?);
+            return Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4] });
+        }
         let (w, d, r) = match name {
             "efficientnet-b0" => (1.0, 1.0, 224),
             "efficientnet-b1" => (1.0, 1.1, 240),

@@ -1,0 +1,223 @@
+//! `ran detect`: images → anomaly maps, heatmaps, overlays and a results table.
+
+use crate::anomaly::noise::gaussian;
+use crate::anomaly::render::{save_heatmap, save_map16, save_overlay};
+use crate::anomaly::score::{Ensemble, FeatureTimestep, ScoreConfig, Scorer};
+use crate::backend::Backend;
+use crate::diffusion::{BetaSchedule, Diffusion};
+use crate::io::image::{center_crop_arr, load_rgb, to_chw};
+use crate::models::efficientnet::{EfficientNet, EffNetConfig};
+use crate::models::weights::Loader;
+use crate::models::{load_unet, open_weights};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// MVTec-AD's categories in the official label order (spec §5).
+pub const MVTEC_CLASSES: [&str; 15] =
+    ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"];
+
+#[derive(Clone, Debug)]
+pub struct DetectArgs {
+    pub inputs: Vec<String>,
+    pub model: PathBuf,
+    pub effnet: Option<PathBuf>,
+    pub effnet_arch: String,
+    pub effnet_image_size: Option<usize>,
+    pub kl_only: bool,
+    pub out: PathBuf,
+    pub timesteps: Vec<usize>,
+    pub respacing: String,
+    pub seed: u64,
+    pub alpha: f32,
+    pub ensemble: String,
+    pub topk: usize,
+    pub feature_timestep: String,
+    pub class: Option<String>,
+    pub classes: Vec<String>,
+    pub threshold: Option<f32>,
+}
+
+const IMAGE_EXT: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "PNG", "JPG"];
+
+/// Files named by the inputs: files as given, folders searched recursively for images, globs.
+pub fn collect_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(d).map_err(|e| Error::Io { path: d.to_path_buf(), source: e })?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXT.contains(&e)) && !p.to_string_lossy().contains("_mask") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for i in inputs {
+        let p = Path::new(i);
+        if p.is_dir() {
+            let before = files.len();
+            walk(p, &mut files)?;
+            if files.len() == before {
+                return Err(Error::InvalidArgument(format!("{i}: no images (png, jpg, bmp) in this folder")));
+            }
+        } else if i.contains(['*', '?', '[']) {
+            let g = glob::glob(i).map_err(|e| Error::InvalidArgument(format!("bad pattern {i}: {e}")))?;
+            let before = files.len();
+            files.extend(g.filter_map(|r| r.ok()).filter(|p| p.is_file()));
+            if files.len() == before {
+                return Err(Error::InvalidArgument(format!("{i}: the pattern matches no file")));
+            }
+        } else {
+            files.push(p.to_path_buf());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::InvalidArgument("no input images given".into()));
+    }
+    Ok(files)
+}
+
+/// The class label of `path` for a class-conditional model: --class (index or name), else the
+/// first class name contained in the path (the official code's substring rule).
+pub fn class_of(path: &Path, explicit: Option<&str>, classes: &[String]) -> Result<usize> {
+    if let Some(c) = explicit {
+        if let Ok(i) = c.parse::<usize>() {
+            return Ok(i);
+        }
+        return classes.iter().position(|n| n == c).ok_or_else(|| Error::InvalidArgument(format!("unknown class `{c}` (known: {})", classes.join(", "))));
+    }
+    let s = path.to_string_lossy();
+    classes
+        .iter()
+        .position(|n| s.contains(n.as_str()))
+        .ok_or_else(|| Error::InvalidArgument(format!("{}: the model is class-conditional and no class name appears in the path: give --class", path.display())))
+}
+
+pub struct Outcome {
+    pub processed: usize,
+    pub failed: Vec<(PathBuf, String)>,
+    pub kl_only: bool,
+}
+
+pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
+    let files = collect_inputs(&a.inputs)?;
+    let unet = load_unet(&a.model, b, &[])?;
+    let f = &unet.flags;
+    let diffusion = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, if f.timestep_respacing.is_empty() { &a.respacing } else { &f.timestep_respacing })?;
+    for &k in &a.timesteps {
+        if k == 0 || k >= diffusion.num_steps() {
+            return Err(Error::InvalidArgument(format!("--timesteps: {k} is outside 1..{} of the respaced schedule", diffusion.num_steps())));
+        }
+    }
+    let effnet = match (&unet.feat_head, &a.effnet, a.kl_only) {
+        (Some(_), Some(p), false) => {
+            let mut cfg = EffNetConfig::from_name(&a.effnet_arch)?;
+            if let Some(s) = a.effnet_image_size {
+                cfg.image_size = s;
+            }
+            let w = open_weights(p)?;
+            let unused = EfficientNet::<B>::unused_prefixes(&cfg);
+            let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+            let l = Loader::new(&*w, b).ignoring_prefixes(&unused);
+            let e = EfficientNet::load(&cfg, &l)?;
+            l.finish()?;
+            Some(e)
+        }
+        (Some(_), None, false) => return Err(Error::InvalidArgument("the model has a feature head: give --effnet FILE (EfficientNet weights, e.g. efficientnet-b4-6ed6700e.pth) or --kl-only".into())),
+        _ => None,
+    };
+    let kl_only = effnet.is_none();
+    let ensemble = match a.ensemble.as_str() {
+        "weighted" => Ensemble::Weighted(a.alpha),
+        "sum" => Ensemble::Sum,
+        o => return Err(Error::InvalidArgument(format!("--ensemble {o}: weighted or sum"))),
+    };
+    let feature_timestep = match a.feature_timestep.as_str() {
+        "index" => FeatureTimestep::RespacedIndex,
+        "tau" => FeatureTimestep::Tau,
+        o => return Err(Error::InvalidArgument(format!("--feature-timestep {o}: index or tau"))),
+    };
+    let scorer = Scorer { unet: &unet, effnet: effnet.as_ref(), diffusion, cfg: ScoreConfig { timesteps: a.timesteps.clone(), feature_timestep, ensemble, topk: a.topk } };
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.clone(), source: e })?;
+    let size = f.image_size;
+    let bar = if files.len() > 1 {
+        let pb = indicatif::ProgressBar::new(files.len() as u64);
+        pb.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images, {elapsed} (eta {eta}) {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        Some(pb)
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        let t0 = Instant::now();
+        let res = (|| -> Result<serde_json::Value> {
+            let img = center_crop_arr(&load_rgb(path)?, size);
+            let x0 = b.from_host(&[1, 3, size, size], &to_chw(&img))?;
+            let noise: Vec<_> = a.timesteps.iter().map(|&k| b.from_host(&[1, 3, size, size], &gaussian(a.seed, k as u64, 3 * size * size))).collect::<Result<_>>()?;
+            let y = match unet.num_classes {
+                Some(_) => Some(vec![class_of(path, a.class.as_deref(), &a.classes)?]),
+                None => None,
+            };
+            let s = scorer.score(b, &x0, &noise, y.as_deref())?.remove(0);
+            let stem = format!("{:04}_{}", i, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+            let p = |suffix: &str| a.out.join(format!("{stem}_{suffix}.png"));
+            let (lo, hi) = save_map16(&p("map16"), &s.score_map, s.w, s.h)?;
+            save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, lo, hi)?;
+            save_overlay(&p("overlay"), &img, &s.score_map, lo, hi, a.threshold)?;
+            let secs = t0.elapsed().as_secs_f64();
+            Ok(serde_json::json!({
+                "file": path.display().to_string(), "class": y.map(|v| v[0]), "image_score": s.image_score,
+                "map_min": lo, "map_max": hi, "map16": p("map16").display().to_string(), "heatmap": p("heatmap").display().to_string(),
+                "overlay": p("overlay").display().to_string(), "seconds": secs,
+            }))
+        })();
+        match res {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                // through suspend: the bar may be hidden (no terminal), the message must not be
+                let msg = format!("skipped {}: {e}", path.display());
+                match &bar {
+                    Some(pb) => pb.suspend(|| eprintln!("{msg}")),
+                    None => eprintln!("{msg}"),
+                }
+                failed.push((path.clone(), e.to_string()));
+            }
+        }
+        if let Some(pb) = &bar {
+            pb.inc(1);
+        }
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    let settings = serde_json::json!({
+        "model": a.model.display().to_string(), "model_flags": unet.flags.source, "effnet": a.effnet.as_ref().map(|p| p.display().to_string()),
+        "effnet_arch": a.effnet_arch, "mode": if kl_only { "kl-only" } else { "kl+feature" }, "timesteps": a.timesteps, "respacing": a.respacing,
+        "seed": a.seed, "ensemble": a.ensemble, "alpha": a.alpha, "topk": a.topk, "feature_timestep": a.feature_timestep,
+        "threshold": a.threshold, "backend": b.name(), "image_size": size,
+        "map16_scale": "value = map_min + v16 / 65535 * (map_max - map_min)",
+    });
+    let failed_json: Vec<_> = failed.iter().map(|(p, e)| serde_json::json!({"file": p.display().to_string(), "error": e})).collect();
+    let json = serde_json::json!({"settings": settings, "images": rows, "failed": failed_json});
+    let jp = a.out.join("results.json");
+    std::fs::write(&jp, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(|e| Error::Io { path: jp.clone(), source: e })?;
+    let mut csv = String::from("file,class,image_score,map_min,map_max,seconds\n");
+    for r in &rows {
+        csv.push_str(&format!(
+            "\"{}\",{},{},{},{},{:.3}\n",
+            r["file"].as_str().unwrap_or("").replace('"', "\"\""),
+            r["class"].as_u64().map(|c| c.to_string()).unwrap_or_default(),
+            r["image_score"],
+            r["map_min"],
+            r["map_max"],
+            r["seconds"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    let cp = a.out.join("results.csv");
+    std::fs::write(&cp, csv).map_err(|e| Error::Io { path: cp.clone(), source: e })?;
+    Ok(Outcome { processed: rows.len(), failed, kl_only })
+}

@@ -1,0 +1,112 @@
+//! `ran detect` as a user runs it: a folder of images → per-image 16-bit map, heatmap, overlay,
+//! results.json/csv; reproducible with a seed; corrupt files skipped by name with exit status 1;
+//! clear errors for a missing EfficientNet file, empty folders and unknown classes.
+
+mod common;
+use common::fixture_path;
+use ran::io::safetensors::{write_f32, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn ran(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ran-detect-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The paper-like fixture's weights alone, with its flags, as `ran convert` would write them.
+fn model_file(dir: &std::path::Path) -> String {
+    let fx = SafeTensors::open(fixture_path("unet_guided_paperlike.safetensors")).unwrap();
+    let names: Vec<String> = fx.names().filter(|n| !["x", "t", "y", "out", "feat"].contains(n)).map(String::from).collect();
+    let data: Vec<(Vec<usize>, Vec<f32>)> = names.iter().map(|n| fx.get(n).unwrap()).collect();
+    let tensors: Vec<(&str, &[usize], &[f32])> = names.iter().zip(&data).map(|(n, (s, v))| (n.as_str(), &s[..], &v[..])).collect();
+    let mut meta = BTreeMap::new();
+    meta.insert("model_flags".to_string(), fx.metadata()["model_flags"].clone());
+    let p = dir.join("model.safetensors");
+    write_f32(&p, &tensors, &meta).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn detect_a_folder_writes_maps_pictures_and_tables() {
+    let dir = tmpdir("folder");
+    let model = model_file(&dir);
+    let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
+    let images = fixture_path("images").display().to_string();
+    let out = dir.join("out").display().to_string();
+    let args = ["detect", &images, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--class", "carpet", "--out", &out, "--device", "cpu", "--seed", "3"];
+    let (rc, so, se) = ran(&args);
+    assert_eq!(rc, 0, "{so}{se}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
+    let imgs = json["images"].as_array().unwrap();
+    assert_eq!(imgs.len(), 4, "a, a_gray, a_rgba, b (the mask is not an input)");
+    assert_eq!(json["settings"]["mode"], "kl+feature");
+    for r in imgs {
+        for k in ["map16", "heatmap", "overlay"] {
+            let p = r[k].as_str().unwrap();
+            let img = image::open(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!((img.width(), img.height()), (16, 16), "{p}");
+        }
+        let lo = r["map_min"].as_f64().unwrap();
+        let hi = r["map_max"].as_f64().unwrap();
+        let s = r["image_score"].as_f64().unwrap();
+        assert!(lo < s && s <= hi, "image score {s} within the map's range [{lo}, {hi}]");
+        assert_eq!(r["class"], 3, "carpet is MVTec class 3");
+    }
+    let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    // same seed, same maps; another seed, other maps
+    let (rc, _, _) = ran(&args);
+    assert_eq!(rc, 0);
+    let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
+    assert_eq!(again["images"][0]["image_score"], imgs[0]["image_score"]);
+    let mut other = args.to_vec();
+    let last = other.len() - 1;
+    other[last] = "4";
+    ran(&other);
+    let third: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
+    assert_ne!(third["images"][0]["image_score"], imgs[0]["image_score"]);
+}
+
+#[test]
+fn corrupt_images_are_skipped_by_name() {
+    let dir = tmpdir("corrupt");
+    let model = model_file(&dir);
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    std::fs::copy(fixture_path("images/b.png"), imgs.join("good.png")).unwrap();
+    std::fs::write(imgs.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let (rc, so, se) = ran(&["detect", &imgs.display().to_string(), "--model", &model, "--kl-only", "--class", "0", "--out", &dir.join("out").display().to_string(), "--device", "cpu"]);
+    assert_eq!(rc, 1, "{so}{se}");
+    assert!(se.contains("broken.png"), "{se}");
+    assert!(so.contains("1 image(s) scored, 1 failed") && so.contains("KL score only"), "{so}");
+}
+
+#[test]
+fn clear_errors_for_missing_inputs() {
+    let dir = tmpdir("errors");
+    let model = model_file(&dir);
+    let images = fixture_path("images").display().to_string();
+    let out = dir.join("out").display().to_string();
+    let (rc, _, se) = ran(&["detect", &images, "--model", &model, "--out", &out, "--device", "cpu"]);
+    assert_eq!(rc, 2);
+    assert!(se.contains("--effnet"), "{se}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (rc, _, se) = ran(&["detect", &empty.display().to_string(), "--model", &model, "--kl-only", "--out", &out, "--device", "cpu"]);
+    assert_eq!(rc, 2);
+    assert!(se.contains("no images"), "{se}");
+    let (rc, _, se) = ran(&["detect", &images, "--model", &model, "--kl-only", "--class", "spaceship", "--out", &out, "--device", "cpu"]);
+    assert_eq!(rc, 1);
+    assert!(se.contains("unknown class `spaceship`"), "{se}");
+    let (rc, _, se) = ran(&["detect", &images, "--model", &model, "--effnet", "/nonexistent/effnet.pth", "--out", &out, "--device", "cpu"]);
+    assert_eq!(rc, 2);
+    assert!(se.contains("/nonexistent/effnet.pth"), "{se}");
+}

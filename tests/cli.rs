@@ -1,5 +1,5 @@
-//! The `ran` binary: help, `info` (must work and explain CUDA's absence without panicking), and a
-//! clear refusal for commands that are not there yet.
+//! The `ran` binary: help, `info` (must work and explain CUDA's absence without panicking), and
+//! plain messages when detect lacks what it needs.
 
 use std::process::Command;
 
@@ -27,9 +27,13 @@ fn info_reports_backends_and_cuda_state() {
 }
 
 #[test]
-fn detect_says_plainly_it_is_not_there_yet() {
+fn detect_says_plainly_what_is_missing() {
+    let o = ran(&["detect", "--demo"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("not shipped yet") && !e.contains("panicked"), "{e}");
     let o = ran(&["detect", "x.png"]);
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("not available yet") && !e.contains("panicked"), "{e}");
+    assert!(e.contains("--model") && !e.contains("panicked"), "{e}");
 }

@@ -1,11 +1,16 @@
 //! The paper's 553M-parameter UNet (guided-diffusion 256², + feature head) on the CPU backend:
 //! load from an f16 safetensors file (memory-mapped; converted to f32 once, tensor by tensor) and
-//! one forward pass at 256², timed, with the process's peak RSS. The PyTorch side (same flags,
+//! one forward pass at 256², timed, with the process's peak RSS; then the full detection of one
+//! 256² image (KL + feature maps, EfficientNet-B4) in both feature-timestep modes. The PyTorch side (same flags,
 //! same threads, and its FLOP count) is tools/bench/torch_unet.py; figures in benches/RESULTS.md.
 //!
 //!   cargo bench --bench models
 
+use ran::anomaly::noise::gaussian;
+use ran::anomaly::score::{FeatureTimestep, ScoreConfig, Scorer};
+use ran::diffusion::{BetaSchedule, Diffusion};
 use ran::io::flags::ModelFlags;
+use ran::models::efficientnet::{EfficientNet, EffNetConfig};
 use ran::io::safetensors::{write_streaming, Dtype};
 use ran::models::load_unet;
 use ran::models::unet::UNet;
@@ -41,6 +46,23 @@ fn child(path: &str) {
         assert_eq!(o.out.dims(), &[1, 6, 256, 256]);
     }
     println!("load {load_s:.1} s; forward 256² (batch 1): {:.2} s, {:.2} s; peak RSS {:.0} MB", times[0], times[1], peak_rss_mb());
+
+    // the full detection of one 256² image: KL + feature maps with EfficientNet-B4 (random weights)
+    let ecfg = EffNetConfig::from_name("efficientnet-b4").unwrap();
+    let el = Loader::synthetic(&Cpu, Synthetic { seed: 5, shapes: BTreeMap::new() });
+    let eff = EfficientNet::load(&ecfg, &el).unwrap();
+    let noise: Vec<_> = [5u64, 50, 100].iter().map(|&k| Cpu.from_host(&[1, 3, 256, 256], &gaussian(0, k, 3 * 256 * 256)).unwrap()).collect();
+    for mode in [FeatureTimestep::RespacedIndex, FeatureTimestep::Tau] {
+        let scorer = Scorer {
+            unet: &m,
+            effnet: Some(&eff),
+            diffusion: Diffusion::new(BetaSchedule::Linear, 1000, "250").unwrap(),
+            cfg: ScoreConfig { feature_timestep: mode, ..ScoreConfig::default() },
+        };
+        let t1 = Instant::now();
+        let s = scorer.score(&Cpu, &x, &noise, Some(&[3])).expect("score");
+        println!("detect 256² (KL + feature, timesteps 5,50,100, feature timestep {mode:?}): {:.1} s per image (score {:.3})", t1.elapsed().as_secs_f64(), s[0].image_score);
+    }
 }
 
 fn main() {

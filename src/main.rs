@@ -99,7 +99,13 @@ enum Command {
         /// Outline pixels whose score exceeds this on the overlay.
         #[arg(long)]
         threshold: Option<f32>,
-        /// auto (GPU if usable, else CPU), cpu, cuda, emulator
+        /// Per-category α: JSON {"bottle": 0.3, ...} or lines `category,alpha`.
+        #[arg(long)]
+        alpha_table: Option<std::path::PathBuf>,
+        /// Images per UNet batch (memory permitting).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
         #[arg(long, default_value = "auto")]
         device: String,
     },
@@ -177,7 +183,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Detect { inputs, demo, model, effnet, effnet_arch, effnet_image_size, kl_only, out, timesteps, respacing, seed, alpha, ensemble, topk, feature_timestep, class, threshold, device } => {
+        Command::Detect { inputs, demo, model, effnet, effnet_arch, effnet_image_size, kl_only, out, timesteps, respacing, seed, alpha, ensemble, topk, feature_timestep, class, threshold, alpha_table, batch, device } => {
             if demo {
                 eprintln!("ran detect --demo: the demo model and sample images are not shipped yet; run `ran detect IMAGES --model MODEL.safetensors [--effnet EFFNET.pth]`.");
                 return ExitCode::from(2);
@@ -188,7 +194,7 @@ fn main() -> ExitCode {
             };
             let args = ran::commands::detect::DetectArgs {
                 inputs, model, effnet, effnet_arch, effnet_image_size, kl_only, out: out.clone(), timesteps, respacing, seed, alpha, ensemble, topk, feature_timestep, class,
-                classes: ran::commands::detect::MVTEC_CLASSES.iter().map(|s| s.to_string()).collect(), threshold,
+                classes: ran::commands::detect::MVTEC_CLASSES.iter().map(|s| s.to_string()).collect(), threshold, alpha_table, batch,
             };
             let backend = match ran::backend::select::AnyBackend::select(&device) {
                 Ok(b) => b,

@@ -110,3 +110,37 @@ fn clear_errors_for_missing_inputs() {
     assert_eq!(rc, 2);
     assert!(se.contains("/nonexistent/effnet.pth"), "{se}");
 }
+
+#[test]
+fn batching_and_per_category_alpha() {
+    let dir = tmpdir("batch");
+    let model = model_file(&dir);
+    let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
+    let images = fixture_path("images").display().to_string();
+    let run = |out: &str, extra: &[&str]| -> serde_json::Value {
+        let o = dir.join(out).display().to_string();
+        let mut args = vec!["detect", &images, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--class", "grid", "--out", &o, "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let (rc, so, se) = ran(&args);
+        assert_eq!(rc, 0, "{so}{se}");
+        serde_json::from_str(&std::fs::read_to_string(dir.join(out).join("results.json")).unwrap()).unwrap()
+    };
+    let one = run("b1", &[]);
+    let three = run("b3", &["--batch", "3"]);
+    for (a, b) in one["images"].as_array().unwrap().iter().zip(three["images"].as_array().unwrap()) {
+        let (x, y) = (a["image_score"].as_f64().unwrap(), b["image_score"].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "batched {y} vs single {x}");
+    }
+    let table = dir.join("alpha.json");
+    std::fs::write(&table, r#"{"grid": 1.0, "bottle": 0.2}"#).unwrap();
+    let weighted = run("alpha", &["--alpha-table", &table.display().to_string()]);
+    let r = &weighted["images"][0];
+    assert_eq!(r["category"], "grid");
+    assert_eq!(r["alpha"], 1.0);
+    assert_ne!(r["image_score"], one["images"][0]["image_score"], "α = 1 keeps only the feature score");
+    std::fs::write(&table, "grid,0.5\nspaceship,0.3\n").unwrap();
+    let o = dir.join("bad").display().to_string();
+    let (rc, _, se) = ran(&["detect", &images, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--class", "grid", "--out", &o, "--device", "cpu", "--alpha-table", &table.display().to_string()]);
+    assert_eq!(rc, 2);
+    assert!(se.contains("unknown category `spaceship`") && se.contains("alpha.json"), "{se}");
+}

@@ -57,6 +57,19 @@ pub struct ImageScores {
     pub image_score: f32,
 }
 
+impl ImageScores {
+    /// Recomputes the ensemble and the image score with another weighting (per-category α).
+    pub fn reweight(&mut self, ensemble: Ensemble, topk: usize) {
+        if let Some(f) = &self.feat_map {
+            self.score_map = match ensemble {
+                Ensemble::Weighted(a) => f.iter().zip(&self.kl_map).map(|(f, k)| a * f + (1.0 - a) * k).collect(),
+                Ensemble::Sum => f.iter().zip(&self.kl_map).map(|(f, k)| f + k).collect(),
+            };
+            self.image_score = topk_mean(&self.score_map, topk);
+        }
+    }
+}
+
 pub struct Scorer<'a, B: Backend> {
     pub unet: &'a UNet<B>,
     pub effnet: Option<&'a EfficientNet<B>>,

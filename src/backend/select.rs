@@ -17,6 +17,10 @@ impl AnyBackend {
             "cpu" => Ok(AnyBackend::Cpu(Cpu)),
             "emulator" => Ok(AnyBackend::Emulator(EmulatedCuda::emulated())),
             "cuda" => Ok(AnyBackend::Gpu(Box::new(Gpu::new(GpuDevice::open(0)?)))),
+            d if d.starts_with("cuda:") => {
+                let n: usize = d[5..].parse().map_err(|_| Error::InvalidArgument(format!("bad device `{d}` (cuda:N)")))?;
+                Ok(AnyBackend::Gpu(Box::new(Gpu::new(GpuDevice::open(n)?))))
+            }
             "auto" => match GpuDevice::open(0) {
                 Ok(d) => Ok(AnyBackend::Gpu(Box::new(Gpu::new(d)))),
                 Err(e) => {
@@ -24,7 +28,7 @@ impl AnyBackend {
                     Ok(AnyBackend::Cpu(Cpu))
                 }
             },
-            other => Err(Error::InvalidArgument(format!("unknown device `{other}` (auto, cpu, cuda, emulator)"))),
+            other => Err(Error::InvalidArgument(format!("unknown device `{other}` (auto, cpu, cuda, cuda:N, emulator)"))),
         }
     }
 }

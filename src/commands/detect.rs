@@ -36,6 +36,37 @@ pub struct DetectArgs {
     pub class: Option<String>,
     pub classes: Vec<String>,
     pub threshold: Option<f32>,
+    /// per-category α (JSON {"bottle": 0.3, ...} or lines `name,alpha`)
+    pub alpha_table: Option<PathBuf>,
+    /// images per UNet batch
+    pub batch: usize,
+}
+
+/// Reads a per-category α table; every category must be a known class.
+pub fn read_alpha_table(path: &Path, classes: &[String]) -> Result<std::collections::BTreeMap<String, f32>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let bad = |m: String| Error::BadFile { path: path.to_path_buf(), msg: m };
+    let mut t = std::collections::BTreeMap::new();
+    if text.trim_start().starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        for (k, a) in v.as_object().ok_or_else(|| bad("expected an object {category: alpha}".into()))? {
+            t.insert(k.clone(), a.as_f64().ok_or_else(|| bad(format!("α of `{k}` is not a number")))? as f32);
+        }
+    } else {
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
+            let (k, a) = line.split_once([',', ' ', '\t']).ok_or_else(|| bad(format!("line {}: `category,alpha` expected", i + 1)))?;
+            t.insert(k.trim().to_string(), a.trim().parse().map_err(|_| bad(format!("line {}: `{}` is not a number", i + 1, a.trim())))?);
+        }
+    }
+    for (k, a) in &t {
+        if !classes.contains(k) {
+            return Err(bad(format!("unknown category `{k}` (known: {})", classes.join(", "))));
+        }
+        if !(0.0..=1.0).contains(a) {
+            return Err(bad(format!("α of `{k}` is {a}, outside [0, 1]")));
+        }
+    }
+    Ok(t)
 }
 
 const IMAGE_EXT: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "PNG", "JPG"];
@@ -150,45 +181,96 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     } else {
         None
     };
+    let alpha_table = match &a.alpha_table {
+        Some(p) => Some(read_alpha_table(p, &a.classes)?),
+        None => None,
+    };
     let mut rows = Vec::new();
     let mut failed = Vec::new();
-    for (i, path) in files.iter().enumerate() {
+    let report = |bar: &Option<indicatif::ProgressBar>, msg: String| match bar {
+        Some(pb) => pb.suspend(|| eprintln!("{msg}")),
+        None => eprintln!("{msg}"),
+    };
+    let indexed: Vec<(usize, &PathBuf)> = files.iter().enumerate().collect();
+    for chunk in indexed.chunks(a.batch.max(1)) {
         let t0 = Instant::now();
-        let res = (|| -> Result<serde_json::Value> {
-            let img = center_crop_arr(&load_rgb(path)?, size);
-            let x0 = b.from_host(&[1, 3, size, size], &to_chw(&img))?;
-            let noise: Vec<_> = a.timesteps.iter().map(|&k| b.from_host(&[1, 3, size, size], &gaussian(a.seed, k as u64, 3 * size * size))).collect::<Result<_>>()?;
-            let y = match unet.num_classes {
-                Some(_) => Some(vec![class_of(path, a.class.as_deref(), &a.classes)?]),
-                None => None,
-            };
-            let s = scorer.score(b, &x0, &noise, y.as_deref())?.remove(0);
-            let stem = format!("{:04}_{}", i, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-            let p = |suffix: &str| a.out.join(format!("{stem}_{suffix}.png"));
-            let (lo, hi) = save_map16(&p("map16"), &s.score_map, s.w, s.h)?;
-            save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, lo, hi)?;
-            save_overlay(&p("overlay"), &img, &s.score_map, lo, hi, a.threshold)?;
-            let secs = t0.elapsed().as_secs_f64();
-            Ok(serde_json::json!({
-                "file": path.display().to_string(), "class": y.map(|v| v[0]), "image_score": s.image_score,
-                "map_min": lo, "map_max": hi, "map16": p("map16").display().to_string(), "heatmap": p("heatmap").display().to_string(),
-                "overlay": p("overlay").display().to_string(), "seconds": secs,
-            }))
+        // decode and preprocess; a bad file is skipped by name, the rest of the batch goes on
+        let mut ok = Vec::new();
+        for &(i, path) in chunk {
+            let prep = (|| -> Result<(crate::io::image::Image8, Option<usize>)> {
+                let img = center_crop_arr(&load_rgb(path)?, size);
+                let y = match unet.num_classes {
+                    Some(_) => Some(class_of(path, a.class.as_deref(), &a.classes)?),
+                    None => None,
+                };
+                Ok((img, y))
+            })();
+            match prep {
+                Ok((img, y)) => ok.push((i, path, img, y)),
+                Err(e) => {
+                    report(&bar, format!("skipped {}: {e}", path.display()));
+                    failed.push((path.clone(), e.to_string()));
+                    if let Some(pb) = &bar {
+                        pb.inc(1);
+                    }
+                }
+            }
+        }
+        if ok.is_empty() {
+            continue;
+        }
+        let n = ok.len();
+        let res = (|| -> Result<Vec<serde_json::Value>> {
+            let x: Vec<f32> = ok.iter().flat_map(|(_, _, img, _)| to_chw(img)).collect();
+            let x0 = b.from_host(&[n, 3, size, size], &x)?;
+            // the same noise for every image (per timestep): a map depends on the seed, not on the batch
+            let noise: Vec<_> = a
+                .timesteps
+                .iter()
+                .map(|&k| {
+                    let z = gaussian(a.seed, k as u64, 3 * size * size);
+                    b.from_host(&[n, 3, size, size], &z.repeat(n))
+                })
+                .collect::<Result<_>>()?;
+            let y: Option<Vec<usize>> = unet.num_classes.map(|_| ok.iter().map(|o| o.3.unwrap_or(0)).collect());
+            let scores = scorer.score(b, &x0, &noise, y.as_deref())?;
+            let secs = t0.elapsed().as_secs_f64() / n as f64;
+            let mut out = Vec::new();
+            for ((i, path, img, y), mut s) in ok.iter().zip(scores) {
+                let category = y.and_then(|c| a.classes.get(c).cloned());
+                let mut alpha = a.alpha;
+                if let (Some(t), Some(cat)) = (&alpha_table, &category) {
+                    if let Some(&al) = t.get(cat) {
+                        alpha = al;
+                        if matches!(scorer.cfg.ensemble, Ensemble::Weighted(_)) {
+                            s.reweight(Ensemble::Weighted(al), a.topk);
+                        }
+                    }
+                }
+                let stem = format!("{:04}_{}", i, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+                let p = |suffix: &str| a.out.join(format!("{stem}_{suffix}.png"));
+                let (lo, hi) = save_map16(&p("map16"), &s.score_map, s.w, s.h)?;
+                save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, lo, hi)?;
+                save_overlay(&p("overlay"), img, &s.score_map, lo, hi, a.threshold)?;
+                out.push(serde_json::json!({
+                    "file": path.display().to_string(), "class": y, "category": category, "alpha": alpha, "image_score": s.image_score,
+                    "map_min": lo, "map_max": hi, "map16": p("map16").display().to_string(), "heatmap": p("heatmap").display().to_string(),
+                    "overlay": p("overlay").display().to_string(), "seconds": secs,
+                }));
+            }
+            Ok(out)
         })();
         match res {
-            Ok(r) => rows.push(r),
+            Ok(r) => rows.extend(r),
             Err(e) => {
-                // through suspend: the bar may be hidden (no terminal), the message must not be
-                let msg = format!("skipped {}: {e}", path.display());
-                match &bar {
-                    Some(pb) => pb.suspend(|| eprintln!("{msg}")),
-                    None => eprintln!("{msg}"),
+                for (_, path, _, _) in &ok {
+                    report(&bar, format!("failed {}: {e}", path.display()));
+                    failed.push(((*path).clone(), e.to_string()));
                 }
-                failed.push((path.clone(), e.to_string()));
             }
         }
         if let Some(pb) = &bar {
-            pb.inc(1);
+            pb.inc(n as u64);
         }
     }
     if let Some(pb) = bar {
@@ -198,7 +280,8 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         "model": a.model.display().to_string(), "model_flags": unet.flags.source, "effnet": a.effnet.as_ref().map(|p| p.display().to_string()),
         "effnet_arch": a.effnet_arch, "mode": if kl_only { "kl-only" } else { "kl+feature" }, "timesteps": a.timesteps, "respacing": a.respacing,
         "seed": a.seed, "ensemble": a.ensemble, "alpha": a.alpha, "topk": a.topk, "feature_timestep": a.feature_timestep,
-        "threshold": a.threshold, "backend": b.name(), "image_size": size,
+        "threshold": a.threshold, "backend": b.name(), "image_size": size, "batch": a.batch,
+        "alpha_table": a.alpha_table.as_ref().map(|p| p.display().to_string()),
         "map16_scale": "value = map_min + v16 / 65535 * (map_max - map_min)",
     });
     let failed_json: Vec<_> = failed.iter().map(|(p, e)| serde_json::json!({"file": p.display().to_string(), "error": e})).collect();

@@ -47,7 +47,20 @@ enum Command {
         atol: f64,
         #[arg(long, default_value_t = 1e-3)]
         rtol: f64,
-        /// auto (GPU if usable, else CPU), cpu, cuda, emulator
+        /// EfficientNet weights for kind=effnet / kind=detect.
+        #[arg(long)]
+        effnet: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "efficientnet-b4")]
+        effnet_arch: String,
+        #[arg(long, default_value = "index")]
+        feature_timestep: String,
+        #[arg(long, default_value_t = 0.5)]
+        alpha: f32,
+        #[arg(long, default_value = "weighted")]
+        ensemble: String,
+        #[arg(long, default_value_t = 64)]
+        topk: usize,
+        /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
         #[arg(long, default_value = "auto")]
         device: String,
     },
@@ -162,12 +175,13 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::Verify { model, reference, atol, rtol, device } => {
+        Command::Verify { model, reference, atol, rtol, effnet, effnet_arch, feature_timestep, alpha, ensemble, topk, device } => {
+            let opts = ran::commands::verify::DetectOptions { effnet, effnet_arch, feature_timestep, alpha, ensemble, topk };
             let backend = match ran::backend::select::AnyBackend::select(&device) {
                 Ok(b) => b,
                 Err(e) => return fail(e),
             };
-            let rows = ran::with_backend!(backend, |b| ran::commands::verify::run(b, &model, &reference, atol, rtol));
+            let rows = ran::with_backend!(backend, |b| ran::commands::verify::run(b, &model, &reference, atol, rtol, &opts));
             match rows {
                 Ok(rows) => {
                     println!("{:<14} {:>12} {:>12}  result (atol {atol:e}, rtol {rtol:e})", "output", "max abs err", "max rel err");

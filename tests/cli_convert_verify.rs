@@ -69,3 +69,23 @@ fn convert_refuses_wrong_flags_and_files() {
     let (rc, _, se) = ran(&["verify", "--model", &pt, "--reference", &pt, "--device", "cpu"]);
     assert_eq!(rc, 2, "{se}");
 }
+
+#[test]
+fn verify_the_effnet_and_the_whole_detection() {
+    let effnet_small = fixture_path("effnet_small.safetensors").display().to_string();
+    let (rc, so, se) = ran(&["verify", "--model", &effnet_small, "--reference", &effnet_small, "--effnet-arch", "custom:0.5,0.5,76", "--atol", "2e-5", "--rtol", "1e-4", "--device", "cpu"]);
+    assert_eq!(rc, 0, "{so}{se}");
+    assert!(so.lines().any(|l| l.starts_with("features") && l.ends_with("pass")), "{so}");
+    let model = fixture_path("unet_guided_paperlike.safetensors").display().to_string();
+    let reference = fixture_path("detect_paperlike.safetensors").display().to_string();
+    let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
+    let (rc, so, se) = ran(&["verify", "--model", &model, "--reference", &reference, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--atol", "1e-4", "--rtol", "1e-4", "--device", "cpu"]);
+    assert_eq!(rc, 0, "{so}{se}");
+    for o in ["kl_map", "feat_map", "score_map", "image_score"] {
+        assert!(so.lines().any(|l| l.starts_with(o) && l.ends_with("pass")), "{o}: {so}");
+    }
+    // without the extractor the feature map cannot be checked: a failure, said as such
+    let (rc, so, _) = ran(&["verify", "--model", &model, "--reference", &reference, "--device", "cpu"]);
+    assert_eq!(rc, 1, "{so}");
+    assert!(so.contains("no --effnet"), "{so}");
+}

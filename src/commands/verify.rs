@@ -3,6 +3,8 @@
 //! absolute and relative errors and pass/fail at a tolerance.
 //!   kind=unet: x, t, [y] → out [, feat]
 //!   kind=kl:   x0, k, noise, [y] + metadata diffusion_flags → kl (bits per element), pred_xstart
+//!   kind=effnet: x → features [N, C, S, S] (weights from --effnet, or --model)
+//!   kind=detect: x0, noise_k5/50/100, [y] → kl_map, feat_map, score_map, image_score
 
 use crate::backend::{Backend, VarType};
 use crate::diffusion::{BetaSchedule, Diffusion};
@@ -41,9 +43,40 @@ fn labels(r: &SafeTensors, name: &str) -> Result<Option<Vec<usize>>> {
     Ok(Some(v.iter().map(|&x| x as usize).collect()))
 }
 
-pub fn run<B: Backend>(b: &B, model: &Path, reference: &Path, atol: f64, rtol: f64) -> Result<Vec<Row>> {
+/// The extractor and scoring options `kind=effnet` / `kind=detect` need.
+#[derive(Clone, Debug, Default)]
+pub struct DetectOptions {
+    pub effnet: Option<std::path::PathBuf>,
+    pub effnet_arch: String,
+    pub feature_timestep: String,
+    pub alpha: f32,
+    pub ensemble: String,
+    pub topk: usize,
+}
+
+fn load_effnet<B: Backend>(b: &B, path: &Path, arch: &str) -> Result<crate::models::efficientnet::EfficientNet<B>> {
+    use crate::models::efficientnet::{EfficientNet, EffNetConfig};
+    let cfg = EffNetConfig::from_name(arch)?;
+    let w = crate::models::open_weights(path)?;
+    let mut unused = EfficientNet::<B>::unused_prefixes(&cfg);
+    unused.extend(["x", "features", "tap0", "tap1", "tap2", "tap3"].iter().map(|s| s.to_string()));
+    let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+    let l = crate::models::weights::Loader::new(&*w, b).ignoring_prefixes(&unused);
+    let e = EfficientNet::load(&cfg, &l)?;
+    l.finish()?;
+    Ok(e)
+}
+
+pub fn run<B: Backend>(b: &B, model: &Path, reference: &Path, atol: f64, rtol: f64, opts: &DetectOptions) -> Result<Vec<Row>> {
     let r = SafeTensors::open(reference)?;
-    let kind = r.metadata().get("kind").cloned().ok_or_else(|| Error::BadFile { path: reference.to_path_buf(), msg: "no `kind` in the metadata (unet or kl)".into() })?;
+    let kind = r.metadata().get("kind").cloned().ok_or_else(|| Error::BadFile { path: reference.to_path_buf(), msg: "no `kind` in the metadata (unet, kl, effnet, detect)".into() })?;
+    if kind == "effnet" {
+        let e = load_effnet(b, opts.effnet.as_deref().unwrap_or(model), &opts.effnet_arch)?;
+        let (xs, xv) = r.get("x")?;
+        let (fs, want) = r.get("features")?;
+        let f = e.features(b, &b.from_host(&xs, &xv)?, *fs.last().unwrap_or(&16))?;
+        return Ok(vec![compare("features", &b.to_host(&f)?, &want, atol, rtol)]);
+    }
     // A fixture can carry the weights next to the reference tensors: ignore its data tensors.
     let m = load_unet(model, b, &["x", "t", "y", "out", "feat", "x0", "k", "noise", "kl", "pred_xstart"])?;
     let load = |k: &str| -> Result<crate::Tensor<B>> {
@@ -64,7 +97,8 @@ pub fn run<B: Backend>(b: &B, model: &Path, reference: &Path, atol: f64, rtol: f
             Ok(rows)
         }
         "kl" => kl_rows(b, &m, &r, atol, rtol),
-        other => Err(Error::BadFile { path: reference.to_path_buf(), msg: format!("unknown reference kind `{other}` (unet, kl)") }),
+        "detect" => detect_rows(b, &m, &r, atol, rtol, opts),
+        other => Err(Error::BadFile { path: reference.to_path_buf(), msg: format!("unknown reference kind `{other}` (unet, kl, effnet, detect)") }),
     }
 }
 
@@ -100,4 +134,38 @@ fn kl_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64
         px0.extend(b.to_host(&p)?);
     }
     Ok(vec![compare("kl", &kl, &r.get("kl")?.1, atol, rtol), compare("pred_xstart", &px0, &r.get("pred_xstart")?.1, atol, rtol)])
+}
+
+/// The whole scoring pipeline on the reference's images and noises (spec §1–§3).
+fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64, o: &DetectOptions) -> Result<Vec<Row>> {
+    use crate::anomaly::score::{Ensemble, FeatureTimestep, ScoreConfig, Scorer};
+    let eff = match &o.effnet {
+        Some(p) => Some(load_effnet(b, p, &o.effnet_arch)?),
+        None => None,
+    };
+    let dflags = r.metadata().get("diffusion_flags").cloned().unwrap_or_default();
+    let f = ModelFlags::parse(&format!("{} {}", m.flags.source, dflags))?;
+    let d = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, &f.timestep_respacing)?;
+    let ks: Vec<usize> = r.metadata().get("timesteps").map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect()).unwrap_or_else(|| vec![5, 50, 100]);
+    let load = |k: &str| -> Result<crate::Tensor<B>> {
+        let (s, v) = r.get(k)?;
+        b.from_host(&s, &v)
+    };
+    let noise: Vec<_> = ks.iter().map(|k| load(&format!("noise_k{k}"))).collect::<Result<_>>()?;
+    let ensemble = if o.ensemble == "sum" { Ensemble::Sum } else { Ensemble::Weighted(o.alpha) };
+    let ft = if o.feature_timestep == "tau" { FeatureTimestep::Tau } else { FeatureTimestep::RespacedIndex };
+    let scorer = Scorer { unet: m, effnet: eff.as_ref(), diffusion: d, cfg: ScoreConfig { timesteps: ks, feature_timestep: ft, ensemble, topk: o.topk } };
+    let y = labels(r, "y")?;
+    let s = scorer.score(b, &load("x0")?, &noise, y.as_deref())?;
+    let cat = |f: &dyn Fn(&crate::anomaly::score::ImageScores) -> Vec<f32>| s.iter().flat_map(f).collect::<Vec<f32>>();
+    let mut rows = vec![compare("kl_map", &cat(&|i| i.kl_map.clone()), &r.get("kl_map")?.1, atol, rtol)];
+    if r.contains("feat_map") {
+        match s[0].feat_map {
+            Some(_) => rows.push(compare("feat_map", &cat(&|i| i.feat_map.clone().unwrap_or_default()), &r.get("feat_map")?.1, atol, rtol)),
+            None => rows.push(Row { name: "feat_map (no --effnet or no head)".into(), max_abs: f64::NAN, max_rel: f64::NAN, pass: false }),
+        }
+    }
+    rows.push(compare("score_map", &cat(&|i| i.score_map.clone()), &r.get("score_map")?.1, atol, rtol));
+    rows.push(compare("image_score", &s.iter().map(|i| i.image_score).collect::<Vec<_>>(), &r.get("image_score")?.1, atol, rtol));
+    Ok(rows)
 }

@@ -6,6 +6,7 @@ pub mod anomaly;
 pub mod backend;
 pub mod commands;
 pub mod diffusion;
+pub mod eval;
 pub mod error;
 pub mod io;
 pub mod models;

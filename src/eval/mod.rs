@@ -1,0 +1,3 @@
+//! Evaluation: exact metrics (pixel/image AUROC, AU-PRO) and data set layouts.
+
+pub mod metrics;

@@ -71,41 +71,10 @@ enum Command {
         /// Run on the shipped demo model and sample images.
         #[arg(long)]
         demo: bool,
-        /// A model converted by `ran convert`.
-        #[arg(long)]
-        model: Option<std::path::PathBuf>,
-        /// EfficientNet weights (.pth or safetensors) for the feature score.
-        #[arg(long)]
-        effnet: Option<std::path::PathBuf>,
-        #[arg(long, default_value = "efficientnet-b4")]
-        effnet_arch: String,
-        /// Image size the EfficientNet's static padding is computed for (default: the variant's, 380 for B4).
-        #[arg(long)]
-        effnet_image_size: Option<usize>,
-        /// KL score only, even if the model has a feature head.
-        #[arg(long)]
-        kl_only: bool,
+        #[command(flatten)]
+        score: ScoreOpts,
         #[arg(long, default_value = "ran-out")]
         out: std::path::PathBuf,
-        /// Indices of the respaced schedule.
-        #[arg(long, value_delimiter = ',', default_value = "5,50,100")]
-        timesteps: Vec<usize>,
-        /// Respacing when the model's flags give none.
-        #[arg(long, default_value = "250")]
-        respacing: String,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Weight of the feature score in the ensemble.
-        #[arg(long, default_value_t = 0.5)]
-        alpha: f32,
-        /// weighted (α·feature + (1−α)·KL) or sum (the released script).
-        #[arg(long, default_value = "weighted")]
-        ensemble: String,
-        #[arg(long, default_value_t = 64)]
-        topk: usize,
-        /// Timestep of the feature pass: index (the official code's k) or tau (τ_k; one pass per k).
-        #[arg(long, default_value = "index")]
-        feature_timestep: String,
         /// Class of a class-conditional model: index or name (default: a class name in the path).
         #[arg(long)]
         class: Option<String>,
@@ -118,10 +87,95 @@ enum Command {
         /// Images per UNet batch (memory permitting).
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
-        #[arg(long, default_value = "auto")]
-        device: String,
     },
+    /// Evaluate on MVTec-AD / BTAD: pixel AUROC, AU-PRO (FPR ≤ 0.3), image AUROC per category.
+    Eval {
+        /// Root of the data set (MVTec-AD or BTAD layout).
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// Categories to evaluate (default: all found).
+        #[arg(long, value_delimiter = ',')]
+        categories: Vec<String>,
+        #[command(flatten)]
+        score: ScoreOpts,
+        /// Output folder: metrics.json/csv and the map cache (resumable).
+        #[arg(long, default_value = "ran-eval")]
+        out: std::path::PathBuf,
+        /// Score only images i, i+n, ... (i/n); run `--merge` once all shards are done.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Compute the metrics from the cached maps of all shards.
+        #[arg(long)]
+        merge: bool,
+    },
+}
+
+/// Model, extractor and scoring options shared by detect and eval.
+#[derive(clap::Args)]
+struct ScoreOpts {
+    /// A model converted by `ran convert`.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// EfficientNet weights (.pth or safetensors) for the feature score.
+    #[arg(long)]
+    effnet: Option<std::path::PathBuf>,
+    /// efficientnet-b0 … b7, or custom:WIDTH,DEPTH,IMAGE_SIZE.
+    #[arg(long, default_value = "efficientnet-b4")]
+    effnet_arch: String,
+    /// Image size the EfficientNet's static padding is computed for (default: the variant's, 380 for B4).
+    #[arg(long)]
+    effnet_image_size: Option<usize>,
+    /// KL score only, even if the model has a feature head.
+    #[arg(long)]
+    kl_only: bool,
+    /// Indices of the respaced schedule.
+    #[arg(long, value_delimiter = ',', default_value = "5,50,100")]
+    timesteps: Vec<usize>,
+    /// Respacing when the model's flags give none.
+    #[arg(long, default_value = "250")]
+    respacing: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Weight of the feature score in the ensemble.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f32,
+    /// weighted (α·feature + (1−α)·KL) or sum (the released script).
+    #[arg(long, default_value = "weighted")]
+    ensemble: String,
+    #[arg(long, default_value_t = 64)]
+    topk: usize,
+    /// Timestep of the feature pass: index (the official code's k) or tau (τ_k; one pass per k).
+    #[arg(long, default_value = "index")]
+    feature_timestep: String,
+    /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl ScoreOpts {
+    fn detect_args(self, inputs: Vec<String>, out: std::path::PathBuf, class: Option<String>, threshold: Option<f32>, alpha_table: Option<std::path::PathBuf>, batch: usize) -> Option<ran::commands::detect::DetectArgs> {
+        Some(ran::commands::detect::DetectArgs {
+            inputs,
+            model: self.model?,
+            effnet: self.effnet,
+            effnet_arch: self.effnet_arch,
+            effnet_image_size: self.effnet_image_size,
+            kl_only: self.kl_only,
+            out,
+            timesteps: self.timesteps,
+            respacing: self.respacing,
+            seed: self.seed,
+            alpha: self.alpha,
+            ensemble: self.ensemble,
+            topk: self.topk,
+            feature_timestep: self.feature_timestep,
+            class,
+            classes: ran::commands::detect::MVTEC_CLASSES.iter().map(|s| s.to_string()).collect(),
+            threshold,
+            alpha_table,
+            batch,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -197,18 +251,15 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Detect { inputs, demo, model, effnet, effnet_arch, effnet_image_size, kl_only, out, timesteps, respacing, seed, alpha, ensemble, topk, feature_timestep, class, threshold, alpha_table, batch, device } => {
+        Command::Detect { inputs, demo, score, out, class, threshold, alpha_table, batch } => {
             if demo {
                 eprintln!("ran detect --demo: the demo model and sample images are not shipped yet; run `ran detect IMAGES --model MODEL.safetensors [--effnet EFFNET.pth]`.");
                 return ExitCode::from(2);
             }
-            let Some(model) = model else {
+            let device = score.device.clone();
+            let Some(args) = score.detect_args(inputs, out.clone(), class, threshold, alpha_table, batch) else {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
-            };
-            let args = ran::commands::detect::DetectArgs {
-                inputs, model, effnet, effnet_arch, effnet_image_size, kl_only, out: out.clone(), timesteps, respacing, seed, alpha, ensemble, topk, feature_timestep, class,
-                classes: ran::commands::detect::MVTEC_CLASSES.iter().map(|s| s.to_string()).collect(), threshold, alpha_table, batch,
             };
             let backend = match ran::backend::select::AnyBackend::select(&device) {
                 Ok(b) => b,
@@ -225,6 +276,43 @@ fn main() -> ExitCode {
                     } else {
                         ExitCode::from(1)
                     }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Eval { data, categories, score, out, shard, merge } => {
+            let shard = match shard.as_deref().map(|s| s.split_once('/').and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))) {
+                None => None,
+                Some(Some((i, n))) if n > 0 && i < n => Some((i, n)),
+                Some(_) => {
+                    eprintln!("error: --shard wants i/n with 0 <= i < n");
+                    return ExitCode::from(2);
+                }
+            };
+            let device = score.device.clone();
+            let Some(detect) = score.detect_args(Vec::new(), out.clone(), None, None, None, 1) else {
+                eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
+                return ExitCode::from(2);
+            };
+            let args = ran::commands::eval::EvalArgs { data, categories, shard, merge, detect };
+            let backend = match ran::backend::select::AnyBackend::select(&device) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
+            match ran::with_backend!(backend, |b| ran::commands::eval::run(b, &args)) {
+                Ok(r) if r.is_empty() => {
+                    println!("shard done: maps cached in {}; run with --merge when every shard has finished", out.join("cache").display());
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    println!("{:<14} {:>7} {:>12} {:>9} {:>12}", "category", "images", "pixel AUROC", "PRO", "image AUROC");
+                    for m in &r {
+                        println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", m.category, m.images, m.pixel_auroc, m.pro, m.image_auroc);
+                    }
+                    let mean = |f: &dyn Fn(&ran::commands::eval::CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
+                    println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", "mean", "", mean(&|m| m.pixel_auroc), mean(&|m| m.pro), mean(&|m| m.image_auroc));
+                    println!("metrics in {} and metrics.csv", out.join("metrics.json").display());
+                    ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
             }

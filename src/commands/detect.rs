@@ -133,45 +133,76 @@ pub struct Outcome {
     pub kl_only: bool,
 }
 
+/// The loaded model, extractor and scoring settings shared by `detect` and `eval`.
+pub struct Pipeline<B: Backend> {
+    pub unet: crate::models::unet::UNet<B>,
+    pub effnet: Option<EfficientNet<B>>,
+    pub diffusion: Diffusion,
+    pub cfg: ScoreConfig,
+}
+
+impl<B: Backend> Pipeline<B> {
+    pub fn new(b: &B, a: &DetectArgs) -> Result<Self> {
+        let unet = load_unet(&a.model, b, &[])?;
+        let f = &unet.flags;
+        let diffusion = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, if f.timestep_respacing.is_empty() { &a.respacing } else { &f.timestep_respacing })?;
+        for &k in &a.timesteps {
+            if k == 0 || k >= diffusion.num_steps() {
+                return Err(Error::InvalidArgument(format!("--timesteps: {k} is outside 1..{} of the respaced schedule", diffusion.num_steps())));
+            }
+        }
+        let effnet = match (&unet.feat_head, &a.effnet, a.kl_only) {
+            (Some(_), Some(p), false) => {
+                let mut cfg = EffNetConfig::from_name(&a.effnet_arch)?;
+                if let Some(s) = a.effnet_image_size {
+                    cfg.image_size = s;
+                }
+                let w = open_weights(p)?;
+                let unused = EfficientNet::<B>::unused_prefixes(&cfg);
+                let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+                let l = Loader::new(&*w, b).ignoring_prefixes(&unused);
+                let e = EfficientNet::load(&cfg, &l)?;
+                l.finish()?;
+                Some(e)
+            }
+            (Some(_), None, false) => return Err(Error::InvalidArgument("the model has a feature head: give --effnet FILE (EfficientNet weights, e.g. efficientnet-b4-6ed6700e.pth) or --kl-only".into())),
+            _ => None,
+        };
+        let ensemble = match a.ensemble.as_str() {
+            "weighted" => Ensemble::Weighted(a.alpha),
+            "sum" => Ensemble::Sum,
+            o => return Err(Error::InvalidArgument(format!("--ensemble {o}: weighted or sum"))),
+        };
+        let feature_timestep = match a.feature_timestep.as_str() {
+            "index" => FeatureTimestep::RespacedIndex,
+            "tau" => FeatureTimestep::Tau,
+            o => return Err(Error::InvalidArgument(format!("--feature-timestep {o}: index or tau"))),
+        };
+        Ok(Pipeline { unet, effnet, diffusion, cfg: ScoreConfig { timesteps: a.timesteps.clone(), feature_timestep, ensemble, topk: a.topk } })
+    }
+
+    pub fn scorer(&self) -> Scorer<'_, B> {
+        Scorer { unet: &self.unet, effnet: self.effnet.as_ref(), diffusion: self.diffusion.clone(), cfg: self.cfg.clone() }
+    }
+
+    /// Scores preprocessed images (each `size`², RGB) with labels `y`, the same seeded noise for all.
+    pub fn score_images(&self, b: &B, imgs: &[&crate::io::image::Image8], y: Option<&[usize]>, seed: u64) -> Result<Vec<crate::anomaly::score::ImageScores>> {
+        let n = imgs.len();
+        let size = self.unet.flags.image_size;
+        let x: Vec<f32> = imgs.iter().flat_map(|img| to_chw(img)).collect();
+        let x0 = b.from_host(&[n, 3, size, size], &x)?;
+        let noise: Vec<_> = self.cfg.timesteps.iter().map(|&k| b.from_host(&[n, 3, size, size], &gaussian(seed, k as u64, 3 * size * size).repeat(n))).collect::<Result<_>>()?;
+        self.scorer().score(b, &x0, &noise, y)
+    }
+}
+
 pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let files = collect_inputs(&a.inputs)?;
-    let unet = load_unet(&a.model, b, &[])?;
+    let pipe = Pipeline::new(b, a)?;
+    let unet = &pipe.unet;
+    let scorer = pipe.scorer();
+    let kl_only = !scorer.has_features();
     let f = &unet.flags;
-    let diffusion = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, if f.timestep_respacing.is_empty() { &a.respacing } else { &f.timestep_respacing })?;
-    for &k in &a.timesteps {
-        if k == 0 || k >= diffusion.num_steps() {
-            return Err(Error::InvalidArgument(format!("--timesteps: {k} is outside 1..{} of the respaced schedule", diffusion.num_steps())));
-        }
-    }
-    let effnet = match (&unet.feat_head, &a.effnet, a.kl_only) {
-        (Some(_), Some(p), false) => {
-            let mut cfg = EffNetConfig::from_name(&a.effnet_arch)?;
-            if let Some(s) = a.effnet_image_size {
-                cfg.image_size = s;
-            }
-            let w = open_weights(p)?;
-            let unused = EfficientNet::<B>::unused_prefixes(&cfg);
-            let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-            let l = Loader::new(&*w, b).ignoring_prefixes(&unused);
-            let e = EfficientNet::load(&cfg, &l)?;
-            l.finish()?;
-            Some(e)
-        }
-        (Some(_), None, false) => return Err(Error::InvalidArgument("the model has a feature head: give --effnet FILE (EfficientNet weights, e.g. efficientnet-b4-6ed6700e.pth) or --kl-only".into())),
-        _ => None,
-    };
-    let kl_only = effnet.is_none();
-    let ensemble = match a.ensemble.as_str() {
-        "weighted" => Ensemble::Weighted(a.alpha),
-        "sum" => Ensemble::Sum,
-        o => return Err(Error::InvalidArgument(format!("--ensemble {o}: weighted or sum"))),
-    };
-    let feature_timestep = match a.feature_timestep.as_str() {
-        "index" => FeatureTimestep::RespacedIndex,
-        "tau" => FeatureTimestep::Tau,
-        o => return Err(Error::InvalidArgument(format!("--feature-timestep {o}: index or tau"))),
-    };
-    let scorer = Scorer { unet: &unet, effnet: effnet.as_ref(), diffusion, cfg: ScoreConfig { timesteps: a.timesteps.clone(), feature_timestep, ensemble, topk: a.topk } };
     std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.clone(), source: e })?;
     let size = f.image_size;
     let bar = if files.len() > 1 {
@@ -221,19 +252,10 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         }
         let n = ok.len();
         let res = (|| -> Result<Vec<serde_json::Value>> {
-            let x: Vec<f32> = ok.iter().flat_map(|(_, _, img, _)| to_chw(img)).collect();
-            let x0 = b.from_host(&[n, 3, size, size], &x)?;
             // the same noise for every image (per timestep): a map depends on the seed, not on the batch
-            let noise: Vec<_> = a
-                .timesteps
-                .iter()
-                .map(|&k| {
-                    let z = gaussian(a.seed, k as u64, 3 * size * size);
-                    b.from_host(&[n, 3, size, size], &z.repeat(n))
-                })
-                .collect::<Result<_>>()?;
             let y: Option<Vec<usize>> = unet.num_classes.map(|_| ok.iter().map(|o| o.3.unwrap_or(0)).collect());
-            let scores = scorer.score(b, &x0, &noise, y.as_deref())?;
+            let imgs: Vec<&crate::io::image::Image8> = ok.iter().map(|o| &o.2).collect();
+            let scores = pipe.score_images(b, &imgs, y.as_deref(), a.seed)?;
             let secs = t0.elapsed().as_secs_f64() / n as f64;
             let mut out = Vec::new();
             for ((i, path, img, y), mut s) in ok.iter().zip(scores) {

@@ -2,4 +2,5 @@
 
 pub mod convert;
 pub mod detect;
+pub mod eval;
 pub mod verify;

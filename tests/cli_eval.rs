@@ -76,6 +76,12 @@ fn eval_runs_resumes_shards_and_merges() {
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
     assert!(std::fs::read_to_string(Path::new(&one).join("metrics.csv")).unwrap().starts_with("category,images,pixel_auroc,pro,image_auroc"));
+    let html = std::fs::read_to_string(Path::new(&one).join("report.html")).unwrap();
+    assert!(html.contains("carpet/roc.png") && html.contains("carpet/pro.png") && html.contains("worst"), "report.html");
+    for f in ["carpet/roc.png", "carpet/pro.png"] {
+        let img = image::open(Path::new(&one).join(f)).unwrap();
+        assert!(img.width() > 100, "{f}");
+    }
     // resumed from the cache: the same numbers
     let (rc, _, _) = ran(&args.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     assert_eq!(rc, 0);

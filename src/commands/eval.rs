@@ -8,6 +8,7 @@ use super::detect::{DetectArgs, Pipeline, MVTEC_CLASSES};
 use crate::backend::Backend;
 use crate::eval::datasets::{categories, test_set, Layout, BTAD_CLASSES};
 use crate::eval::metrics::{au_pro, auroc};
+use crate::eval::report;
 use crate::io::image::{center_crop_arr, load_gray, load_rgb};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
     };
     let names: Vec<&str> = if layout == Layout::Btad { BTAD_CLASSES.to_vec() } else { MVTEC_CLASSES.to_vec() };
     let mut results = Vec::new();
+    let (mut pictures, mut galleries) = (Vec::new(), Vec::new());
     for cat in &cats {
         let samples = test_set(&a.data, cat, layout)?;
         let label = names.iter().position(|n| n == cat);
@@ -117,12 +119,47 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let n = samples.len();
         let labels: Vec<bool> = masks.iter().map(|&m| m != 0).collect();
         let pa = auroc(&scores, &labels).map_err(|e| Error::InvalidArgument(format!("{cat}: pixel AUROC: {e}")))?;
-        let pro = au_pro(&scores, &masks, n, size, size, 0.3).map_err(|e| Error::InvalidArgument(format!("{cat}: AU-PRO: {e}")))?.au_pro;
+        let pro_curve = au_pro(&scores, &masks, n, size, size, 0.3).map_err(|e| Error::InvalidArgument(format!("{cat}: AU-PRO: {e}")))?;
         let ia = auroc(&img_scores, &img_labels).map_err(|e| Error::InvalidArgument(format!("{cat}: image AUROC: {e}")))?;
-        results.push(CategoryMetrics { category: cat.clone(), images: n, pixel_auroc: pa, pro, image_auroc: ia });
+        // pictures: ROC (pixel, image) and PRO curves; overlays of the best and worst images
+        let dir = a.detect.out.join(cat);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
+        let (rx, ry) = report::roc_curve(&scores, &labels);
+        let (ix, iy) = report::roc_curve(&img_scores, &img_labels);
+        report::plot(&dir.join("roc.png"), 1.0, &[([200, 30, 30], &rx, &ry), ([30, 30, 200], &ix, &iy)])?;
+        report::plot(&dir.join("pro.png"), 0.3, &[([30, 140, 30], &pro_curve.fpr, &pro_curve.pro)])?;
+        let mut order: Vec<usize> = (0..n).collect();
+        // "worst": anomalous images scored lowest and normal ones scored highest, and the reverse
+        order.sort_by(|&x, &y| {
+            let m = |i: usize| if img_labels[i] { -img_scores[i] } else { img_scores[i] };
+            m(y).total_cmp(&m(x))
+        });
+        let mut gallery = Vec::new();
+        for (title, picks) in [("worst", order.iter().take(6).copied().collect::<Vec<_>>()), ("best", order.iter().rev().take(6).copied().collect())] {
+            let mut items = Vec::new();
+            for i in picks {
+                let s = &samples[i];
+                let map = &scores[i * px..(i + 1) * px];
+                let img = center_crop_arr(&load_rgb(&s.image)?, size);
+                let (lo, hi) = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                let name = format!("{title}_{i:04}.png");
+                crate::anomaly::render::save_overlay(&dir.join(&name), &img, map, lo, hi, None)?;
+                items.push(report::GalleryItem { overlay: format!("{cat}/{name}"), caption: format!("{} ({}) score {:.3}", s.image.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), s.defect, img_scores[i]) });
+            }
+            gallery.push((format!("{cat}: {title} images"), items));
+        }
+        galleries.extend(gallery);
+        pictures.push((format!("{cat}: ROC (red pixels, blue images)"), format!("{cat}/roc.png")));
+        pictures.push((format!("{cat}: PRO to FPR 0.3"), format!("{cat}/pro.png")));
+        results.push(CategoryMetrics { category: cat.clone(), images: n, pixel_auroc: pa, pro: pro_curve.au_pro, image_auroc: ia });
     }
     if !results.is_empty() {
         write_tables(&a.detect.out, &results)?;
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|m| vec![m.category.clone(), m.images.to_string(), format!("{:.4}", m.pixel_auroc), format!("{:.4}", m.pro), format!("{:.4}", m.image_auroc)])
+            .collect();
+        report::write_html(&a.detect.out.join("report.html"), "ran eval", &["category", "images", "pixel AUROC", "PRO (0.3)", "image AUROC"], &rows, &pictures, &galleries)?;
     }
     Ok(results)
 }

@@ -2,3 +2,4 @@
 
 pub mod datasets;
 pub mod metrics;
+pub mod report;

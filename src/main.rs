@@ -35,6 +35,9 @@ enum Command {
         /// Storage type of the weights: f32, f16 or bf16 (computation stays f32).
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// Category names of a class-conditional model, in label order (e.g. the 15 MVTec names).
+        #[arg(long, value_delimiter = ',')]
+        class_names: Vec<String>,
     },
     /// Run the engine on the inputs of a reference file (tools/reference/dump_reference.py) and
     /// report the largest errors per output; exit status 1 when any exceeds the tolerance.
@@ -92,7 +95,10 @@ enum Command {
     Eval {
         /// Root of the data set (MVTec-AD or BTAD layout).
         #[arg(long)]
-        data: std::path::PathBuf,
+        data: Option<std::path::PathBuf>,
+        /// Evaluate the shipped demo model on the shipped demo data set.
+        #[arg(long)]
+        demo: bool,
         /// Categories to evaluate (default: all found).
         #[arg(long, value_delimiter = ',')]
         categories: Vec<String>,
@@ -215,7 +221,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Convert { checkpoint, flags, out, dtype } => match ran::commands::convert::run(&checkpoint, &flags, &out, &dtype) {
+        Command::Convert { checkpoint, flags, out, dtype, class_names } => match ran::commands::convert::run(&checkpoint, &flags, &out, &dtype, &class_names) {
             Ok(s) => {
                 println!(
                     "wrote {}: {} tensors, {:.1} M parameters{}, {:.1} MB ({dtype})",
@@ -252,9 +258,26 @@ fn main() -> ExitCode {
             }
         }
         Command::Detect { inputs, demo, score, out, class, threshold, alpha_table, batch } => {
+            let (mut score, mut inputs, mut out) = (score, inputs, out);
             if demo {
-                eprintln!("ran detect --demo: the demo model and sample images are not shipped yet; run `ran detect IMAGES --model MODEL.safetensors [--effnet EFFNET.pth]`.");
-                return ExitCode::from(2);
+                let (model, imgs) = match demo_paths() {
+                    Ok(p) => p,
+                    Err(e) => return fail(e),
+                };
+                score.model = Some(model);
+                score.kl_only = true;
+                if inputs.is_empty() {
+                    // per category: one normal image and one of each defect
+                    for c in ["brick", "grass", "gravel"] {
+                        for d in ["good", "scratch", "spot", "patch", "hole"] {
+                            inputs.push(imgs.join(c).join("test").join(d).join("000.png").display().to_string());
+                        }
+                    }
+                }
+                if out == std::path::Path::new("ran-out") {
+                    out = "ran-demo".into();
+                }
+                println!("demo: a toy model trained on CPU on textures (see weights/README.md), KL score only");
             }
             let device = score.device.clone();
             let Some(args) = score.detect_args(inputs, out.clone(), class, threshold, alpha_table, batch) else {
@@ -280,7 +303,22 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Eval { data, categories, score, out, shard, merge } => {
+        Command::Eval { data, categories, score, out, shard, merge, demo } => {
+            let (mut score, mut data) = (score, data);
+            if demo {
+                match demo_paths() {
+                    Ok((m, d)) => {
+                        score.model = Some(m);
+                        score.kl_only = true;
+                        data = Some(d);
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+            let Some(data) = data else {
+                eprintln!("error: give --data ROOT (MVTec-AD or BTAD layout) or --demo");
+                return ExitCode::from(2);
+            };
             let shard = match shard.as_deref().map(|s| s.split_once('/').and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))) {
                 None => None,
                 Some(Some((i, n))) if n > 0 && i < n => Some((i, n)),
@@ -318,6 +356,19 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The shipped demo model and data set, next to the sources this binary was built from.
+fn demo_paths() -> ran::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("weights/demo/unet_demo.safetensors");
+    let data = root.join("examples/demo");
+    for p in [&model, &data] {
+        if !p.exists() {
+            return Err(ran::Error::Io { path: p.clone(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "the demo files ship with the repository; run from a checkout") });
+        }
+    }
+    Ok((model, data))
 }
 
 fn fail(e: ran::Error) -> ExitCode {

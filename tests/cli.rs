@@ -28,12 +28,33 @@ fn info_reports_backends_and_cuda_state() {
 
 #[test]
 fn detect_says_plainly_what_is_missing() {
-    let o = ran(&["detect", "--demo"]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("not shipped yet") && !e.contains("panicked"), "{e}");
     let o = ran(&["detect", "x.png"]);
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("--model") && !e.contains("panicked"), "{e}");
+    let o = ran(&["eval"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--data"));
+}
+
+/// The shipped demo (README's first command): detect writes pictures for 15 sample images, and
+/// eval reproduces the README's demo table (a broken pipeline would fall to chance, 0.5).
+#[test]
+fn demo_detect_and_eval_run_out_of_the_box() {
+    let dir = std::env::temp_dir().join(format!("ran-demo-{}", std::process::id()));
+    let out = dir.join("detect").display().to_string();
+    let o = ran(&["detect", "--demo", "--device", "cpu", "--out", &out]);
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{so}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(so.contains("15 image(s) scored, 0 failed") && so.contains("toy model"), "{so}");
+    assert!(std::path::Path::new(&out).join("0002_spot_000_overlay.png").is_file());
+    let out = dir.join("eval").display().to_string();
+    let o = ran(&["eval", "--demo", "--device", "cpu", "--out", &out]);
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{so}{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(&out).join("metrics.json")).unwrap()).unwrap();
+    let cats: Vec<&str> = m["categories"].as_array().unwrap().iter().map(|c| c["category"].as_str().unwrap()).collect();
+    assert_eq!(cats, ["brick", "grass", "gravel"]);
+    let mean = m["mean"]["pixel_auroc"].as_f64().unwrap();
+    assert!(mean > 0.7, "demo mean pixel AUROC {mean} (README: 0.78)");
 }

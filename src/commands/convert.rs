@@ -19,7 +19,9 @@ pub struct Summary {
     pub feature_head: bool,
 }
 
-pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: &str) -> Result<Summary> {
+/// `class_names`: the categories of a class-conditional model in label order (stored in the
+/// metadata, so detect/eval can map folder names to labels).
+pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: &str, class_names: &[String]) -> Result<Summary> {
     let dtype = Dtype::parse_name(dtype).ok_or_else(|| Error::InvalidArgument(format!("--dtype {dtype}: f32, f16 or bf16")))?;
     let flags = ModelFlags::parse(flags)?;
     let w = open_weights(checkpoint)?;
@@ -33,6 +35,12 @@ pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: &str) -> Result<Su
     let mut meta = BTreeMap::new();
     meta.insert("model_flags".to_string(), flags.source.clone());
     meta.insert("format".to_string(), "ran-unet".to_string());
+    if !class_names.is_empty() {
+        if model.num_classes != Some(class_names.len()) {
+            return Err(Error::InvalidArgument(format!("{} class names for a model with {:?} classes", class_names.len(), model.num_classes)));
+        }
+        meta.insert("class_names".to_string(), class_names.join(","));
+    }
     meta.insert("converted_from".to_string(), checkpoint.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
     write_streaming(out, &entries, |n| w.get(n).map(|(_, v)| v), &meta, dtype)?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);

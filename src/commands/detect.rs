@@ -198,6 +198,12 @@ impl<B: Backend> Pipeline<B> {
 
 pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let files = collect_inputs(&a.inputs)?;
+    // a model that carries its class names (ran convert --class-names) maps paths with them
+    let mut a = a.clone();
+    if let Some(names) = crate::models::class_names(&a.model)? {
+        a.classes = names;
+    }
+    let a = &a;
     let pipe = Pipeline::new(b, a)?;
     let unet = &pipe.unet;
     let scorer = pipe.scorer();
@@ -269,7 +275,9 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                         }
                     }
                 }
-                let stem = format!("{:04}_{}", i, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+                // index, parent folder and name: MVTec-style trees repeat file names per folder
+                let parent = path.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let stem = format!("{:04}_{}_{}", i, parent, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
                 let p = |suffix: &str| a.out.join(format!("{stem}_{suffix}.png"));
                 let (lo, hi) = save_map16(&p("map16"), &s.score_map, s.w, s.h)?;
                 save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, lo, hi)?;

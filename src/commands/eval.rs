@@ -71,7 +71,12 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         Some(p) => p.unet.flags.image_size,
         None => crate::io::flags::ModelFlags::parse(crate::io::safetensors::SafeTensors::open(&a.detect.model)?.metadata().get("model_flags").map(|s| s.as_str()).unwrap_or(""))?.image_size,
     };
-    let names: Vec<&str> = if layout == Layout::Btad { BTAD_CLASSES.to_vec() } else { MVTEC_CLASSES.to_vec() };
+    let model_names = crate::models::class_names(&a.detect.model)?;
+    let names: Vec<&str> = match &model_names {
+        Some(n) => n.iter().map(|s| s.as_str()).collect(),
+        None if layout == Layout::Btad => BTAD_CLASSES.to_vec(),
+        None => MVTEC_CLASSES.to_vec(),
+    };
     let mut results = Vec::new();
     let (mut pictures, mut galleries) = (Vec::new(), Vec::new());
     for cat in &cats {

@@ -36,3 +36,9 @@ pub fn load_unet<B: Backend>(path: &Path, backend: &B, ignore: &[&str]) -> Resul
     l.finish()?;
     Ok(m)
 }
+
+/// The class names a converted model carries (`ran convert --class-names`), if any.
+pub fn class_names(path: &Path) -> Result<Option<Vec<String>>> {
+    let st = SafeTensors::open(path)?;
+    Ok(st.metadata().get("class_names").map(|s| s.split(',').map(|c| c.trim().to_string()).collect()))
+}

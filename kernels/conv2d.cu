@@ -39,7 +39,7 @@ struct ConvFwdStore {
   }
 };
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_f32(const float* __restrict__ x, const float* __restrict__ w,
+extern "C" __global__ void conv2d_f32(const float* __restrict__ x, const float* __restrict__ w,
                                                              const float* __restrict__ bias, float* __restrict__ y, ConvArgs a) {
   const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
   igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdB{x, a, g, cg}, ConvFwdStore{y, bias, a, g, og});
@@ -78,7 +78,7 @@ struct ConvBwdStore {
   }
 };
 
-extern "C" __global__ void __launch_bounds__(256) conv2d_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
+extern "C" __global__ void conv2d_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
                                                                         float* __restrict__ gx, ConvArgs a) {
   const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, khw = a.kh * a.kw;
   igemm_tile(cg, a.n * a.h * a.w, og * khw, ConvBwdA{w, g, og, cg, khw}, ConvBwdB{gy, a, g, og}, ConvBwdStore{gx, a, g, cg});

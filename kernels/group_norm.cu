@@ -56,7 +56,14 @@ extern "C" __global__ void group_norm_f32(const float* __restrict__ x, const flo
   }
 }
 
-// gx = rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂)), with gx̂ = a·∂L/∂pre (through SiLU when fused).
+// ∂L/∂pre at one element: the incoming gradient, through SiLU when fused.
+__device__ __forceinline__ float gn_grad_pre(float gy, float xh, float a, float bb, int silu) {
+  if (!silu) return gy;
+  float pre = xh * a + bb, sg = 1.0f / (1.0f + expf(-pre));
+  return gy * sg * (1.0f + pre * (1.0f - sg));
+}
+
+// gx = rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂)), with gx̂ = a·∂L/∂pre.
 extern "C" __global__ void group_norm_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ x,
                                                      const float* __restrict__ gamma, const float* __restrict__ beta,
                                                      const float* __restrict__ scale, const float* __restrict__ shift,
@@ -72,12 +79,7 @@ extern "C" __global__ void group_norm_x_backward_f32(const float* __restrict__ g
     float a, bb;
     gn_coeffs(gamma, beta, scale, shift, p, b, g * cpg + i / p.s, &a, &bb);
     float xh = (x[off + i] - mean) * rstd;
-    float gpre = gy[off + i];
-    if (p.silu) {
-      float pre = xh * a + bb, sg = 1.0f / (1.0f + expf(-pre));
-      gpre *= sg * (1.0f + pre * (1.0f - sg));
-    }
-    float gxh = gpre * a;
+    float gxh = gn_grad_pre(gy[off + i], xh, a, bb, p.silu) * a;
     s1 += gxh;
     s2 += gxh * xh;
   }
@@ -87,11 +89,6 @@ extern "C" __global__ void group_norm_x_backward_f32(const float* __restrict__ g
     float a, bb;
     gn_coeffs(gamma, beta, scale, shift, p, b, g * cpg + i / p.s, &a, &bb);
     float xh = (x[off + i] - mean) * rstd;
-    float gpre = gy[off + i];
-    if (p.silu) {
-      float pre = xh * a + bb, sg = 1.0f / (1.0f + expf(-pre));
-      gpre *= sg * (1.0f + pre * (1.0f - sg));
-    }
-    gx[off + i] = rstd * (gpre * a - m1 - xh * m2);
+    gx[off + i] = rstd * (gn_grad_pre(gy[off + i], xh, a, bb, p.silu) * a - m1 - xh * m2);
   }
 }

@@ -26,12 +26,12 @@ struct StoreRows {  // out[n·ld + m] = v (+ bias[m])
   __device__ void operator()(int m, int n, float v) const { out[(long long)n * ld + m] = v + (has_bias ? bias[m] : 0.0f); }
 };
 
-extern "C" __global__ void __launch_bounds__(256) linear_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+extern "C" __global__ void linear_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                                                              float* __restrict__ y, int rows, int fin, int fout, int has_bias) {
   igemm_tile(fout, rows, fin, RowMajor{w, fin}, ColMajor{x, fin}, StoreRows{y, bias, fout, has_bias});
 }
 
-extern "C" __global__ void __launch_bounds__(256) linear_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
+extern "C" __global__ void linear_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
                                                                         float* __restrict__ gx, int rows, int fin, int fout) {
   igemm_tile(fin, rows, fout, TransposedA{w, fin}, ColMajor{gy, fout}, StoreRows{gx, w, fin, 0});
 }

@@ -3,9 +3,7 @@
 //! clear errors for a missing EfficientNet file, empty folders and unknown classes.
 
 mod common;
-use common::fixture_path;
-use ran::io::safetensors::{write_f32, SafeTensors};
-use std::collections::BTreeMap;
+use common::{fixture_path, paperlike_model_file};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -21,23 +19,10 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// The paper-like fixture's weights alone, with its flags, as `ran convert` would write them.
-fn model_file(dir: &std::path::Path) -> String {
-    let fx = SafeTensors::open(fixture_path("unet_guided_paperlike.safetensors")).unwrap();
-    let names: Vec<String> = fx.names().filter(|n| !["x", "t", "y", "out", "feat"].contains(n)).map(String::from).collect();
-    let data: Vec<(Vec<usize>, Vec<f32>)> = names.iter().map(|n| fx.get(n).unwrap()).collect();
-    let tensors: Vec<(&str, &[usize], &[f32])> = names.iter().zip(&data).map(|(n, (s, v))| (n.as_str(), &s[..], &v[..])).collect();
-    let mut meta = BTreeMap::new();
-    meta.insert("model_flags".to_string(), fx.metadata()["model_flags"].clone());
-    let p = dir.join("model.safetensors");
-    write_f32(&p, &tensors, &meta).unwrap();
-    p.display().to_string()
-}
-
 #[test]
 fn detect_a_folder_writes_maps_pictures_and_tables() {
     let dir = tmpdir("folder");
-    let model = model_file(&dir);
+    let model = paperlike_model_file(&dir);
     let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
     let images = fixture_path("images").display().to_string();
     let out = dir.join("out").display().to_string();
@@ -78,7 +63,7 @@ fn detect_a_folder_writes_maps_pictures_and_tables() {
 #[test]
 fn corrupt_images_are_skipped_by_name() {
     let dir = tmpdir("corrupt");
-    let model = model_file(&dir);
+    let model = paperlike_model_file(&dir);
     let imgs = dir.join("imgs");
     std::fs::create_dir_all(&imgs).unwrap();
     std::fs::copy(fixture_path("images/b.png"), imgs.join("good.png")).unwrap();
@@ -92,7 +77,7 @@ fn corrupt_images_are_skipped_by_name() {
 #[test]
 fn clear_errors_for_missing_inputs() {
     let dir = tmpdir("errors");
-    let model = model_file(&dir);
+    let model = paperlike_model_file(&dir);
     let images = fixture_path("images").display().to_string();
     let out = dir.join("out").display().to_string();
     let (rc, _, se) = ran(&["detect", &images, "--model", &model, "--out", &out, "--device", "cpu"]);
@@ -114,7 +99,7 @@ fn clear_errors_for_missing_inputs() {
 #[test]
 fn batching_and_per_category_alpha() {
     let dir = tmpdir("batch");
-    let model = model_file(&dir);
+    let model = paperlike_model_file(&dir);
     let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
     let images = fixture_path("images").display().to_string();
     let run = |out: &str, extra: &[&str]| -> serde_json::Value {

@@ -3,27 +3,13 @@
 //! run; a missing ground-truth mask is an error naming the image.
 
 mod common;
-use common::fixture_path;
-use ran::io::safetensors::{write_f32, SafeTensors};
-use std::collections::BTreeMap;
+use common::{fixture_path, paperlike_model_file};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn ran(args: &[&str]) -> (i32, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-fn model_file(dir: &Path) -> String {
-    let fx = SafeTensors::open(fixture_path("unet_guided_paperlike.safetensors")).unwrap();
-    let names: Vec<String> = fx.names().filter(|n| !["x", "t", "y", "out", "feat"].contains(n)).map(String::from).collect();
-    let data: Vec<(Vec<usize>, Vec<f32>)> = names.iter().map(|n| fx.get(n).unwrap()).collect();
-    let tensors: Vec<(&str, &[usize], &[f32])> = names.iter().zip(&data).map(|(n, (s, v))| (n.as_str(), &s[..], &v[..])).collect();
-    let mut meta = BTreeMap::new();
-    meta.insert("model_flags".to_string(), fx.metadata()["model_flags"].clone());
-    let p = dir.join("model.safetensors");
-    write_f32(&p, &tensors, &meta).unwrap();
-    p.display().to_string()
 }
 
 /// carpet/test/{good,cut}, carpet/ground_truth/cut/*_mask.png
@@ -56,7 +42,7 @@ fn eval_runs_resumes_shards_and_merges() {
     let dir = std::env::temp_dir().join(format!("ran-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let model = model_file(&dir);
+    let model = paperlike_model_file(&dir);
     let root = dataset(&dir).display().to_string();
     let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
     let common = |out: &str| -> Vec<String> {

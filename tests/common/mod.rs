@@ -234,3 +234,17 @@ pub fn run_case<B: Backend>(b: &B, c: &Case) -> ran::Result<Outputs> {
 pub fn shape(d: &[usize]) -> Shape {
     Shape::new(d)
 }
+
+/// The paper-like fixture's weights alone, with its flags, as `ran convert` would write them
+/// (the fixture file also holds its inputs and outputs).
+pub fn paperlike_model_file(dir: &std::path::Path) -> String {
+    let fx = SafeTensors::open(fixture_path("unet_guided_paperlike.safetensors")).unwrap();
+    let names: Vec<String> = fx.names().filter(|n| !["x", "t", "y", "out", "feat"].contains(n)).map(String::from).collect();
+    let data: Vec<(Vec<usize>, Vec<f32>)> = names.iter().map(|n| fx.get(n).unwrap()).collect();
+    let tensors: Vec<(&str, &[usize], &[f32])> = names.iter().zip(&data).map(|(n, (s, v))| (n.as_str(), &s[..], &v[..])).collect();
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("model_flags".to_string(), fx.metadata()["model_flags"].clone());
+    let p = dir.join("model.safetensors");
+    ran::io::safetensors::write_f32(&p, &tensors, &meta).unwrap();
+    p.display().to_string()
+}

@@ -1,7 +1,8 @@
 //! The whole scoring pipeline against the same pipeline built from the upstream packages with
 //! identical noise (tests/fixtures/detect_paperlike.safetensors, made by
 //! tools/reference/make_detect_fixtures.py): KL map, feature map (both feature-timestep modes),
-//! ensemble and image score, on the CPU backend and on emulated CUDA.
+//! ensemble and image score, timesteps batched through the UNet or not, on the CPU backend and on
+//! emulated CUDA.
 
 mod common;
 use common::*;
@@ -36,23 +37,23 @@ fn run<B: Backend>(b: &B) -> Vec<String> {
     let noise = vec![load("noise_k5"), load("noise_k50"), load("noise_k100")];
     let mut fails = Vec::new();
     let (atol, rtol) = (1e-4, 1e-4);
-    for (mode, feat_key) in [(FeatureTimestep::RespacedIndex, "feat_map"), (FeatureTimestep::Tau, "feat_map_tau")] {
+    for (mode, feat_key, batch_timesteps) in [(FeatureTimestep::RespacedIndex, "feat_map", true), (FeatureTimestep::Tau, "feat_map_tau", true), (FeatureTimestep::RespacedIndex, "feat_map", false)] {
         let scorer = Scorer {
             unet: &unet,
             effnet: Some(&eff),
             diffusion: Diffusion::new(BetaSchedule::Linear, 1000, "250").unwrap(),
-            cfg: ScoreConfig { feature_timestep: mode, ..ScoreConfig::default() },
+            cfg: ScoreConfig { feature_timestep: mode, batch_timesteps, ..ScoreConfig::default() },
         };
         let s = scorer.score(b, &load("x0"), &noise, Some(&y)).unwrap();
         let cat = |f: &dyn Fn(&ran::anomaly::score::ImageScores) -> Vec<f32>| s.iter().flat_map(f).collect::<Vec<f32>>();
         let mut cmp = |what: &str, got: Vec<f32>, key: &str| {
-            if let Err(e) = check_close(&format!("[{}] {mode:?} {what}", b.name()), &got, &fx.get(key).unwrap().1, atol, rtol) {
+            if let Err(e) = check_close(&format!("[{}] {mode:?} batch_timesteps={batch_timesteps} {what}", b.name()), &got, &fx.get(key).unwrap().1, atol, rtol) {
                 fails.push(e);
             }
         };
         cmp("kl_map", cat(&|i| i.kl_map.clone()), "kl_map");
         cmp("feat_map", cat(&|i| i.feat_map.clone().unwrap()), feat_key);
-        if mode == FeatureTimestep::RespacedIndex {
+        if mode == FeatureTimestep::RespacedIndex && batch_timesteps {
             cmp("score_map", cat(&|i| i.score_map.clone()), "score_map");
             cmp("image_score", s.iter().map(|i| i.image_score).collect(), "image_score");
             // the released script's sum is twice the α = 0.5 ensemble

@@ -38,12 +38,37 @@ pub struct ScoreConfig {
     pub feature_timestep: FeatureTimestep,
     pub ensemble: Ensemble,
     pub topk: usize,
+    /// run the timesteps of a batch through the UNet together (one call of batch N·K)
+    pub batch_timesteps: bool,
 }
 
 impl Default for ScoreConfig {
     fn default() -> Self {
-        ScoreConfig { timesteps: vec![5, 50, 100], feature_timestep: FeatureTimestep::RespacedIndex, ensemble: Ensemble::Weighted(0.5), topk: 64 }
+        ScoreConfig { timesteps: vec![5, 50, 100], feature_timestep: FeatureTimestep::RespacedIndex, ensemble: Ensemble::Weighted(0.5), topk: 64, batch_timesteps: true }
     }
+}
+
+/// Stacks same-shaped [N, ...] tensors along the batch dimension.
+fn stack<B: Backend>(b: &B, xs: &[Tensor<B>]) -> Result<Tensor<B>> {
+    let d = xs[0].dims().to_vec();
+    let per: usize = d[1..].iter().product();
+    let flat: Vec<Tensor<B>> = xs.iter().map(|x| b.reshape(x, &[1, d[0] * per, 1])).collect::<Result<_>>()?;
+    let cat = b.concat_channels(&flat.iter().collect::<Vec<_>>())?;
+    let mut nd = d.clone();
+    nd[0] = d[0] * xs.len();
+    b.reshape(&cat, &nd)
+}
+
+/// Part j of `k` equal parts of the batch dimension.
+fn unstack<B: Backend>(b: &B, x: &Tensor<B>, k: usize, j: usize) -> Result<Tensor<B>> {
+    let d = x.dims().to_vec();
+    let n = d[0] / k;
+    let per: usize = d[1..].iter().product();
+    let flat = b.reshape(x, &[1, d[0] * per, 1])?;
+    let part = b.slice_channels(&flat, j * n * per, (j + 1) * n * per)?;
+    let mut nd = d.clone();
+    nd[0] = n;
+    b.reshape(&part, &nd)
 }
 
 /// One image's maps (row-major H×W) and score.
@@ -120,15 +145,47 @@ impl<'a, B: Backend> Scorer<'a, B> {
         };
         let mut vb_sum = vec![0.0f32; n * per];
         let mut d_sum = vec![0.0f32; n * plane];
-        for (j, &k) in self.cfg.timesteps.iter().enumerate() {
-            let (sa, s1) = self.diffusion.q_sample_coefs(k)?;
-            let xt = b.q_sample(x0, &noise[j], sa, s1)?;
-            let tau = self.diffusion.model_timestep(k, self.unet.flags.rescale_timesteps);
-            let t = b.from_host(&[n], &vec![tau; n])?;
-            let o = self.unet.forward(b, &xt, &t, y)?;
+        let ks = &self.cfg.timesteps;
+        let kn = ks.len();
+        let xts: Vec<Tensor<B>> = ks
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| {
+                let (sa, s1) = self.diffusion.q_sample_coefs(k)?;
+                b.q_sample(x0, &noise[j], sa, s1)
+            })
+            .collect::<Result<_>>()?;
+        let taus: Vec<f32> = ks.iter().map(|&k| self.diffusion.model_timestep(k, self.unet.flags.rescale_timesteps)).collect();
+        // UNet passes: all timesteps in one call of batch N·K, or one call per timestep
+        let run = |t_of: &dyn Fn(usize) -> f32| -> Result<Vec<crate::models::unet::UNetOutput<B>>> {
+            if self.cfg.batch_timesteps && kn > 1 {
+                let x = stack(b, &xts)?;
+                let t: Vec<f32> = (0..kn).flat_map(|j| std::iter::repeat_n(t_of(j), n)).collect();
+                let yy: Option<Vec<usize>> = y.map(|y| (0..kn).flat_map(|_| y.iter().copied()).collect());
+                let o = self.unet.forward(b, &x, &b.from_host(&[n * kn], &t)?, yy.as_deref())?;
+                (0..kn)
+                    .map(|j| {
+                        Ok(crate::models::unet::UNetOutput {
+                            out: unstack(b, &o.out, kn, j)?,
+                            feat: o.feat.as_ref().map(|f| unstack(b, f, kn, j)).transpose()?,
+                        })
+                    })
+                    .collect()
+            } else {
+                (0..kn).map(|j| self.unet.forward(b, &xts[j], &b.from_host(&[n], &vec![t_of(j); n])?, y)).collect()
+            }
+        };
+        let outs = run(&|j| taus[j])?;
+        let feat_outs = match (&target, self.cfg.feature_timestep) {
+            (Some(_), FeatureTimestep::RespacedIndex) => Some(run(&|j| ks[j] as f32)?),
+            _ => None,
+        };
+        for (j, &k) in ks.iter().enumerate() {
+            let xt = &xts[j];
+            let o = &outs[j];
             let c = self.diffusion.step_coefs(k, self.var_type(), true)?;
-            let (mean, lv, _) = b.p_mean_variance(&xt, &o.out, &c)?;
-            let kl = b.to_host(&b.kl_bits(x0, &xt, &mean, &lv, &c)?)?;
+            let (mean, lv, _) = b.p_mean_variance(xt, &o.out, &c)?;
+            let kl = b.to_host(&b.kl_bits(x0, xt, &mean, &lv, &c)?)?;
             for i in 0..n {
                 let s = &kl[i * per..(i + 1) * per];
                 let m = s.iter().map(|&v| v as f64).sum::<f64>() / per as f64;
@@ -138,12 +195,9 @@ impl<'a, B: Backend> Scorer<'a, B> {
                 }
             }
             if let Some(tgt) = &target {
-                let feat = match self.cfg.feature_timestep {
-                    FeatureTimestep::Tau => o.feat,
-                    FeatureTimestep::RespacedIndex => {
-                        let tk = b.from_host(&[n], &vec![k as f32; n])?;
-                        self.unet.forward(b, &xt, &tk, y)?.feat
-                    }
+                let feat = match &feat_outs {
+                    Some(fo) => fo[j].feat.clone(),
+                    None => o.feat.clone(),
                 };
                 let feat = feat.ok_or_else(|| Error::InvalidArgument("the model has no feature head".into()))?;
                 let diff = b.add(&feat, &b.scale_add_scalar(tgt, -1.0, 0.0)?)?;

@@ -178,7 +178,7 @@ impl<B: Backend> Pipeline<B> {
             "tau" => FeatureTimestep::Tau,
             o => return Err(Error::InvalidArgument(format!("--feature-timestep {o}: index or tau"))),
         };
-        Ok(Pipeline { unet, effnet, diffusion, cfg: ScoreConfig { timesteps: a.timesteps.clone(), feature_timestep, ensemble, topk: a.topk } })
+        Ok(Pipeline { unet, effnet, diffusion, cfg: ScoreConfig { timesteps: a.timesteps.clone(), feature_timestep, ensemble, topk: a.topk, batch_timesteps: true } })
     }
 
     pub fn scorer(&self) -> Scorer<'_, B> {

@@ -154,7 +154,7 @@ fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol:
     let noise: Vec<_> = ks.iter().map(|k| load(&format!("noise_k{k}"))).collect::<Result<_>>()?;
     let ensemble = if o.ensemble == "sum" { Ensemble::Sum } else { Ensemble::Weighted(o.alpha) };
     let ft = if o.feature_timestep == "tau" { FeatureTimestep::Tau } else { FeatureTimestep::RespacedIndex };
-    let scorer = Scorer { unet: m, effnet: eff.as_ref(), diffusion: d, cfg: ScoreConfig { timesteps: ks, feature_timestep: ft, ensemble, topk: o.topk } };
+    let scorer = Scorer { unet: m, effnet: eff.as_ref(), diffusion: d, cfg: ScoreConfig { timesteps: ks, feature_timestep: ft, ensemble, topk: o.topk, batch_timesteps: true } };
     let y = labels(r, "y")?;
     let s = scorer.score(b, &load("x0")?, &noise, y.as_deref())?;
     let cat = |f: &dyn Fn(&crate::anomaly::score::ImageScores) -> Vec<f32>| s.iter().flat_map(f).collect::<Vec<f32>>();

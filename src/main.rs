@@ -113,6 +113,10 @@ enum Command {
         /// Compute the metrics from the cached maps of all shards.
         #[arg(long)]
         merge: bool,
+        /// mvtec (the MVTec AD official AU-PRO) or official-repo (the paper repository's own PRO,
+        /// for comparing with its published numbers).
+        #[arg(long, default_value = "mvtec")]
+        pro_variant: String,
     },
 }
 
@@ -303,7 +307,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Eval { data, categories, score, out, shard, merge, demo } => {
+        Command::Eval { data, categories, score, out, shard, merge, demo, pro_variant } => {
             let (mut score, mut data) = (score, data);
             if demo {
                 match demo_paths() {
@@ -332,7 +336,7 @@ fn main() -> ExitCode {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
             };
-            let args = ran::commands::eval::EvalArgs { data, categories, shard, merge, detect };
+            let args = ran::commands::eval::EvalArgs { data, categories, shard, merge, pro_variant, detect };
             let backend = match ran::backend::select::AnyBackend::select(&device) {
                 Ok(b) => b,
                 Err(e) => return fail(e),

@@ -86,6 +86,14 @@ fn eval_runs_resumes_shards_and_merges() {
     let (rc, so, se) = ran(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
     assert_eq!(rc, 0, "{so}{se}");
     assert_eq!(metrics(Path::new(&sh))["categories"], m1["categories"]);
+    // the paper repository's PRO variant: the same cache, recorded as such
+    let mut a = common(&one);
+    a.extend(["--pro-variant".to_string(), "official-repo".to_string()]);
+    let (rc, so, se) = ran(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_eq!(rc, 0, "{so}{se}");
+    let mv = metrics(Path::new(&one));
+    assert!(mv["pro_definition"].as_str().unwrap().contains("anomaly_diff"));
+    assert_eq!(mv["categories"][0]["pixel_auroc"], m1["categories"][0]["pixel_auroc"]);
     // a missing mask is named
     std::fs::remove_file(dir.join("mvtec/carpet/ground_truth/cut/003_mask.png")).unwrap();
     let (rc, _, se) = ran(&common(&dir.join("x").display().to_string()).iter().map(|s| s.as_str()).collect::<Vec<_>>());

@@ -1,11 +1,12 @@
 //! Metrics against scikit-learn's roc_auc_score and an AU-PRO written from the MVTec official
-//! definition with scipy's label (tests/fixtures/metrics.safetensors, made by
+//! definition with scipy's label, and the anomaly_diff repository's own PRO variant over
+//! scikit-learn's roc_curve (tests/fixtures/metrics.safetensors, made by
 //! tools/reference/make_metric_fixtures.py): ties, many small and large regions, diagonal
 //! (8-connected) regions, empty masks, all-normal images, perfect, inverted and constant scores.
 
 mod common;
 use common::fixture_path;
-use ran::eval::metrics::{au_pro, auroc, components};
+use ran::eval::metrics::{au_pro, auroc, components, pro_official_repo};
 use ran::io::safetensors::SafeTensors;
 
 #[test]
@@ -23,6 +24,8 @@ fn metrics_match_the_references_to_1e_6() {
         assert!((pa - want["pixel_auroc"].as_f64().unwrap()).abs() <= 1e-6, "{name}: pixel AUROC {pa} vs {}", want["pixel_auroc"]);
         let p = au_pro(&scores, &masks, n, h, w, 0.3).unwrap();
         assert!((p.au_pro - want["au_pro"].as_f64().unwrap()).abs() <= 1e-6, "{name}: AU-PRO {} vs {}", p.au_pro, want["au_pro"]);
+        let po = pro_official_repo(&scores, &masks, n, h, w, 0.3).unwrap();
+        assert!((po - want["pro_official_repo"].as_f64().unwrap()).abs() <= 1e-6, "{name}: official-repo PRO {po} vs {}", want["pro_official_repo"]);
         if let Some(ia) = want["image_auroc"].as_f64() {
             let img_labels: Vec<bool> = (0..n).map(|i| masks[i * h * w..(i + 1) * h * w].iter().any(|&m| m != 0)).collect();
             let got = auroc(&image_scores, &img_labels).unwrap();
@@ -30,7 +33,7 @@ fn metrics_match_the_references_to_1e_6() {
         }
         n_cases += 1;
     }
-    assert_eq!(n_cases, 7);
+    assert_eq!(n_cases, 8);
 }
 
 #[test]

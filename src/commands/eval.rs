@@ -19,6 +19,8 @@ pub struct EvalArgs {
     pub categories: Vec<String>,
     pub shard: Option<(usize, usize)>,
     pub merge: bool,
+    /// "mvtec" (the MVTec AD official AU-PRO) or "official-repo" (the anomaly_diff repository's)
+    pub pro_variant: String,
     pub detect: DetectArgs,
 }
 
@@ -59,6 +61,9 @@ fn read_map(p: &Path, px: usize) -> Result<Option<(f32, Vec<f32>)>> {
 }
 
 pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
+    if !["mvtec", "official-repo"].contains(&a.pro_variant.as_str()) {
+        return Err(Error::InvalidArgument(format!("--pro-variant {}: mvtec or official-repo", a.pro_variant)));
+    }
     let (layout, all) = categories(&a.data)?;
     let cats: Vec<String> = if a.categories.is_empty() { all.clone() } else { a.categories.clone() };
     for c in &cats {
@@ -156,10 +161,15 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         galleries.extend(gallery);
         pictures.push((format!("{cat}: ROC (red pixels, blue images)"), format!("{cat}/roc.png")));
         pictures.push((format!("{cat}: PRO to FPR 0.3"), format!("{cat}/pro.png")));
-        results.push(CategoryMetrics { category: cat.clone(), images: n, pixel_auroc: pa, pro: pro_curve.au_pro, image_auroc: ia });
+        let pro = if a.pro_variant == "official-repo" {
+            crate::eval::metrics::pro_official_repo(&scores, &masks, n, size, size, 0.3).map_err(|e| Error::InvalidArgument(format!("{cat}: PRO: {e}")))?
+        } else {
+            pro_curve.au_pro
+        };
+        results.push(CategoryMetrics { category: cat.clone(), images: n, pixel_auroc: pa, pro, image_auroc: ia });
     }
     if !results.is_empty() {
-        write_tables(&a.detect.out, &results)?;
+        write_tables(&a.detect.out, &results, &a.pro_variant)?;
         let rows: Vec<Vec<String>> = results
             .iter()
             .map(|m| vec![m.category.clone(), m.images.to_string(), format!("{:.4}", m.pixel_auroc), format!("{:.4}", m.pro), format!("{:.4}", m.image_auroc)])
@@ -169,13 +179,17 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
     Ok(results)
 }
 
-fn write_tables(out: &Path, r: &[CategoryMetrics]) -> Result<()> {
+fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: &str) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.to_path_buf(), source: e })?;
     let mean = |f: &dyn Fn(&CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
     let json = serde_json::json!({
         "categories": r,
         "mean": {"pixel_auroc": mean(&|m| m.pixel_auroc), "pro": mean(&|m| m.pro), "image_auroc": mean(&|m| m.image_auroc)},
-        "pro_definition": "MVTec AD official: 8-connected regions, FPR over anomaly-free pixels, integrated to 0.3, / 0.3",
+        "pro_definition": if pro_variant == "official-repo" {
+            "anomaly_diff repository: sklearn roc_curve thresholds with FPR <= 0.3 (about 1000), mean region coverage, trapezoids from (0,0), rectangle tail to 0.3, / 0.3"
+        } else {
+            "MVTec AD official: 8-connected regions, FPR over anomaly-free pixels, integrated to 0.3, / 0.3"
+        },
     });
     let p = out.join("metrics.json");
     std::fs::write(&p, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(|e| Error::Io { path: p.clone(), source: e })?;

@@ -155,3 +155,76 @@ pub fn au_pro(scores: &[f32], masks: &[u8], n: usize, h: usize, w: usize, limit:
     let au = trapezoid(&fpr, &pro, limit) / limit;
     Ok(Pro { fpr, pro, au_pro: au })
 }
+
+/// The anomaly_diff repository's own PRO (what produced the paper's numbers), for like-for-like
+/// comparison: scikit-learn `roc_curve` thresholds (with its drop_intermediate thinning and the
+/// +∞ start) whose FPR ≤ `limit`, subsampled to about 1000 by a stride, at each the mean over all
+/// 8-connected regions of the covered fraction (score ≥ threshold), trapezoids from (0, 0), then a
+/// rectangle at the last PRO up to `limit`; divided by `limit`.
+pub fn pro_official_repo(scores: &[f32], masks: &[u8], n: usize, h: usize, w: usize, limit: f64) -> Result<f64> {
+    let px = n * h * w;
+    if scores.len() != px || masks.len() != px {
+        return Err(Error::InvalidArgument(format!("{} scores and {} mask pixels for {n} images of {h}x{w}", scores.len(), masks.len())));
+    }
+    // roc_curve: one point per distinct score (descending), then drop_intermediate
+    let idx = order_desc(scores)?;
+    let (mut tp, mut fp) = (0f64, 0f64);
+    let mut pts: Vec<(f64, f64, f32)> = Vec::new(); // (fps, tps, threshold)
+    let mut i = 0;
+    while i < idx.len() {
+        let s = scores[idx[i] as usize];
+        while i < idx.len() && scores[idx[i] as usize] == s {
+            if masks[idx[i] as usize] != 0 {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
+            i += 1;
+        }
+        pts.push((fp, tp, s));
+    }
+    if pts.len() > 2 {
+        let keep: Vec<bool> = (0..pts.len())
+            .map(|k| k == 0 || k + 1 == pts.len() || pts[k - 1].0 - 2.0 * pts[k].0 + pts[k + 1].0 != 0.0 || pts[k - 1].1 - 2.0 * pts[k].1 + pts[k + 1].1 != 0.0)
+            .collect();
+        pts = pts.into_iter().zip(keep).filter(|(_, k)| *k).map(|(p, _)| p).collect();
+    }
+    let neg = fp;
+    if neg == 0.0 {
+        return Err(Error::InvalidArgument("PRO is undefined without anomaly-free pixels".into()));
+    }
+    let mut curve: Vec<(f64, f32)> = vec![(0.0, f32::INFINITY)];
+    curve.extend(pts.iter().map(|&(f, _, t)| (f / neg, t)));
+    let mut valid: Vec<(f64, f32)> = curve.into_iter().filter(|(f, _)| *f <= limit).collect();
+    if valid.len() > 1000 {
+        let step = valid.len() / 1000;
+        valid = valid.into_iter().step_by(step).collect();
+    }
+    // regions and their scores, descending, for counting coverage at any threshold
+    let mut regions: Vec<Vec<f32>> = Vec::new();
+    for im in 0..n {
+        let (lab, k) = components(&masks[im * h * w..(im + 1) * h * w], h, w);
+        let mut rs: Vec<Vec<f32>> = vec![Vec::new(); k];
+        for (p, &l) in lab.iter().enumerate() {
+            if l != 0 {
+                rs[l as usize - 1].push(scores[im * h * w + p]);
+            }
+        }
+        for r in rs.iter_mut() {
+            r.sort_unstable_by(|a, b| b.total_cmp(a));
+        }
+        regions.extend(rs);
+    }
+    if regions.is_empty() {
+        return Err(Error::InvalidArgument("PRO is undefined without any anomalous region in the ground truth".into()));
+    }
+    let (mut area, mut x0, mut y0) = (0f64, 0f64, 0f64);
+    for &(f, thr) in &valid {
+        let pro = regions.iter().map(|r| r.partition_point(|&v| v >= thr) as f64 / r.len() as f64).sum::<f64>() / regions.len() as f64;
+        area += 0.5 * (f - x0) * (y0 + pro);
+        x0 = f;
+        y0 = pro;
+    }
+    area += (limit - x0) * y0;
+    Ok(area / limit)
+}

@@ -1,5 +1,7 @@
 """Reference values for ran's evaluation metrics, from independent code:
 - pixel and image AUROC: scikit-learn's roc_auc_score (pinned in requirements.txt);
+- the anomaly_diff repository's own PRO variant (scikit-learn roc_curve thresholds; see
+  pro_official_repo below);
 - AU-PRO to FPR 0.3: the MVTec AD official definition (8-connected components with
   scipy.ndimage.label, FPR over all anomaly-free pixels, PRO = mean overlap over all components,
   tied scores merged, (0,0) and (1,1) added, trapezoid to 0.3 with linear interpolation, / 0.3),
@@ -8,7 +10,7 @@
 Cases: many small and large regions, regions touching diagonally (8-connectivity), heavy ties
 (quantised scores), empty masks, all-normal images, a perfect and an inverted detector.
 Writes tests/fixtures/metrics.safetensors: "<case>.scores" [N,H,W], "<case>.masks" [N,H,W] (0/1),
-"<case>.image_scores" [N]; metadata "<case>" JSON {pixel_auroc, au_pro, image_auroc}.
+"<case>.image_scores" [N]; metadata "<case>" JSON {pixel_auroc, au_pro, pro_official_repo, image_auroc}.
 Run:  python tools/reference/make_metric_fixtures.py
 """
 import json
@@ -65,6 +67,31 @@ def au_pro(scores, masks, limit=0.3):
     return trapezoid(fprs, pros, limit) / limit
 
 
+def pro_official_repo(scores, masks, limit=0.3):
+    """The anomaly_diff repository's own PRO (mvtec_tools/mvtec_evaluate.py `pro`, which produced
+    the paper's numbers), re-written from its behaviour: scikit-learn roc_curve thresholds with
+    FPR <= 0.3, subsampled to about 1000, per threshold the mean coverage (score >= threshold)
+    over all 8-connected regions, trapezoids from (0, 0), then a rectangle at the last PRO to 0.3."""
+    from sklearn.metrics import roc_curve
+    fpr, _, thr = roc_curve(masks.ravel(), scores.ravel())
+    keep = fpr <= limit
+    vthr, vfpr = thr[keep], fpr[keep]
+    if len(vfpr) > 1000:
+        idx = np.arange(len(vfpr), step=len(vfpr) // 1000)
+        vthr, vfpr = vthr[idx], vfpr[idx]
+    regions = []
+    for i in range(len(masks)):
+        lab, n = label(masks[i], np.ones((3, 3), dtype=int))
+        regions += [(i, lab == r) for r in range(1, n + 1)]
+    pros = np.array([np.mean([np.logical_and(reg, scores[i] >= t).sum() / reg.sum() for i, reg in regions]) for t in vthr])
+    area, x0, y0 = 0.0, 0.0, 0.0
+    for x, y in zip(vfpr, pros):
+        area += 0.5 * (x - x0) * (y0 + y)
+        x0, y0 = x, y
+    area += (limit - x0) * y0
+    return area / limit
+
+
 def blobs(n, h, w, k, max_r):
     m = np.zeros((n, h, w), dtype=np.uint8)
     for i in range(n):
@@ -81,6 +108,7 @@ def case(name, scores, masks, image_scores=None):
         image_scores = np.sort(scores.reshape(len(scores), -1), axis=1)[:, -8:].mean(axis=1)
     labels = masks.reshape(len(masks), -1).max(axis=1)
     meta = {"pixel_auroc": roc_auc_score(masks.ravel(), scores.ravel()), "au_pro": au_pro(scores, masks),
+            "pro_official_repo": pro_official_repo(scores, masks),
             "image_auroc": roc_auc_score(labels, image_scores) if 0 < labels.sum() < len(labels) else None}
     cases[name] = (scores, masks, image_scores.astype(np.float32), meta)
 
@@ -103,12 +131,14 @@ case("diagonal_regions", rng.normal(size=diag.shape) + diag, diag)
 case("perfect", m + 0.01 * rng.random(size=m.shape), m)
 case("inverted", -(m + 0.01 * rng.random(size=m.shape)), m)
 case("constant_scores", np.zeros(m.shape), m)
+big = blobs(16, 64, 64, 6, 10)
+case("large_subsampled", rng.normal(size=big.shape) + 0.5 * big, big)  # > 1000 ROC thresholds below FPR 0.3
 
 tensors, meta = {}, {}
 for name, (s, mk, im, me) in cases.items():
     tensors[f"{name}.scores"] = torch.from_numpy(s).contiguous()
     tensors[f"{name}.masks"] = torch.from_numpy(mk.astype(np.uint8)).contiguous()
     tensors[f"{name}.image_scores"] = torch.from_numpy(im).contiguous()
-    meta[name] = json.dumps(me)
+    meta[name] = json.dumps({k: (None if v is None else float(v)) for k, v in me.items()})
     print(name, me)
 save_file(tensors, OUT, metadata=meta)

@@ -123,8 +123,8 @@ enum Command {
 /// Model, extractor and scoring options shared by detect and eval.
 #[derive(clap::Args)]
 struct ScoreOpts {
-    /// A model converted by `ran convert`.
-    #[arg(long)]
+    /// A model converted by `ran convert` (eval: or a folder of <category>.safetensors models).
+    #[arg(long, alias = "models")]
     model: Option<std::path::PathBuf>,
     /// EfficientNet weights (.pth or safetensors) for the feature score.
     #[arg(long)]

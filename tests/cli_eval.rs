@@ -94,6 +94,18 @@ fn eval_runs_resumes_shards_and_merges() {
     let mv = metrics(Path::new(&one));
     assert!(mv["pro_definition"].as_str().unwrap().contains("anomaly_diff"));
     assert_eq!(mv["categories"][0]["pixel_auroc"], m1["categories"][0]["pixel_auroc"]);
+    // a folder of per-category models (--models DIR): carpet.safetensors is used for carpet
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(&model, models.join("carpet.safetensors")).unwrap();
+    let per = dir.join("per").display().to_string();
+    let mut a: Vec<String> = common(&per);
+    let mi = a.iter().position(|s| s == "--model").unwrap();
+    a[mi] = "--models".into();
+    a[mi + 1] = models.display().to_string();
+    let (rc, so, se) = ran(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_eq!(rc, 0, "{so}{se}");
+    assert_eq!(metrics(Path::new(&per))["categories"], m1["categories"]);
     // a missing mask is named
     std::fs::remove_file(dir.join("mvtec/carpet/ground_truth/cut/003_mask.png")).unwrap();
     let (rc, _, se) = ran(&common(&dir.join("x").display().to_string()).iter().map(|s| s.as_str()).collect::<Vec<_>>());

@@ -71,20 +71,37 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             return Err(Error::InvalidArgument(format!("category `{c}` not found under {} (found: {})", a.data.display(), all.join(", "))));
         }
     }
-    let pipe = if a.merge { None } else { Some(Pipeline::new(b, &a.detect)?) };
-    let size = match &pipe {
-        Some(p) => p.unet.flags.image_size,
-        None => crate::io::flags::ModelFlags::parse(crate::io::safetensors::SafeTensors::open(&a.detect.model)?.metadata().get("model_flags").map(|s| s.as_str()).unwrap_or(""))?.image_size,
-    };
-    let model_names = crate::models::class_names(&a.detect.model)?;
-    let names: Vec<&str> = match &model_names {
-        Some(n) => n.iter().map(|s| s.as_str()).collect(),
-        None if layout == Layout::Btad => BTAD_CLASSES.to_vec(),
-        None => MVTEC_CLASSES.to_vec(),
+    // one unified model, or a folder with one model per category (<category>.safetensors)
+    let per_category = a.detect.model.is_dir();
+    let model_for = |cat: &str| -> Result<PathBuf> {
+        if !per_category {
+            return Ok(a.detect.model.clone());
+        }
+        let p = a.detect.model.join(format!("{cat}.safetensors"));
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::InvalidArgument(format!("no model for category `{cat}`: expected {}", p.display())))
+        }
     };
     let mut results = Vec::new();
     let (mut pictures, mut galleries) = (Vec::new(), Vec::new());
+    let mut pipe: Option<Pipeline<B>> = None;
     for cat in &cats {
+        let model = model_for(cat)?;
+        if !a.merge && (per_category || pipe.is_none()) {
+            pipe = Some(Pipeline::new(b, &DetectArgs { model: model.clone(), ..a.detect.clone() })?);
+        }
+        let size = match &pipe {
+            Some(p) => p.unet.flags.image_size,
+            None => crate::io::flags::ModelFlags::parse(crate::io::safetensors::SafeTensors::open(&model)?.metadata().get("model_flags").map(|s| s.as_str()).unwrap_or(""))?.image_size,
+        };
+        let model_names = crate::models::class_names(&model)?;
+        let names: Vec<&str> = match &model_names {
+            Some(n) => n.iter().map(|s| s.as_str()).collect(),
+            None if layout == Layout::Btad => BTAD_CLASSES.to_vec(),
+            None => MVTEC_CLASSES.to_vec(),
+        };
         let samples = test_set(&a.data, cat, layout)?;
         let label = names.iter().position(|n| n == cat);
         let px = size * size;

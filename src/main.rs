@@ -118,6 +118,25 @@ enum Command {
         #[arg(long, default_value = "mvtec")]
         pro_variant: String,
     },
+    /// Metrics for anomaly maps made by any tool: pixel AUROC, AU-PRO (0.3), image AUROC.
+    Metrics {
+        /// safetensors with `maps` [N,H,W], `masks` [N,H,W] and optional `image_labels` [N]
+        #[arg(long)]
+        input: Option<std::path::PathBuf>,
+        /// folder of PNG maps (8- or 16-bit grayscale)
+        #[arg(long)]
+        maps: Option<std::path::PathBuf>,
+        /// folder of PNG masks named like the maps (optionally with `_mask`); no mask = normal
+        #[arg(long)]
+        gt: Option<std::path::PathBuf>,
+        /// write the metrics as JSON here
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        topk: usize,
+        #[arg(long, default_value = "mvtec")]
+        pro_variant: String,
+    },
 }
 
 /// Model, extractor and scoring options shared by detect and eval.
@@ -303,6 +322,23 @@ fn main() -> ExitCode {
                     } else {
                         ExitCode::from(1)
                     }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Metrics { input, maps, gt, json, topk, pro_variant } => {
+            let r = ran::commands::metrics::load_input(input.as_deref(), maps.as_deref(), gt.as_deref())
+                .and_then(|(m, k, l, d)| ran::commands::metrics::compute(&m, &k, l, d, topk, &pro_variant));
+            match r {
+                Ok(m) => {
+                    println!("pixel AUROC {:.6}\nAU-PRO (0.3, {pro_variant}) {:.6}\nimage AUROC {}", m.pixel_auroc, m.aupro, m.image_auroc.map(|v| format!("{v:.6}")).unwrap_or_else(|| "undefined (one class)".into()));
+                    if let Some(j) = json {
+                        let v = serde_json::json!({"pixel_auroc": m.pixel_auroc, "aupro": m.aupro, "image_auroc": m.image_auroc, "pro_variant": pro_variant, "topk": topk});
+                        if let Err(e) = std::fs::write(&j, serde_json::to_string_pretty(&v).unwrap_or_default()) {
+                            return fail(ran::Error::Io { path: j, source: e });
+                        }
+                    }
+                    ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
             }

@@ -48,3 +48,49 @@ fn components_are_8_connected_and_undefined_metrics_are_errors() {
     assert!(au_pro(&[0.1; 4], &[0; 4], 1, 2, 2, 0.3).err().unwrap().to_string().contains("without any anomalous region"));
     assert!(auroc(&[f32::NAN, 0.2], &[true, false]).unwrap_err().to_string().contains("NaN"));
 }
+
+/// `ran metrics` on a safetensors file of maps and masks gives the reference numbers.
+#[test]
+fn metrics_command_on_a_safetensors_file() {
+    let fx = SafeTensors::open(fixture_path("metrics.safetensors")).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&fx.metadata()["blobs_noisy"]).unwrap();
+    let (s, maps) = fx.get("blobs_noisy.scores").unwrap();
+    let masks = fx.get("blobs_noisy.masks").unwrap().1;
+    let dir = std::env::temp_dir().join(format!("ran-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("maps.safetensors");
+    ran::io::safetensors::write_f32(&input, &[("maps", &s, &maps), ("masks", &s, &masks)], &Default::default()).unwrap();
+    let json = dir.join("m.json");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ran")).args(["metrics", "--input", input.to_str().unwrap(), "--json", json.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for (k, w) in [("pixel_auroc", "pixel_auroc"), ("aupro", "au_pro")] {
+        assert!((got[k].as_f64().unwrap() - want[w].as_f64().unwrap()).abs() <= 1e-6, "{k}");
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ran")).args(["metrics", "--maps", "/nonexistent"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// PNG folders: a map that ranks every defective pixel above every normal one scores 1.0; a
+/// map without a mask file counts as a normal image.
+#[test]
+fn metrics_command_on_png_folders() {
+    let dir = std::env::temp_dir().join(format!("ran-metrics-png-{}", std::process::id()));
+    let (md, gd) = (dir.join("maps"), dir.join("gt"));
+    std::fs::create_dir_all(&md).unwrap();
+    std::fs::create_dir_all(&gd).unwrap();
+    let m = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(8, 8, |x, y| image::Luma([if x < 4 && y < 4 { 60000 } else { (x * 100 + y) as u16 }]));
+    m.save(md.join("a.png")).unwrap();
+    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([if x < 4 && y < 4 { 255 } else { 0 }])).save(gd.join("a_mask.png")).unwrap();
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(8, 8, |x, y| image::Luma([(x + y) as u16])).save(md.join("b.png")).unwrap();
+    let json = dir.join("m.json");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ran"))
+        .args(["metrics", "--maps", md.to_str().unwrap(), "--gt", gd.to_str().unwrap(), "--json", json.to_str().unwrap(), "--topk", "4"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(got["pixel_auroc"], 1.0);
+    assert_eq!(got["image_auroc"], 1.0);
+    assert!((got["aupro"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+}

@@ -3,4 +3,5 @@
 pub mod convert;
 pub mod detect;
 pub mod eval;
+pub mod metrics;
 pub mod verify;

@@ -1,12 +1,13 @@
-// Elementwise ops and their input gradients: activations (SiLU, ReLU, sigmoid), broadcast add and
+// Elementwise ops and their input gradients: activations (SiLU, ReLU, sigmoid, ReLU6), broadcast add and
 // mul (b broadcast to a's shape, ranks up to 4), the reduction of a gradient to b's shape,
 // y = αx+β, and the folded batch-norm channel affine. CPU twins: src/backend/cpu/{activation,broadcast}.rs.
 #include "common.cuh"
 
-// act: 0 = SiLU, 1 = ReLU, 2 = sigmoid (same order as the Rust side's ACT_* constants).
+// act: 0 = SiLU, 1 = ReLU, 2 = sigmoid, 3 = ReLU6 (as `act_code` in src/backend/cuda/mod.rs).
 __device__ __forceinline__ float act_forward(float x, int act) {
   if (act == 0) return x / (1.0f + expf(-x));
   if (act == 1) return x > 0.0f ? x : 0.0f;
+  if (act == 3) return fminf(fmaxf(x, 0.0f), 6.0f);
   return 1.0f / (1.0f + expf(-x));
 }
 
@@ -16,6 +17,7 @@ __device__ __forceinline__ float act_grad(float g, float x, int act) {
     return g * s * (1.0f + x * (1.0f - s));
   }
   if (act == 1) return x > 0.0f ? g : 0.0f;
+  if (act == 3) return (x > 0.0f && x < 6.0f) ? g : 0.0f;
   float s = 1.0f / (1.0f + expf(-x));
   return g * s * (1.0f - s);
 }

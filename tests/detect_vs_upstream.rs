@@ -24,7 +24,7 @@ fn run<B: Backend>(b: &B) -> Vec<String> {
     l.finish().unwrap();
     let efx = SafeTensors::open(fixture_path("effnet_b4w.safetensors")).unwrap();
     let m = efx.metadata();
-    let ecfg = EffNetConfig { width: m["width"].parse().unwrap(), depth: m["depth"].parse().unwrap(), image_size: m["image_size"].parse().unwrap(), tap_stages: vec![0, 1, 2, 4] };
+    let ecfg = EffNetConfig { width: m["width"].parse().unwrap(), depth: m["depth"].parse().unwrap(), image_size: m["image_size"].parse().unwrap(), tap_stages: vec![0, 1, 2, 4], lite: false };
     let el = Loader::new(&efx, b);
     let eff = EfficientNet::load(&ecfg, &el).unwrap();
     el.finish().unwrap();

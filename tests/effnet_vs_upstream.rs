@@ -16,7 +16,7 @@ use ran::{Backend, Cpu};
 
 fn small_cfg(fx: &SafeTensors) -> EffNetConfig {
     let m = fx.metadata();
-    EffNetConfig { width: m["width"].parse().unwrap(), depth: m["depth"].parse().unwrap(), image_size: m["image_size"].parse().unwrap(), tap_stages: vec![0, 1, 2, 4] }
+    EffNetConfig { width: m["width"].parse().unwrap(), depth: m["depth"].parse().unwrap(), image_size: m["image_size"].parse().unwrap(), tap_stages: vec![0, 1, 2, 4], lite: false }
 }
 
 fn check<B: Backend>(b: &B, w: &dyn Weights, fx: &SafeTensors, label: &str) -> Vec<String> {
@@ -82,4 +82,39 @@ fn b4_structure_matches_the_package_and_the_spec() {
     let x = Cpu.from_host(&[1, 3, 256, 256], &vec![0.1; 3 * 256 * 256]).unwrap();
     let shapes: Vec<Vec<usize>> = net.taps(&Cpu, &x).unwrap().iter().map(|t| t.dims().to_vec()).collect();
     assert_eq!(shapes, vec![vec![1, 24, 128, 128], vec![1, 32, 64, 64], vec![1, 56, 32, 32], vec![1, 160, 16, 16]]);
+}
+
+/// EfficientNet-Lite (efficientnet-lite-pytorch): ReLU6, no squeeze-excite, unscaled stem and
+/// first/last stages, on CPU and emulated CUDA.
+#[test]
+fn lite_effnet_matches_efficientnet_lite_pytorch() {
+    let fx = SafeTensors::open(fixture_path("effnet_lite_small.safetensors")).unwrap();
+    let m = fx.metadata();
+    let cfg = EffNetConfig { width: m["width"].parse().unwrap(), depth: m["depth"].parse().unwrap(), image_size: m["image_size"].parse().unwrap(), tap_stages: vec![0, 1, 2, 4], lite: true };
+    let ends: Vec<usize> = serde_json::from_str(&m["stage_ends"]).unwrap();
+    assert_eq!(cfg.stage_ends(), ends);
+    let mut fails = run_lite(&Cpu, &cfg, &fx, "cpu");
+    fails.extend(run_lite(&EmulatedCuda::emulated(), &cfg, &fx, "emulator"));
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+    let lite0 = EffNetConfig::from_name("efficientnet-lite0").unwrap();
+    assert!(lite0.lite && lite0.image_size == 224);
+}
+
+fn run_lite<B: Backend>(b: &B, cfg: &EffNetConfig, fx: &SafeTensors, label: &str) -> Vec<String> {
+    let l = Loader::new(fx, b).ignoring(&["x", "features", "tap0", "tap1", "tap2", "tap3"]);
+    let net = EfficientNet::load(cfg, &l).unwrap_or_else(|e| panic!("{label}: {e}"));
+    l.finish().unwrap_or_else(|e| panic!("{label}: {e}"));
+    let (xs, xv) = fx.get("x").unwrap();
+    let x = b.from_host(&xs, &xv).unwrap();
+    let mut fails = Vec::new();
+    for (i, t) in net.taps(b, &x).unwrap().iter().enumerate() {
+        if let Err(e) = check_close(&format!("[lite {label}] tap{i}"), &b.to_host(t).unwrap(), &fx.get(&format!("tap{i}")).unwrap().1, 2e-5, 1e-4) {
+            fails.push(e);
+        }
+    }
+    let f = net.features(b, &x, 8).unwrap();
+    if let Err(e) = check_close(&format!("[lite {label}] features"), &b.to_host(&f).unwrap(), &fx.get("features").unwrap().1, 2e-5, 1e-4) {
+        fails.push(e);
+    }
+    fails
 }

@@ -103,7 +103,7 @@ fn group_norm_x_backward_matches_finite_differences() {
 #[test]
 fn elementwise_x_backward_matches_finite_differences() {
     let mut r = Rng(4);
-    for act in [Activation::Silu, Activation::Relu, Activation::Sigmoid] {
+    for act in [Activation::Silu, Activation::Relu, Activation::Sigmoid, Activation::Relu6] {
         let x: Vec<f64> = r.vec(40).iter().map(|v| 3.0 * v).collect();
         let gy = r.vec(40);
         let gx = activation::activation_x_backward(&gy, &x, act);

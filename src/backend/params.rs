@@ -118,6 +118,8 @@ pub enum Activation {
     Silu,
     Relu,
     Sigmoid,
+    /// min(max(x, 0), 6): EfficientNet-Lite's activation
+    Relu6,
 }
 
 impl Activation {
@@ -126,7 +128,8 @@ impl Activation {
             "silu" | "swish" => Ok(Activation::Silu),
             "relu" => Ok(Activation::Relu),
             "sigmoid" => Ok(Activation::Sigmoid),
-            _ => Err(Error::InvalidArgument(format!("unknown activation `{s}` (silu, relu, sigmoid)"))),
+            "relu6" => Ok(Activation::Relu6),
+            _ => Err(Error::InvalidArgument(format!("unknown activation `{s}` (silu, relu, sigmoid, relu6)"))),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! EfficientNet (lukemelas `efficientnet-pytorch` layout and parameter names, the paper's feature
-//! extractor; spec §2): B0–B7 from their compound coefficients, or any width/depth, with static
+//! extractor; spec §2): B0–B7 from their compound coefficients, or any width/depth, and the
+//! EfficientNet-Lite variants of `efficientnet-lite-pytorch` (same names; ReLU6, no SE), with static
 //! "same" padding computed for a configured image size (380 for B4, as the paper's code) whatever
 //! the input size; BatchNorm folded for inference (eps 1e-3), swish, squeeze-excite. `features`
 //! returns the last blocks of stages 0, 1, 2 and 4 (strides 2, 4, 8, 16), bilinearly resized to
@@ -22,6 +23,9 @@ pub struct EffNetConfig {
     pub image_size: usize,
     /// stages whose last block is tapped
     pub tap_stages: Vec<usize>,
+    /// EfficientNet-Lite (efficientnet-lite-pytorch): ReLU6, no squeeze-excite, stem and the first
+    /// and last stages not scaled
+    pub lite: bool,
 }
 
 impl EffNetConfig {
@@ -35,7 +39,18 @@ impl EffNetConfig {
                 return Err(bad());
             }
             let (w, d, r) = (v[0].parse().map_err(|_| bad())?, v[1].parse().map_err(|_| bad())?, v[2].parse().map_err(|_| bad())?);
-            return Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4] });
+            return Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4], lite: false });
+        }
+        let lite = match name {
+            "efficientnet-lite0" => Some((1.0, 1.0, 224)),
+            "efficientnet-lite1" => Some((1.0, 1.1, 240)),
+            "efficientnet-lite2" => Some((1.1, 1.2, 260)),
+            "efficientnet-lite3" => Some((1.2, 1.4, 280)),
+            "efficientnet-lite4" => Some((1.4, 1.8, 300)),
+            _ => None,
+        };
+        if let Some((w, d, r)) = lite {
+            return Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4], lite: true });
         }
         let (w, d, r) = match name {
             "efficientnet-b0" => (1.0, 1.0, 224),
@@ -46,9 +61,9 @@ impl EffNetConfig {
             "efficientnet-b5" => (1.6, 2.2, 456),
             "efficientnet-b6" => (1.8, 2.6, 528),
             "efficientnet-b7" => (2.0, 3.1, 600),
-            _ => return Err(Error::InvalidArgument(format!("unknown EfficientNet `{name}` (efficientnet-b0 … efficientnet-b7)"))),
+            _ => return Err(Error::InvalidArgument(format!("unknown EfficientNet `{name}` (efficientnet-b0 … b7, efficientnet-lite0 … lite4, custom:W,D,SIZE)"))),
         };
-        Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4] })
+        Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4], lite: false })
     }
 
     /// efficientnet-pytorch's round_filters (depth_divisor 8).
@@ -65,13 +80,41 @@ impl EffNetConfig {
         (self.depth * r as f64).ceil() as usize
     }
 
+    /// Blocks in stage `s` (Lite keeps the first and last stages unscaled).
+    fn stage_repeats(&self, s: usize) -> usize {
+        if self.lite && (s == 0 || s == STAGES.len() - 1) {
+            STAGES[s].0
+        } else {
+            self.round_repeats(STAGES[s].0)
+        }
+    }
+
+    /// Input channels of stage `s` (Lite's stem stays at 32).
+    fn stage_in(&self, s: usize) -> usize {
+        if self.lite && s == 0 {
+            32
+        } else {
+            self.round_filters(STAGES[s].4)
+        }
+    }
+
+    fn stem_channels(&self) -> usize {
+        if self.lite {
+            32
+        } else {
+            self.round_filters(32)
+        }
+    }
+
     /// Index of the last block of each stage.
     pub fn stage_ends(&self) -> Vec<usize> {
         let mut i = 0usize;
-        STAGES.iter().map(|s| {
-            i += self.round_repeats(s.0);
-            i - 1
-        }).collect()
+        (0..STAGES.len())
+            .map(|s| {
+                i += self.stage_repeats(s);
+                i - 1
+            })
+            .collect()
     }
 
     /// Channels of the taps, in order.
@@ -104,12 +147,11 @@ impl<B: Backend> ConvBn<B> {
         let (scale, shift) = fold_batch_norm(&v("weight")?, &v("bias")?, &v("running_mean")?, &v("running_var")?, 1e-3)?;
         Ok(ConvBn { w, p, scale: l.backend.from_host(&[cout], &scale)?, shift: l.backend.from_host(&[cout], &shift)? })
     }
-    fn forward(&self, b: &B, x: &Tensor<B>, swish: bool) -> Result<Tensor<B>> {
+    fn forward(&self, b: &B, x: &Tensor<B>, act: Option<Activation>) -> Result<Tensor<B>> {
         let y = b.channel_affine(&b.conv2d(x, &self.w, None, &self.p)?, &self.scale, &self.shift)?;
-        if swish {
-            b.activation(&y, Activation::Silu)
-        } else {
-            Ok(y)
+        match act {
+            Some(a) => b.activation(&y, a),
+            None => Ok(y),
         }
     }
 }
@@ -117,7 +159,7 @@ impl<B: Backend> ConvBn<B> {
 struct MbConv<B: Backend> {
     expand: Option<ConvBn<B>>,
     depthwise: ConvBn<B>,
-    se: (crate::models::unet_layers::Conv1x1<B>, crate::models::unet_layers::Conv1x1<B>),
+    se: Option<(crate::models::unet_layers::Conv1x1<B>, crate::models::unet_layers::Conv1x1<B>)>,
     project: ConvBn<B>,
     residual: bool,
 }
@@ -127,6 +169,7 @@ pub struct EfficientNet<B: Backend> {
     stem: ConvBn<B>,
     blocks: Vec<MbConv<B>>,
     taps: Vec<usize>,
+    act: Activation,
 }
 
 impl<B: Backend> EfficientNet<B> {
@@ -134,15 +177,15 @@ impl<B: Backend> EfficientNet<B> {
     /// may be present and are ignored.
     pub fn load(cfg: &EffNetConfig, l: &Loader<B>) -> Result<Self> {
         let mut size = cfg.image_size;
-        let c0 = cfg.round_filters(32);
+        let c0 = cfg.stem_channels();
         let stem = ConvBn::load(l, "_conv_stem", "_bn0", 3, c0, 3, 2, 1, size)?;
         size = size.div_ceil(2);
         let mut blocks = Vec::new();
         // Blocks after the last tap do not contribute to the features: not built, not computed.
         let last_stage = cfg.tap_stages.iter().copied().max().unwrap_or(6);
-        for &(r, k, s, e, cin, cout) in STAGES.iter().take(last_stage + 1) {
-            let (cin, cout) = (cfg.round_filters(cin), cfg.round_filters(cout));
-            for j in 0..cfg.round_repeats(r) {
+        for (si, &(_, k, s, e, _, cout)) in STAGES.iter().enumerate().take(last_stage + 1) {
+            let (cin, cout) = (cfg.stage_in(si), cfg.round_filters(cout));
+            for j in 0..cfg.stage_repeats(si) {
                 let (inp, stride) = if j == 0 { (cin, s) } else { (cout, 1) };
                 let i = blocks.len();
                 let p = |n: &str| format!("_blocks.{i}.{n}");
@@ -151,14 +194,18 @@ impl<B: Backend> EfficientNet<B> {
                 let depthwise = ConvBn::load(l, &p("_depthwise_conv"), &p("_bn1"), mid, mid, k, stride, mid, size)?;
                 size = size.div_ceil(stride);
                 let sq = (1usize).max((inp as f64 * 0.25) as usize);
-                let se = (crate::models::unet_layers::Conv1x1::load(l, &p("_se_reduce"), mid, sq)?, crate::models::unet_layers::Conv1x1::load(l, &p("_se_expand"), sq, mid)?);
+                let se = if cfg.lite {
+                    None
+                } else {
+                    Some((crate::models::unet_layers::Conv1x1::load(l, &p("_se_reduce"), mid, sq)?, crate::models::unet_layers::Conv1x1::load(l, &p("_se_expand"), sq, mid)?))
+                };
                 let project = ConvBn::load(l, &p("_project_conv"), &p("_bn2"), mid, cout, 1, 1, 1, size)?;
                 blocks.push(MbConv { expand, depthwise, se, project, residual: stride == 1 && inp == cout });
             }
         }
         let ends = cfg.stage_ends();
         let taps = cfg.tap_stages.iter().map(|&s| ends.get(s).copied().ok_or_else(|| Error::InvalidArgument(format!("no stage {s}")))).collect::<Result<_>>()?;
-        Ok(EfficientNet { cfg: cfg.clone(), stem, blocks, taps })
+        Ok(EfficientNet { cfg: cfg.clone(), stem, blocks, taps, act: if cfg.lite { Activation::Relu6 } else { Activation::Silu } })
     }
 
     /// Padding of each block's depthwise conv (for checking the static "same" rule).
@@ -182,18 +229,21 @@ impl<B: Backend> EfficientNet<B> {
 
     /// The tapped block outputs for x [N,3,H,W] (in [-1, 1], no ImageNet normalisation, as the paper).
     pub fn taps(&self, b: &B, x: &Tensor<B>) -> Result<Vec<Tensor<B>>> {
-        let mut h = self.stem.forward(b, x, true)?;
+        let act = Some(self.act);
+        let mut h = self.stem.forward(b, x, act)?;
         let mut out = Vec::with_capacity(self.taps.len());
         for (i, blk) in self.blocks.iter().enumerate() {
             let inp = h.clone();
             if let Some(e) = &blk.expand {
-                h = e.forward(b, &h, true)?;
+                h = e.forward(b, &h, act)?;
             }
-            h = blk.depthwise.forward(b, &h, true)?;
-            let s = b.global_avg_pool(&h)?;
-            let s = blk.se.1.forward(b, &b.activation(&blk.se.0.forward(b, &s)?, Activation::Silu)?)?;
-            h = b.mul(&h, &b.activation(&s, Activation::Sigmoid)?)?;
-            h = blk.project.forward(b, &h, false)?;
+            h = blk.depthwise.forward(b, &h, act)?;
+            if let Some((reduce, expand)) = &blk.se {
+                let s = b.global_avg_pool(&h)?;
+                let s = expand.forward(b, &b.activation(&reduce.forward(b, &s)?, Activation::Silu)?)?;
+                h = b.mul(&h, &b.activation(&s, Activation::Sigmoid)?)?;
+            }
+            h = blk.project.forward(b, &h, None)?;
             if blk.residual {
                 h = b.add(&h, &inp)?;
             }

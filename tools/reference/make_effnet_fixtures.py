@@ -88,5 +88,50 @@ def main():
           f"{sum(v.numel() for v in sd.values())} params; B4 feature params {b4_feat_params}, blocks {b4_blocks}, stage ends {stage_ends(b4)}")
 
 
+def lite():
+    """tests/fixtures/effnet_lite_small.safetensors: EfficientNet-Lite (PyPI efficientnet-lite-pytorch
+    0.1.0: ReLU6, no squeeze-excite, stem and first/last stages unscaled) at width 1.2 / depth 0.5,
+    padded for 76, random weights, 64×64 inputs; expected taps and 8×8 features as above (the blocks
+    after the last tap omitted)."""
+    from efficientnet_lite_pytorch import EfficientNet as Lite
+    from efficientnet_lite_pytorch.utils import round_repeats as lite_repeats
+    model = Lite.from_name("efficientnet-lite0", width_coefficient=1.2, depth_coefficient=0.5, image_size=76).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("_bn0.weight", "_bn1.weight", "_bn2.weight")):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+            p.copy_(p.half().float())
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_((0.2 * torch.randn(b.shape, generator=gen)).half().float())
+            elif name.endswith("running_var"):
+                b.copy_((0.5 + torch.rand(b.shape, generator=gen)).half().float())
+    ends, i = [], -1
+    for si, a in enumerate(model._blocks_args):
+        fixed = si in (0, len(model._blocks_args) - 1)
+        i += a.num_repeat if fixed else lite_repeats(a.num_repeat, model._global_params)
+        ends.append(i)
+    tap_idx = [ends[0], ends[1], ends[2], ends[4]]
+    x = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        ts = taps(model, x, tap_idx)
+        feats = torch.cat([F.interpolate(t, size=(8, 8), mode="bilinear", align_corners=False) for t in ts], dim=1)
+    tensors = {k: v.half().contiguous() for k, v in model.state_dict().items() if v.is_floating_point() and not k.startswith(HEAD)
+               and not (k.startswith("_blocks.") and int(k.split(".")[1]) > tap_idx[-1])}
+    tensors["x"] = x.contiguous()
+    for j, t in enumerate(ts):
+        tensors[f"tap{j}"] = t.contiguous()
+    tensors["features"] = feats.contiguous()
+    meta = {"kind": "effnet", "arch": "lite", "width": "1.2", "depth": "0.5", "image_size": "76", "taps": json.dumps(tap_idx), "feat_size": "8",
+            "stage_ends": json.dumps(ends), "generator": "tools/reference/make_effnet_fixtures.py", "torch": torch.__version__}
+    save_file(tensors, os.path.join(OUT, "effnet_lite_small.safetensors"), metadata=meta)
+    print(f"lite: taps {tap_idx}, channels {[t.shape[1] for t in ts]}, stage ends {ends}")
+
+
 if __name__ == "__main__":
     main()
+    lite()

@@ -119,7 +119,7 @@ case("batch_norm_eval", "batch_norm", {"eps": 1e-3},
      bn, grads=("x",))
 
 # ---- activations ------------------------------------------------------------------------------------
-for act, fn in [("silu", F.silu), ("relu", F.relu), ("sigmoid", torch.sigmoid)]:
+for act, fn in [("silu", F.silu), ("relu", F.relu), ("sigmoid", torch.sigmoid), ("relu6", F.relu6)]:
     case(f"act_{act}", "activation", {"act": act}, {"x": rnd(2, 3, 4, 5, scale=3.0)},
          lambda x, fn=fn: fn(x), grads=("x",))
 

@@ -1,4 +1,4 @@
-//! SiLU (swish), ReLU, sigmoid and their input gradients, elementwise.
+//! SiLU (swish), ReLU, sigmoid, ReLU6 and their input gradients, elementwise.
 
 use super::real::Real;
 use crate::backend::Activation;
@@ -27,6 +27,7 @@ fn forward_one<T: Real>(x: T, act: Activation) -> T {
         Activation::Silu => x / (T::one() + (-x).exp()),
         Activation::Relu => x.max(T::zero()),
         Activation::Sigmoid => T::one() / (T::one() + (-x).exp()),
+        Activation::Relu6 => x.max(T::zero()).min(T::of(6.0)),
     }
 }
 
@@ -47,6 +48,14 @@ fn grad_one<T: Real>(g: T, x: T, act: Activation) -> T {
         Activation::Sigmoid => {
             let s = T::one() / (T::one() + (-x).exp());
             g * s * (T::one() - s)
+        }
+        // PyTorch's hardtanh_backward: the gradient passes strictly inside (0, 6)
+        Activation::Relu6 => {
+            if x > T::zero() && x < T::of(6.0) {
+                g
+            } else {
+                T::zero()
+            }
         }
     }
 }

@@ -178,6 +178,7 @@ fn act_code(a: Activation) -> i32 {
         Activation::Silu => 0,
         Activation::Relu => 1,
         Activation::Sigmoid => 2,
+        Activation::Relu6 => 3,
     }
 }
 

@@ -287,8 +287,7 @@ fn main() -> ExitCode {
                     Ok(p) => p,
                     Err(e) => return fail(e),
                 };
-                score.model = Some(model);
-                score.kl_only = true;
+                demo_settings(&mut score, model);
                 if inputs.is_empty() {
                     // per category: one normal image and one of each defect
                     for c in ["brick", "grass", "gravel"] {
@@ -300,7 +299,7 @@ fn main() -> ExitCode {
                 if out == std::path::Path::new("ran-out") {
                     out = "ran-demo".into();
                 }
-                println!("demo: a toy model trained on CPU on textures (see weights/README.md), KL score only");
+                println!("demo: a toy model trained on CPU on textures, EfficientNet-Lite0 features (see weights/README.md)");
             }
             let device = score.device.clone();
             let Some(args) = score.detect_args(inputs, out.clone(), class, threshold, alpha_table, batch) else {
@@ -348,8 +347,7 @@ fn main() -> ExitCode {
             if demo {
                 match demo_paths() {
                     Ok((m, d)) => {
-                        score.model = Some(m);
-                        score.kl_only = true;
+                        demo_settings(&mut score, m);
                         data = Some(d);
                     }
                     Err(e) => return fail(e),
@@ -395,6 +393,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+    }
+}
+
+/// The demo's extractor and scoring settings (user flags such as --alpha still apply).
+fn demo_settings(score: &mut ScoreOpts, model: std::path::PathBuf) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    score.model = Some(model);
+    if score.effnet.is_none() && !score.kl_only {
+        score.effnet = Some(root.join("weights/demo/efficientnet_lite0_taps.safetensors"));
+        score.effnet_arch = "efficientnet-lite0".into();
+        // the demo head was trained on the true timesteps: score it with τ_k
+        score.feature_timestep = "tau".into();
     }
 }
 

@@ -46,7 +46,7 @@ fn demo_detect_and_eval_run_out_of_the_box() {
     let o = ran(&["detect", "--demo", "--device", "cpu", "--out", &out]);
     let so = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{so}{}", String::from_utf8_lossy(&o.stderr));
-    assert!(so.contains("15 image(s) scored, 0 failed") && so.contains("toy model"), "{so}");
+    assert!(so.contains("15 image(s) scored, 0 failed") && so.contains("toy model") && !so.contains("KL score only"), "{so}");
     assert!(std::path::Path::new(&out).join("0002_spot_000_overlay.png").is_file());
     let out = dir.join("eval").display().to_string();
     let o = ran(&["eval", "--demo", "--device", "cpu", "--out", &out]);
@@ -56,5 +56,5 @@ fn demo_detect_and_eval_run_out_of_the_box() {
     let cats: Vec<&str> = m["categories"].as_array().unwrap().iter().map(|c| c["category"].as_str().unwrap()).collect();
     assert_eq!(cats, ["brick", "grass", "gravel"]);
     let mean = m["mean"]["pixel_auroc"].as_f64().unwrap();
-    assert!(mean > 0.7, "demo mean pixel AUROC {mean} (README: 0.78)");
+    assert!(mean > 0.7, "demo mean pixel AUROC {mean} (README: 0.789)");
 }

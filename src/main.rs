@@ -38,6 +38,10 @@ enum Command {
         /// Category names of a class-conditional model, in label order (e.g. the 15 MVTec names).
         #[arg(long, value_delimiter = ',')]
         class_names: Vec<String>,
+        /// The EfficientNet the feature head was trained against (e.g. efficientnet-b4,
+        /// efficientnet-lite0), recorded in the metadata so detect/eval pick it by default.
+        #[arg(long)]
+        feature_extractor: Option<String>,
     },
     /// Run the engine on the inputs of a reference file (tools/reference/dump_reference.py) and
     /// report the largest errors per output; exit status 1 when any exceeds the tolerance.
@@ -148,9 +152,10 @@ struct ScoreOpts {
     /// EfficientNet weights (.pth or safetensors) for the feature score.
     #[arg(long)]
     effnet: Option<std::path::PathBuf>,
-    /// efficientnet-b0 … b7, or custom:WIDTH,DEPTH,IMAGE_SIZE.
-    #[arg(long, default_value = "efficientnet-b4")]
-    effnet_arch: String,
+    /// efficientnet-b0 … b7, efficientnet-lite0 … lite4, or custom:WIDTH,DEPTH,IMAGE_SIZE
+    /// (default: what the model's metadata declares, else efficientnet-b4 as the paper).
+    #[arg(long)]
+    effnet_arch: Option<String>,
     /// Image size the EfficientNet's static padding is computed for (default: the variant's, 380 for B4).
     #[arg(long)]
     effnet_image_size: Option<usize>,
@@ -187,7 +192,7 @@ impl ScoreOpts {
             inputs,
             model: self.model?,
             effnet: self.effnet,
-            effnet_arch: self.effnet_arch,
+            effnet_arch: self.effnet_arch.unwrap_or_default(),
             effnet_image_size: self.effnet_image_size,
             kl_only: self.kl_only,
             out,
@@ -244,7 +249,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Convert { checkpoint, flags, out, dtype, class_names } => match ran::commands::convert::run(&checkpoint, &flags, &out, &dtype, &class_names) {
+        Command::Convert { checkpoint, flags, out, dtype, class_names, feature_extractor } => match ran::commands::convert::run(&checkpoint, &flags, &out, &dtype, &class_names, feature_extractor.as_deref()) {
             Ok(s) => {
                 println!(
                     "wrote {}: {} tensors, {:.1} M parameters{}, {:.1} MB ({dtype})",
@@ -402,7 +407,7 @@ fn demo_settings(score: &mut ScoreOpts, model: std::path::PathBuf) {
     score.model = Some(model);
     if score.effnet.is_none() && !score.kl_only {
         score.effnet = Some(root.join("weights/demo/efficientnet_lite0_taps.safetensors"));
-        score.effnet_arch = "efficientnet-lite0".into();
+        // the extractor comes from the model's metadata (feature_extractor)
         // the demo head was trained on the true timesteps: score it with τ_k
         score.feature_timestep = "tau".into();
     }

@@ -89,3 +89,19 @@ fn verify_the_effnet_and_the_whole_detection() {
     assert_eq!(rc, 1, "{so}");
     assert!(so.contains("no --effnet"), "{so}");
 }
+
+/// --feature-extractor is recorded only when its taps fit the head (the demo's head predicts
+/// EfficientNet-Lite0's 192 channels, not B4's 272).
+#[test]
+fn convert_checks_the_declared_feature_extractor() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/demo/unet_demo.safetensors");
+    let st = ran::io::safetensors::SafeTensors::open(&demo).unwrap();
+    assert_eq!(st.metadata()["feature_extractor"], "efficientnet-lite0");
+    let flags = st.metadata()["model_flags"].clone();
+    let d = demo.display().to_string();
+    let (rc, _, se) = ran(&["convert", "--checkpoint", &d, "--flags", &flags, "--feature-extractor", "efficientnet-b4", "--out", &tmp("fe.safetensors")]);
+    assert_eq!(rc, 2);
+    assert!(se.contains("272") && se.contains("192"), "{se}");
+    let (rc, so, se) = ran(&["convert", "--checkpoint", &d, "--flags", &flags, "--feature-extractor", "efficientnet-lite0", "--out", &tmp("fe.safetensors")]);
+    assert_eq!(rc, 0, "{so}{se}");
+}

@@ -21,7 +21,7 @@ pub struct Summary {
 
 /// `class_names`: the categories of a class-conditional model in label order (stored in the
 /// metadata, so detect/eval can map folder names to labels).
-pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: &str, class_names: &[String]) -> Result<Summary> {
+pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: &str, class_names: &[String], feature_extractor: Option<&str>) -> Result<Summary> {
     let dtype = Dtype::parse_name(dtype).ok_or_else(|| Error::InvalidArgument(format!("--dtype {dtype}: f32, f16 or bf16")))?;
     let flags = ModelFlags::parse(flags)?;
     let w = open_weights(checkpoint)?;
@@ -40,6 +40,15 @@ pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: &str, class_names:
             return Err(Error::InvalidArgument(format!("{} class names for a model with {:?} classes", class_names.len(), model.num_classes)));
         }
         meta.insert("class_names".to_string(), class_names.join(","));
+    }
+    if let Some(fe) = feature_extractor {
+        let cfg = crate::models::efficientnet::EffNetConfig::from_name(fe)?;
+        let out_ch = model.feat_head.as_ref().map(|h| h.out_channels()).ok_or_else(|| Error::InvalidArgument("--feature-extractor given but the checkpoint has no feature head (feat_rec1.*)".into()))?;
+        let taps: usize = cfg.tap_channels().iter().sum();
+        if taps != out_ch {
+            return Err(Error::InvalidArgument(format!("{fe}'s taps give {taps} channels, the feature head predicts {out_ch}")));
+        }
+        meta.insert("feature_extractor".to_string(), fe.to_string());
     }
     meta.insert("converted_from".to_string(), checkpoint.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
     write_streaming(out, &entries, |n| w.get(n).map(|(_, v)| v), &meta, dtype)?;

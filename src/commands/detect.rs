@@ -152,8 +152,14 @@ impl<B: Backend> Pipeline<B> {
             }
         }
         let effnet = match (&unet.feat_head, &a.effnet, a.kl_only) {
-            (Some(_), Some(p), false) => {
-                let mut cfg = EffNetConfig::from_name(&a.effnet_arch)?;
+            (Some(head), Some(p), false) => {
+                // explicit --effnet-arch, else the model's declared extractor, else the paper's B4
+                let arch = if !a.effnet_arch.is_empty() { a.effnet_arch.clone() } else { crate::models::feature_extractor(&a.model)?.unwrap_or_else(|| "efficientnet-b4".into()) };
+                let mut cfg = EffNetConfig::from_name(&arch)?;
+                let taps: usize = cfg.tap_channels().iter().sum();
+                if taps != head.out_channels() {
+                    return Err(Error::InvalidArgument(format!("{arch}'s taps give {taps} channels but the model's feature head predicts {}: give the matching --effnet-arch", head.out_channels())));
+                }
                 if let Some(s) = a.effnet_image_size {
                     cfg.image_size = s;
                 }

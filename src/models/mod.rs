@@ -42,3 +42,9 @@ pub fn class_names(path: &Path) -> Result<Option<Vec<String>>> {
     let st = SafeTensors::open(path)?;
     Ok(st.metadata().get("class_names").map(|s| s.split(',').map(|c| c.trim().to_string()).collect()))
 }
+
+/// The feature extractor a converted model declares (`ran convert --feature-extractor`), if any.
+pub fn feature_extractor(path: &Path) -> Result<Option<String>> {
+    let st = SafeTensors::open(path)?;
+    Ok(st.metadata().get("feature_extractor").cloned())
+}

@@ -213,6 +213,13 @@ pub struct FeatHead<B: Backend> {
     pub feat_shape: usize,
 }
 
+impl<B: Backend> FeatHead<B> {
+    /// Channels the head predicts (the extractor's taps, concatenated).
+    pub fn out_channels(&self) -> usize {
+        self.conv.w.dims()[0]
+    }
+}
+
 pub struct UNetOutput<B: Backend> {
     /// [N, 3 or 6, H, W]: ε̂ (and v)
     pub out: Tensor<B>,

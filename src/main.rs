@@ -392,6 +392,13 @@ fn main() -> ExitCode {
                     }
                     let mean = |f: &dyn Fn(&ran::commands::eval::CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
                     println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", "mean", "", mean(&|m| m.pixel_auroc), mean(&|m| m.pro), mean(&|m| m.image_auroc));
+                    if r.iter().all(|m| m.kl_only.is_some() && m.feature_only.is_some()) {
+                        for (label, pick) in [("KL only", 0usize), ("feature only", 1)] {
+                            let g = |m: &ran::commands::eval::CategoryMetrics| if pick == 0 { m.kl_only.clone() } else { m.feature_only.clone() };
+                            let mm = |f: &dyn Fn(&ran::commands::eval::ModeMetrics) -> f64| r.iter().map(|m| g(m).map(|x| f(&x)).unwrap_or(f64::NAN)).sum::<f64>() / r.len() as f64;
+                            println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", format!("mean, {label}"), "", mm(&|x| x.pixel_auroc), mm(&|x| x.pro), mm(&|x| x.image_auroc));
+                        }
+                    }
                     println!("metrics in {} and metrics.csv", out.join("metrics.json").display());
                     ExitCode::SUCCESS
                 }

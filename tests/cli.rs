@@ -57,4 +57,10 @@ fn demo_detect_and_eval_run_out_of_the_box() {
     assert_eq!(cats, ["brick", "grass", "gravel"]);
     let mean = m["mean"]["pixel_auroc"].as_f64().unwrap();
     assert!(mean > 0.7, "demo mean pixel AUROC {mean} (README: 0.789)");
+    // the KL-only and feature-only rows come with the ensemble
+    for mode in ["kl_only", "feature_only"] {
+        let v = m["mean"][mode]["pixel_auroc"].as_f64().unwrap();
+        assert!(v > 0.65, "{mode}: {v}");
+    }
+    assert!(so.contains("mean, KL only") && so.contains("mean, feature only"), "{so}");
 }

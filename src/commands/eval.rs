@@ -25,9 +25,19 @@ pub struct EvalArgs {
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
+pub struct ModeMetrics {
+    pub pixel_auroc: f64,
+    pub pro: f64,
+    pub image_auroc: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct CategoryMetrics {
     pub category: String,
     pub images: usize,
+    /// the KL map alone and the feature map alone, when the feature score ran
+    pub kl_only: Option<ModeMetrics>,
+    pub feature_only: Option<ModeMetrics>,
     pub pixel_auroc: f64,
     pub pro: f64,
     pub image_auroc: f64,
@@ -38,26 +48,40 @@ fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> PathBuf 
     out.join("cache").join(category).join(format!("{rel}.f32"))
 }
 
-fn write_map(p: &Path, score: f32, map: &[f32]) -> Result<()> {
+/// Cache file: [number of maps, image score, score map, (KL map, feature map)] as little-endian f32.
+fn write_maps(p: &Path, score: f32, maps: &[&[f32]]) -> Result<()> {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::Io { path: d.to_path_buf(), source: e })?;
     }
-    let mut bytes = score.to_le_bytes().to_vec();
-    bytes.extend_from_slice(bytemuck::cast_slice(map));
+    let mut v = vec![maps.len() as f32, score];
+    for m in maps {
+        v.extend_from_slice(m);
+    }
     let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+    std::fs::write(&tmp, bytemuck::cast_slice::<f32, u8>(&v)).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
     std::fs::rename(&tmp, p).map_err(|e| Error::Io { path: p.to_path_buf(), source: e })
 }
 
-fn read_map(p: &Path, px: usize) -> Result<Option<(f32, Vec<f32>)>> {
+/// (image score, maps) of a cached image, None when not cached yet.
+fn read_maps(p: &Path, px: usize) -> Result<Option<(f32, Vec<Vec<f32>>)>> {
+    let bad = || Error::BadFile { path: p.to_path_buf(), msg: "cached maps do not fit (another model or resolution?): delete the cache".into() };
     match std::fs::read(p) {
         Err(_) => Ok(None),
-        Ok(b) if b.len() == 4 * (px + 1) => {
+        Ok(b) => {
             let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            Ok(Some((v[0], v[1..].to_vec())))
+            let k = *v.first().ok_or_else(bad)? as usize;
+            if b.len() % 4 != 0 || v.len() != 2 + k * px || k == 0 {
+                return Err(bad());
+            }
+            Ok(Some((v[1], (0..k).map(|i| v[2 + i * px..2 + (i + 1) * px].to_vec()).collect())))
         }
-        Ok(_) => Err(Error::BadFile { path: p.to_path_buf(), msg: "cached map has the wrong size (another model or resolution?): delete the cache".into() }),
     }
+}
+
+fn mode_metrics(maps: &[f32], masks: &[u8], labels: &[bool], img_labels: &[bool], n: usize, size: usize, topk: usize) -> Result<ModeMetrics> {
+    let px = size * size;
+    let scores: Vec<f32> = (0..n).map(|i| crate::anomaly::score::topk_mean(&maps[i * px..(i + 1) * px], topk)).collect();
+    Ok(ModeMetrics { pixel_auroc: auroc(maps, labels)?, pro: au_pro(maps, masks, n, size, size, 0.3)?.au_pro, image_auroc: auroc(&scores, img_labels)? })
 }
 
 pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
@@ -113,7 +137,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
                 continue;
             }
             let cp = cache_path(&a.detect.out, cat, &s.image, &a.data);
-            if read_map(&cp, px)?.is_some() {
+            if read_maps(&cp, px)?.is_some() {
                 continue;
             }
             let Some(p) = &pipe else { continue };
@@ -124,16 +148,25 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
                 (None, _) => None,
             };
             let sc = p.score_images(b, &[&img], y.as_deref(), a.detect.seed)?.remove(0);
-            write_map(&cp, sc.image_score, &sc.score_map)?;
+            match &sc.feat_map {
+                Some(f) => write_maps(&cp, sc.image_score, &[&sc.score_map, &sc.kl_map, f])?,
+                None => write_maps(&cp, sc.image_score, &[&sc.score_map])?,
+            }
         }
         bar.finish_and_clear();
         if a.shard.is_some() && !a.merge {
             continue; // a shard only fills the cache
         }
         let (mut scores, mut masks, mut img_scores, mut img_labels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut kl_maps, mut feat_maps) = (Vec::new(), Vec::new());
         for s in &samples {
             let cp = cache_path(&a.detect.out, cat, &s.image, &a.data);
-            let (is, map) = read_map(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", s.image.display()) })?;
+            let (is, mut maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", s.image.display()) })?;
+            if maps.len() == 3 {
+                feat_maps.extend(maps.pop().unwrap_or_default());
+                kl_maps.extend(maps.pop().unwrap_or_default());
+            }
+            let map = maps.remove(0);
             let m: Vec<u8> = match &s.mask {
                 Some(mp) => center_crop_arr(&load_gray(mp)?, size).data.iter().map(|&v| (v == 255) as u8).collect(),
                 None => vec![0; px],
@@ -183,7 +216,10 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         } else {
             pro_curve.au_pro
         };
-        results.push(CategoryMetrics { category: cat.clone(), images: n, pixel_auroc: pa, pro, image_auroc: ia });
+        let split = kl_maps.len() == scores.len();
+        let mode = |m: &[f32]| mode_metrics(m, &masks, &labels, &img_labels, n, size, a.detect.topk).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")));
+        let (kl_only, feature_only) = if split { (Some(mode(&kl_maps)?), Some(mode(&feat_maps)?)) } else { (None, None) };
+        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia });
     }
     if !results.is_empty() {
         write_tables(&a.detect.out, &results, &a.pro_variant)?;
@@ -199,9 +235,16 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
 fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: &str) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.to_path_buf(), source: e })?;
     let mean = |f: &dyn Fn(&CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
+    let mut means = serde_json::json!({"pixel_auroc": mean(&|m| m.pixel_auroc), "pro": mean(&|m| m.pro), "image_auroc": mean(&|m| m.image_auroc)});
+    if r.iter().all(|m| m.kl_only.is_some()) {
+        let mm = |f: &dyn Fn(&CategoryMetrics) -> &ModeMetrics| serde_json::json!({
+            "pixel_auroc": mean(&|m| f(m).pixel_auroc), "pro": mean(&|m| f(m).pro), "image_auroc": mean(&|m| f(m).image_auroc)});
+        means["kl_only"] = mm(&|m| m.kl_only.as_ref().expect("checked"));
+        means["feature_only"] = mm(&|m| m.feature_only.as_ref().expect("checked"));
+    }
     let json = serde_json::json!({
         "categories": r,
-        "mean": {"pixel_auroc": mean(&|m| m.pixel_auroc), "pro": mean(&|m| m.pro), "image_auroc": mean(&|m| m.image_auroc)},
+        "mean": means,
         "pro_definition": if pro_variant == "official-repo" {
             "anomaly_diff repository: sklearn roc_curve thresholds with FPR <= 0.3 (about 1000), mean region coverage, trapezoids from (0,0), rectangle tail to 0.3, / 0.3"
         } else {

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from guided_diffusion import gaussian_diffusion as gd
 from guided_diffusion.script_util import create_gaussian_diffusion
+from upstream_effnet import features, randomise
 from upstream_unet import FeatHead, forward, make_model, parse_flags
 
 HERE = os.path.dirname(__file__)
@@ -47,34 +48,9 @@ def stage_ends(model):
 
 def effnet():
     m = EfficientNet.from_name("efficientnet-b4", depth_coefficient=0.25, image_size=380).eval()
-    with torch.no_grad():
-        for n, p in m.named_parameters():
-            if n.endswith(("_bn0.weight", "_bn1.weight", "_bn2.weight")):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif p.dim() == 1:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            p.copy_(p.half().float())
-        for n, b in m.named_buffers():
-            if n.endswith("running_mean"):
-                b.copy_((0.2 * torch.randn(b.shape, generator=gen)).half().float())
-            elif n.endswith("running_var"):
-                b.copy_((0.5 + torch.rand(b.shape, generator=gen)).half().float())
+    randomise(m, gen)
     ends = stage_ends(m)
     return m, [ends[0], ends[1], ends[2], ends[4]]
-
-
-def effnet_features(m, taps, x, s):
-    h = m._swish(m._bn0(m._conv_stem(x)))
-    outs = []
-    for i, blk in enumerate(m._blocks):
-        h = blk(h)
-        if i in taps:
-            outs.append(F.interpolate(h, size=(s, s), mode="bilinear", align_corners=False))
-        if i == taps[-1]:
-            break
-    return torch.cat(outs, dim=1)
 
 
 def main():
@@ -97,7 +73,7 @@ def main():
     y = torch.randint(0, st["label_emb.weight"].shape[0], (n,), generator=gen)
     noises = {k: torch.randn(n, 3, hw, hw, generator=gen) for k in KS}
     with torch.no_grad():
-        tgt = effnet_features(eff, taps, x0, feat_shape)
+        tgt = features(eff, x0, taps, feat_shape)
         vb_sum = torch.zeros(n, 3, hw, hw)
         d_sum = {"index": torch.zeros(n, 1, hw, hw), "tau": torch.zeros(n, 1, hw, hw)}
         for k in KS:

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from efficientnet_pytorch import EfficientNet
 from safetensors.torch import save_file
 
+from upstream_effnet import randomise, taps
+
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 gen = torch.Generator().manual_seed(20231004)
 HEAD = ("_conv_head", "_bn1.", "_fc.")  # classifier part, unused for features
@@ -35,32 +37,9 @@ def stage_ends(model):
     return ends
 
 
-def taps(model, x, tap_idx):
-    out = {}
-    h = model._swish(model._bn0(model._conv_stem(x)))
-    for i, blk in enumerate(model._blocks):
-        h = blk(h)
-        if i in tap_idx:
-            out[i] = h
-    return [out[i] for i in tap_idx]
-
-
 def main():
     model = EfficientNet.from_name("efficientnet-b0", width_coefficient=0.5, depth_coefficient=0.5, image_size=76).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("_bn0.weight", "_bn1.weight", "_bn2.weight")):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif p.dim() == 1:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            p.copy_(p.half().float())
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_((0.2 * torch.randn(b.shape, generator=gen)).half().float())
-            elif name.endswith("running_var"):
-                b.copy_((0.5 + torch.rand(b.shape, generator=gen)).half().float())
+    randomise(model, gen)
     ends = stage_ends(model)
     tap_idx = [ends[0], ends[1], ends[2], ends[4]]
     x = (torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1)
@@ -96,20 +75,7 @@ def lite():
     from efficientnet_lite_pytorch import EfficientNet as Lite
     from efficientnet_lite_pytorch.utils import round_repeats as lite_repeats
     model = Lite.from_name("efficientnet-lite0", width_coefficient=1.2, depth_coefficient=0.5, image_size=76).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("_bn0.weight", "_bn1.weight", "_bn2.weight")):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif p.dim() == 1:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            p.copy_(p.half().float())
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_((0.2 * torch.randn(b.shape, generator=gen)).half().float())
-            elif name.endswith("running_var"):
-                b.copy_((0.5 + torch.rand(b.shape, generator=gen)).half().float())
+    randomise(model, gen)
     ends, i = [], -1
     for si, a in enumerate(model._blocks_args):
         fixed = si in (0, len(model._blocks_args) - 1)

@@ -1,6 +1,7 @@
 //! Models, written to read like the PyTorch modules they mirror, generic over the backend.
 
 pub mod efficientnet;
+pub mod resnet;
 pub mod unet;
 pub mod unet_layers;
 pub mod weights;

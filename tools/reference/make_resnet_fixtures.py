@@ -1,0 +1,55 @@
+"""Reference for ran's ResNet feature extractor (PaDiM's backbone, spec §4): torchvision's ResNet
+with Bottleneck blocks — the class wide_resnet50_2 and resnet50 are built from (PyPI torchvision
+0.29.2) — scaled down (blocks [2, 1, 2], width_per_group 16) so the fixture stays small, every
+parameter and BN statistic random (float16-exact), eval mode; input 64×64 in [-1, 1] (no ImageNet
+normalisation, as the paper's code); expected layer1, layer2, layer3 outputs.
+Metadata: the config and torchvision's parameter count of wide_resnet50_2's layers 1–3.
+Run:  python tools/reference/make_resnet_fixtures.py
+"""
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+from torchvision.models import wide_resnet50_2
+from torchvision.models.resnet import Bottleneck, ResNet
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "resnet_small.safetensors")
+gen = torch.Generator().manual_seed(20231008)
+
+
+def main():
+    model = ResNet(Bottleneck, [2, 1, 2, 1], width_per_group=16).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.dim() == 1:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+            p.copy_(p.half().float())
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_((0.2 * torch.randn(b.shape, generator=gen)).half().float())
+            elif name.endswith("running_var"):
+                b.copy_((0.5 + torch.rand(b.shape, generator=gen)).half().float())
+    x = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        l1 = model.layer1(h)
+        l2 = model.layer2(l1)
+        l3 = model.layer3(l2)
+    keep = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
+    tensors = {k: v.half().contiguous() for k, v in model.state_dict().items() if v.is_floating_point() and k.startswith(keep)}
+    tensors.update(x=x, layer1=l1, layer2=l2, layer3=l3)
+    wrn = wide_resnet50_2()
+    wrn_params = sum(p.numel() for n, p in wrn.named_parameters() if n.startswith(keep))
+    meta = {"kind": "resnet", "layers": json.dumps([2, 1, 2]), "width_per_group": "16", "wide_resnet50_2_params_l123": str(wrn_params),
+            "generator": "tools/reference/make_resnet_fixtures.py", "torch": torch.__version__}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, OUT, metadata=meta)
+    print(f"layer shapes {tuple(l1.shape)} {tuple(l2.shape)} {tuple(l3.shape)}; WRN50-2 layers 1-3 params {wrn_params}; {os.path.getsize(OUT)} bytes")
+
+
+if __name__ == "__main__":
+    main()

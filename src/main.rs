@@ -47,29 +47,14 @@ enum Command {
     /// report the largest errors per output; exit status 1 when any exceeds the tolerance.
     Verify {
         #[arg(long)]
-        model: std::path::PathBuf,
-        #[arg(long)]
         reference: std::path::PathBuf,
         #[arg(long, default_value_t = 1e-4)]
         atol: f64,
         #[arg(long, default_value_t = 1e-3)]
         rtol: f64,
-        /// EfficientNet weights for kind=effnet / kind=detect.
-        #[arg(long)]
-        effnet: Option<std::path::PathBuf>,
-        #[arg(long, default_value = "efficientnet-b4")]
-        effnet_arch: String,
-        #[arg(long, default_value = "index")]
-        feature_timestep: String,
-        #[arg(long, default_value_t = 0.5)]
-        alpha: f32,
-        #[arg(long, default_value = "weighted")]
-        ensemble: String,
-        #[arg(long, default_value_t = 64)]
-        topk: usize,
-        /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
-        #[arg(long, default_value = "auto")]
-        device: String,
+        /// --model (required), and for kind=effnet / kind=detect the extractor and scoring options
+        #[command(flatten)]
+        score: ScoreOpts,
     },
     /// Find and outline defects: anomaly maps (16-bit PNG), heatmaps, overlays, results.json/csv.
     Detect {
@@ -263,11 +248,22 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
-        Command::Verify { model, reference, atol, rtol, effnet, effnet_arch, feature_timestep, alpha, ensemble, topk, device } => {
-            let opts = ran::commands::verify::DetectOptions { effnet, effnet_arch, feature_timestep, alpha, ensemble, topk };
-            let backend = match ran::backend::select::AnyBackend::select(&device) {
+        Command::Verify { reference, atol, rtol, score } => {
+            let Some(model) = score.model.clone() else {
+                eprintln!("error: give --model MODEL.safetensors");
+                return ExitCode::from(2);
+            };
+            let opts = ran::commands::verify::DetectOptions {
+                effnet: score.effnet,
+                effnet_arch: score.effnet_arch.unwrap_or_default(),
+                feature_timestep: score.feature_timestep,
+                alpha: score.alpha,
+                ensemble: score.ensemble,
+                topk: score.topk,
+            };
+            let backend = match select(&score.device) {
                 Ok(b) => b,
-                Err(e) => return fail(e),
+                Err(code) => return code,
             };
             let rows = ran::with_backend!(backend, |b| ran::commands::verify::run(b, &model, &reference, atol, rtol, &opts));
             match rows {
@@ -311,9 +307,9 @@ fn main() -> ExitCode {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
             };
-            let backend = match ran::backend::select::AnyBackend::select(&device) {
+            let backend = match select(&device) {
                 Ok(b) => b,
-                Err(e) => return fail(e),
+                Err(code) => return code,
             };
             match ran::with_backend!(backend, |b| ran::commands::detect::run(b, &args)) {
                 Ok(o) => {
@@ -376,9 +372,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let args = ran::commands::eval::EvalArgs { data, categories, shard, merge, pro_variant, detect };
-            let backend = match ran::backend::select::AnyBackend::select(&device) {
+            let backend = match select(&device) {
                 Ok(b) => b,
-                Err(e) => return fail(e),
+                Err(code) => return code,
             };
             match ran::with_backend!(backend, |b| ran::commands::eval::run(b, &args)) {
                 Ok(r) if r.is_empty() => {
@@ -431,6 +427,11 @@ fn demo_paths() -> ran::Result<(std::path::PathBuf, std::path::PathBuf)> {
         }
     }
     Ok((model, data))
+}
+
+/// The backend for `--device`, or the exit code after saying why not.
+fn select(device: &str) -> Result<ran::backend::select::AnyBackend, ExitCode> {
+    ran::backend::select::AnyBackend::select(device).map_err(fail)
 }
 
 fn fail(e: ran::Error) -> ExitCode {

@@ -146,6 +146,9 @@ impl<B: Backend> Pipeline<B> {
         let unet = load_unet(&a.model, b, &[])?;
         let f = &unet.flags;
         let diffusion = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, if f.timestep_respacing.is_empty() { &a.respacing } else { &f.timestep_respacing })?;
+        if a.timesteps.is_empty() {
+            return Err(Error::InvalidArgument("--timesteps: give at least one index of the respaced schedule".into()));
+        }
         for &k in &a.timesteps {
             if k == 0 || k >= diffusion.num_steps() {
                 return Err(Error::InvalidArgument(format!("--timesteps: {k} is outside 1..{} of the respaced schedule", diffusion.num_steps())));

@@ -70,7 +70,7 @@ fn read_maps(p: &Path, px: usize) -> Result<Option<(f32, Vec<Vec<f32>>)>> {
         Ok(b) => {
             let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let k = *v.first().ok_or_else(bad)? as usize;
-            if b.len() % 4 != 0 || v.len() != 2 + k * px || k == 0 {
+            if b.len() % 4 != 0 || k == 0 || k > 3 || v.len() != 2 + k * px {
                 return Err(bad());
             }
             Ok(Some((v[1], (0..k).map(|i| v[2 + i * px..2 + (i + 1) * px].to_vec()).collect())))

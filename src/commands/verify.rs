@@ -54,9 +54,11 @@ pub struct DetectOptions {
     pub topk: usize,
 }
 
-fn load_effnet<B: Backend>(b: &B, path: &Path, arch: &str) -> Result<crate::models::efficientnet::EfficientNet<B>> {
+/// `arch` as given, else what the model file declares, else the paper's B4.
+fn load_effnet<B: Backend>(b: &B, path: &Path, arch: &str, model: &Path) -> Result<crate::models::efficientnet::EfficientNet<B>> {
     use crate::models::efficientnet::{EfficientNet, EffNetConfig};
-    let cfg = EffNetConfig::from_name(arch)?;
+    let declared = if arch.is_empty() { crate::models::feature_extractor(model).ok().flatten() } else { None };
+    let cfg = EffNetConfig::from_name(if arch.is_empty() { declared.as_deref().unwrap_or("efficientnet-b4") } else { arch })?;
     let w = crate::models::open_weights(path)?;
     let mut unused = EfficientNet::<B>::unused_prefixes(&cfg);
     unused.extend(["x", "features", "tap0", "tap1", "tap2", "tap3"].iter().map(|s| s.to_string()));
@@ -71,7 +73,7 @@ pub fn run<B: Backend>(b: &B, model: &Path, reference: &Path, atol: f64, rtol: f
     let r = SafeTensors::open(reference)?;
     let kind = r.metadata().get("kind").cloned().ok_or_else(|| Error::BadFile { path: reference.to_path_buf(), msg: "no `kind` in the metadata (unet, kl, effnet, detect)".into() })?;
     if kind == "effnet" {
-        let e = load_effnet(b, opts.effnet.as_deref().unwrap_or(model), &opts.effnet_arch)?;
+        let e = load_effnet(b, opts.effnet.as_deref().unwrap_or(model), &opts.effnet_arch, model)?;
         let (xs, xv) = r.get("x")?;
         let (fs, want) = r.get("features")?;
         let f = e.features(b, &b.from_host(&xs, &xv)?, *fs.last().unwrap_or(&16))?;
@@ -79,6 +81,7 @@ pub fn run<B: Backend>(b: &B, model: &Path, reference: &Path, atol: f64, rtol: f
     }
     // A fixture can carry the weights next to the reference tensors: ignore its data tensors.
     let m = load_unet(model, b, &["x", "t", "y", "out", "feat", "x0", "k", "noise", "kl", "pred_xstart"])?;
+    let model_path = model;
     let load = |k: &str| -> Result<crate::Tensor<B>> {
         let (s, v) = r.get(k)?;
         b.from_host(&s, &v)
@@ -97,7 +100,7 @@ pub fn run<B: Backend>(b: &B, model: &Path, reference: &Path, atol: f64, rtol: f
             Ok(rows)
         }
         "kl" => kl_rows(b, &m, &r, atol, rtol),
-        "detect" => detect_rows(b, &m, &r, atol, rtol, opts),
+        "detect" => detect_rows(b, &m, &r, atol, rtol, opts, model_path),
         other => Err(Error::BadFile { path: reference.to_path_buf(), msg: format!("unknown reference kind `{other}` (unet, kl, effnet, detect)") }),
     }
 }
@@ -137,10 +140,10 @@ fn kl_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64
 }
 
 /// The whole scoring pipeline on the reference's images and noises (spec §1–§3).
-fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64, o: &DetectOptions) -> Result<Vec<Row>> {
+fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64, o: &DetectOptions, model: &Path) -> Result<Vec<Row>> {
     use crate::anomaly::score::{Ensemble, FeatureTimestep, ScoreConfig, Scorer};
     let eff = match &o.effnet {
-        Some(p) => Some(load_effnet(b, p, &o.effnet_arch)?),
+        Some(p) => Some(load_effnet(b, p, &o.effnet_arch, model)?),
         None => None,
     };
     let dflags = r.metadata().get("diffusion_flags").cloned().unwrap_or_default();

@@ -6,8 +6,9 @@
 //! returns the last blocks of stages 0, 1, 2 and 4 (strides 2, 4, 8, 16), bilinearly resized to
 //! S×S and concatenated: 24+32+56+160 = 272 channels for B4.
 
+use super::layers::{Conv1x1, ConvBn};
 use super::weights::Loader;
-use crate::backend::{fold_batch_norm, Activation, Backend, Conv2dParams, Padding2d};
+use crate::backend::{Activation, Backend, Conv2dParams, Padding2d};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -123,43 +124,24 @@ impl EffNetConfig {
     }
 }
 
-/// TensorFlow "same" padding for input size `size`, kernel k, stride s: (before, after).
-fn same_pad(size: usize, k: usize, s: usize) -> (usize, usize) {
+/// TensorFlow "same" padding for input size `size`, kernel k, stride s, as conv parameters.
+fn same_pad(size: usize, k: usize, s: usize, groups: usize) -> Conv2dParams {
     let out = size.div_ceil(s);
     let pad = ((out - 1) * s + k).saturating_sub(size);
-    (pad / 2, pad - pad / 2)
+    let (a, b) = (pad / 2, pad - pad / 2);
+    Conv2dParams { stride: (s, s), padding: Padding2d::lrtb(a, b, a, b), groups }
 }
 
-struct ConvBn<B: Backend> {
-    w: Tensor<B>,
-    p: Conv2dParams,
-    scale: Tensor<B>,
-    shift: Tensor<B>,
-}
-
-impl<B: Backend> ConvBn<B> {
-    #[allow(clippy::too_many_arguments)]
-    fn load(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: usize, size: usize) -> Result<Self> {
-        let w = l.tensor(&format!("{conv}.weight"), &[cout, cin / groups, k, k])?;
-        let (a, b) = same_pad(size, k, stride);
-        let p = Conv2dParams { stride: (stride, stride), padding: Padding2d::lrtb(a, b, a, b), groups };
-        let v = |n: &str| l.host_shaped(&format!("{bn}.{n}"), &[cout]);
-        let (scale, shift) = fold_batch_norm(&v("weight")?, &v("bias")?, &v("running_mean")?, &v("running_var")?, 1e-3)?;
-        Ok(ConvBn { w, p, scale: l.backend.from_host(&[cout], &scale)?, shift: l.backend.from_host(&[cout], &shift)? })
-    }
-    fn forward(&self, b: &B, x: &Tensor<B>, act: Option<Activation>) -> Result<Tensor<B>> {
-        let y = b.channel_affine(&b.conv2d(x, &self.w, None, &self.p)?, &self.scale, &self.shift)?;
-        match act {
-            Some(a) => b.activation(&y, a),
-            None => Ok(y),
-        }
-    }
+/// A conv + BN of the lukemelas layout (BN eps 1e-3) with static same padding for `size`.
+#[allow(clippy::too_many_arguments)]
+fn conv_bn<B: Backend>(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: usize, size: usize) -> Result<ConvBn<B>> {
+    ConvBn::load(l, conv, bn, cin, cout, k, same_pad(size, k, stride, groups), 1e-3)
 }
 
 struct MbConv<B: Backend> {
     expand: Option<ConvBn<B>>,
     depthwise: ConvBn<B>,
-    se: Option<(crate::models::unet_layers::Conv1x1<B>, crate::models::unet_layers::Conv1x1<B>)>,
+    se: Option<(Conv1x1<B>, Conv1x1<B>)>,
     project: ConvBn<B>,
     residual: bool,
 }
@@ -178,7 +160,7 @@ impl<B: Backend> EfficientNet<B> {
     pub fn load(cfg: &EffNetConfig, l: &Loader<B>) -> Result<Self> {
         let mut size = cfg.image_size;
         let c0 = cfg.stem_channels();
-        let stem = ConvBn::load(l, "_conv_stem", "_bn0", 3, c0, 3, 2, 1, size)?;
+        let stem = conv_bn(l, "_conv_stem", "_bn0", 3, c0, 3, 2, 1, size)?;
         size = size.div_ceil(2);
         let mut blocks = Vec::new();
         // Blocks after the last tap do not contribute to the features: not built, not computed.
@@ -190,16 +172,16 @@ impl<B: Backend> EfficientNet<B> {
                 let i = blocks.len();
                 let p = |n: &str| format!("_blocks.{i}.{n}");
                 let mid = inp * e;
-                let expand = if e != 1 { Some(ConvBn::load(l, &p("_expand_conv"), &p("_bn0"), inp, mid, 1, 1, 1, size)?) } else { None };
-                let depthwise = ConvBn::load(l, &p("_depthwise_conv"), &p("_bn1"), mid, mid, k, stride, mid, size)?;
+                let expand = if e != 1 { Some(conv_bn(l, &p("_expand_conv"), &p("_bn0"), inp, mid, 1, 1, 1, size)?) } else { None };
+                let depthwise = conv_bn(l, &p("_depthwise_conv"), &p("_bn1"), mid, mid, k, stride, mid, size)?;
                 size = size.div_ceil(stride);
                 let sq = (1usize).max((inp as f64 * 0.25) as usize);
                 let se = if cfg.lite {
                     None
                 } else {
-                    Some((crate::models::unet_layers::Conv1x1::load(l, &p("_se_reduce"), mid, sq)?, crate::models::unet_layers::Conv1x1::load(l, &p("_se_expand"), sq, mid)?))
+                    Some((Conv1x1::load(l, &p("_se_reduce"), mid, sq)?, Conv1x1::load(l, &p("_se_expand"), sq, mid)?))
                 };
-                let project = ConvBn::load(l, &p("_project_conv"), &p("_bn2"), mid, cout, 1, 1, 1, size)?;
+                let project = conv_bn(l, &p("_project_conv"), &p("_bn2"), mid, cout, 1, 1, 1, size)?;
                 blocks.push(MbConv { expand, depthwise, se, project, residual: stride == 1 && inp == cout });
             }
         }

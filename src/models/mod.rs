@@ -1,9 +1,9 @@
 //! Models, written to read like the PyTorch modules they mirror, generic over the backend.
 
 pub mod efficientnet;
+pub mod layers;
 pub mod resnet;
 pub mod unet;
-pub mod unet_layers;
 pub mod weights;
 
 use crate::backend::Backend;

@@ -3,8 +3,9 @@
 //! BatchNorm folded for inference (eps 1e-5). Input in [-1, 1] without ImageNet normalisation, as
 //! the paper's code. `layers` returns layer1, layer2 and layer3 (strides 4, 8, 16).
 
+use super::layers::ConvBn;
 use super::weights::Loader;
-use crate::backend::{fold_batch_norm, Activation, Backend, Conv2dParams, Pool2dParams};
+use crate::backend::{Activation, Backend, Conv2dParams, Pool2dParams};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
@@ -27,30 +28,13 @@ impl ResNetConfig {
     }
 }
 
-struct ConvBn<B: Backend> {
-    w: Tensor<B>,
-    p: Conv2dParams,
-    scale: Tensor<B>,
-    shift: Tensor<B>,
+/// A conv + BN of the torchvision layout (BN eps 1e-5), symmetric padding.
+#[allow(clippy::too_many_arguments)]
+fn conv_bn<B: Backend>(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Result<ConvBn<B>> {
+    ConvBn::load(l, conv, bn, cin, cout, k, Conv2dParams::new(stride, pad, 1), 1e-5)
 }
 
-impl<B: Backend> ConvBn<B> {
-    #[allow(clippy::too_many_arguments)]
-    fn load(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Result<Self> {
-        let w = l.tensor(&format!("{conv}.weight"), &[cout, cin, k, k])?;
-        let v = |n: &str| l.host_shaped(&format!("{bn}.{n}"), &[cout]);
-        let (scale, shift) = fold_batch_norm(&v("weight")?, &v("bias")?, &v("running_mean")?, &v("running_var")?, 1e-5)?;
-        Ok(ConvBn { w, p: Conv2dParams::new(stride, pad, 1), scale: l.backend.from_host(&[cout], &scale)?, shift: l.backend.from_host(&[cout], &shift)? })
-    }
-    fn forward(&self, b: &B, x: &Tensor<B>, relu: bool) -> Result<Tensor<B>> {
-        let y = b.channel_affine(&b.conv2d(x, &self.w, None, &self.p)?, &self.scale, &self.shift)?;
-        if relu {
-            b.activation(&y, Activation::Relu)
-        } else {
-            Ok(y)
-        }
-    }
-}
+const RELU: Option<Activation> = Some(Activation::Relu);
 
 struct Bottleneck<B: Backend> {
     c1: ConvBn<B>,
@@ -61,9 +45,9 @@ struct Bottleneck<B: Backend> {
 
 impl<B: Backend> Bottleneck<B> {
     fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
-        let h = self.c3.forward(b, &self.c2.forward(b, &self.c1.forward(b, x, true)?, true)?, false)?;
+        let h = self.c3.forward(b, &self.c2.forward(b, &self.c1.forward(b, x, RELU)?, RELU)?, None)?;
         let id = match &self.down {
-            Some(d) => d.forward(b, x, false)?,
+            Some(d) => d.forward(b, x, None)?,
             None => x.clone(),
         };
         b.activation(&b.add(&h, &id)?, Activation::Relu)
@@ -79,7 +63,7 @@ pub struct ResNet<B: Backend> {
 impl<B: Backend> ResNet<B> {
     /// Loads conv1/bn1 and layer1–3; layer4 and fc may be present and are left unused.
     pub fn load(cfg: &ResNetConfig, l: &Loader<B>) -> Result<Self> {
-        let stem = ConvBn::load(l, "conv1", "bn1", 3, 64, 7, 2, 3)?;
+        let stem = conv_bn(l, "conv1", "bn1", 3, 64, 7, 2, 3)?;
         let mut inplanes = 64;
         let mut layers: [Vec<Bottleneck<B>>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         for (li, (&n, planes)) in cfg.blocks.iter().zip([64usize, 128, 256]).enumerate() {
@@ -88,14 +72,14 @@ impl<B: Backend> ResNet<B> {
                 let stride = if bi == 0 && li > 0 { 2 } else { 1 };
                 let p = |s: &str| format!("layer{}.{bi}.{s}", li + 1);
                 let down = if bi == 0 && (stride != 1 || inplanes != planes * 4) {
-                    Some(ConvBn::load(l, &p("downsample.0"), &p("downsample.1"), inplanes, planes * 4, 1, stride, 0)?)
+                    Some(conv_bn(l, &p("downsample.0"), &p("downsample.1"), inplanes, planes * 4, 1, stride, 0)?)
                 } else {
                     None
                 };
                 layers[li].push(Bottleneck {
-                    c1: ConvBn::load(l, &p("conv1"), &p("bn1"), inplanes, width, 1, 1, 0)?,
-                    c2: ConvBn::load(l, &p("conv2"), &p("bn2"), width, width, 3, stride, 1)?,
-                    c3: ConvBn::load(l, &p("conv3"), &p("bn3"), width, planes * 4, 1, 1, 0)?,
+                    c1: conv_bn(l, &p("conv1"), &p("bn1"), inplanes, width, 1, 1, 0)?,
+                    c2: conv_bn(l, &p("conv2"), &p("bn2"), width, width, 3, stride, 1)?,
+                    c3: conv_bn(l, &p("conv3"), &p("bn3"), width, planes * 4, 1, 1, 0)?,
                     down,
                 });
                 inplanes = planes * 4;
@@ -111,7 +95,7 @@ impl<B: Backend> ResNet<B> {
 
     /// (layer1, layer2, layer3) for x [N,3,H,W].
     pub fn layers(&self, b: &B, x: &Tensor<B>) -> Result<[Tensor<B>; 3]> {
-        let mut h = b.max_pool2d(&self.stem.forward(b, x, true)?, &Pool2dParams::new(3, 2, 1))?;
+        let mut h = b.max_pool2d(&self.stem.forward(b, x, RELU)?, &Pool2dParams::new(3, 2, 1))?;
         let mut outs = Vec::with_capacity(3);
         for layer in &self.layers {
             for blk in layer {

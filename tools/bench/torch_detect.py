@@ -17,39 +17,12 @@ from efficientnet_pytorch import EfficientNet
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 from guided_diffusion import gaussian_diffusion as gd  # noqa: E402
-from guided_diffusion.nn import timestep_embedding  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
-from upstream_unet import FeatHead, make_model  # noqa: E402
+from upstream_effnet import features  # noqa: E402
+from upstream_unet import FeatHead, forward, make_model  # noqa: E402
 
 FLAGS = ("--image_size 256 --num_channels 256 --num_res_blocks 2 --attention_resolutions 32,16,8 --num_head_channels 64 "
          "--resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True --channel_mult 1,1,2,2,4,4")
-
-
-def unet_with_feat(model, head, x, t, y, s=16):
-    emb = model.time_embed(timestep_embedding(t, model.model_channels))
-    emb = emb + model.label_emb(y)
-    hs, h, src = [], x, None
-    for m in model.input_blocks:
-        h = m(h, emb)
-        hs.append(h)
-    h = model.middle_block(h, emb)
-    for j, m in enumerate(model.output_blocks):
-        h = m(torch.cat([h, hs.pop()], 1), emb)
-        if j == 10:
-            src = h
-    return model.out(h), head.feat_rec1(F.interpolate(src, size=(s, s), mode="bilinear", align_corners=False))
-
-
-def effnet_features(m, x, s=16, taps=(1, 5, 9, 21)):
-    h = m._swish(m._bn0(m._conv_stem(x)))
-    outs = []
-    for i, blk in enumerate(m._blocks):
-        h = blk(h)
-        if i in taps:
-            outs.append(F.interpolate(h, size=(s, s), mode="bilinear", align_corners=False))
-        if i == taps[-1]:
-            break
-    return torch.cat(outs, 1)
 
 
 def main():
@@ -66,19 +39,19 @@ def main():
     with torch.no_grad():
         for mode in ("index", "tau"):
             t0 = time.perf_counter()
-            tgt = effnet_features(eff, x0)
+            tgt = features(eff, x0, (1, 5, 9, 21), 16)
             vb, dsum = 0, 0
             for k in (5, 50, 100):
                 t = torch.tensor([k])
                 xt = diff.q_sample(x0, t, noise=torch.randn_like(x0))
                 tau = torch.tensor([float(diff.timestep_map[k])])
-                out, feat = unet_with_feat(model, head, xt, tau, y)
+                out, feat = forward(model, head, xt, tau, y, 16)
                 o = diff.p_mean_variance(lambda *_a, **_k: out, xt, t, clip_denoised=True)
                 tm, _, tlv = diff.q_posterior_mean_variance(x0, xt, t)
                 kl = gd.normal_kl(tm, tlv, o["mean"], o["log_variance"]) / np.log(2.0)
                 vb = vb + (kl - kl.mean()) / kl.std()
                 if mode == "index":
-                    _, feat = unet_with_feat(model, head, xt, t.float(), y)
+                    _, feat = forward(model, head, xt, t.float(), y, 16)
                 d = ((feat - tgt) ** 2).mean(1, keepdim=True)
                 dsum = dsum + F.interpolate(d, size=(256, 256), mode="bilinear", align_corners=False)
             score = 0.5 * (vb / 3).mean(1) + 0.5 * (dsum / 3)[:, 0]

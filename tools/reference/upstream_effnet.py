@@ -1,14 +1,19 @@
-"""Shared by the EfficientNet reference scripts: randomise every parameter and BN statistic of a
-lukemelas-layout EfficientNet (float16-exact values, so fixtures can store them as F16), and run
-it to its tapped blocks."""
+"""Shared by the CNN reference scripts: randomise every parameter and BN statistic of a network
+(float16-exact values, so fixtures can store them as F16), and run a lukemelas-layout
+EfficientNet to its tapped blocks."""
 import torch
 import torch.nn.functional as F
 
 
-def randomise(model, gen):
+def is_effnet_bn_weight(name, p):
+    return name.endswith(("_bn0.weight", "_bn1.weight", "_bn2.weight"))
+
+
+def randomise(model, gen, is_norm_weight=is_effnet_bn_weight):
+    """Norm weights 1 ± 0.2, other vectors ± 0.1, matrices / sqrt(fan-in); BN mean and var random."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("_bn0.weight", "_bn1.weight", "_bn2.weight")):
+            if is_norm_weight(name, p):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
             elif p.dim() == 1:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))

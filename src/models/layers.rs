@@ -1,0 +1,47 @@
+//! Small layers shared by the feature extractors.
+
+use super::weights::Loader;
+use crate::backend::{fold_batch_norm, Activation, Backend, Conv2dParams};
+use crate::tensor::Tensor;
+use crate::Result;
+
+/// A 1×1 convolution with bias (squeeze-excite's reduce/expand).
+pub struct Conv1x1<B: Backend> {
+    w: Tensor<B>,
+    b: Tensor<B>,
+}
+
+impl<B: Backend> Conv1x1<B> {
+    pub fn load(l: &Loader<B>, name: &str, cin: usize, cout: usize) -> Result<Self> {
+        Ok(Conv1x1 { w: l.tensor(&format!("{name}.weight"), &[cout, cin, 1, 1])?, b: l.tensor(&format!("{name}.bias"), &[cout])? })
+    }
+    pub fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
+        b.conv2d(x, &self.w, Some(&self.b), &Conv2dParams::default())
+    }
+}
+
+/// A bias-free convolution followed by inference BatchNorm, folded into one channel affine.
+pub struct ConvBn<B: Backend> {
+    w: Tensor<B>,
+    pub p: Conv2dParams,
+    scale: Tensor<B>,
+    shift: Tensor<B>,
+}
+
+impl<B: Backend> ConvBn<B> {
+    /// `conv`.weight [cout, cin/groups, k, k] and `bn`.{weight, bias, running_mean, running_var}.
+    pub fn load(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, p: Conv2dParams, eps: f32) -> Result<Self> {
+        let w = l.tensor(&format!("{conv}.weight"), &[cout, cin / p.groups, k, k])?;
+        let v = |n: &str| l.host_shaped(&format!("{bn}.{n}"), &[cout]);
+        let (scale, shift) = fold_batch_norm(&v("weight")?, &v("bias")?, &v("running_mean")?, &v("running_var")?, eps)?;
+        Ok(ConvBn { w, p, scale: l.backend.from_host(&[cout], &scale)?, shift: l.backend.from_host(&[cout], &shift)? })
+    }
+
+    pub fn forward(&self, b: &B, x: &Tensor<B>, act: Option<Activation>) -> Result<Tensor<B>> {
+        let y = b.channel_affine(&b.conv2d(x, &self.w, None, &self.p)?, &self.scale, &self.shift)?;
+        match act {
+            Some(a) => b.activation(&y, a),
+            None => Ok(y),
+        }
+    }
+}

@@ -13,3 +13,28 @@ extern "C" __global__ void copy_channels_f32(const float* __restrict__ src, int 
     dst[((long long)b * dst_c + dst_off + ch) * s + p] = src[((long long)b * src_c + src_off + ch) * s + p];
   }
 }
+
+// x[:, ids] over [N, C, S] → [N, K, S] (K = number of ids). CPU twin: layout::gather_channels.
+extern "C" __global__ void gather_channels_f32(const float* __restrict__ x, const int* __restrict__ ids, float* __restrict__ y, int n, int c,
+                                               int k, int s) {
+  long long total = (long long)n * k * s;
+  KC_FOR_EACH(i, total) {
+    int p = (int)(i % s);
+    int j = (int)((i / s) % k);
+    int b = (int)(i / ((long long)s * k));
+    y[i] = x[((long long)b * c + ids[j]) * s + p];
+  }
+}
+
+// Backward of gather_channels with distinct ids: each gy element goes to its one place in gx,
+// which was zero-filled on allocation. CPU twin: layout::gather_channels_x_backward.
+extern "C" __global__ void gather_channels_x_backward_f32(const float* __restrict__ gy, const int* __restrict__ ids, float* __restrict__ gx, int n,
+                                                          int c, int k, int s) {
+  long long total = (long long)n * k * s;
+  KC_FOR_EACH(i, total) {
+    int p = (int)(i % s);
+    int j = (int)((i / s) % k);
+    int b = (int)(i / ((long long)s * k));
+    gx[((long long)b * c + ids[j]) * s + p] = gy[i];
+  }
+}

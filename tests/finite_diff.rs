@@ -2,7 +2,7 @@
 //! op bodies the backend runs in f32, instantiated for f64, so the central difference
 //! (L(x+h) − L(x−h))/2h with L = Σ f(x)·gy is accurate to ~1e-9 and a wrong backward cannot hide.
 
-use ran::backend::cpu::{activation, attention, broadcast, conv2d, group_norm, layout, linear, pool, resample};
+use ran::backend::cpu::{activation, attention, broadcast, conv2d, group_norm, layout, linear, mahalanobis, pool, resample};
 use ran::backend::{Activation, Conv2dParams, Padding2d, Pool2dParams};
 use ran::Shape;
 
@@ -172,5 +172,27 @@ fn concat_and_attention_x_backward_match_finite_differences() {
         let gy = r.vec(n * heads * d * t);
         let g = attention::attention_legacy_x_backward(&gy, &qkv, d, t);
         fd_check(&format!("attention n{n} h{heads} d{d} t{t}"), &qkv, &gy, |v| attention::attention_legacy(v, n, heads, d, t), &g);
+    }
+}
+
+#[test]
+fn gather_and_mahalanobis_x_backward_match_finite_differences() {
+    let mut r = Rng(7);
+    let ids = [4, 0, 2];
+    let (x, gy) = (r.vec(2 * 5 * 3), r.vec(2 * 3 * 3));
+    let gx = layout::gather_channels_x_backward(&gy, 2, 5, 3, &ids);
+    fd_check("gather channels", &x, &gy, |v| layout::gather_channels(v, 2, 5, 3, &ids), &gx);
+
+    // a random lower-triangular L⁻¹ with a dominant diagonal (any such factor is a valid one)
+    for (n, d, np) in [(1, 1, 2), (2, 5, 3), (1, 37, 2)] {
+        let mut linv = r.vec(np * mahalanobis::packed_len(d));
+        for p in 0..np {
+            for i in 0..d {
+                linv[p * mahalanobis::packed_len(d) + i * (i + 1) / 2 + i] += 2.0;
+            }
+        }
+        let (f, mean, gd) = (r.vec(n * d * np), r.vec(np * d), r.vec(n * np));
+        let g = mahalanobis::mahalanobis_x_backward(&gd, &f, &mean, &linv, n, d, np);
+        fd_check(&format!("mahalanobis n{n} d{d} p{np}"), &f, &gd, |v| mahalanobis::mahalanobis(v, &mean, &linv, n, d, np), &g);
     }
 }

@@ -102,6 +102,18 @@ pub trait Backend: Sized + Send + Sync + 'static {
         Ok(out)
     }
 
+    /// x[:, ids] (torch.index_select along dim 1); ids distinct and in range.
+    fn gather_channels(&self, x: &Tensor<Self>, ids: &[usize]) -> Result<Tensor<Self>>;
+    /// ∂L/∂x of `gather_channels`: gy [N, len(ids), ...] placed into zeros [N, c, ...].
+    fn gather_channels_x_backward(&self, gy: &Tensor<Self>, ids: &[usize], c: usize) -> Result<Tensor<Self>>;
+
+    // ---- PaDiM -----------------------------------------------------------------------------------
+    /// Mahalanobis distance per position: f [N,D,H,W], mean [H·W, D], linv [H·W, D(D+1)/2] =
+    /// the Cholesky factor's inverse L⁻¹ (Σ = LLᵀ) packed by rows; → [N,1,H,W] = |L⁻¹(f−μ)|.
+    fn mahalanobis(&self, f: &Tensor<Self>, mean: &Tensor<Self>, linv: &Tensor<Self>) -> Result<Tensor<Self>>;
+    /// ∂L/∂f = gd·L⁻ᵀL⁻¹(f−μ)/d (0 where d = 0) given gd [N,1,H,W].
+    fn mahalanobis_x_backward(&self, gd: &Tensor<Self>, f: &Tensor<Self>, mean: &Tensor<Self>, linv: &Tensor<Self>) -> Result<Tensor<Self>>;
+
     // ---- attention -------------------------------------------------------------------------------
     /// guided-diffusion `QKVAttentionLegacy`: qkv [N, 3·H·d, T...] split per head into
     /// consecutive (q, k, v) blocks of d channels; q and k scaled by d^-1/4; softmax over keys.

@@ -80,7 +80,7 @@ pub struct Pool2dParams {
 }
 
 impl Pool2dParams {
-    pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+    pub const fn new(kernel: usize, stride: usize, padding: usize) -> Self {
         Pool2dParams { kernel, stride, padding }
     }
     pub fn out_shape(&self, op: &'static str, x: &Shape) -> Result<Shape> {
@@ -302,4 +302,30 @@ pub struct DdimCoefs {
     pub eta: f32,
     /// false at k = 0 (no noise added)
     pub nonzero: bool,
+}
+
+/// Distinct channel ids below c for gather_channels.
+pub fn check_channel_ids(op: &'static str, c: usize, ids: &[usize]) -> Result<()> {
+    let mut seen = vec![false; c];
+    for &i in ids {
+        if i >= c {
+            return Err(Error::shape(op, format!("channel {i} out of range for {c} channels")));
+        }
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(Error::shape(op, format!("channel {i} selected twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Shapes of mahalanobis: f [N, D, H, W], mean [H·W, D], linv [H·W, D(D+1)/2]; returns (n, d, p).
+pub fn mahalanobis_dims(op: &'static str, f: &Shape, mean: &Shape, linv: &Shape) -> Result<(usize, usize, usize)> {
+    if f.rank() != 4 {
+        return Err(Error::shape(op, format!("want features [N,D,H,W], got {f}")));
+    }
+    let (n, d, p) = f.ncs();
+    if mean.dims() != [p, d] || linv.dims() != [p, d * (d + 1) / 2] {
+        return Err(Error::shape(op, format!("features {f} need mean [{p}, {d}] and packed inverse factors [{p}, {}], got {mean} and {linv}", d * (d + 1) / 2)));
+    }
+    Ok((n, d, p))
 }

@@ -44,4 +44,9 @@ impl<B: Backend> ConvBn<B> {
             None => Ok(y),
         }
     }
+
+    /// ∂L/∂x given ∂L/∂(BN output) (before any activation, which the caller undoes).
+    pub fn x_backward(&self, b: &B, gy: &Tensor<B>, x_shape: &crate::tensor::Shape) -> Result<Tensor<B>> {
+        b.conv2d_x_backward(&b.channel_affine_x_backward(gy, &self.scale)?, &self.w, x_shape, &self.p)
+    }
 }

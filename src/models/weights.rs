@@ -210,3 +210,28 @@ impl<'a, B: Backend> Loader<'a, B> {
         Ok(())
     }
 }
+
+/// The tensors of `inner` whose names start with `prefix`, seen without it (a backbone stored
+/// inside another file, a submodule's state dict, DataParallel's `module.`).
+pub struct Prefixed<'a> {
+    pub inner: &'a dyn Weights,
+    pub prefix: String,
+}
+
+impl Weights for Prefixed<'_> {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn names(&self) -> Vec<String> {
+        self.inner.names().into_iter().filter_map(|n| n.strip_prefix(self.prefix.as_str()).map(String::from)).collect()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(&format!("{}{name}", self.prefix))
+    }
+    fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        self.inner.get(&format!("{}{name}", self.prefix))
+    }
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.inner.shape(&format!("{}{name}", self.prefix))
+    }
+}

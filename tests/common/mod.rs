@@ -83,6 +83,8 @@ pub fn tolerance(op: &str) -> (f64, f64) {
     match op {
         // sums of up to a few hundred f32 products
         "conv2d" | "linear" | "attention_legacy" => (2e-5, 1e-5),
+        // a quadratic form over up to 70 dims: f32 dot products of whitened differences
+        "mahalanobis" => (2e-5, 2e-5),
         // normalisation: f64 statistics, then an f32 affine
         "group_norm" | "batch_norm" | "mean_std" => (1e-5, 1e-5),
         // upstream computes it in f32 with args up to ~1000 rad: one f32 ulp of the argument
@@ -224,6 +226,17 @@ pub fn run_case<B: Backend>(b: &B, c: &Case) -> ran::Result<Outputs> {
         "mean_std" => {
             let (m, s) = b.mean_std(&c.load(b, "x"))?;
             out.push(("y".into(), vec![m as f32, s as f32]));
+        }
+        "gather_channels" => {
+            let ids: Vec<usize> = c.params["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            let x = c.load(b, "x");
+            out.push(("y".into(), host(&b.gather_channels(&x, &ids)?)?));
+            out.push(("g_x".into(), host(&b.gather_channels_x_backward(&gy(), &ids, x.dims()[1])?)?));
+        }
+        "mahalanobis" => {
+            let (f, mean, linv) = (c.load(b, "f"), c.load(b, "mean"), c.load(b, "linv"));
+            out.push(("y".into(), host(&b.mahalanobis(&f, &mean, &linv)?)?));
+            out.push(("g_f".into(), host(&b.mahalanobis_x_backward(&gy(), &f, &mean, &linv)?)?));
         }
         other => panic!("fixture case {} has op `{other}` that the runner does not know", c.name),
     }

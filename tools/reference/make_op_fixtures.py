@@ -184,6 +184,37 @@ case("embedding", "embedding", {"ids": [3, 0, 14, 3]}, {"table": rnd(15, 12)},
 case("mean_std", "mean_std", {}, {"x": rnd(1, 3, 16, 16, scale=2.0) + 0.3},
      lambda x: torch.stack([x.mean(), x.std()]))
 
+# ---- PaDiM: channel selection and the Mahalanobis distance --------------------------------------------
+case("gather_channels", "gather_channels", {"ids": [7, 0, 3, 11, 4]}, {"x": rnd(2, 12, 3, 5)},
+     lambda x: x.index_select(1, torch.tensor([7, 0, 3, 11, 4])), grads=("x",))
+
+
+def maha_case(name, n, d, h, w):
+    """The reference is the textbook form sqrt((f−μ)ᵀ Σ⁻¹ (f−μ)) with Σ⁻¹ = torch.linalg.inv(Σ)
+    (float64), as PaDiM computes it; the op's input is the packed inverse Cholesky factor."""
+    p = h * w
+    samples = rnd(p, 3 * d, d)
+    mu = samples.mean(1)
+    cen = samples - mu[:, None]
+    cov = cen.transpose(1, 2) @ cen / (3 * d - 1) + 0.01 * torch.eye(d, dtype=torch.float64)
+    linv = torch.linalg.inv(torch.linalg.cholesky(cov)).float()
+    rows, cols = torch.tril_indices(d, d)
+    packed = linv[:, rows, cols]  # row-major lower triangle: row i at i(i+1)/2
+    # the inverse the reference uses is exactly the one the float32 factor represents
+    prec = linv.double().transpose(1, 2) @ linv.double()
+    assert torch.allclose(prec, torch.linalg.inv(cov), rtol=1e-4, atol=1e-4)
+    f = rnd(n, d, h, w) * cov.diagonal(dim1=1, dim2=2).sqrt().T.reshape(1, d, h, w).float().double() + mu.T.reshape(1, d, h, w)
+
+    def fn(f, mean, linv):
+        delta = f.reshape(n, d, p).permute(0, 2, 1) - mean  # [n, p, d]
+        m2 = torch.einsum("npi,pij,npj->np", delta, prec, delta)
+        return m2.sqrt().reshape(n, 1, h, w)
+    case(name, "mahalanobis", {}, {"f": f, "mean": mu.float().double(), "linv": packed.double()}, fn, grads=("f",))
+
+
+maha_case("mahalanobis_d7", 2, 7, 3, 4)
+maha_case("mahalanobis_d70", 1, 70, 2, 3)
+
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 meta["__generator__"] = json.dumps({"script": "tools/reference/make_op_fixtures.py", "torch": torch.__version__,
                                     "python": sys.version.split()[0]})

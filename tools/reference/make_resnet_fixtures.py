@@ -2,7 +2,9 @@
 with Bottleneck blocks — the class wide_resnet50_2 and resnet50 are built from (PyPI torchvision
 0.29.2) — scaled down (blocks [2, 1, 2], width_per_group 16) so the fixture stays small, every
 parameter and BN statistic random (float16-exact), eval mode; input 64×64 in [-1, 1] (no ImageNet
-normalisation, as the paper's code); expected layer1, layer2, layer3 outputs.
+normalisation, as the paper's code); expected layer1, layer2, layer3 outputs. Then the same for a
+BasicBlock ResNet (resnet18's block, one block per layer; tensors prefixed `basic.`, outputs
+`basic_layer1..3`).
 Metadata: the config and torchvision's parameter count of wide_resnet50_2's layers 1–3.
 Run:  python tools/reference/make_resnet_fixtures.py
 """
@@ -12,7 +14,7 @@ import os
 import torch
 from safetensors.torch import save_file
 from torchvision.models import wide_resnet50_2
-from torchvision.models.resnet import Bottleneck, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from upstream_effnet import randomise
 
@@ -32,9 +34,21 @@ def main():
     keep = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
     tensors = {k: v.half().contiguous() for k, v in model.state_dict().items() if v.is_floating_point() and k.startswith(keep)}
     tensors.update(x=x, layer1=l1, layer2=l2, layer3=l3)
+    # BasicBlock network, drawn after the Bottleneck one so those values stay as they were
+    basic = ResNet(BasicBlock, [1, 1, 1, 1]).eval()
+    randomise(basic, gen, lambda name, p: name.endswith("weight") and p.dim() == 1)
+    xb = torch.rand(1, 3, 32, 48, generator=gen) * 2 - 1
+    with torch.no_grad():
+        h = basic.maxpool(basic.relu(basic.bn1(basic.conv1(xb))))
+        b1 = basic.layer1(h)
+        b2 = basic.layer2(b1)
+        b3 = basic.layer3(b2)
+    tensors.update({f"basic.{k}": v.half().contiguous() for k, v in basic.state_dict().items() if v.is_floating_point() and k.startswith(keep)})
+    tensors.update(basic_x=xb, basic_layer1=b1, basic_layer2=b2, basic_layer3=b3)
     wrn = wide_resnet50_2()
     wrn_params = sum(p.numel() for n, p in wrn.named_parameters() if n.startswith(keep))
     meta = {"kind": "resnet", "layers": json.dumps([2, 1, 2]), "width_per_group": "16", "wide_resnet50_2_params_l123": str(wrn_params),
+            "basic_layers": json.dumps([1, 1, 1]),
             "generator": "tools/reference/make_resnet_fixtures.py", "torch": torch.__version__}
     save_file({k: v.contiguous() for k, v in tensors.items()}, OUT, metadata=meta)
     print(f"layer shapes {tuple(l1.shape)} {tuple(l2.shape)} {tuple(l3.shape)}; WRN50-2 layers 1-3 params {wrn_params}; {os.path.getsize(OUT)} bytes")

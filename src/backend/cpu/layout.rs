@@ -21,3 +21,25 @@ pub fn slice_channels<T: Real>(x: &[T], n: usize, c: usize, s: usize, start: usi
     }
     y
 }
+
+/// x[:, ids] (torch.index_select along channels) over [N, C, S].
+pub fn gather_channels<T: Real>(x: &[T], n: usize, c: usize, s: usize, ids: &[usize]) -> Vec<T> {
+    let mut y = Vec::with_capacity(n * ids.len() * s);
+    for ni in 0..n {
+        for &ch in ids {
+            y.extend_from_slice(&x[(ni * c + ch) * s..][..s]);
+        }
+    }
+    y
+}
+
+/// Backward of `gather_channels` with distinct ids: gy [N, len(ids), S] placed into zeros [N, C, S].
+pub fn gather_channels_x_backward<T: Real>(gy: &[T], n: usize, c: usize, s: usize, ids: &[usize]) -> Vec<T> {
+    let mut gx = vec![T::zero(); n * c * s];
+    for ni in 0..n {
+        for (k, &ch) in ids.iter().enumerate() {
+            gx[(ni * c + ch) * s..][..s].copy_from_slice(&gy[(ni * ids.len() + k) * s..][..s]);
+        }
+    }
+    gx
+}

@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod group_norm;
 pub mod layout;
 pub mod linear;
+pub mod mahalanobis;
 pub mod matmul;
 pub mod pool;
 pub mod real;
@@ -18,7 +19,7 @@ pub mod reduce;
 pub mod resample;
 
 use super::params::{
-    at_least_2d, attention_dims, broadcastable, channel_vector, check_embedding_ids, check_scale_shift, concat_dims, dims4, group_norm_dims, linear_dims, same_shape, slice_dims,
+    at_least_2d, attention_dims, broadcastable, channel_vector, check_channel_ids, check_embedding_ids, check_scale_shift, concat_dims, dims4, group_norm_dims, linear_dims, same_shape, slice_dims, mahalanobis_dims,
 };
 use super::{check_model_out, Activation, Backend, Conv2dParams, DdimCoefs, GroupNormParams, Pool2dParams, ScaleShift, StepCoefs};
 use crate::tensor::{Shape, Tensor};
@@ -252,6 +253,40 @@ impl Backend for Cpu {
         let dims = slice_dims("slice_channels", x.shape(), start, end)?;
         let (n, c, s) = x.shape().ncs();
         Ok(make(&dims, layout::slice_channels(data(x), n, c, s, start, end)))
+    }
+
+    fn gather_channels(&self, x: &CpuTensor, ids: &[usize]) -> Result<CpuTensor> {
+        at_least_2d("gather_channels", x.shape())?;
+        let (n, c, s) = x.shape().ncs();
+        check_channel_ids("gather_channels", c, ids)?;
+        let mut dims = x.dims().to_vec();
+        dims[1] = ids.len();
+        Ok(make(&dims, layout::gather_channels(data(x), n, c, s, ids)))
+    }
+
+    fn gather_channels_x_backward(&self, gy: &CpuTensor, ids: &[usize], c: usize) -> Result<CpuTensor> {
+        at_least_2d("gather_channels_x_backward", gy.shape())?;
+        let (n, k, s) = gy.shape().ncs();
+        if k != ids.len() {
+            return Err(Error::shape("gather_channels_x_backward", format!("gradient {} for {} ids", gy.shape(), ids.len())));
+        }
+        check_channel_ids("gather_channels_x_backward", c, ids)?;
+        let mut dims = gy.dims().to_vec();
+        dims[1] = c;
+        Ok(make(&dims, layout::gather_channels_x_backward(data(gy), n, c, s, ids)))
+    }
+
+    fn mahalanobis(&self, f: &CpuTensor, mean: &CpuTensor, linv: &CpuTensor) -> Result<CpuTensor> {
+        let (n, d, p) = mahalanobis_dims("mahalanobis", f.shape(), mean.shape(), linv.shape())?;
+        Ok(make(&[n, 1, f.dims()[2], f.dims()[3]], mahalanobis::mahalanobis(data(f), data(mean), data(linv), n, d, p)))
+    }
+
+    fn mahalanobis_x_backward(&self, gd: &CpuTensor, f: &CpuTensor, mean: &CpuTensor, linv: &CpuTensor) -> Result<CpuTensor> {
+        let (n, d, p) = mahalanobis_dims("mahalanobis_x_backward", f.shape(), mean.shape(), linv.shape())?;
+        if gd.dims() != [n, 1, f.dims()[2], f.dims()[3]] {
+            return Err(Error::shape("mahalanobis_x_backward", format!("gradient {} does not fit features {}", gd.shape(), f.shape())));
+        }
+        Ok(make(f.dims(), mahalanobis::mahalanobis_x_backward(data(gd), data(f), data(mean), data(linv), n, d, p)))
     }
 
     fn attention_legacy(&self, qkv: &CpuTensor, heads: usize) -> Result<CpuTensor> {

@@ -11,8 +11,8 @@ pub mod kernels;
 use self::args::{Bcast4, ConvArgs, GnArgs, PoolArgs, StepArgs};
 use self::device::{Arg, Device, LaunchCfg};
 use super::params::{
-    at_least_2d, attention_dims, broadcastable, channel_vector, check_embedding_ids, check_scale_shift, concat_dims, dims4, group_norm_dims, linear_dims,
-    same_shape, slice_dims,
+    at_least_2d, attention_dims, broadcastable, channel_vector, check_channel_ids, check_embedding_ids, check_scale_shift, concat_dims, dims4, group_norm_dims,
+    linear_dims, mahalanobis_dims, same_shape, slice_dims,
 };
 use super::{check_model_out, Activation, Backend, Conv2dParams, DdimCoefs, GroupNormParams, Pool2dParams, ScaleShift, StepCoefs};
 use crate::tensor::{Shape, Tensor};
@@ -43,6 +43,9 @@ impl EmulatedCuda {
 }
 
 type T<D> = Tensor<CudaBackend<D>>;
+
+/// Threads per (position, image) block of the Mahalanobis kernels: 8 warps share the rows.
+const MAHA_BLOCK: u32 = 256;
 
 fn ew(n: usize) -> LaunchCfg {
     let blocks = n.div_ceil(EW_BLOCK as usize).clamp(1, EW_MAX_BLOCKS) as u32;
@@ -554,6 +557,72 @@ impl<D: Device> Backend for CudaBackend<D> {
             self.ew_launch("timestep_embedding_f32", y.numel(), &[Self::buf(t), Self::buf(&y), Arg::I32(n as i32), Arg::I32(dim as i32), Arg::F32(neg_log)])?;
             Ok(y)
         }
+    }
+
+    fn gather_channels(&self, x: &T<D>, ids: &[usize]) -> Result<T<D>> {
+        at_least_2d("gather_channels", x.shape())?;
+        let (n, c, s) = x.shape().ncs();
+        check_channel_ids("gather_channels", c, ids)?;
+        i32_of("gather_channels", x.numel().max(n * ids.len() * s))?;
+        let mut dims = x.dims().to_vec();
+        dims[1] = ids.len();
+        let y = self.alloc(&dims)?;
+        if y.numel() > 0 {
+            let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+            let idb = self.dev.upload(bytemuck::cast_slice(&ids32))?;
+            let a = |v: usize| Arg::I32(v as i32);
+            self.ew_launch("gather_channels_f32", y.numel(), &[Self::buf(x), Arg::Buf(&idb), Self::buf(&y), a(n), a(c), a(ids.len()), a(s)])?;
+        }
+        Ok(y)
+    }
+
+    fn gather_channels_x_backward(&self, gy: &T<D>, ids: &[usize], c: usize) -> Result<T<D>> {
+        at_least_2d("gather_channels_x_backward", gy.shape())?;
+        let (n, k, s) = gy.shape().ncs();
+        if k != ids.len() {
+            return Err(Error::shape("gather_channels_x_backward", format!("gradient {} for {} ids", gy.shape(), ids.len())));
+        }
+        check_channel_ids("gather_channels_x_backward", c, ids)?;
+        i32_of("gather_channels_x_backward", n * c.max(k) * s)?;
+        let mut dims = gy.dims().to_vec();
+        dims[1] = c;
+        let gx = self.alloc(&dims)?;
+        if gy.numel() > 0 {
+            let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+            let idb = self.dev.upload(bytemuck::cast_slice(&ids32))?;
+            let a = |v: usize| Arg::I32(v as i32);
+            self.ew_launch("gather_channels_x_backward_f32", gy.numel(), &[Self::buf(gy), Arg::Buf(&idb), Self::buf(&gx), a(n), a(c), a(k), a(s)])?;
+        }
+        Ok(gx)
+    }
+
+    fn mahalanobis(&self, f: &T<D>, mean: &T<D>, linv: &T<D>) -> Result<T<D>> {
+        let (n, d, p) = mahalanobis_dims("mahalanobis", f.shape(), mean.shape(), linv.shape())?;
+        i32_of("mahalanobis", f.numel())?;
+        let y = self.alloc(&[n, 1, f.dims()[2], f.dims()[3]])?;
+        if y.numel() > 0 && d > 0 {
+            let cfg = LaunchCfg { grid: (p as u32, n as u32, 1), block: (MAHA_BLOCK, 1, 1), smem_bytes: ((2 * d + 32) * 4) as u32 };
+            self.launch("mahalanobis_f32", cfg, &[Self::buf(f), Self::buf(mean), Self::buf(linv), Self::buf(&y), Arg::I32(d as i32), Arg::I32(p as i32)])?;
+        }
+        Ok(y)
+    }
+
+    fn mahalanobis_x_backward(&self, gd: &T<D>, f: &T<D>, mean: &T<D>, linv: &T<D>) -> Result<T<D>> {
+        let (n, d, p) = mahalanobis_dims("mahalanobis_x_backward", f.shape(), mean.shape(), linv.shape())?;
+        if gd.dims() != [n, 1, f.dims()[2], f.dims()[3]] {
+            return Err(Error::shape("mahalanobis_x_backward", format!("gradient {} does not fit features {}", gd.shape(), f.shape())));
+        }
+        i32_of("mahalanobis_x_backward", f.numel())?;
+        let gf = self.alloc(f.dims())?;
+        if gf.numel() > 0 {
+            let cfg = LaunchCfg { grid: (p as u32, n as u32, 1), block: (MAHA_BLOCK, 1, 1), smem_bytes: ((3 * d + 32) * 4) as u32 };
+            self.launch(
+                "mahalanobis_x_backward_f32",
+                cfg,
+                &[Self::buf(gd), Self::buf(f), Self::buf(mean), Self::buf(linv), Self::buf(&gf), Arg::I32(d as i32), Arg::I32(p as i32)],
+            )?;
+        }
+        Ok(gf)
     }
 
     fn embedding(&self, table: &T<D>, ids: &[usize]) -> Result<T<D>> {

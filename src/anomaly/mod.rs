@@ -2,5 +2,8 @@
 //! image score; seeded noise so that the same seed gives the same map.
 
 pub mod noise;
+pub mod padim;
+pub mod padim_file;
+pub mod reconstruct;
 pub mod render;
 pub mod score;

@@ -102,6 +102,17 @@ pub struct Scorer<'a, B: Backend> {
     pub cfg: ScoreConfig,
 }
 
+/// The variance parameterisation a model was trained with (create_gaussian_diffusion's rule).
+pub fn var_type_of(f: &crate::io::flags::ModelFlags) -> VarType {
+    if f.learn_sigma {
+        VarType::LearnedRange
+    } else if f.sigma_small {
+        VarType::FixedSmall
+    } else {
+        VarType::FixedLarge
+    }
+}
+
 /// Mean of the `k` largest values.
 pub fn topk_mean(v: &[f32], k: usize) -> f32 {
     let mut s: Vec<f32> = v.to_vec();
@@ -117,14 +128,7 @@ impl<'a, B: Backend> Scorer<'a, B> {
     }
 
     fn var_type(&self) -> VarType {
-        let f = &self.unet.flags;
-        if f.learn_sigma {
-            VarType::LearnedRange
-        } else if f.sigma_small {
-            VarType::FixedSmall
-        } else {
-            VarType::FixedLarge
-        }
+        var_type_of(&self.unet.flags)
     }
 
     /// Scores a batch x0 [N,3,H,W] in [−1, 1]; `noise[j]` is ε for timesteps[j], [N,3,H,W].

@@ -13,7 +13,7 @@ pub fn packed_len(d: usize) -> usize {
 
 /// Dot product with 8 independent partial sums (vectorises; the order is fixed, so results are
 /// reproducible).
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());

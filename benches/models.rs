@@ -24,11 +24,7 @@ const PAPER_FLAGS: &str = "--image_size 256 --num_channels 256 --num_res_blocks 
 --num_classes 15 --channel_mult 1,1,2,2,4,4";
 
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    ran::sysinfo::peak_rss_mb().unwrap_or(f64::NAN)
 }
 
 /// Child process: load the model file and run one forward, so peak RSS covers only that.

@@ -107,6 +107,84 @@ enum Command {
         #[arg(long, default_value = "mvtec")]
         pro_variant: String,
     },
+    /// Fit PaDiM (the loss of the gradient denoising) on normal images: ResNet layer1–3 features,
+    /// a seeded subset of channels, per-position Gaussians; writes one file with the backbone.
+    FitPadim {
+        /// Normal training images: folders (searched recursively), files or globs.
+        #[arg(long, required = true, num_args = 1..)]
+        train: Vec<String>,
+        /// torchvision ResNet weights (.pth or safetensors): wide_resnet50_2 as the paper, or
+        /// resnet18/34/50, wide_resnet101_2.
+        #[arg(long)]
+        backbone: std::path::PathBuf,
+        /// Check the weights are this architecture (default: inferred from the names and shapes).
+        #[arg(long)]
+        arch: Option<String>,
+        /// Channels kept out of the layer1–3 concatenation (1792 for wide_resnet50_2).
+        #[arg(long, default_value_t = 500)]
+        dims: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Image size (the diffusion model's): images are resized and centre-cropped to it.
+        #[arg(long, default_value_t = 256)]
+        image_size: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Storage of the statistics and backbone: f32 or f16 (computation stays f32).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Images per backbone batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Gradient denoising (the paper's Algorithm 1): turn anomalous images into normal ones.
+    /// Writes the reconstruction, a strip of frames, |x0 − x̂| as a heatmap, PaDiM maps before and
+    /// after, and reconstruct.json with the loss curves.
+    Reconstruct {
+        /// Images, folders (searched recursively) or glob patterns.
+        inputs: Vec<String>,
+        /// Run on the shipped demo model, backbone fit and sample images.
+        #[arg(long)]
+        demo: bool,
+        /// A diffusion model converted by `ran convert`.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// A fit made by `ran fit-padim` at the model's image size.
+        #[arg(long)]
+        padim: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "ran-reconstruct")]
+        out: std::path::PathBuf,
+        /// Outer iterations (each: --nd gradient steps and one denoising step).
+        #[arg(long, default_value_t = 100)]
+        iters: usize,
+        /// Gradient steps per denoising step (N_d).
+        #[arg(long, default_value_t = 5)]
+        nd: usize,
+        /// Step size s; the weight decay is √(1−s²).
+        #[arg(long, default_value_t = 0.02)]
+        lr: f32,
+        /// Respaced index of the denoising step.
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+        /// Add σ·z to the posterior mean (the stochastic variant); the official code adds none.
+        #[arg(long)]
+        denoise_noise: bool,
+        /// Keep a frame for the strip every this many iterations (0: first and last only).
+        #[arg(long, default_value_t = 10)]
+        every: usize,
+        /// Respacing when the model's flags give none.
+        #[arg(long, default_value = "250")]
+        respacing: String,
+        /// Class of a class-conditional model: index or name (default: a class name in the path).
+        #[arg(long)]
+        class: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
     /// Metrics for anomaly maps made by any tool: pixel AUROC, AU-PRO (0.3), image AUROC.
     Metrics {
         /// safetensors with `maps` [N,H,W], `masks` [N,H,W] and optional `image_labels` [N]
@@ -317,6 +395,83 @@ fn main() -> ExitCode {
                         println!("note: KL score only (the model has no feature head, or --kl-only / no --effnet)");
                     }
                     println!("{} image(s) scored, {} failed; results in {}", o.processed, o.failed.len(), out.join("results.json").display());
+                    if o.failed.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::FitPadim { train, backbone, arch, dims, seed, image_size, out, dtype, batch, device } => {
+            let args = ran::commands::fit_padim::FitArgs { train, backbone, arch: arch.unwrap_or_default(), dims, seed, image_size, out: out.clone(), dtype, batch };
+            let backend = match select(&device) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            match ran::with_backend!(backend, |b| ran::commands::fit_padim::run(b, &args)) {
+                Ok(o) => {
+                    let i = &o.info;
+                    println!(
+                        "wrote {}: {} images, {} dims at {}×{} positions, {:.1} MB; peak RSS {}",
+                        out.display(),
+                        o.images,
+                        i.channels.len(),
+                        i.feature_size.0,
+                        i.feature_size.1,
+                        o.bytes as f64 / 1e6,
+                        o.peak_rss_mb.map(|m| format!("{m:.0} MB")).unwrap_or_else(|| "unknown".into())
+                    );
+                    if o.skipped.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("{} image(s) skipped", o.skipped.len());
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Reconstruct { inputs, demo, model, padim, out, iters, nd, lr, k, denoise_noise, every, respacing, class, seed, device } => {
+            let (mut inputs, mut model, mut padim, mut out, mut iters, mut every) = (inputs, model, padim, out, iters, every);
+            if demo {
+                let (m, imgs) = match demo_paths() {
+                    Ok(p) => p,
+                    Err(e) => return fail(e),
+                };
+                let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+                model.get_or_insert(m);
+                padim.get_or_insert(root.join("weights/demo/padim_demo_brick.safetensors"));
+                if inputs.is_empty() {
+                    for d in ["scratch", "spot", "patch", "hole"] {
+                        inputs.push(imgs.join("brick/test").join(d).join("000.png").display().to_string());
+                    }
+                }
+                if out == std::path::Path::new("ran-reconstruct") {
+                    out = "ran-demo-reconstruct".into();
+                }
+                if iters == 100 {
+                    iters = 20;
+                }
+                if every == 10 {
+                    every = 4;
+                }
+                println!("demo: the toy diffusion model and a PaDiM fit on the demo's brick images (see weights/README.md); {iters} iterations");
+            }
+            let (Some(model), Some(padim)) = (model, padim) else {
+                eprintln!("error: give --model MODEL.safetensors (ran convert) and --padim FIT.safetensors (ran fit-padim), or --demo");
+                return ExitCode::from(2);
+            };
+            let cfg = ran::anomaly::reconstruct::ReconstructConfig { iters, nd, lr, k, denoise_noise, seed };
+            let args = ran::commands::reconstruct::ReconstructArgs { inputs, model, padim, out: out.clone(), cfg, every, respacing, class };
+            let backend = match select(&device) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            match ran::with_backend!(backend, |b| ran::commands::reconstruct::run(b, &args)) {
+                Ok(o) => {
+                    println!("{} image(s) reconstructed, {} failed; results in {}", o.processed, o.failed.len(), out.join("reconstruct.json").display());
                     if o.failed.is_empty() {
                         ExitCode::SUCCESS
                     } else {

@@ -60,3 +60,11 @@ pub fn cpu_features() -> String {
     }
     s.trim_end().to_string()
 }
+
+/// Peak resident memory of this process in MB (VmHWM), where /proc tells it.
+pub fn peak_rss_mb() -> Option<f64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+}

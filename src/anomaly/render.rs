@@ -67,3 +67,29 @@ pub fn save_overlay(path: &Path, img: &Image8, m: &[f32], lo: f32, hi: f32, thre
     }
     save_rgb(path, w, h, out)
 }
+
+/// An image in [−1, 1], [3, H, W] planes, as RGB8 (the inverse of `to_chw`, rounded).
+pub fn chw_to_rgb8(x: &[f32], w: usize, h: usize) -> Vec<u8> {
+    let plane = w * h;
+    (0..plane).flat_map(|p| (0..3).map(move |c| (((x[c * plane + p] + 1.0) * 127.5).round().clamp(0.0, 255.0)) as u8)).collect()
+}
+
+pub fn save_chw(path: &Path, x: &[f32], w: usize, h: usize) -> Result<()> {
+    save_rgb(path, w, h, chw_to_rgb8(x, w, h))
+}
+
+/// Images ([3, H, W] in [−1, 1]) side by side with a 2-pixel white gap: a strip of frames.
+pub fn save_strip(path: &Path, frames: &[&[f32]], w: usize, h: usize) -> Result<()> {
+    const GAP: usize = 2;
+    let n = frames.len().max(1);
+    let sw = n * w + (n - 1) * GAP;
+    let mut out = vec![255u8; sw * h * 3];
+    for (i, f) in frames.iter().enumerate() {
+        let rgb = chw_to_rgb8(f, w, h);
+        let x0 = i * (w + GAP);
+        for y in 0..h {
+            out[(y * sw + x0) * 3..(y * sw + x0 + w) * 3].copy_from_slice(&rgb[y * w * 3..(y + 1) * w * 3]);
+        }
+    }
+    save_rgb(path, sw, h, out)
+}

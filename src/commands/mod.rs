@@ -3,5 +3,7 @@
 pub mod convert;
 pub mod detect;
 pub mod eval;
+pub mod fit_padim;
 pub mod metrics;
+pub mod reconstruct;
 pub mod verify;

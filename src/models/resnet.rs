@@ -70,6 +70,15 @@ impl ResNetConfig {
     }
 }
 
+/// The prefix under which a state dict keeps a torchvision ResNet: "" for torchvision's own
+/// files, e.g. "module." (DataParallel) or "backbone." when the network sits in a bigger model.
+pub fn state_dict_prefix(w: &dyn Weights) -> Option<String> {
+    if w.contains("conv1.weight") {
+        return Some(String::new());
+    }
+    w.names().into_iter().filter_map(|n| n.strip_suffix("layer1.0.conv1.weight").map(String::from)).find(|p| w.contains(&format!("{p}conv1.weight")))
+}
+
 /// A conv + BN of the torchvision layout (BN eps 1e-5), symmetric padding.
 #[allow(clippy::too_many_arguments)]
 fn conv_bn<B: Backend>(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Result<ConvBn<B>> {

@@ -1,0 +1,133 @@
+//! `ran fit-padim`: the PaDiM statistics of a category's normal images (spec §4), written with
+//! the backbone into one file for `ran reconstruct`.
+
+use crate::anomaly::padim::{fit_stats, host_features, random_channels, split_ids, COV_EPS};
+use crate::anomaly::padim_file::{self, PadimInfo, PadimStats};
+use crate::backend::cpu::mahalanobis::packed_len;
+use crate::backend::Backend;
+use crate::commands::detect::collect_inputs;
+use crate::io::image::{center_crop_arr, load_rgb, to_chw};
+use crate::io::safetensors::Dtype;
+use crate::models::open_weights;
+use crate::models::resnet::{state_dict_prefix, ResNet, ResNetConfig};
+use crate::models::weights::{Loader, Prefixed, Weights};
+use crate::{Error, Result};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct FitArgs {
+    pub train: Vec<String>,
+    pub backbone: PathBuf,
+    /// expected architecture (checked against the one inferred from the weights), or empty
+    pub arch: String,
+    pub dims: usize,
+    pub seed: u64,
+    pub image_size: usize,
+    pub out: PathBuf,
+    pub dtype: String,
+    pub batch: usize,
+}
+
+pub struct FitOutcome {
+    pub images: usize,
+    pub skipped: Vec<(PathBuf, String)>,
+    pub info: PadimInfo,
+    pub bytes: u64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+fn bar(n: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(n);
+    pb.set_style(indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what}, {{elapsed}} (eta {{eta}})")).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    pb
+}
+
+pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
+    let dtype = match a.dtype.as_str() {
+        "f32" => Dtype::F32,
+        "f16" => Dtype::F16,
+        o => return Err(Error::InvalidArgument(format!("--dtype {o}: f32 or f16"))),
+    };
+    if a.image_size == 0 || a.image_size % 16 != 0 {
+        return Err(Error::InvalidArgument(format!("--image-size {}: a positive multiple of 16 (the backbone's layer3 stride)", a.image_size)));
+    }
+    let files = collect_inputs(&a.train)?;
+    let file = open_weights(&a.backbone)?;
+    let prefix = state_dict_prefix(&*file).ok_or_else(|| Error::BadFile { path: a.backbone.clone(), msg: "not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight under any prefix)".into() })?;
+    let w = Prefixed { inner: &*file, prefix };
+    let w = &w;
+    let cfg = ResNetConfig::infer(w)?;
+    if !a.arch.is_empty() && ResNetConfig::from_name(&a.arch)? != cfg {
+        return Err(Error::BadFile { path: a.backbone.clone(), msg: format!("the weights are a {cfg:?}, not {}", a.arch) });
+    }
+    let l = Loader::new(w, b).ignoring_prefixes(ResNet::<B>::unused_prefixes());
+    let net = ResNet::load(&cfg, &l)?;
+    l.finish()?;
+    let names: Vec<String> = l.loaded().into_iter().map(|(n, _)| n).filter(|n| w.contains(n)).collect();
+    let chans = net.channels();
+    let channels = random_channels(chans.iter().sum(), a.dims, a.seed)?;
+    let ids = split_ids(&channels, chans)?;
+    let (s, d) = (a.image_size, channels.len());
+    let (fh, fw) = (s / 4, s / 4);
+    let p = fh * fw;
+    eprintln!(
+        "PaDiM: {} images, {:?} backbone, {d} of {} channels at {fh}×{fw}; memory ≈ {:.1} GB (features {:.1} + inverse factors {:.1})",
+        files.len(),
+        cfg.block,
+        chans.iter().sum::<usize>(),
+        (files.len() * p * d * 4 + p * packed_len(d) * 4) as f64 / 1e9,
+        (files.len() * p * d * 4) as f64 / 1e9,
+        (p * packed_len(d) * 4) as f64 / 1e9,
+    );
+    // pass 1: features of every image, on the host as [N][P][D]
+    let pb = bar(files.len() as u64, "images");
+    let mut feats: Vec<f32> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut n = 0;
+    for chunk in files.chunks(a.batch.max(1)) {
+        let mut x = Vec::new();
+        for f in chunk {
+            match load_rgb(f) {
+                Ok(img) => x.extend(to_chw(&center_crop_arr(&img, s))),
+                Err(e) => {
+                    pb.suspend(|| eprintln!("skipped {}: {e}", f.display()));
+                    skipped.push((f.clone(), e.to_string()));
+                }
+            }
+            pb.inc(1);
+        }
+        let k = x.len() / (3 * s * s);
+        if k == 0 {
+            continue;
+        }
+        let (v, hw) = host_features(b, &net, &ids, &b.from_host(&[k, 3, s, s], &x)?)?;
+        if hw != (fh, fw) {
+            return Err(Error::InvalidArgument(format!("layer1 came out {hw:?}, expected {fh}×{fw}")));
+        }
+        feats.extend_from_slice(&v);
+        n += k;
+    }
+    pb.finish_and_clear();
+    if n < 2 {
+        return Err(Error::InvalidArgument(format!("{}: {n} usable image(s); PaDiM needs at least 2", a.train.join(", "))));
+    }
+    // pass 2: per-position mean and Cholesky-factored inverse covariance (f64)
+    let t0 = std::time::Instant::now();
+    eprintln!("fitting {p} per-position Gaussians of dimension {d} from {n} images ...");
+    let (mean, linv) = fit_stats(&feats, n, p, d, COV_EPS)?;
+    drop(feats);
+    eprintln!("  {:.1} s", t0.elapsed().as_secs_f64());
+    let info = PadimInfo { backbone: format!("{:?} {:?} width {}", cfg.block, cfg.blocks, cfg.width_per_group), channels, layer_channels: chans, image_size: (s, s), feature_size: (fh, fw), eps: COV_EPS, n_train: n };
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("backbone_file".into(), a.backbone.display().to_string());
+    meta.insert("train".into(), a.train.join(","));
+    meta.insert("seed".into(), a.seed.to_string());
+    meta.insert("generator".into(), format!("ran fit-padim {}", env!("CARGO_PKG_VERSION")));
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::Io { path: parent.to_path_buf(), source: e })?;
+    }
+    let stats = PadimStats { info: info.clone(), mean, linv };
+    padim_file::save(&a.out, w, &names, &stats, dtype, &meta)?;
+    let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+    Ok(FitOutcome { images: n, skipped, info, bytes, peak_rss_mb: crate::sysinfo::peak_rss_mb() })
+}

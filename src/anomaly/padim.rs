@@ -123,6 +123,18 @@ pub fn host_features<B: Backend>(b: &B, resnet: &ResNet<B>, ids: &[Vec<usize>; 3
 /// transposed so a position's vector is contiguous): returns mean [P, D] and the packed inverse
 /// Cholesky factors [P, D(D+1)/2] of Σ_p = cov_p + eps·I, everything computed in f64.
 pub fn fit_stats(feats: &[f32], n: usize, p: usize, d: usize, eps: f64) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut linv = Vec::with_capacity(p * packed_len(d));
+    let mean = fit_stats_streamed(feats, n, p, d, eps, p, |c| {
+        linv.extend_from_slice(c);
+        Ok(())
+    })?;
+    Ok((mean, linv))
+}
+
+/// `fit_stats` handing the inverse factors to `sink` `chunk` positions at a time (in order), so
+/// that only one chunk of the [P, D(D+1)/2] result is in memory: 4096 positions × 500 dims is
+/// 2.1 GB in f32. Returns the mean.
+pub fn fit_stats_streamed(feats: &[f32], n: usize, p: usize, d: usize, eps: f64, chunk: usize, mut sink: impl FnMut(&[f32]) -> Result<()>) -> Result<Vec<f32>> {
     if n < 2 {
         return Err(Error::InvalidArgument(format!("PaDiM needs at least 2 training images, got {n}")));
     }
@@ -130,47 +142,51 @@ pub fn fit_stats(feats: &[f32], n: usize, p: usize, d: usize, eps: f64) -> Resul
         return Err(Error::InvalidArgument(format!("{} feature values for {n} images × {p} positions × {d} dims", feats.len())));
     }
     let mut mean = vec![0.0f32; p * d];
-    let mut linv = vec![0.0f32; p * packed_len(d)];
-    let failed = std::sync::Mutex::new(None::<Error>);
-    linv.par_chunks_mut(packed_len(d)).zip(mean.par_chunks_mut(d)).enumerate().for_each_init(
-        || (vec![0.0f64; n * d], vec![0.0f64; d * d], vec![0.0f64; d * d]),
-        |(x, cov, mt), (pi, (out, mu_out))| {
-            // centred samples X [N, D] of this position
-            let mut mu = vec![0.0f64; d];
-            for ni in 0..n {
-                let row = &feats[(ni * p + pi) * d..][..d];
-                for (m, &v) in mu.iter_mut().zip(row) {
-                    *m += v as f64;
+    let chunk = chunk.clamp(1, p.max(1));
+    let mut linv = vec![0.0f32; chunk * packed_len(d)];
+    for p0 in (0..p).step_by(chunk) {
+        let np = chunk.min(p - p0);
+        let failed = std::sync::Mutex::new(None::<Error>);
+        linv[..np * packed_len(d)].par_chunks_mut(packed_len(d)).zip(mean[p0 * d..(p0 + np) * d].par_chunks_mut(d)).enumerate().for_each_init(
+            || (vec![0.0f64; n * d], vec![0.0f64; d * d], vec![0.0f64; d * d]),
+            |(x, cov, mt), (i, (out, mu_out))| {
+                let pi = p0 + i;
+                // centred samples X [N, D] of this position
+                let mut mu = vec![0.0f64; d];
+                for ni in 0..n {
+                    for (m, &v) in mu.iter_mut().zip(&feats[(ni * p + pi) * d..][..d]) {
+                        *m += v as f64;
+                    }
                 }
-            }
-            mu.iter_mut().for_each(|m| *m /= n as f64);
-            for ni in 0..n {
-                let row = &feats[(ni * p + pi) * d..][..d];
-                for j in 0..d {
-                    x[ni * d + j] = row[j] as f64 - mu[j];
+                mu.iter_mut().for_each(|m| *m /= n as f64);
+                for ni in 0..n {
+                    for (j, &v) in feats[(ni * p + pi) * d..][..d].iter().enumerate() {
+                        x[ni * d + j] = v as f64 - mu[j];
+                    }
                 }
-            }
-            // Σ = XᵀX/(N−1) + eps·I
-            matmul(d, d, n, cov, d, MatRef::transposed(x, d), MatRef::row_major(x, d), false, false);
-            let s = 1.0 / (n as f64 - 1.0);
-            for i in 0..d {
-                for j in 0..=i {
-                    cov[i * d + j] *= s;
+                // Σ = XᵀX/(N−1) + eps·I
+                matmul(d, d, n, cov, d, MatRef::transposed(x, d), MatRef::row_major(x, d), false, false);
+                let s = 1.0 / (n as f64 - 1.0);
+                for i in 0..d {
+                    for j in 0..=i {
+                        cov[i * d + j] *= s;
+                    }
+                    cov[i * d + i] += eps;
                 }
-                cov[i * d + i] += eps;
-            }
-            if let Err(e) = cholesky_inverse(cov, mt, d, out) {
-                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Error::InvalidArgument(format!("position {pi}: {e}")));
-            }
-            for (o, m) in mu_out.iter_mut().zip(&mu) {
-                *o = *m as f32;
-            }
-        },
-    );
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok((mean, linv)),
+                if let Err(e) = cholesky_inverse(cov, mt, d, out) {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Error::InvalidArgument(format!("position {pi}: {e}")));
+                }
+                for (o, m) in mu_out.iter_mut().zip(&mu) {
+                    *o = *m as f32;
+                }
+            },
+        );
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        sink(&linv[..np * packed_len(d)])?;
     }
+    Ok(mean)
 }
 
 /// In place: the lower triangle of `a` [d×d] becomes its Cholesky factor L; then L⁻¹ is

@@ -7,7 +7,7 @@
 use super::padim::Padim;
 use crate::backend::cpu::mahalanobis::packed_len;
 use crate::backend::Backend;
-use crate::io::safetensors::{write_streaming, Dtype, SafeTensors};
+use crate::io::safetensors::{write_streaming_chunks, Dtype, SafeTensors};
 use crate::models::resnet::{ResNet, ResNetConfig};
 use crate::models::weights::{Loader, Prefixed, Weights};
 use crate::{Error, Result};
@@ -39,7 +39,23 @@ pub struct PadimStats {
 
 /// Writes backbone + statistics; `backbone_names` are the tensors the backbone used.
 pub fn save(path: &Path, backbone: &dyn Weights, backbone_names: &[String], stats: &PadimStats, dtype: Dtype, extra_meta: &BTreeMap<String, String>) -> Result<()> {
-    let i = &stats.info;
+    save_streamed(path, backbone, backbone_names, &stats.info, dtype, extra_meta, |sink| {
+        sink(&stats.linv)?;
+        Ok(stats.mean.clone())
+    })
+}
+
+/// `save` with the inverse factors produced while writing: `stats` pushes them to the sink in
+/// order and returns the mean (written after them), so the factors never sit in memory whole.
+pub fn save_streamed(
+    path: &Path,
+    backbone: &dyn Weights,
+    backbone_names: &[String],
+    i: &PadimInfo,
+    dtype: Dtype,
+    extra_meta: &BTreeMap<String, String>,
+    mut stats: impl FnMut(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<Vec<f32>>,
+) -> Result<()> {
     let (p, d) = (i.feature_size.0 * i.feature_size.1, i.channels.len());
     let mut meta = extra_meta.clone();
     meta.insert("format".into(), FORMAT.into());
@@ -54,15 +70,19 @@ pub fn save(path: &Path, backbone: &dyn Weights, backbone_names: &[String], stat
     for n in backbone_names {
         entries.push((format!("backbone.{n}"), backbone.shape(n)?));
     }
-    entries.push(("mean".into(), vec![p, d]));
     entries.push(("linv".into(), vec![p, packed_len(d)]));
-    write_streaming(
+    entries.push(("mean".into(), vec![p, d]));
+    let mut mean: Option<Vec<f32>> = None;
+    write_streaming_chunks(
         path,
         &entries,
-        |name| match name {
-            "mean" => Ok(stats.mean.clone()),
-            "linv" => Ok(stats.linv.clone()),
-            n => Ok(backbone.get(n.strip_prefix("backbone.").unwrap_or(n))?.1),
+        |name, sink| match name {
+            "linv" => {
+                mean = Some(stats(sink)?);
+                Ok(())
+            }
+            "mean" => sink(mean.as_deref().unwrap_or(&[])),
+            n => sink(&backbone.get(n.strip_prefix("backbone.").unwrap_or(n))?.1),
         },
         &meta,
         dtype,

@@ -1,8 +1,8 @@
 //! `ran fit-padim`: the PaDiM statistics of a category's normal images (spec §4), written with
 //! the backbone into one file for `ran reconstruct`.
 
-use crate::anomaly::padim::{fit_stats, host_features, random_channels, split_ids, COV_EPS};
-use crate::anomaly::padim_file::{self, PadimInfo, PadimStats};
+use crate::anomaly::padim::{fit_stats_streamed, host_features, random_channels, split_ids, COV_EPS};
+use crate::anomaly::padim_file::{self, PadimInfo};
 use crate::backend::cpu::mahalanobis::packed_len;
 use crate::backend::Backend;
 use crate::commands::detect::collect_inputs;
@@ -71,11 +71,10 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     let (fh, fw) = (s / 4, s / 4);
     let p = fh * fw;
     eprintln!(
-        "PaDiM: {} images, {:?} backbone, {d} of {} channels at {fh}×{fw}; memory ≈ {:.1} GB (features {:.1} + inverse factors {:.1})",
+        "PaDiM: {} images, {:?} backbone, {d} of {} channels at {fh}×{fw}; features {:.2} GB in memory, inverse factors {:.2} GB streamed to the file",
         files.len(),
         cfg.block,
         chans.iter().sum::<usize>(),
-        (files.len() * p * d * 4 + p * packed_len(d) * 4) as f64 / 1e9,
         (files.len() * p * d * 4) as f64 / 1e9,
         (p * packed_len(d) * 4) as f64 / 1e9,
     );
@@ -111,12 +110,8 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     if n < 2 {
         return Err(Error::InvalidArgument(format!("{}: {n} usable image(s); PaDiM needs at least 2", a.train.join(", "))));
     }
-    // pass 2: per-position mean and Cholesky-factored inverse covariance (f64)
-    let t0 = std::time::Instant::now();
-    eprintln!("fitting {p} per-position Gaussians of dimension {d} from {n} images ...");
-    let (mean, linv) = fit_stats(&feats, n, p, d, COV_EPS)?;
-    drop(feats);
-    eprintln!("  {:.1} s", t0.elapsed().as_secs_f64());
+    // pass 2, streamed into the file: per-position mean and Cholesky-factored inverse covariance
+    // (f64), 256 positions at a time
     let info = PadimInfo { backbone: format!("{:?} {:?} width {}", cfg.block, cfg.blocks, cfg.width_per_group), channels, layer_channels: chans, image_size: (s, s), feature_size: (fh, fw), eps: COV_EPS, n_train: n };
     let mut meta = std::collections::BTreeMap::new();
     meta.insert("backbone_file".into(), a.backbone.display().to_string());
@@ -126,8 +121,15 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::Io { path: parent.to_path_buf(), source: e })?;
     }
-    let stats = PadimStats { info: info.clone(), mean, linv };
-    padim_file::save(&a.out, w, &names, &stats, dtype, &meta)?;
+    const CHUNK: usize = 256;
+    let pb = bar(p as u64, "positions");
+    padim_file::save_streamed(&a.out, w, &names, &info, dtype, &meta, |sink| {
+        fit_stats_streamed(&feats, n, p, d, COV_EPS, CHUNK, |c| {
+            pb.inc((c.len() / packed_len(d)) as u64);
+            sink(c)
+        })
+    })?;
+    pb.finish_and_clear();
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
     Ok(FitOutcome { images: n, skipped, info, bytes, peak_rss_mb: crate::sysinfo::peak_rss_mb() })
 }

@@ -257,6 +257,18 @@ pub fn write_streaming(
     metadata: &BTreeMap<String, String>,
     dtype: Dtype,
 ) -> Result<()> {
+    write_streaming_chunks(path, entries, |name, sink| sink(&fetch(name)?), metadata, dtype)
+}
+
+/// `write_streaming` where each tensor hands its values to `sink` in as many chunks as it likes
+/// (in order), so a tensor larger than memory can be produced piece by piece.
+pub fn write_streaming_chunks(
+    path: impl AsRef<Path>,
+    entries: &[(String, Vec<usize>)],
+    mut produce: impl FnMut(&str, &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>,
+    metadata: &BTreeMap<String, String>,
+    dtype: Dtype,
+) -> Result<()> {
     use std::io::Write;
     let path = path.as_ref();
     if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
@@ -281,20 +293,22 @@ pub fn write_streaming(
     w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&h).map_err(io)?;
     for (name, shape) in entries {
-        let v = fetch(name)?;
-        if v.len() != shape.iter().product::<usize>() {
-            return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("{} values for shape {shape:?}", v.len()) });
-        }
-        match dtype {
-            Dtype::F32 => w.write_all(bytemuck::cast_slice(&v)).map_err(io)?,
-            Dtype::F16 => {
-                let b: Vec<u8> = v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
-                w.write_all(&b).map_err(io)?
+        let want = shape.iter().product::<usize>();
+        let mut written = 0usize;
+        let mut sink = |v: &[f32]| -> Result<()> {
+            written += v.len();
+            if written > want {
+                return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("more than {want} values for shape {shape:?}") });
             }
-            _ => {
-                let b: Vec<u8> = v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
-                w.write_all(&b).map_err(io)?
+            match dtype {
+                Dtype::F32 => w.write_all(bytemuck::cast_slice(v)).map_err(io),
+                Dtype::F16 => w.write_all(&v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>()).map_err(io),
+                _ => w.write_all(&v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>()).map_err(io),
             }
+        };
+        produce(name, &mut sink)?;
+        if written != want {
+            return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("{written} values for shape {shape:?}") });
         }
     }
     w.flush().map_err(io)

@@ -225,10 +225,25 @@ fn col2im_add<T: Real>(colg: &[T], g: &ConvGeom, r0: usize, r1: usize, gxg: &mut
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let src = &colg[(ci * khw + ky * g.kw + kx) * cols..][..cols];
+                // outputs ox whose input column ix = ox·sw + kx − pl lies in 0..w: one range per tap,
+                // so the inner loop has no bounds tests (and vectorises at stride 1)
+                let ox0 = g.pl.saturating_sub(kx).div_ceil(g.sw);
+                let ox1 = ((g.w + g.pl).saturating_sub(kx)).div_ceil(g.sw).min(g.wo);
+                if ox0 >= ox1 {
+                    continue;
+                }
                 for oy in r0..r1 {
-                    for ox in 0..g.wo {
-                        if let Some((iy, ix)) = g.src(oy, ky, ox, kx) {
-                            gp[iy * g.w + ix] += src[(oy - r0) * g.wo + ox];
+                    let Some(iy) = (oy * g.sh + ky).checked_sub(g.pt).filter(|&iy| iy < g.h) else { continue };
+                    let srow = &src[(oy - r0) * g.wo..][ox0..ox1];
+                    let ix0 = ox0 * g.sw + kx - g.pl;
+                    let drow = &mut gp[iy * g.w..(iy + 1) * g.w];
+                    if g.sw == 1 {
+                        for (d, &v) in drow[ix0..ix0 + srow.len()].iter_mut().zip(srow) {
+                            *d += v;
+                        }
+                    } else {
+                        for (j, &v) in srow.iter().enumerate() {
+                            drow[ix0 + j * g.sw] += v;
                         }
                     }
                 }

@@ -11,6 +11,8 @@ use ran::anomaly::padim::{random_channels, split_ids, Padim};
 use ran::backend::cpu::mahalanobis::packed_len;
 use ran::models::resnet::{BlockKind, ResNet, ResNetConfig};
 use ran::models::weights::{Loader, Synthetic};
+use ran::backend::cuda::gpu::GpuDevice;
+use ran::backend::cuda::Gpu;
 use ran::{Backend, Cpu};
 use std::time::Instant;
 
@@ -50,10 +52,10 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     ts[reps / 2]
 }
 
-fn main() {
-    let b = Cpu;
+/// Times the map, the gradient step and the backbone alone on backend `b`.
+fn run<B: Backend>(b: &B, label: &str) {
     let cfg = ResNetConfig::from_name("wide_resnet50_2").unwrap();
-    let l = Loader::synthetic(&b, Synthetic { seed: 3, shapes: Default::default() });
+    let l = Loader::synthetic(b, Synthetic { seed: 3, shapes: Default::default() });
     let resnet = ResNet::load(&cfg, &l).unwrap();
     let (s, d) = (256usize, 500usize);
     let p = (s / 4) * (s / 4);
@@ -70,25 +72,35 @@ fn main() {
     drop(linv);
     let x = b.from_host(&[1, 3, s, s], &ran::anomaly::noise::gaussian(1, 0, 3 * s * s)).unwrap();
     let reps = 3;
+    // every timed closure ends with a read-back, which waits for the device
     let t_fwd = time(reps, || {
-        padim.anomaly_map(&b, &x).unwrap();
+        b.to_host(&padim.anomaly_map(b, &x).unwrap()).unwrap();
     });
     let t_step = time(reps, || {
-        let lg = padim.loss_and_grad(&b, &x).unwrap();
+        let lg = padim.loss_and_grad(b, &x).unwrap();
         b.mean_std(&lg.grad).unwrap();
     });
     // the backbone alone: forward to layer3 and the input gradient of Σ layer outputs
     let t_bb = time(reps, || {
-        let (outs, tape) = padim.resnet.layers_taped(&b, &x).unwrap();
+        let (outs, tape) = padim.resnet.layers_taped(b, &x).unwrap();
         let ones: Vec<_> = outs.iter().map(|o| b.from_host(o.dims(), &vec![1.0; o.numel()]).unwrap()).collect();
-        padim.resnet.layers_x_backward(&b, &tape, [Some(&ones[0]), Some(&ones[1]), Some(&ones[2])]).unwrap();
+        let g = padim.resnet.layers_x_backward(b, &tape, [Some(&ones[0]), Some(&ones[1]), Some(&ones[2])]).unwrap();
+        b.mean_std(&g).unwrap();
     });
     let conv = 2.0 * conv_macs(&cfg, s);
     let maha = 2.0 * (p * packed_len(d)) as f64; // one packed mat-vec per position
     let (fwd_flop, step_flop) = (conv + maha, 2.0 * conv + 3.0 * maha);
-    println!("wide_resnet50_2 to layer3 at {s}², PaDiM {d} dims at {}², batch 1, {} threads (median of {reps})", s / 4, rayon::current_num_threads());
+    println!("[{label}] wide_resnet50_2 to layer3 at {s}², PaDiM {d} dims at {}², batch 1 (median of {reps})", s / 4);
     println!("  forward (map)            {:7.3} s  {:6.1} GFLOP/s ({:.1} GFLOP)", t_fwd, fwd_flop / t_fwd / 1e9, fwd_flop / 1e9);
     println!("  gradient step (fwd+bwd)  {:7.3} s  {:6.1} GFLOP/s ({:.1} GFLOP)", t_step, step_flop / t_step / 1e9, step_flop / 1e9);
     println!("  backbone fwd+bwd only    {:7.3} s  {:6.1} GFLOP/s ({:.1} GFLOP)", t_bb, 2.0 * conv / t_bb / 1e9, 2.0 * conv / 1e9);
+}
+
+fn main() {
+    run(&Cpu, &format!("cpu, {} threads", rayon::current_num_threads()));
     println!("  peak RSS {:.0} MB", ran::sysinfo::peak_rss_mb().unwrap_or(f64::NAN));
+    match GpuDevice::open(0) {
+        Ok(dev) => run(&Gpu::new(dev), "gpu"),
+        Err(e) => println!("== no GPU run: {e}"),
+    }
 }

@@ -197,7 +197,7 @@ fn cholesky_inverse(a: &mut [f64], mt: &mut [f64], d: usize, out: &mut [f32]) ->
         for j in 0..=i {
             let s = a[i * d + j] - dot(&a[i * d..i * d + j], &a[j * d..j * d + j]);
             if i == j {
-                if !(s > 0.0) {
+                if s.is_nan() || s <= 0.0 {
                     return Err(format!("covariance is not positive definite (pivot {s:e} at {i}; NaN or infinite features?)"));
                 }
                 a[i * d + i] = s.sqrt();

@@ -3,6 +3,9 @@
 //! textbook Σ⁻¹ = inv(Σ) form): ran's fit on the same 8 training images, the anomaly map, L and
 //! ∂L/∂x by the manual backward pass, then one outer iteration of Algorithm 1 step for step — five
 //! normalised gradient steps and the denoising step of the UNet — on CPU and emulated CUDA.
+//! Then the paper's backbone at full size: torchvision's wide_resnet50_2 at 64² with 500 PaDiM
+//! channels (tests/fixtures/padim_wrn50.safetensors; weights from a counter generator both sides
+//! share, tests/common `CounterWeights`), map, L and ∂L/∂x on CPU and emulated CUDA.
 //! Plus the fit file's round trip and its checks.
 
 mod common;
@@ -95,6 +98,38 @@ fn padim_gradient_and_algorithm1_match_torch_autograd_emulated_cuda() {
     assert!(f.is_empty(), "{}", f.join("\n"));
 }
 
+/// The paper's backbone itself: torchvision's wide_resnet50_2 (68.9 M layer1–3 parameters, from
+/// the shared counter generator) at 64², PaDiM with 500 of 1792 channels fitted on 4 images.
+fn check_wrn50<B: Backend>(b: &B) -> Vec<String> {
+    let fx = SafeTensors::open(fixture_path("padim_wrn50.safetensors")).unwrap();
+    let m = fx.metadata();
+    let w = CounterWeights { shapes: serde_json::from_str(&m["state_dict_shapes"]).unwrap() };
+    let cfg = ResNetConfig::infer(&w).unwrap();
+    assert_eq!(cfg, ResNetConfig::from_name("wide_resnet50_2").unwrap());
+    let l = Loader::new(&w, b);
+    let net = ResNet::load(&cfg, &l).unwrap();
+    l.finish().unwrap();
+    let (padim, _) = fit(b, &fx, net);
+    let (xs, xv) = fx.get("x").unwrap();
+    let lg = padim.loss_and_grad(b, &b.from_host(&xs, &xv).unwrap()).unwrap();
+    let mut fails = Vec::new();
+    // map values ~9–17 after 19 residual blocks in f32 vs f64; |grad| ≤ 0.027
+    for (what, got, atol, rtol) in [("map", b.to_host(&lg.map).unwrap(), 2e-4, 1e-4), ("loss", vec![lg.loss[0] as f32], 0.0, 2e-5), ("grad", b.to_host(&lg.grad).unwrap(), 2e-6, 2e-4)] {
+        let (_, want) = fx.get(what).unwrap();
+        match check_close(&format!("[{}] wide_resnet50_2 {what}", b.name()), &got, &want, atol, rtol) {
+            Ok(e) => println!("[{}] wide_resnet50_2 {what:<5} max abs err {e:.2e}", b.name()),
+            Err(e) => fails.push(e),
+        }
+    }
+    fails
+}
+
+#[test]
+fn wide_resnet50_2_padim_gradient_matches_torch_autograd_cpu() {
+    let f = check_wrn50(&Cpu);
+    assert!(f.is_empty(), "{}", f.join("\n"));
+}
+
 #[test]
 fn padim_file_round_trips_and_rejects_bad_files() {
     let b = Cpu;
@@ -130,4 +165,10 @@ fn padim_file_round_trips_and_rejects_bad_files() {
     feats[3] = f32::INFINITY;
     assert!(fit_stats(&feats, 3, 2, 2, COV_EPS).unwrap_err().to_string().contains("position"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn wide_resnet50_2_padim_gradient_matches_torch_autograd_emulated_cuda() {
+    let f = check_wrn50(&EmulatedCuda::emulated());
+    assert!(f.is_empty(), "{}", f.join("\n"));
 }

@@ -261,3 +261,61 @@ pub fn paperlike_model_file(dir: &std::path::Path) -> String {
     ran::io::safetensors::write_f32(&p, &tensors, &meta).unwrap();
     p.display().to_string()
 }
+
+/// Weights made up by a counter-based generator that tools/reference/make_padim_fixtures.py
+/// (`counter_value`) reproduces in numpy, for testing a full-size network against its PyTorch
+/// original without storing its weights: u_i = splitmix64(fnv1a64(name) ^ i·0x9E3779B97F4A7C15)
+/// mapped to [−1, 1) by its top 24 bits; conv weights u·√(2/fan_in), BN γ = 1 + 0.1u,
+/// β = mean = 0.1u, var = 1 + 0.5|u|.
+pub struct CounterWeights {
+    pub shapes: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
+impl CounterWeights {
+    pub fn uniform(name: &str, n: usize) -> Vec<f64> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for c in name.bytes() {
+            h = (h ^ c as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        (0..n as u64)
+            .map(|i| {
+                let mut z = (h ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                (z >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+}
+
+impl ran::models::weights::Weights for CounterWeights {
+    fn path(&self) -> &std::path::Path {
+        std::path::Path::new("<counter-generated weights>")
+    }
+    fn names(&self) -> Vec<String> {
+        self.shapes.keys().cloned().collect()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.shapes.contains_key(name)
+    }
+    fn get(&self, name: &str) -> ran::Result<(Vec<usize>, Vec<f32>)> {
+        let shape = self.shape(name)?;
+        let n: usize = shape.iter().product();
+        let u = Self::uniform(name, n);
+        let v: Vec<f32> = if name.ends_with("running_var") {
+            u.iter().map(|u| (1.0 + 0.5 * u.abs()) as f32).collect()
+        } else if shape.len() == 1 && name.ends_with("weight") {
+            u.iter().map(|u| (1.0 + 0.1 * u) as f32).collect()
+        } else if shape.len() == 1 {
+            u.iter().map(|u| (0.1 * u) as f32).collect()
+        } else {
+            let scale = (2.0 / (n / shape[0]) as f64).sqrt();
+            u.iter().map(|u| (u * scale) as f32).collect()
+        };
+        Ok((shape, v))
+    }
+    fn shape(&self, name: &str) -> ran::Result<Vec<usize>> {
+        self.shapes.get(name).cloned().ok_or_else(|| ran::Error::MissingTensor { path: self.path().to_path_buf(), name: name.into() })
+    }
+}

@@ -15,6 +15,11 @@ tests/fixtures/unet_guided_plain.safetensors run at 32×32.
 
 Writes tests/fixtures/padim_small.safetensors: train [8,3,32,32], x [1,3,32,32], map [1,1,32,32],
 loss [1], grad [1,3,32,32], step1..step5 and denoised [1,3,32,32], losses [5] (L before each step).
+
+Then the paper's own backbone: torchvision's wide_resnet50_2 itself at 64×64 with 500 channels, 4
+training images, its 68.9 M layer1–3 weights drawn by a counter-based generator (He-scaled; see
+counter_value) that ran's test reproduces, so no weights are stored: tests/fixtures/
+padim_wrn50.safetensors holds train, x, map, loss, grad and the state dict's names and shapes.
 Run:  python tools/reference/make_padim_fixtures.py
 """
 import json
@@ -120,5 +125,69 @@ def main():
     print(f"L {l0.item():.6f}, |grad| max {g0.abs().max().item():.3e}; losses {losses}; {os.path.getsize(OUT)} bytes")
 
 
+# ---- the full wide_resnet50_2 at 64×64: weights from a counter-based generator both sides share ------
+def counter_uniform(name, n):
+    """u_i in [-1, 1) for i < n: splitmix64(fnv1a64(name) ^ i·0x9E3779B97F4A7C15), top 24 bits.
+    ran's twin: tests/common/mod.rs `CounterWeights` (numbers only; the network is torchvision's)."""
+    h = 0xCBF29CE484222325
+    for c in name.encode():
+        h = ((h ^ c) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    import numpy as np
+    with np.errstate(over="ignore"):
+        z = np.uint64(h) ^ (np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float64) / float(1 << 24) * 2.0 - 1.0
+
+
+def counter_value(name, shape):
+    """He-scaled conv weights, BN γ = 1 + 0.1u, β = mean = 0.1u, var = 1 + 0.5|u| (as float32)."""
+    import numpy as np
+    n = int(np.prod(shape))
+    u = counter_uniform(name, n)
+    if name.endswith("running_var"):
+        v = 1.0 + 0.5 * np.abs(u)
+    elif len(shape) == 1 and name.endswith("weight"):
+        v = 1.0 + 0.1 * u
+    elif len(shape) == 1:
+        v = 0.1 * u
+    else:
+        v = u * math.sqrt(2.0 / (n // shape[0]))
+    return torch.from_numpy(v.astype(np.float32).reshape(shape))
+
+
+def wrn50_case():
+    from torchvision.models import wide_resnet50_2
+    net = wide_resnet50_2()
+    keep = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
+    sd = {k: v for k, v in net.state_dict().items() if k.startswith(keep) and not k.endswith("num_batches_tracked")}
+    net.load_state_dict({k: counter_value(k, tuple(v.shape)) for k, v in sd.items()}, strict=False)
+    net = net.double().eval()
+    g = torch.Generator().manual_seed(20231011)
+    idx = torch.randperm(1792, generator=g)[:500]
+    train = (torch.rand(4, 3, 64, 64, generator=g) * 2 - 1).double()
+    with torch.no_grad():
+        e = embedding(net, train, idx)
+    n, d, h, w = e.shape
+    f = e.reshape(n, d, h * w).permute(2, 0, 1)
+    mean = f.mean(1)
+    cen = f - mean[:, None]
+    cov = cen.transpose(1, 2) @ cen / (n - 1) + 0.01 * torch.eye(d, dtype=torch.float64)
+    prec = torch.linalg.inv(cov)
+    x = (torch.rand(1, 3, 64, 64, generator=g) * 2 - 1).double().requires_grad_(True)
+    m = padim_map(net, x, idx, mean, prec)
+    loss = m.mean()
+    (grad,) = torch.autograd.grad(loss, x)
+    out = os.path.join(FIX, "padim_wrn50.safetensors")
+    shapes = {k: list(v.shape) for k, v in sd.items()}
+    save_file({"train": train.float(), "x": x.detach().float(), "map": m.detach().float(), "loss": loss.detach().reshape(1).float(), "grad": grad.float()}, out,
+              metadata={"kind": "padim", "channels": json.dumps(idx.tolist()), "state_dict_shapes": json.dumps(shapes),
+                        "generator": "tools/reference/make_padim_fixtures.py (wrn50_case)", "torch": torch.__version__})
+    print(f"wide_resnet50_2: L {loss.item():.6f}, |grad| max {grad.abs().max().item():.3e}, map range {m.min().item():.3f}..{m.max().item():.3f}; {os.path.getsize(out)} bytes")
+
+
 if __name__ == "__main__":
     main()
+    wrn50_case()

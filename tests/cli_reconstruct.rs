@@ -122,6 +122,21 @@ fn reconstruct_demo_writes_pictures_and_loss_curves() {
         let im = image::open(p).unwrap_or_else(|e| panic!("{p}: {e}"));
         assert_eq!((im.width(), im.height()), (64, 64));
     }
+    // the stochastic variant: reproducible per seed, different from the deterministic mean
+    let recon = |extra: &[&str], name: &str| -> Vec<u8> {
+        let o = dir.join(name).display().to_string();
+        let mut args = vec!["reconstruct", "--demo", img.as_str(), "--iters", "1", "--out", o.as_str(), "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let (rc, so, se) = ran(&args);
+        assert_eq!(rc, 0, "{so}{se}");
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("reconstruct.json")).unwrap()).unwrap();
+        image::open(json["images"][0]["reconstruction"].as_str().unwrap()).unwrap().to_rgb8().into_raw()
+    };
+    let det = recon(&[], "det");
+    let (s1, s1b, s2) = (recon(&["--denoise-noise", "--seed", "1"], "s1"), recon(&["--denoise-noise", "--seed", "1"], "s1b"), recon(&["--denoise-noise", "--seed", "2"], "s2"));
+    assert_eq!(s1, s1b);
+    assert_ne!(s1, s2);
+    assert_ne!(s1, det);
     // wrong image size for the fit: a 16×16 model with the 64×64 demo fit
     let model = PathBuf::from(paperlike_model_file(&dir));
     let (rc, _, se) = ran(&["reconstruct", &img, "--model", &model.display().to_string(), "--padim", &demo("weights/demo/padim_demo_brick.safetensors"), "--out", &out, "--device", "cpu"]);

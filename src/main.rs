@@ -79,6 +79,9 @@ enum Command {
         /// Images per UNet batch (memory permitting).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Normal images of the product (a folder) for `--ensemble calibrated`.
+        #[arg(long)]
+        calibrate: Option<std::path::PathBuf>,
     },
     /// Evaluate on MVTec-AD / BTAD: pixel AUROC, AU-PRO (FPR ≤ 0.3), image AUROC per category.
     Eval {
@@ -236,9 +239,14 @@ struct ScoreOpts {
     /// Weight of the feature score in the ensemble.
     #[arg(long, default_value_t = 0.5)]
     alpha: f32,
-    /// weighted (α·feature + (1−α)·KL) or sum (the released script).
+    /// weighted (α·feature + (1−α)·KL, the paper), sum (the released script), or calibrated
+    /// (each map standardised by its pixel mean/std on normal images first: eval uses
+    /// --calibration-images training images per category, detect the folder --calibrate).
     #[arg(long, default_value = "weighted")]
     ensemble: String,
+    /// Normal training images per category that calibrate `--ensemble calibrated` in eval.
+    #[arg(long, default_value_t = 10)]
+    calibration_images: usize,
     #[arg(long, default_value_t = 64)]
     topk: usize,
     /// Timestep of the feature pass: index (the official code's k) or tau (τ_k; one pass per k).
@@ -250,7 +258,8 @@ struct ScoreOpts {
 }
 
 impl ScoreOpts {
-    fn detect_args(self, inputs: Vec<String>, out: std::path::PathBuf, class: Option<String>, threshold: Option<f32>, alpha_table: Option<std::path::PathBuf>, batch: usize) -> Option<ran::commands::detect::DetectArgs> {
+    #[allow(clippy::too_many_arguments)]
+    fn detect_args(self, inputs: Vec<String>, out: std::path::PathBuf, class: Option<String>, threshold: Option<f32>, alpha_table: Option<std::path::PathBuf>, batch: usize, calibrate: Option<std::path::PathBuf>) -> Option<ran::commands::detect::DetectArgs> {
         Some(ran::commands::detect::DetectArgs {
             inputs,
             model: self.model?,
@@ -271,6 +280,8 @@ impl ScoreOpts {
             threshold,
             alpha_table,
             batch,
+            calibrate,
+            calibration_images: self.calibration_images,
         })
     }
 }
@@ -359,7 +370,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Detect { inputs, demo, score, out, class, threshold, alpha_table, batch } => {
+        Command::Detect { inputs, demo, score, out, class, threshold, alpha_table, batch, calibrate } => {
             let (mut score, mut inputs, mut out) = (score, inputs, out);
             if demo {
                 let (model, imgs) = match demo_paths() {
@@ -381,7 +392,7 @@ fn main() -> ExitCode {
                 println!("demo: a toy model trained on CPU on textures, EfficientNet-Lite0 features (see weights/README.md)");
             }
             let device = score.device.clone();
-            let Some(args) = score.detect_args(inputs, out.clone(), class, threshold, alpha_table, batch) else {
+            let Some(args) = score.detect_args(inputs, out.clone(), class, threshold, alpha_table, batch, calibrate) else {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
             };
@@ -522,7 +533,7 @@ fn main() -> ExitCode {
                 }
             };
             let device = score.device.clone();
-            let Some(detect) = score.detect_args(Vec::new(), out.clone(), None, None, None, 1) else {
+            let Some(detect) = score.detect_args(Vec::new(), out.clone(), None, None, None, 1, None) else {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
             };

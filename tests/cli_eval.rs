@@ -1,6 +1,7 @@
 //! `ran eval` end to end on a small MVTec-layout folder made here: metrics per category in
 //! metrics.json/csv; resumable from the map cache; shards + --merge give the same numbers as one
-//! run; a missing ground-truth mask is an error naming the image.
+//! run; a missing ground-truth mask is an error naming the image; the calibrated ensemble's
+//! statistics and metric recomputed from the cached maps.
 
 mod common;
 use common::{fixture_path, paperlike_model_file};
@@ -111,4 +112,103 @@ fn eval_runs_resumes_shards_and_merges() {
     let (rc, _, se) = ran(&common(&dir.join("x").display().to_string()).iter().map(|s| s.as_str()).collect::<Vec<_>>());
     assert_eq!(rc, 2);
     assert!(se.contains("003.png") && se.contains("no ground-truth mask"), "{se}");
+}
+
+/// [number of maps, image score, maps...] of a cached image.
+fn cached(out: &Path, name: &str) -> Vec<Vec<f32>> {
+    let b = std::fs::read(out.join("cache/carpet").join(name)).unwrap();
+    let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let k = v[0] as usize;
+    let px = (v.len() - 2) / k;
+    (0..k).map(|i| v[2 + i * px..2 + (i + 1) * px].to_vec()).collect()
+}
+
+fn mean_std(v: &[f32]) -> (f64, f64) {
+    let m = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    (m, (v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt())
+}
+
+#[test]
+fn calibrated_ensemble_standardises_each_map_on_normal_images() {
+    let dir = std::env::temp_dir().join(format!("ran-eval-cal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = paperlike_model_file(&dir);
+    let root = dataset(&dir);
+    for (i, f) in ["b.png", "a.png", "a_gray.png"].iter().enumerate() {
+        std::fs::copy(fixture_path(&format!("images/{f}")), root.join(format!("carpet/train/good/{i:03}.png"))).unwrap();
+    }
+    let root_s = root.display().to_string();
+    let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
+    let run = |out: &Path, extra: &[&str]| -> serde_json::Value {
+        let o = out.display().to_string();
+        let mut args = vec!["eval", "--data", &root_s, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &o];
+        args.extend_from_slice(extra);
+        let (rc, so, se) = ran(&args);
+        assert_eq!(rc, 0, "{so}{se}");
+        metrics(out)
+    };
+    let (w_out, c_out) = (dir.join("weighted"), dir.join("calibrated"));
+    let w = run(&w_out, &[]);
+    let c = run(&c_out, &["--ensemble", "calibrated", "--calibration-images", "2"]);
+    let (wc, cc) = (&w["categories"][0], &c["categories"][0]);
+    // each score alone is unchanged; the statistics are those of the first 2 training images
+    assert_eq!(wc["kl_only"], cc["kl_only"]);
+    assert_eq!(wc["feature_only"], cc["feature_only"]);
+    assert!(wc.get("calibration").is_none());
+    let cal = &cc["calibration"];
+    assert_eq!(cal["images"], 2);
+    let train: Vec<Vec<Vec<f32>>> = ["000.png", "001.png"].iter().map(|f| cached(&c_out, &format!("carpet__train__good__{f}.f32"))).collect();
+    let kl: Vec<f32> = train.iter().flat_map(|m| m[1].clone()).collect();
+    let feat: Vec<f32> = train.iter().flat_map(|m| m[2].clone()).collect();
+    let ((km, ks), (fm, fs)) = (mean_std(&kl), mean_std(&feat));
+    for (k, want) in [("kl_mean", km), ("kl_std", ks), ("feat_mean", fm), ("feat_std", fs)] {
+        let got = cal[k].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-6 + 1e-5 * want.abs(), "{k}: {got} vs {want}");
+    }
+    // the ensemble's pixel AUROC is that of ½·(F−μF)/σF + ½·(K−μK)/σK over the test maps
+    let tests = ["good__000.png", "good__001.png", "cut__002.png", "cut__003.png"];
+    let mut maps = Vec::new();
+    let mut labels = Vec::new();
+    for t in tests {
+        let m = cached(&c_out, &format!("carpet__test__{t}.f32"));
+        let mask: Vec<bool> = if t.starts_with("cut") {
+            let g = ran::io::image::load_gray(&root.join(format!("carpet/ground_truth/cut/{}_mask.png", &t[5..8]))).unwrap();
+            let g = ran::io::image::center_crop_arr(&g, 16);
+            g.data.iter().map(|&v| v == 255).collect()
+        } else {
+            vec![false; m[1].len()]
+        };
+        for (i, (&k, &f)) in m[1].iter().zip(&m[2]).enumerate() {
+            maps.push((0.5 * (f as f64 - fm) / fs + 0.5 * (k as f64 - km) / ks) as f32);
+            labels.push(mask[i]);
+        }
+    }
+    let want = ran::eval::metrics::auroc(&maps, &labels).unwrap();
+    let got = cc["pixel_auroc"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "calibrated pixel AUROC {got} vs {want} from the cached maps");
+
+    // detect: --ensemble calibrated needs --calibrate; with it, maps differ from the weighted ones
+    let img = fixture_path("images/b.png").display().to_string();
+    let d = |extra: &[&str], name: &str| -> (i32, String) {
+        let o = dir.join(name).display().to_string();
+        let mut args = vec!["detect", &img, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--class", "carpet", "--device", "cpu", "--out", &o];
+        args.extend_from_slice(extra);
+        let (rc, so, se) = ran(&args);
+        (rc, format!("{so}{se}"))
+    };
+    let (rc, msg) = d(&["--ensemble", "calibrated"], "d0");
+    assert_eq!(rc, 2);
+    assert!(msg.contains("--calibrate DIR"), "{msg}");
+    let train_dir = root.join("carpet/train/good").display().to_string();
+    let (rc, msg) = d(&["--ensemble", "calibrated", "--calibrate", &train_dir], "d1");
+    assert_eq!(rc, 0, "{msg}");
+    assert!(msg.contains("calibrated on 3 normal images"), "{msg}");
+    let (rc, msg) = d(&[], "d2");
+    assert_eq!(rc, 0, "{msg}");
+    let score = |name: &str| -> f64 {
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("results.json")).unwrap()).unwrap();
+        j["images"][0]["image_score"].as_f64().unwrap()
+    };
+    assert_ne!(score("d1"), score("d2"));
 }

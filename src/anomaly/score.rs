@@ -30,6 +30,51 @@ pub enum Ensemble {
     Weighted(f32),
     /// feature + KL (the released test.sh)
     Sum,
+    /// α·(F−μ_F)/σ_F + (1−α)·(K−μ_K)/σ_K with pixel statistics of normal images: the paper's sum
+    /// lets the raw squared error outweigh the z-scored KL map (spec §3); this puts both on the
+    /// scale of their normal variation, one affine map per category, so neither score's own
+    /// ranking changes and images stay comparable (unlike a per-image normalisation).
+    Calibrated(f32, Calibration),
+}
+
+/// Pixel statistics of the KL and feature maps over normal images (the calibrated ensemble).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Calibration {
+    pub kl_mean: f32,
+    pub kl_std: f32,
+    pub feat_mean: f32,
+    pub feat_std: f32,
+    pub images: usize,
+}
+
+impl Calibration {
+    /// From (KL map, feature map) pairs of normal images.
+    pub fn from_maps(maps: &[(&[f32], &[f32])]) -> Result<Self> {
+        fn stats<'a>(parts: impl Iterator<Item = &'a [f32]> + Clone) -> (f64, f64) {
+            let n: usize = parts.clone().map(|m| m.len()).sum();
+            let mean = parts.clone().flatten().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = parts.flatten().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+            (mean, var.sqrt())
+        }
+        if maps.is_empty() {
+            return Err(Error::InvalidArgument("the calibrated ensemble needs at least one normal image".into()));
+        }
+        let (km, ks) = stats(maps.iter().map(|m| m.0));
+        let (fm, fs) = stats(maps.iter().map(|m| m.1));
+        if !(ks > 0.0 && fs > 0.0 && ks.is_finite() && fs.is_finite()) {
+            return Err(Error::InvalidArgument(format!("calibration maps have standard deviation {ks} (KL) and {fs} (feature): cannot normalise")));
+        }
+        Ok(Calibration { kl_mean: km as f32, kl_std: ks as f32, feat_mean: fm as f32, feat_std: fs as f32, images: maps.len() })
+    }
+}
+
+/// The ensemble map of a feature map `f` and a KL map `k`.
+pub fn combine(e: Ensemble, f: &[f32], k: &[f32]) -> Vec<f32> {
+    match e {
+        Ensemble::Weighted(a) => f.iter().zip(k).map(|(f, k)| a * f + (1.0 - a) * k).collect(),
+        Ensemble::Sum => f.iter().zip(k).map(|(f, k)| f + k).collect(),
+        Ensemble::Calibrated(a, c) => f.iter().zip(k).map(|(f, k)| a * (f - c.feat_mean) / c.feat_std + (1.0 - a) * (k - c.kl_mean) / c.kl_std).collect(),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -86,10 +131,7 @@ impl ImageScores {
     /// Recomputes the ensemble and the image score with another weighting (per-category α).
     pub fn reweight(&mut self, ensemble: Ensemble, topk: usize) {
         if let Some(f) = &self.feat_map {
-            self.score_map = match ensemble {
-                Ensemble::Weighted(a) => f.iter().zip(&self.kl_map).map(|(f, k)| a * f + (1.0 - a) * k).collect(),
-                Ensemble::Sum => f.iter().zip(&self.kl_map).map(|(f, k)| f + k).collect(),
-            };
+            self.score_map = combine(ensemble, f, &self.kl_map);
             self.image_score = topk_mean(&self.score_map, topk);
         }
     }
@@ -220,10 +262,9 @@ impl<'a, B: Backend> Scorer<'a, B> {
             let vb = &vb_sum[i * per..(i + 1) * per];
             let kl_map: Vec<f32> = (0..plane).map(|p| (vb[p] / nk + vb[plane + p] / nk + vb[2 * plane + p] / nk) / 3.0).collect();
             let feat_map: Option<Vec<f32>> = target.as_ref().map(|_| d_sum[i * plane..(i + 1) * plane].iter().map(|v| v / nk).collect());
-            let score_map: Vec<f32> = match (&feat_map, self.cfg.ensemble) {
-                (Some(f), Ensemble::Weighted(a)) => f.iter().zip(&kl_map).map(|(f, k)| a * f + (1.0 - a) * k).collect(),
-                (Some(f), Ensemble::Sum) => f.iter().zip(&kl_map).map(|(f, k)| f + k).collect(),
-                (None, _) => kl_map.clone(),
+            let score_map: Vec<f32> = match &feat_map {
+                Some(f) => combine(self.cfg.ensemble, f, &kl_map),
+                None => kl_map.clone(),
             };
             let image_score = topk_mean(&score_map, self.cfg.topk);
             out.push(ImageScores { h, w, kl_map, feat_map, score_map, image_score });

@@ -40,6 +40,10 @@ pub struct DetectArgs {
     pub alpha_table: Option<PathBuf>,
     /// images per UNet batch
     pub batch: usize,
+    /// normal images whose map statistics calibrate `--ensemble calibrated` (detect)
+    pub calibrate: Option<PathBuf>,
+    /// normal training images per category that calibrate `--ensemble calibrated` (eval)
+    pub calibration_images: usize,
 }
 
 /// Reads a per-category α table; every category must be a known class.
@@ -180,7 +184,14 @@ impl<B: Backend> Pipeline<B> {
         let ensemble = match a.ensemble.as_str() {
             "weighted" => Ensemble::Weighted(a.alpha),
             "sum" => Ensemble::Sum,
-            o => return Err(Error::InvalidArgument(format!("--ensemble {o}: weighted or sum"))),
+            // scored as weighted; the caller recombines once the calibration is known
+            "calibrated" => {
+                if unet.feat_head.is_none() || effnet.is_none() {
+                    return Err(Error::InvalidArgument("--ensemble calibrated combines the KL and feature maps: it needs a model with a feature head and --effnet".into()));
+                }
+                Ensemble::Weighted(a.alpha)
+            }
+            o => return Err(Error::InvalidArgument(format!("--ensemble {o}: weighted, sum or calibrated"))),
         };
         let feature_timestep = match a.feature_timestep.as_str() {
             "index" => FeatureTimestep::RespacedIndex,
@@ -205,6 +216,26 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
+/// The calibrated ensemble's statistics from the normal images in `dir` (their classes from
+/// their paths, like the inputs').
+pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path) -> Result<crate::anomaly::score::Calibration> {
+    let files = collect_inputs(&[dir.display().to_string()])?;
+    let size = pipe.unet.flags.image_size;
+    let mut maps = Vec::new();
+    for path in &files {
+        let img = center_crop_arr(&load_rgb(path)?, size);
+        let y = match pipe.unet.num_classes {
+            Some(_) => Some(vec![class_of(path, a.class.as_deref(), &a.classes)?]),
+            None => None,
+        };
+        let s = pipe.score_images(b, &[&img], y.as_deref(), a.seed)?.remove(0);
+        maps.push((s.kl_map, s.feat_map.unwrap_or_default()));
+    }
+    let c = crate::anomaly::score::Calibration::from_maps(&maps.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect::<Vec<_>>())?;
+    eprintln!("calibrated on {} normal images: KL {:.3} ± {:.3}, feature {:.4} ± {:.4}", c.images, c.kl_mean, c.kl_std, c.feat_mean, c.feat_std);
+    Ok(c)
+}
+
 pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let files = collect_inputs(&a.inputs)?;
     // a model that carries its class names (ran convert --class-names) maps paths with them
@@ -216,6 +247,12 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let pipe = Pipeline::new(b, a)?;
     let unet = &pipe.unet;
     let scorer = pipe.scorer();
+    let calibration = match (a.ensemble.as_str(), &a.calibrate) {
+        ("calibrated", Some(dir)) => Some(calibrate(b, &pipe, a, dir)?),
+        ("calibrated", None) => return Err(Error::InvalidArgument("--ensemble calibrated: give --calibrate DIR, a folder of normal images of the product".into())),
+        (_, Some(_)) => return Err(Error::InvalidArgument("--calibrate is for --ensemble calibrated".into())),
+        _ => None,
+    };
     let kl_only = !scorer.has_features();
     let f = &unet.flags;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.clone(), source: e })?;
@@ -275,12 +312,17 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
             let mut out = Vec::new();
             for ((i, path, img, y), mut s) in ok.iter().zip(scores) {
                 let category = y.and_then(|c| a.classes.get(c).cloned());
+                if let Some(c) = calibration {
+                    s.reweight(Ensemble::Calibrated(a.alpha, c), a.topk);
+                }
                 let mut alpha = a.alpha;
                 if let (Some(t), Some(cat)) = (&alpha_table, &category) {
                     if let Some(&al) = t.get(cat) {
                         alpha = al;
-                        if matches!(scorer.cfg.ensemble, Ensemble::Weighted(_)) {
-                            s.reweight(Ensemble::Weighted(al), a.topk);
+                        match (scorer.cfg.ensemble, calibration) {
+                            (_, Some(c)) => s.reweight(Ensemble::Calibrated(al, c), a.topk),
+                            (Ensemble::Weighted(_), None) => s.reweight(Ensemble::Weighted(al), a.topk),
+                            _ => {}
                         }
                     }
                 }
@@ -321,6 +363,7 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         "seed": a.seed, "ensemble": a.ensemble, "alpha": a.alpha, "topk": a.topk, "feature_timestep": a.feature_timestep,
         "threshold": a.threshold, "backend": b.name(), "image_size": size, "batch": a.batch,
         "alpha_table": a.alpha_table.as_ref().map(|p| p.display().to_string()),
+        "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "calibration": calibration,
         "map16_scale": "value = map_min + v16 / 65535 * (map_max - map_min)",
     });
     let failed_json: Vec<_> = failed.iter().map(|(p, e)| serde_json::json!({"file": p.display().to_string(), "error": e})).collect();

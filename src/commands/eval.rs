@@ -6,7 +6,8 @@
 
 use super::detect::{DetectArgs, Pipeline, MVTEC_CLASSES};
 use crate::backend::Backend;
-use crate::eval::datasets::{categories, test_set, Layout, BTAD_CLASSES};
+use crate::anomaly::score::{combine, topk_mean, Calibration, Ensemble};
+use crate::eval::datasets::{categories, test_set, train_images, Layout, BTAD_CLASSES};
 use crate::eval::metrics::{au_pro, auroc};
 use crate::eval::report;
 use crate::io::image::{center_crop_arr, load_gray, load_rgb};
@@ -41,6 +42,9 @@ pub struct CategoryMetrics {
     pub pixel_auroc: f64,
     pub pro: f64,
     pub image_auroc: f64,
+    /// the map statistics of `--ensemble calibrated`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
 }
 
 fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> PathBuf {
@@ -131,17 +135,14 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let px = size * size;
         let bar = indicatif::ProgressBar::new(samples.len() as u64);
         bar.set_style(indicatif::ProgressStyle::with_template(&format!("{cat:<12} {{bar:30}} {{pos}}/{{len}} ({{eta}})")).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
-        for (i, s) in samples.iter().enumerate() {
-            bar.inc(1);
-            if a.shard.is_some_and(|(k, n)| i % n != k) {
-                continue;
-            }
-            let cp = cache_path(&a.detect.out, cat, &s.image, &a.data);
+        // scores an image into the cache unless it is there already
+        let ensure_cached = |image: &Path| -> Result<()> {
+            let cp = cache_path(&a.detect.out, cat, image, &a.data);
             if read_maps(&cp, px)?.is_some() {
-                continue;
+                return Ok(());
             }
-            let Some(p) = &pipe else { continue };
-            let img = center_crop_arr(&load_rgb(&s.image)?, size);
+            let Some(p) = &pipe else { return Ok(()) };
+            let img = center_crop_arr(&load_rgb(image)?, size);
             let y = match (p.unet.num_classes, label) {
                 (Some(_), Some(l)) => Some(vec![l]),
                 (Some(_), None) => return Err(Error::InvalidArgument(format!("the model is class-conditional and `{cat}` is not a known category name"))),
@@ -149,19 +150,55 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             };
             let sc = p.score_images(b, &[&img], y.as_deref(), a.detect.seed)?.remove(0);
             match &sc.feat_map {
-                Some(f) => write_maps(&cp, sc.image_score, &[&sc.score_map, &sc.kl_map, f])?,
-                None => write_maps(&cp, sc.image_score, &[&sc.score_map])?,
+                Some(f) => write_maps(&cp, sc.image_score, &[&sc.score_map, &sc.kl_map, f]),
+                None => write_maps(&cp, sc.image_score, &[&sc.score_map]),
+            }
+        };
+        for (i, s) in samples.iter().enumerate() {
+            bar.inc(1);
+            if a.shard.is_some_and(|(k, n)| i % n != k) {
+                continue;
+            }
+            ensure_cached(&s.image)?;
+        }
+        // the calibrated ensemble: map statistics of the first training images (shard 0 scores them)
+        let calibrated = a.detect.ensemble == "calibrated";
+        let train = if calibrated { train_images(&a.data, cat, layout, a.detect.calibration_images)? } else { Vec::new() };
+        if a.shard.is_none_or(|(k, _)| k == 0) {
+            for t in &train {
+                ensure_cached(t)?;
             }
         }
         bar.finish_and_clear();
         if a.shard.is_some() && !a.merge {
             continue; // a shard only fills the cache
         }
+        let calibration = if calibrated {
+            let mut cal = Vec::new();
+            for t in &train {
+                let cp = cache_path(&a.detect.out, cat, t, &a.data);
+                let (_, maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for the calibration image {}", t.display()) })?;
+                if maps.len() != 3 {
+                    return Err(Error::BadFile { path: cp, msg: "cached without the feature map: --ensemble calibrated needs the feature score (delete the cache)".into() });
+                }
+                cal.push((maps[1].clone(), maps[2].clone()));
+            }
+            Some(Calibration::from_maps(&cal.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect::<Vec<_>>()).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")))?)
+        } else {
+            None
+        };
         let (mut scores, mut masks, mut img_scores, mut img_labels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut kl_maps, mut feat_maps) = (Vec::new(), Vec::new());
         for s in &samples {
             let cp = cache_path(&a.detect.out, cat, &s.image, &a.data);
-            let (is, mut maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", s.image.display()) })?;
+            let (mut is, mut maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", s.image.display()) })?;
+            if let Some(c) = calibration {
+                if maps.len() != 3 {
+                    return Err(Error::BadFile { path: cp, msg: "cached without the feature map: --ensemble calibrated needs the feature score (delete the cache)".into() });
+                }
+                maps[0] = combine(Ensemble::Calibrated(a.detect.alpha, c), &maps[2], &maps[1]);
+                is = topk_mean(&maps[0], a.detect.topk);
+            }
             if maps.len() == 3 {
                 feat_maps.extend(maps.pop().unwrap_or_default());
                 kl_maps.extend(maps.pop().unwrap_or_default());
@@ -219,7 +256,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let split = kl_maps.len() == scores.len();
         let mode = |m: &[f32]| mode_metrics(m, &masks, &labels, &img_labels, n, size, a.detect.topk).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")));
         let (kl_only, feature_only) = if split { (Some(mode(&kl_maps)?), Some(mode(&feat_maps)?)) } else { (None, None) };
-        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia });
+        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia, calibration });
     }
     if !results.is_empty() {
         write_tables(&a.detect.out, &results, &a.pro_variant)?;

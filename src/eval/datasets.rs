@@ -85,3 +85,14 @@ pub fn test_set(root: &Path, category: &str, layout: Layout) -> Result<Vec<Sampl
     }
     Ok(out)
 }
+
+/// The first `n` (sorted) normal training images of a category: train/good (MVTec) or train/ok (BTAD).
+pub fn train_images(root: &Path, category: &str, layout: Layout, n: usize) -> Result<Vec<PathBuf>> {
+    let d = root.join(category).join("train").join(if layout == Layout::Btad { "ok" } else { "good" });
+    let mut v = images_in(&d)?;
+    if v.is_empty() {
+        return Err(Error::BadFile { path: d, msg: "no training images to calibrate the ensemble with".into() });
+    }
+    v.truncate(n);
+    Ok(v)
+}

@@ -91,6 +91,34 @@ fn run<B: Backend>(b: &B, want: &dyn Fn(&str) -> bool, sync: &dyn Fn(), r: &Repo
         r.report(name, time(|| drop(b.group_norm(&x, &g, &be, &GroupNormParams::gn32(true), None).unwrap()), sync), Work::Bytes(bytes));
     }
 
+    // PaDiM at the paper's size: 500 dims at 64×64 positions, the inverse factors packed (2.1 GB
+    // read per pass); memory-bound: GB/s counts the factors' bytes per pass (the backward makes two,
+    // z = L⁻¹(f−μ) again and then L⁻ᵀz)
+    let (d, p) = (500usize, 64 * 64);
+    let packed = d * (d + 1) / 2;
+    for back in [false, true] {
+        let name = if back { "mahalanobis_x_backward 500 dims @64x64" } else { "mahalanobis 500 dims @64x64" };
+        if want(name) {
+            let f = rand(b, &[1, d, 64, 64], 10);
+            let mean = rand(b, &[p, d], 11);
+            let linv = rand(b, &[p, packed], 12);
+            let bytes = if back { 2.0 } else { 1.0 } * 4.0 * (p * packed) as f64;
+            if back {
+                let gd = rand(b, &[1, 1, 64, 64], 13);
+                r.report(name, time(|| drop(b.mahalanobis_x_backward(&gd, &f, &mean, &linv).unwrap()), sync), Work::Bytes(bytes));
+            } else {
+                r.report(name, time(|| drop(b.mahalanobis(&f, &mean, &linv).unwrap()), sync), Work::Bytes(bytes));
+            }
+        }
+    }
+    let name = "gather_channels 1024 -> 500 @64x64";
+    if want(name) {
+        let x = rand(b, &[1, 1024, 64, 64], 14);
+        let ids: Vec<usize> = (0..500).map(|i| i * 2).collect();
+        let bytes = 2.0 * 4.0 * (500 * 64 * 64) as f64;
+        r.report(name, time(|| drop(b.gather_channels(&x, &ids).unwrap()), sync), Work::Bytes(bytes));
+    }
+
     let name = "attention_legacy 4 heads x 64 dims, 1024 tokens";
     if want(name) {
         let qkv = rand(b, &[1, 3 * 256, 1024], 8);

@@ -52,6 +52,18 @@ def main():
         g, be = torch.randn(256), torch.randn(256)
         report("group_norm+silu 256ch @64x64", timeit(lambda: F.silu(F.group_norm(x, 32, g, be, 1e-5))),
                nbytes=2.0 * 4 * 256 * 64 * 64)
+        # PaDiM as the official code computes it: full inverse covariances [4096, 500, 500]
+        # (4.1 GB); GB/s counts the bytes of ran's packed factors, so the ratio is per job done
+        d, p = 500, 64 * 64
+        prec = torch.randn(d, d)
+        prec = (prec @ prec.T / d).expand(p, d, d).contiguous()
+        delta = torch.randn(p, 1, d)
+        report("mahalanobis 500 dims @64x64", timeit(lambda: torch.bmm(torch.bmm(delta, prec), delta.transpose(1, 2)).clamp_min(0).sqrt()),
+               nbytes=4.0 * p * d * (d + 1) / 2)
+        del prec
+        x = torch.randn(1, 1024, 64, 64)
+        ids = torch.arange(0, 1000, 2)
+        report("gather_channels 1024 -> 500 @64x64", timeit(lambda: torch.index_select(x, 1, ids)), nbytes=2.0 * 4 * 500 * 64 * 64)
         qkv = torch.randn(1, 3 * 256, 1024)
         att = QKVAttentionLegacy(4)
         report("attention_legacy 4 heads x 64 dims, 1024 tokens", timeit(lambda: att(qkv)),

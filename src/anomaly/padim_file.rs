@@ -141,7 +141,7 @@ pub fn load<B: Backend>(path: &Path, b: &B) -> Result<(Padim<B>, PadimInfo)> {
     let ids = super::padim::split_ids(&info.channels, info.layer_channels).map_err(|e| bad(path, e.to_string()))?;
     let (p, d) = (info.feature_size.0 * info.feature_size.1, info.channels.len());
     // (the reader refuses NaN and infinite values by tensor name)
-    let stat = |name: &str, shape: &[usize]| b.from_host(shape, &st.get_shaped(name, shape)?);
+    let stat = |name: &str, shape: &[usize]| b.from_host_vec(shape, st.get_shaped(name, shape)?);
     let (mean, linv) = (stat("mean", &[p, d])?, stat("linv", &[p, packed_len(d)])?);
     Ok((Padim { resnet, ids, mean, linv }, info))
 }

@@ -28,6 +28,11 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     // ---- transfers -----------------------------------------------------------------------------
     fn from_host(&self, dims: &[usize], data: &[f32]) -> Result<Tensor<Self>>;
+    /// `from_host` taking ownership, so a backend whose storage is host memory keeps the buffer
+    /// instead of copying it (gigabyte-sized PaDiM statistics).
+    fn from_host_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<Tensor<Self>> {
+        self.from_host(dims, &data)
+    }
     /// The values in logical row-major (NCHW) order.
     fn to_host(&self, x: &Tensor<Self>) -> Result<Vec<f32>>;
     fn zeros(&self, dims: &[usize]) -> Result<Tensor<Self>> {

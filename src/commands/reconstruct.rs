@@ -38,7 +38,8 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
     let f = &unet.flags;
     let diffusion = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, if f.timestep_respacing.is_empty() { &a.respacing } else { &f.timestep_respacing })?;
     a.cfg.check(&diffusion)?;
-    let (padim, info) = padim_file::load(&a.padim, b)?;
+    // the fit's metadata first: a mismatch fails before gigabytes of statistics are read
+    let info = padim_file::read_info(&crate::io::safetensors::SafeTensors::open(&a.padim)?)?;
     let s = f.image_size;
     if info.image_size != (s, s) {
         return Err(Error::InvalidArgument(format!(
@@ -49,6 +50,7 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
             a.model.display()
         )));
     }
+    let (padim, _) = padim_file::load(&a.padim, b)?;
     let classes: Vec<String> = crate::models::class_names(&a.model)?.unwrap_or_else(|| MVTEC_CLASSES.iter().map(|c| c.to_string()).collect());
     std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.clone(), source: e })?;
     let total = (files.len() * a.cfg.iters) as u64;

@@ -70,6 +70,14 @@ impl Backend for Cpu {
         Ok(make(dims, v.to_vec()))
     }
 
+    fn from_host_vec(&self, dims: &[usize], v: Vec<f32>) -> Result<CpuTensor> {
+        let n: usize = dims.iter().product();
+        if n != v.len() {
+            return Err(Error::shape("from_host", format!("shape {dims:?} needs {n} values, got {}", v.len())));
+        }
+        Ok(make(dims, v))
+    }
+
     fn to_host(&self, x: &CpuTensor) -> Result<Vec<f32>> {
         Ok(data(x).to_vec())
     }

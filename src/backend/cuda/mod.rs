@@ -47,6 +47,14 @@ type T<D> = Tensor<CudaBackend<D>>;
 /// Threads per (position, image) block of the Mahalanobis kernels: 8 warps share the rows.
 const MAHA_BLOCK: u32 = 256;
 
+/// The Mahalanobis kernels keep 3 vectors of D floats in shared memory (48 KiB without opt-in).
+fn maha_fits_smem(op: &'static str, d: usize) -> Result<()> {
+    if (3 * d + 32) * 4 > 48 * 1024 {
+        return Err(Error::shape(op, format!("{d} dims exceed the kernel's shared memory (at most 4085 on CUDA; PaDiM uses 100–550)")));
+    }
+    Ok(())
+}
+
 fn ew(n: usize) -> LaunchCfg {
     let blocks = n.div_ceil(EW_BLOCK as usize).clamp(1, EW_MAX_BLOCKS) as u32;
     LaunchCfg { grid: (blocks, 1, 1), block: (EW_BLOCK, 1, 1), smem_bytes: 0 }
@@ -598,6 +606,7 @@ impl<D: Device> Backend for CudaBackend<D> {
 
     fn mahalanobis(&self, f: &T<D>, mean: &T<D>, linv: &T<D>) -> Result<T<D>> {
         let (n, d, p) = mahalanobis_dims("mahalanobis", f.shape(), mean.shape(), linv.shape())?;
+        maha_fits_smem("mahalanobis", d)?;
         i32_of("mahalanobis", f.numel())?;
         let y = self.alloc(&[n, 1, f.dims()[2], f.dims()[3]])?;
         if y.numel() > 0 && d > 0 {
@@ -609,6 +618,7 @@ impl<D: Device> Backend for CudaBackend<D> {
 
     fn mahalanobis_x_backward(&self, gd: &T<D>, f: &T<D>, mean: &T<D>, linv: &T<D>) -> Result<T<D>> {
         let (n, d, p) = mahalanobis_dims("mahalanobis_x_backward", f.shape(), mean.shape(), linv.shape())?;
+        maha_fits_smem("mahalanobis_x_backward", d)?;
         if gd.dims() != [n, 1, f.dims()[2], f.dims()[3]] {
             return Err(Error::shape("mahalanobis_x_backward", format!("gradient {} does not fit features {}", gd.shape(), f.shape())));
         }

@@ -185,6 +185,9 @@ enum Command {
         class: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Images per batch (memory permitting; the results do not depend on it).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         #[arg(long, default_value = "auto")]
         device: String,
     },
@@ -444,7 +447,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Reconstruct { inputs, demo, model, padim, out, iters, nd, lr, k, denoise_noise, every, respacing, class, seed, device } => {
+        Command::Reconstruct { inputs, demo, model, padim, out, iters, nd, lr, k, denoise_noise, every, respacing, class, seed, batch, device } => {
             let (mut inputs, mut model, mut padim, mut out, mut iters, mut every) = (inputs, model, padim, out, iters, every);
             if demo {
                 let (m, imgs) = match demo_paths() {
@@ -475,7 +478,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let cfg = ran::anomaly::reconstruct::ReconstructConfig { iters, nd, lr, k, denoise_noise, seed };
-            let args = ran::commands::reconstruct::ReconstructArgs { inputs, model, padim, out: out.clone(), cfg, every, respacing, class };
+            let args = ran::commands::reconstruct::ReconstructArgs { inputs, model, padim, out: out.clone(), cfg, every, respacing, class, batch };
             let backend = match select(&device) {
                 Ok(b) => b,
                 Err(code) => return code,

@@ -1,6 +1,7 @@
 //! `ran fit-padim` and `ran reconstruct` as a user runs them: a fit from a folder of normal
 //! images with a torchvision-layout backbone (under a DataParallel-style prefix), the fit file's
-//! contents, reconstruction outputs (pictures and reconstruct.json) on the shipped demo, and clear
+//! contents, reconstruction outputs (pictures and reconstruct.json) on the shipped demo, batches
+//! that give what single images give, and clear
 //! errors for empty folders, non-ResNet weights, impossible --dims, a fit at the wrong image size
 //! and corrupt images.
 
@@ -137,6 +138,26 @@ fn reconstruct_demo_writes_pictures_and_loss_curves() {
     assert_eq!(s1, s1b);
     assert_ne!(s1, s2);
     assert_ne!(s1, det);
+    // a batch of two gives what one image at a time gives (per-image normalisation, shared noise)
+    let img2 = demo("examples/demo/brick/test/spot/000.png");
+    let batched = |bs: &str, name: &str| -> serde_json::Value {
+        let o = dir.join(name).display().to_string();
+        let (rc, so, se) = ran(&["reconstruct", "--demo", &img, &img2, "--iters", "2", "--denoise-noise", "--batch", bs, "--out", &o, "--device", "cpu"]);
+        assert_eq!(rc, 0, "{so}{se}");
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("reconstruct.json")).unwrap()).unwrap()
+    };
+    let (one, two) = (batched("1", "b1"), batched("2", "b2"));
+    for k in 0..2 {
+        let (a, b) = (&one["images"][k], &two["images"][k]);
+        let curve = |r: &serde_json::Value| -> Vec<f64> { r["padim_loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+        for (x, y) in curve(a).iter().zip(curve(b)) {
+            assert!((x - y).abs() <= 1e-4 * x.abs(), "image {k}: loss {x} (batch 1) vs {y} (batch 2)");
+        }
+        let px = |r: &serde_json::Value| image::open(r["reconstruction"].as_str().unwrap()).unwrap().to_rgb8().into_raw();
+        let (pa, pb) = (px(a), px(b));
+        let max_diff = pa.iter().zip(&pb).map(|(x, y)| (*x as i32 - *y as i32).abs()).max().unwrap();
+        assert!(max_diff <= 1, "image {k}: reconstructions differ by {max_diff} levels between batch 1 and 2");
+    }
     // wrong image size for the fit: a 16×16 model with the 64×64 demo fit
     let model = PathBuf::from(paperlike_model_file(&dir));
     let (rc, _, se) = ran(&["reconstruct", &img, "--model", &model.display().to_string(), "--padim", &demo("weights/demo/padim_demo_brick.safetensors"), "--out", &out, "--device", "cpu"]);

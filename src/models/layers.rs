@@ -20,25 +20,31 @@ impl<B: Backend> Conv1x1<B> {
     }
 }
 
-/// A bias-free convolution followed by inference BatchNorm, folded into one channel affine.
+/// A bias-free convolution followed by inference BatchNorm, folded into the convolution:
+/// w' = w·γ/√(var+eps) per output channel and bias β − mean·γ/√(var+eps), so forward and input
+/// gradient are one convolution each.
 pub struct ConvBn<B: Backend> {
     w: Tensor<B>,
     pub p: Conv2dParams,
-    scale: Tensor<B>,
     shift: Tensor<B>,
 }
 
 impl<B: Backend> ConvBn<B> {
     /// `conv`.weight [cout, cin/groups, k, k] and `bn`.{weight, bias, running_mean, running_var}.
     pub fn load(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, p: Conv2dParams, eps: f32) -> Result<Self> {
-        let w = l.tensor(&format!("{conv}.weight"), &[cout, cin / p.groups, k, k])?;
+        let shape = [cout, cin / p.groups, k, k];
+        let mut w = l.host_shaped(&format!("{conv}.weight"), &shape)?;
         let v = |n: &str| l.host_shaped(&format!("{bn}.{n}"), &[cout]);
         let (scale, shift) = fold_batch_norm(&v("weight")?, &v("bias")?, &v("running_mean")?, &v("running_var")?, eps)?;
-        Ok(ConvBn { w, p, scale: l.backend.from_host(&[cout], &scale)?, shift: l.backend.from_host(&[cout], &shift)? })
+        let per = w.len() / cout;
+        for (o, chunk) in w.chunks_mut(per).enumerate() {
+            chunk.iter_mut().for_each(|x| *x = (*x as f64 * scale[o] as f64) as f32);
+        }
+        Ok(ConvBn { w: l.backend.from_host(&shape, &w)?, p, shift: l.backend.from_host(&[cout], &shift)? })
     }
 
     pub fn forward(&self, b: &B, x: &Tensor<B>, act: Option<Activation>) -> Result<Tensor<B>> {
-        let y = b.channel_affine(&b.conv2d(x, &self.w, None, &self.p)?, &self.scale, &self.shift)?;
+        let y = b.conv2d(x, &self.w, Some(&self.shift), &self.p)?;
         match act {
             Some(a) => b.activation(&y, a),
             None => Ok(y),
@@ -47,6 +53,6 @@ impl<B: Backend> ConvBn<B> {
 
     /// ∂L/∂x given ∂L/∂(BN output) (before any activation, which the caller undoes).
     pub fn x_backward(&self, b: &B, gy: &Tensor<B>, x_shape: &crate::tensor::Shape) -> Result<Tensor<B>> {
-        b.conv2d_x_backward(&b.channel_affine_x_backward(gy, &self.scale)?, &self.w, x_shape, &self.p)
+        b.conv2d_x_backward(gy, &self.w, x_shape, &self.p)
     }
 }

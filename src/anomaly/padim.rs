@@ -243,10 +243,6 @@ pub struct LossGrad<B: Backend> {
 }
 
 impl<B: Backend> Padim<B> {
-    pub fn dims(&self) -> usize {
-        self.ids.iter().map(|v| v.len()).sum()
-    }
-
     fn embedding(&self, b: &B, layers: &[Tensor<B>; 3]) -> Result<Tensor<B>> {
         let e = embed(b, layers, &self.ids)?;
         let p = self.mean.dims()[0];

@@ -27,6 +27,16 @@ FLAGS = ("--image_size 64 --num_channels 32 --num_res_blocks 2 --channel_mult 1,
          "--num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True")
 
 
+def load_train(data):
+    """Every category's train/good images in [-1, 1] as [N, 3, H, W] and their class labels."""
+    xs, ys = [], []
+    for ci, c in enumerate(CATS):
+        for p in sorted(glob.glob(os.path.join(data, c, "train", "good", "*.png"))):
+            xs.append(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1)
+            ys.append(ci)
+    return torch.tensor(np.stack(xs)), torch.tensor(ys)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="examples/demo")
@@ -39,13 +49,7 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
-    xs, ys = [], []
-    for ci, c in enumerate(CATS):
-        for p in sorted(glob.glob(os.path.join(args.data, c, "train", "good", "*.png"))):
-            a = np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 127.5 - 1
-            xs.append(a.transpose(2, 0, 1))
-            ys.append(ci)
-    x_all, y_all = torch.tensor(np.stack(xs)), torch.tensor(ys)
+    x_all, y_all = load_train(args.data)
     model = make_model(FLAGS, len(CATS)).float()
     ema = copy.deepcopy(model).eval()
     diffusion = create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear")

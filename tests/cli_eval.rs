@@ -1,7 +1,8 @@
 //! `ran eval` end to end on a small MVTec-layout folder made here: metrics per category in
 //! metrics.json/csv; resumable from the map cache; shards + --merge give the same numbers as one
 //! run; a missing ground-truth mask is an error naming the image; the calibrated ensemble's
-//! statistics and metric recomputed from the cached maps.
+//! statistics and metric recomputed from the cached maps; per-defect-kind metrics recomputed too;
+//! a cache made with other settings is refused.
 
 mod common;
 use common::{fixture_path, paperlike_model_file};
@@ -32,6 +33,16 @@ fn dataset(dir: &Path) -> PathBuf {
         m.save(c.join(format!("ground_truth/cut/{i:03}_mask.png"))).unwrap();
     }
     root
+}
+
+/// A fresh temporary folder with the small model file and the data set in it.
+fn setup(name: &str) -> (PathBuf, String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ran-eval-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = paperlike_model_file(&dir);
+    let root = dataset(&dir);
+    (dir, model, root)
 }
 
 fn metrics(out: &Path) -> serde_json::Value {
@@ -130,11 +141,7 @@ fn mean_std(v: &[f32]) -> (f64, f64) {
 
 #[test]
 fn calibrated_ensemble_standardises_each_map_on_normal_images() {
-    let dir = std::env::temp_dir().join(format!("ran-eval-cal-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = paperlike_model_file(&dir);
-    let root = dataset(&dir);
+    let (dir, model, root) = setup("cal");
     for (i, f) in ["b.png", "a.png", "a_gray.png"].iter().enumerate() {
         std::fs::copy(fixture_path(&format!("images/{f}")), root.join(format!("carpet/train/good/{i:03}.png"))).unwrap();
     }
@@ -211,4 +218,67 @@ fn calibrated_ensemble_standardises_each_map_on_normal_images() {
         j["images"][0]["image_score"].as_f64().unwrap()
     };
     assert_ne!(score("d1"), score("d2"));
+}
+
+#[test]
+fn per_defect_metrics_score_each_kind_against_the_normal_images() {
+    let (dir, model, root) = setup("kinds");
+    // a second kind: the same two images with the defect in the left half instead
+    let c = root.join("carpet");
+    for d in ["test/hole", "ground_truth/hole"] {
+        std::fs::create_dir_all(c.join(d)).unwrap();
+    }
+    for i in 2..4 {
+        std::fs::copy(c.join(format!("test/cut/{i:03}.png")), c.join(format!("test/hole/{i:03}.png"))).unwrap();
+        let img = image::open(c.join(format!("test/hole/{i:03}.png"))).unwrap();
+        let (w, h) = (img.width(), img.height());
+        image::GrayImage::from_fn(w, h, |x, _| image::Luma([if x < w / 2 { 255 } else { 0 }])).save(c.join(format!("ground_truth/hole/{i:03}_mask.png"))).unwrap();
+    }
+    let (r, o) = (root.display().to_string(), dir.join("out"));
+    let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
+    let os = o.display().to_string();
+    let (rc, so, se) = ran(&["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &os]);
+    assert_eq!(rc, 0, "{so}{se}");
+    assert!(so.contains("per defect kind") && so.contains("cut ") && so.contains("hole "), "{so}");
+    let m = metrics(&o);
+    let defects = m["categories"][0]["defects"].as_array().unwrap().clone();
+    assert_eq!(defects.iter().map(|d| d["defect"].as_str().unwrap()).collect::<Vec<_>>(), ["cut", "hole"]);
+    // recomputed from the cached maps: that kind's images and the two normal ones
+    for d in &defects {
+        let kind = d["defect"].as_str().unwrap();
+        assert_eq!(d["images"], 2);
+        let names = ["good__000.png".to_string(), "good__001.png".into(), format!("{kind}__002.png"), format!("{kind}__003.png")];
+        let (mut maps, mut labels, mut scores) = (vec![Vec::new(); 3], Vec::new(), Vec::new());
+        for (j, n) in names.iter().enumerate() {
+            let b = std::fs::read(o.join("cache/carpet").join(format!("carpet__test__{n}.f32"))).unwrap();
+            scores.push(f32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+            let cm = cached(&o, &format!("carpet__test__{n}.f32"));
+            for (k, mk) in cm.iter().enumerate() {
+                maps[k].extend_from_slice(mk);
+            }
+            if j < 2 {
+                labels.extend(vec![false; cm[0].len()]);
+            } else {
+                let g = ran::io::image::load_gray(&c.join(format!("ground_truth/{kind}/{}_mask.png", &n[n.len() - 7..n.len() - 4]))).unwrap();
+                labels.extend(ran::io::image::center_crop_arr(&g, 16).data.iter().map(|&v| v == 255));
+            }
+        }
+        for (k, key) in ["ensemble", "kl_only", "feature_only"].iter().enumerate() {
+            let want = ran::eval::metrics::auroc(&maps[k], &labels).unwrap();
+            let got = d[key]["pixel_auroc"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-9, "{kind} {key}: {got} vs {want}");
+        }
+        let want = ran::eval::metrics::auroc(&scores, &[false, false, true, true]).unwrap();
+        assert!((d["ensemble"]["image_auroc"].as_f64().unwrap() - want).abs() < 1e-9);
+    }
+    // the two kinds differ (different masks), and defects.csv has a row for each
+    assert_ne!(defects[0]["ensemble"]["pixel_auroc"], defects[1]["ensemble"]["pixel_auroc"]);
+    let csv = std::fs::read_to_string(o.join("defects.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.lines().nth(2).unwrap().starts_with("carpet,hole,2,"), "{csv}");
+    assert!(std::fs::read_to_string(o.join("report.html")).unwrap().contains("carpet / hole"));
+    // the cache answers only for the settings it was made with
+    let (rc, so, se) = ran(&["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &os, "--seed", "3"]);
+    assert_eq!(rc, 2, "{so}{se}");
+    assert!(se.contains("settings.json") && se.contains("different: seed"), "{se}");
 }

@@ -45,11 +45,86 @@ pub struct CategoryMetrics {
     /// the map statistics of `--ensemble calibrated`
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// each defect kind against the normal test images: where the method works and where not
+    pub defects: Vec<DefectMetrics>,
+}
+
+/// One defect kind's images together with all normal test images of its category.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DefectMetrics {
+    pub defect: String,
+    pub images: usize,
+    pub ensemble: ModeMetrics,
+    pub kl_only: Option<ModeMetrics>,
+    pub feature_only: Option<ModeMetrics>,
+}
+
+/// The metrics of every defect kind: the images of that kind plus the normal ones (`good`/`ok`).
+/// A kind without normal images to compare with, or without a single defective pixel, is left out.
+fn per_defect(samples: &[crate::eval::datasets::Sample], maps: [&[f32]; 3], masks: &[u8], img_labels: &[bool], size: usize, topk: usize) -> Vec<DefectMetrics> {
+    let px = size * size;
+    let normal: Vec<usize> = (0..samples.len()).filter(|&i| !img_labels[i]).collect();
+    let mut kinds: Vec<&str> = samples.iter().zip(img_labels).filter(|(_, &l)| l).map(|(s, _)| s.defect.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut out = Vec::new();
+    for kind in kinds {
+        let idx: Vec<usize> = (0..samples.len()).filter(|&i| img_labels[i] && samples[i].defect == kind).chain(normal.iter().copied()).collect();
+        let pick = |m: &[f32]| -> Vec<f32> { idx.iter().flat_map(|&i| m[i * px..(i + 1) * px].iter().copied()).collect() };
+        let mk: Vec<u8> = idx.iter().flat_map(|&i| masks[i * px..(i + 1) * px].iter().copied()).collect();
+        let labels: Vec<bool> = mk.iter().map(|&m| m != 0).collect();
+        let il: Vec<bool> = idx.iter().map(|&i| img_labels[i]).collect();
+        let mode = |m: &[f32]| if m.is_empty() { None } else { mode_metrics(&pick(m), &mk, &labels, &il, idx.len(), size, topk).ok() };
+        if let Some(ensemble) = mode(maps[0]) {
+            out.push(DefectMetrics { defect: kind.to_string(), images: idx.len() - normal.len(), ensemble, kl_only: mode(maps[1]), feature_only: mode(maps[2]) });
+        }
+    }
+    out
 }
 
 fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> PathBuf {
     let rel = image.strip_prefix(root).unwrap_or(image).to_string_lossy().replace(['/', '\\'], "__");
     out.join("cache").join(category).join(format!("{rel}.f32"))
+}
+
+/// What the cached maps of a category depend on: the model file (path, size, modification time),
+/// the extractor and every scoring setting. Kept as `cache/<category>/settings.json`.
+fn cache_settings(a: &DetectArgs, model: &Path) -> serde_json::Value {
+    let file = |p: &Path| {
+        let m = std::fs::metadata(p).ok();
+        let mtime = m.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
+        serde_json::json!({"path": std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string(), "bytes": m.map(|m| m.len()), "modified": mtime})
+    };
+    serde_json::json!({
+        "model": file(model), "effnet": a.effnet.as_deref().map(file), "effnet_arch": a.effnet_arch, "effnet_image_size": a.effnet_image_size,
+        "kl_only": a.kl_only, "timesteps": a.timesteps, "respacing": a.respacing, "seed": a.seed, "feature_timestep": a.feature_timestep,
+        // the cached score map is the weighted/summed one (calibrated recombines from the KL and feature maps)
+        "ensemble": if a.ensemble == "sum" { "sum" } else { "weighted" }, "alpha": a.alpha, "topk": a.topk,
+    })
+}
+
+/// Refuses a cache made with other settings (its maps would silently answer for another run);
+/// records the settings of a new one.
+fn check_cache_settings(out: &Path, category: &str, settings: &serde_json::Value) -> Result<()> {
+    let dir = out.join("cache").join(category);
+    let p = dir.join("settings.json");
+    match std::fs::read_to_string(&p) {
+        Ok(old) => {
+            let old: serde_json::Value = serde_json::from_str(&old).map_err(|e| Error::BadFile { path: p.clone(), msg: format!("not JSON ({e}): delete the cache") })?;
+            if &old == settings {
+                return Ok(());
+            }
+            let keys = settings.as_object().map(|o| o.keys().filter(|k| old.get(k.as_str()) != settings.get(k.as_str())).cloned().collect::<Vec<_>>()).unwrap_or_default();
+            Err(Error::BadFile {
+                path: p,
+                msg: format!("the cached maps were made with other settings (different: {}): give another --out or delete {}", keys.join(", "), dir.display()),
+            })
+        }
+        Err(_) => {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
+            std::fs::write(&p, serde_json::to_string_pretty(settings).unwrap_or_default()).map_err(|e| Error::Io { path: p.clone(), source: e })
+        }
+    }
 }
 
 /// Cache file: [number of maps, image score, score map, (KL map, feature map)] as little-endian f32.
@@ -131,6 +206,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             None => MVTEC_CLASSES.to_vec(),
         };
         let samples = test_set(&a.data, cat, layout)?;
+        check_cache_settings(&a.detect.out, cat, &cache_settings(&a.detect, &model))?;
         let label = names.iter().position(|n| n == cat);
         let px = size * size;
         let bar = indicatif::ProgressBar::new(samples.len() as u64);
@@ -256,7 +332,8 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let split = kl_maps.len() == scores.len();
         let mode = |m: &[f32]| mode_metrics(m, &masks, &labels, &img_labels, n, size, a.detect.topk).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")));
         let (kl_only, feature_only) = if split { (Some(mode(&kl_maps)?), Some(mode(&feat_maps)?)) } else { (None, None) };
-        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia, calibration });
+        let defects = per_defect(&samples, [&scores, if split { &kl_maps } else { &[] }, if split { &feat_maps } else { &[] }], &masks, &img_labels, size, a.detect.topk);
+        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia, calibration, defects });
     }
     if !results.is_empty() {
         write_tables(&a.detect.out, &results, &a.pro_variant)?;
@@ -264,7 +341,25 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             .iter()
             .map(|m| vec![m.category.clone(), m.images.to_string(), format!("{:.4}", m.pixel_auroc), format!("{:.4}", m.pro), format!("{:.4}", m.image_auroc)])
             .collect();
-        report::write_html(&a.detect.out.join("report.html"), "ran eval", &["category", "images", "pixel AUROC", "PRO (0.3)", "image AUROC"], &rows, &pictures, &galleries)?;
+        let f = |m: &Option<ModeMetrics>| m.as_ref().map(|m| format!("{:.4}", m.pixel_auroc)).unwrap_or_else(|| "–".into());
+        let defect_rows: Vec<Vec<String>> = results
+            .iter()
+            .flat_map(|m| {
+                m.defects.iter().map(|d| {
+                    let e = &d.ensemble;
+                    vec![format!("{} / {}", m.category, d.defect), d.images.to_string(), format!("{:.4}", e.pixel_auroc), f(&d.kl_only), f(&d.feature_only), format!("{:.4}", e.pro), format!("{:.4}", e.image_auroc)]
+                })
+            })
+            .collect();
+        let tables = [
+            report::Table { caption: String::new(), header: vec!["category", "images", "pixel AUROC", "PRO (0.3)", "image AUROC"], rows },
+            report::Table {
+                caption: "Per defect kind (its images and the category's normal ones)".into(),
+                header: vec!["category / defect", "images", "pixel AUROC", "KL only", "feature only", "PRO (0.3)", "image AUROC"],
+                rows: defect_rows,
+            },
+        ];
+        report::write_html(&a.detect.out.join("report.html"), "ran eval", &tables, &pictures, &galleries)?;
     }
     Ok(results)
 }
@@ -295,5 +390,15 @@ fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: &str) -> Result<
         csv.push_str(&format!("{},{},{:.6},{:.6},{:.6}\n", m.category, m.images, m.pixel_auroc, m.pro, m.image_auroc));
     }
     let p = out.join("metrics.csv");
+    std::fs::write(&p, csv).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+    let opt = |m: &Option<ModeMetrics>| m.as_ref().map(|m| format!("{:.6},{:.6},{:.6}", m.pixel_auroc, m.pro, m.image_auroc)).unwrap_or_else(|| ",,".into());
+    let mut csv = String::from("category,defect,images,pixel_auroc,pro,image_auroc,kl_pixel_auroc,kl_pro,kl_image_auroc,feature_pixel_auroc,feature_pro,feature_image_auroc\n");
+    for m in r {
+        for d in &m.defects {
+            let e = &d.ensemble;
+            csv.push_str(&format!("{},{},{},{:.6},{:.6},{:.6},{},{}\n", m.category, d.defect, d.images, e.pixel_auroc, e.pro, e.image_auroc, opt(&d.kl_only), opt(&d.feature_only)));
+        }
+    }
+    let p = out.join("defects.csv");
     std::fs::write(&p, csv).map_err(|e| Error::Io { path: p.clone(), source: e })
 }

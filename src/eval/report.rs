@@ -85,25 +85,41 @@ pub struct GalleryItem {
     pub caption: String,
 }
 
-/// report.html: the table (rows of name + values), the curve pictures, and galleries.
-pub fn write_html(path: &Path, title: &str, header: &[&str], rows: &[Vec<String>], pictures: &[(String, String)], galleries: &[(String, Vec<GalleryItem>)]) -> Result<()> {
+/// A table of the report: rows of name + values.
+pub struct Table<'a> {
+    pub caption: String,
+    pub header: Vec<&'a str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// report.html: the tables, the curve pictures, and galleries.
+pub fn write_html(path: &Path, title: &str, tables: &[Table], pictures: &[(String, String)], galleries: &[(String, Vec<GalleryItem>)]) -> Result<()> {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut h = format!(
-        "<!doctype html><meta charset=utf-8><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th{{background:#eee}}figure{{display:inline-block;margin:6px}}img.o{{width:192px;image-rendering:pixelated}}</style><h1>{0}</h1><table><tr>",
+        "<!doctype html><meta charset=utf-8><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th{{background:#eee}}figure{{display:inline-block;margin:6px}}img.o{{width:192px;image-rendering:pixelated}}</style><h1>{0}</h1>",
         esc(title)
     );
-    for c in header {
-        h.push_str(&format!("<th>{}</th>", esc(c)));
-    }
-    h.push_str("</tr>");
-    for r in rows {
-        h.push_str("<tr>");
-        for (i, c) in r.iter().enumerate() {
-            h.push_str(&if i == 0 { format!("<th>{}</th>", esc(c)) } else { format!("<td>{}</td>", esc(c)) });
+    for t in tables {
+        if t.rows.is_empty() {
+            continue;
+        }
+        if !t.caption.is_empty() {
+            h.push_str(&format!("<h2>{}</h2>", esc(&t.caption)));
+        }
+        h.push_str("<table><tr>");
+        for c in &t.header {
+            h.push_str(&format!("<th>{}</th>", esc(c)));
         }
         h.push_str("</tr>");
+        for r in &t.rows {
+            h.push_str("<tr>");
+            for (i, c) in r.iter().enumerate() {
+                h.push_str(&if i == 0 { format!("<th>{}</th>", esc(c)) } else { format!("<td>{}</td>", esc(c)) });
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
     }
-    h.push_str("</table>");
     for (cap, src) in pictures {
         h.push_str(&format!("<figure><img src=\"{}\"><figcaption>{}</figcaption></figure>", esc(src), esc(cap)));
     }

@@ -10,6 +10,7 @@ use crate::models::efficientnet::{EfficientNet, EffNetConfig};
 use crate::models::weights::Loader;
 use crate::models::{load_unet, open_weights};
 use crate::{Error, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -216,24 +217,35 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
-/// The calibrated ensemble's statistics from the normal images in `dir` (their classes from
-/// their paths, like the inputs').
-pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path) -> Result<crate::anomaly::score::Calibration> {
+/// The calibrated ensemble's statistics, one per class: the normal images `dir` (a folder or a
+/// pattern) holds, their classes from their paths like the inputs', at most
+/// `a.calibration_images` of each class (the first in name order). A model without classes has
+/// one calibration (key None).
+pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path) -> Result<BTreeMap<Option<usize>, crate::anomaly::score::Calibration>> {
     let files = collect_inputs(&[dir.display().to_string()])?;
     let size = pipe.unet.flags.image_size;
-    let mut maps = Vec::new();
+    let mut maps: BTreeMap<Option<usize>, Vec<(Vec<f32>, Vec<f32>)>> = BTreeMap::new();
     for path in &files {
-        let img = center_crop_arr(&load_rgb(path)?, size);
         let y = match pipe.unet.num_classes {
-            Some(_) => Some(vec![class_of(path, a.class.as_deref(), &a.classes)?]),
+            Some(_) => Some(class_of(path, a.class.as_deref(), &a.classes)?),
             None => None,
         };
-        let s = pipe.score_images(b, &[&img], y.as_deref(), a.seed)?.remove(0);
-        maps.push((s.kl_map, s.feat_map.unwrap_or_default()));
+        let group = maps.entry(y).or_default();
+        if group.len() >= a.calibration_images.max(1) {
+            continue;
+        }
+        let img = center_crop_arr(&load_rgb(path)?, size);
+        let s = pipe.score_images(b, &[&img], y.map(|c| vec![c]).as_deref(), a.seed)?.remove(0);
+        group.push((s.kl_map, s.feat_map.unwrap_or_default()));
     }
-    let c = crate::anomaly::score::Calibration::from_maps(&maps.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect::<Vec<_>>())?;
-    eprintln!("calibrated on {} normal images: KL {:.3} ± {:.3}, feature {:.4} ± {:.4}", c.images, c.kl_mean, c.kl_std, c.feat_mean, c.feat_std);
-    Ok(c)
+    let mut out = BTreeMap::new();
+    for (y, m) in maps {
+        let c = crate::anomaly::score::Calibration::from_maps(&m.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect::<Vec<_>>())?;
+        let name = y.map(|c| format!(" of {}", a.classes.get(c).cloned().unwrap_or_else(|| format!("class {c}")))).unwrap_or_default();
+        eprintln!("calibrated on {} normal images{name}: KL {:.3} ± {:.3}, feature {:.4} ± {:.4}", c.images, c.kl_mean, c.kl_std, c.feat_mean, c.feat_std);
+        out.insert(y, c);
+    }
+    Ok(out)
 }
 
 pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
@@ -247,7 +259,7 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let pipe = Pipeline::new(b, a)?;
     let unet = &pipe.unet;
     let scorer = pipe.scorer();
-    let calibration = match (a.ensemble.as_str(), &a.calibrate) {
+    let calibrations = match (a.ensemble.as_str(), &a.calibrate) {
         ("calibrated", Some(dir)) => Some(calibrate(b, &pipe, a, dir)?),
         ("calibrated", None) => return Err(Error::InvalidArgument("--ensemble calibrated: give --calibrate DIR, a folder of normal images of the product".into())),
         (_, Some(_)) => return Err(Error::InvalidArgument("--calibrate is for --ensemble calibrated".into())),
@@ -286,6 +298,10 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                     Some(_) => Some(class_of(path, a.class.as_deref(), &a.classes)?),
                     None => None,
                 };
+                if calibrations.as_ref().is_some_and(|cs| !cs.contains_key(&y)) {
+                    let class = y.and_then(|c| a.classes.get(c).cloned()).unwrap_or_default();
+                    return Err(Error::InvalidArgument(format!("no normal image of class `{class}` among --calibrate")));
+                }
                 Ok((img, y))
             })();
             match prep {
@@ -312,6 +328,8 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
             let mut out = Vec::new();
             for ((i, path, img, y), mut s) in ok.iter().zip(scores) {
                 let category = y.and_then(|c| a.classes.get(c).cloned());
+                // checked when the image was read: its class has a calibration
+                let calibration = calibrations.as_ref().and_then(|cs| cs.get(y).copied());
                 if let Some(c) = calibration {
                     s.reweight(Ensemble::Calibrated(a.alpha, c), a.topk);
                 }
@@ -363,7 +381,7 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         "seed": a.seed, "ensemble": a.ensemble, "alpha": a.alpha, "topk": a.topk, "feature_timestep": a.feature_timestep,
         "threshold": a.threshold, "backend": b.name(), "image_size": size, "batch": a.batch,
         "alpha_table": a.alpha_table.as_ref().map(|p| p.display().to_string()),
-        "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "calibration": calibration,
+        "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "calibration": calibrations.as_ref().map(|cs| cs.iter().map(|(y, c)| (y.and_then(|y| a.classes.get(y).cloned()).unwrap_or_else(|| "all".into()), *c)).collect::<BTreeMap<_, _>>()),
         "map16_scale": "value = map_min + v16 / 65535 * (map_max - map_min)",
     });
     let failed_json: Vec<_> = failed.iter().map(|(p, e)| serde_json::json!({"file": p.display().to_string(), "error": e})).collect();

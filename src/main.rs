@@ -79,7 +79,8 @@ enum Command {
         /// Images per UNet batch (memory permitting).
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// Normal images of the product (a folder) for `--ensemble calibrated`.
+        /// Normal images of the product (a folder or a pattern such as 'train/*/good/*.png') for
+        /// `--ensemble calibrated`: --calibration-images of each class [demo: its training images]
         #[arg(long)]
         calibrate: Option<std::path::PathBuf>,
     },
@@ -244,10 +245,11 @@ struct ScoreOpts {
     alpha: f32,
     /// weighted (α·feature + (1−α)·KL, the paper), sum (the released script), or calibrated
     /// (each map standardised by its pixel mean/std on normal images first: eval uses
-    /// --calibration-images training images per category, detect the folder --calibrate).
-    #[arg(long, default_value = "weighted")]
-    ensemble: String,
-    /// Normal training images per category that calibrate `--ensemble calibrated` in eval.
+    /// --calibration-images training images per category, detect the images --calibrate)
+    /// [default: weighted; the demo: calibrated]
+    #[arg(long)]
+    ensemble: Option<String>,
+    /// Normal images per category (class) that calibrate `--ensemble calibrated`.
     #[arg(long, default_value_t = 10)]
     calibration_images: usize,
     #[arg(long, default_value_t = 64)]
@@ -276,7 +278,7 @@ impl ScoreOpts {
             respacing: self.respacing,
             seed: self.seed,
             alpha: self.alpha,
-            ensemble: self.ensemble,
+            ensemble: self.ensemble.unwrap_or_else(|| "weighted".into()),
             topk: self.topk,
             feature_timestep: self.feature_timestep.unwrap_or_else(|| "index".into()),
             class,
@@ -351,7 +353,7 @@ fn main() -> ExitCode {
                 effnet_arch: score.effnet_arch.unwrap_or_default(),
                 feature_timestep: score.feature_timestep.unwrap_or_else(|| "index".into()),
                 alpha: score.alpha,
-                ensemble: score.ensemble,
+                ensemble: score.ensemble.unwrap_or_else(|| "weighted".into()),
                 topk: score.topk,
             };
             let backend = match select(&score.device) {
@@ -375,16 +377,25 @@ fn main() -> ExitCode {
             }
         }
         Command::Detect { inputs, demo, score, out, class, threshold, alpha_table, batch, calibrate } => {
-            let (mut score, mut inputs, mut out) = (score, inputs, out);
+            let (mut score, mut inputs, mut out, mut calibrate) = (score, inputs, out, calibrate);
             if demo {
                 let (model, imgs) = match demo_paths() {
                     Ok(p) => p,
                     Err(e) => return fail(e),
                 };
                 demo_settings(&mut score, model);
+                let model = score.model.clone().unwrap_or_default();
+                let cats = match ran::models::class_names(&model) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return fail(ran::Error::BadFile { path: model, msg: "the model names no classes (ran convert --class-names): the demo picks its sample images by class".into() }),
+                    Err(e) => return fail(e),
+                };
+                if score.ensemble.as_deref() == Some("calibrated") && calibrate.is_none() {
+                    calibrate = Some(imgs.join("*").join("train").join("good").join("*.png"));
+                }
                 if inputs.is_empty() {
                     // per category: one normal image and one of each defect
-                    for c in ["brick", "grass", "gravel"] {
+                    for c in &cats {
                         for d in ["good", "scratch", "spot", "patch", "hole"] {
                             inputs.push(imgs.join(c).join("test").join(d).join("000.png").display().to_string());
                         }
@@ -541,6 +552,7 @@ fn main() -> ExitCode {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
             };
+            let ensemble = format!("{} (α = {})", detect.ensemble, detect.alpha);
             let args = ran::commands::eval::EvalArgs { data, categories, shard, merge, pro_variant, detect };
             let backend = match select(&device) {
                 Ok(b) => b,
@@ -552,6 +564,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Ok(r) => {
+                    println!("ensemble: {ensemble}");
                     println!("{:<14} {:>7} {:>12} {:>9} {:>12}", "category", "images", "pixel AUROC", "PRO", "image AUROC");
                     for m in &r {
                         println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", m.category, m.images, m.pixel_auroc, m.pro, m.image_auroc);
@@ -581,15 +594,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The demo's extractor and scoring settings (user flags such as --alpha still apply).
+/// The demo's model, extractor and scoring settings, where the user gave none (--model, --alpha, ... still apply).
 fn demo_settings(score: &mut ScoreOpts, model: std::path::PathBuf) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    score.model = Some(model);
+    score.model.get_or_insert(model);
     if score.effnet.is_none() && !score.kl_only {
         score.effnet = Some(root.join("weights/demo/efficientnet_lite0_taps.safetensors"));
         // the extractor comes from the model's metadata (feature_extractor)
         // the demo head was trained on the true timesteps: score it with τ_k unless told otherwise
         score.feature_timestep.get_or_insert_with(|| "tau".into());
+        // the toy's feature error has no scale of its own: standardise both maps on normal images
+        score.ensemble.get_or_insert_with(|| "calibrated".into());
     }
 }
 

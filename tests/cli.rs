@@ -46,21 +46,42 @@ fn demo_detect_and_eval_run_out_of_the_box() {
     let o = ran(&["detect", "--demo", "--device", "cpu", "--out", &out]);
     let so = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{so}{}", String::from_utf8_lossy(&o.stderr));
+    let se = String::from_utf8_lossy(&o.stderr);
     assert!(so.contains("15 image(s) scored, 0 failed") && so.contains("toy model") && !so.contains("KL score only"), "{so}");
     assert!(std::path::Path::new(&out).join("0002_spot_000_overlay.png").is_file());
+    // the demo's calibrated ensemble: one calibration per class, from its training images
+    for c in ["brick", "moon", "gravel"] {
+        assert!(se.contains(&format!("calibrated on 10 normal images of {c}:")), "{se}");
+    }
+    // an input whose class has no calibration images is named, not scored with another's
+    let only_brick = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/brick/train/good").display().to_string();
+    let moon = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/moon/test/good/000.png").display().to_string();
+    let o = ran(&["detect", "--demo", &moon, "--calibrate", &only_brick, "--device", "cpu", "--out", &dir.join("d2").display().to_string()]);
+    let se = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{se}");
+    assert!(se.contains("000.png") && se.contains("no normal image of class `moon`"), "{se}");
     let out = dir.join("eval").display().to_string();
     let o = ran(&["eval", "--demo", "--device", "cpu", "--out", &out]);
     let so = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{so}{}", String::from_utf8_lossy(&o.stderr));
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(&out).join("metrics.json")).unwrap()).unwrap();
     let cats: Vec<&str> = m["categories"].as_array().unwrap().iter().map(|c| c["category"].as_str().unwrap()).collect();
-    assert_eq!(cats, ["brick", "grass", "gravel"]);
+    assert_eq!(cats, ["brick", "gravel", "moon"]);
+    assert!(so.contains("ensemble: calibrated"), "{so}");
     let mean = m["mean"]["pixel_auroc"].as_f64().unwrap();
-    assert!(mean > 0.7, "demo mean pixel AUROC {mean} (README: 0.816)");
+    assert!(mean > 0.88, "demo mean pixel AUROC {mean} (README: 0.911)");
     // the KL-only and feature-only rows come with the ensemble
     for mode in ["kl_only", "feature_only"] {
         let v = m["mean"][mode]["pixel_auroc"].as_f64().unwrap();
-        assert!(v > 0.65, "{mode}: {v}");
+        assert!(v > 0.85, "{mode}: {v} (README: 0.874 / 0.888)");
     }
     assert!(so.contains("mean, KL only") && so.contains("mean, feature only"), "{so}");
+    // per defect kind: scratches and colour spots are found everywhere (README's table)
+    for c in m["categories"].as_array().unwrap() {
+        for d in c["defects"].as_array().unwrap() {
+            if ["scratch", "spot"].contains(&d["defect"].as_str().unwrap()) {
+                assert!(d["ensemble"]["pixel_auroc"].as_f64().unwrap() > 0.95, "{d}");
+            }
+        }
+    }
 }

@@ -44,7 +44,7 @@ fn fit_padim_writes_a_self_contained_fit() {
     let dir = tmpdir("fit");
     let bb = backbone_file(&dir);
     let out = dir.join("padim.safetensors").display().to_string();
-    let train = demo("examples/demo/grass/train");
+    let train = demo("examples/demo/moon/train");
     let (rc, so, se) = ran(&["fit-padim", "--train", &train, "--backbone", &bb, "--dims", "30", "--image-size", "32", "--seed", "5", "--out", &out, "--device", "cpu"]);
     assert_eq!(rc, 0, "{so}{se}");
     assert!(so.contains("80 images, 30 dims at 8×8 positions") && so.contains("peak RSS"), "{so}");
@@ -78,7 +78,7 @@ fn fit_padim_errors_are_clear() {
     let (rc, _, se) = ran(&["fit-padim", "--train", &empty.display().to_string(), "--backbone", &bb, "--out", &out, "--device", "cpu"]);
     assert_eq!(rc, 2);
     assert!(se.contains("empty") && se.contains("no images"), "{se}");
-    let train = demo("examples/demo/grass/train");
+    let train = demo("examples/demo/moon/train");
     let (rc, _, se) = ran(&["fit-padim", "--train", &train, "--backbone", &bb, "--dims", "5000", "--image-size", "32", "--out", &out, "--device", "cpu"]);
     assert_eq!(rc, 2);
     assert!(se.contains("--dims 5000") && se.contains("1792"), "{se}");

@@ -1,14 +1,17 @@
 """The demo data set: MVTec-AD layout, made reproducibly from textures that ship inside the
-scikit-image wheel (brick, grass, gravel; 512² grayscale), at 64² so CPU runs stay short.
+scikit-image wheel (brick, moon, gravel; 512² grayscale), at 64² so CPU runs stay short.
 
   <category>/train/good/*.png        crops of the top three quarters of the texture
   <category>/test/good/*.png         crops of the unseen bottom quarter
   <category>/test/<defect>/*.png     the same with a synthetic defect:
-      scratch (a thin bright or dark line), spot (a coloured disc), patch (pasted from another
-      texture), hole (a dark flat ellipse)
+      scratch (a thin bright or dark line), spot (a coloured disc), patch (a square of a foreign
+      texture, grass by default, pasted in), hole (a dark flat ellipse)
   <category>/ground_truth/<defect>/*_mask.png   0/255 masks
 
 Run:  python tools/demo/make_dataset.py [--out examples/demo] [--seed 7]
+
+The first demo set (--cats brick,grass,gravel --patch-from next: each category's patches from the
+next one) is the same command with those flags; README.md compares the two.
 """
 import argparse
 import os
@@ -17,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from skimage import data
 
-CATS = ["brick", "grass", "gravel"]
+CATS = ["brick", "moon", "gravel"]
 SIZE = 64
 
 
@@ -68,10 +71,14 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "..", "examples", "demo"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--train", type=int, default=80)
+    ap.add_argument("--cats", default=",".join(CATS))
+    ap.add_argument("--patch-from", default="grass", help="texture the patches come from: a scikit-image name, or next (the next category)")
     args = ap.parse_args()
+    cats = args.cats.split(",")
     rng = np.random.default_rng(args.seed)
-    tex = {c: getattr(data, c)().astype(np.float64) for c in CATS}
-    for ci, c in enumerate(CATS):
+    names = set(cats) | ({args.patch_from} if args.patch_from != "next" else set())
+    tex = {c: getattr(data, c)().astype(np.float64) for c in names}
+    for ci, c in enumerate(cats):
         root = os.path.join(args.out, c)
         t = tex[c]
         for i, im in enumerate(crops(t, (0, 384), args.train, rng)):
@@ -81,7 +88,8 @@ def main():
         os.makedirs(os.path.join(root, "test", "good"), exist_ok=True)
         for i, im in enumerate(tests[:8]):
             Image.fromarray(im).save(os.path.join(root, "test", "good", f"{i:03d}.png"))
-        other = crops(tex[CATS[(ci + 1) % 3]], (384, 512), 16, rng)
+        src = cats[(ci + 1) % len(cats)] if args.patch_from == "next" else args.patch_from
+        other = crops(tex[src], (384, 512), 16, rng)
         for j, kind in enumerate(["scratch", "spot", "patch", "hole"]):
             for k in range(4):
                 im, mask = defect(tests[8 + 4 * j + k], kind, other[4 * j + k], rng)
@@ -90,7 +98,7 @@ def main():
                 name = f"{k:03d}.png"
                 Image.fromarray(im).save(os.path.join(root, "test", kind, name))
                 Image.fromarray(mask).save(os.path.join(root, "ground_truth", kind, f"{k:03d}_mask.png"))
-    print(f"wrote {args.out}: {len(CATS)} categories, {args.train} train / 24 test images each, seed {args.seed}")
+    print(f"wrote {args.out}: {len(cats)} categories, {args.train} train / 24 test images each, seed {args.seed}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ of the gradient denoising and |x0 − x̂|. Images are scaled 2× (nearest) for 
   python tools/demo/make_figures.py
 """
 import glob
+import json
 import os
 
 from PIL import Image
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-CATS = ["brick", "grass", "gravel"]
+CATS = ["brick", "moon", "gravel"]
 KINDS = ["good", "scratch", "spot", "patch", "hole"]
 
 
@@ -30,12 +31,15 @@ def grid(rows, gap=4):
 
 
 def main():
+    # the overlay of each input, by the input's path
+    results = json.load(open(os.path.join(ROOT, "ran-demo", "results.json")))["images"]
+    overlay = {"/".join([r["category"]] + os.path.normpath(r["file"]).split(os.sep)[-2:]): r["overlay"] for r in results}
     rows = []
     for c in CATS:
         r = []
         for k in KINDS:
             r.append(Image.open(os.path.join(ROOT, "examples/demo", c, "test", k, "000.png")).convert("RGB"))
-            r.append(Image.open(sorted(glob.glob(os.path.join(ROOT, "ran-demo", f"*_{k}_000_overlay.png")))[CATS.index(c)]).convert("RGB"))
+            r.append(Image.open(os.path.join(ROOT, overlay[f"{c}/{k}/000.png"])).convert("RGB"))
         rows.append(r)
     grid(rows).save(os.path.join(ROOT, "docs/demo.png"))
     rows = []

@@ -22,7 +22,7 @@ from guided_diffusion.resample import UniformSampler  # noqa: E402
 from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
 from upstream_unet import make_model  # noqa: E402
 
-CATS = ["brick", "grass", "gravel"]
+CATS = ["brick", "moon", "gravel"]  # the order of the class labels
 FLAGS = ("--image_size 64 --num_channels 32 --num_res_blocks 2 --channel_mult 1,2,2,2 --attention_resolutions 16,8 "
          "--num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True")
 

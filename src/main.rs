@@ -565,17 +565,23 @@ fn main() -> ExitCode {
                 }
                 Ok(r) => {
                     println!("ensemble: {ensemble}");
-                    println!("{:<14} {:>7} {:>12} {:>9} {:>12}", "category", "images", "pixel AUROC", "PRO", "image AUROC");
+                    println!("{:<18} {:>7} {:>12} {:>9} {:>12}", "category", "images", "pixel AUROC", "PRO", "image AUROC");
                     for m in &r {
-                        println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", m.category, m.images, m.pixel_auroc, m.pro, m.image_auroc);
+                        println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", m.category, m.images, m.pixel_auroc, m.pro, m.image_auroc);
+                        // each score alone, under its category's ensemble row
+                        for (label, x) in [("  KL only", &m.kl_only), ("  feature only", &m.feature_only)] {
+                            if let Some(x) = x {
+                                println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", label, "", x.pixel_auroc, x.pro, x.image_auroc);
+                            }
+                        }
                     }
                     let mean = |f: &dyn Fn(&ran::commands::eval::CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
-                    println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", "mean", "", mean(&|m| m.pixel_auroc), mean(&|m| m.pro), mean(&|m| m.image_auroc));
+                    println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", "mean", "", mean(&|m| m.pixel_auroc), mean(&|m| m.pro), mean(&|m| m.image_auroc));
                     if r.iter().all(|m| m.kl_only.is_some() && m.feature_only.is_some()) {
                         for (label, pick) in [("KL only", 0usize), ("feature only", 1)] {
                             let g = |m: &ran::commands::eval::CategoryMetrics| if pick == 0 { m.kl_only.clone() } else { m.feature_only.clone() };
                             let mm = |f: &dyn Fn(&ran::commands::eval::ModeMetrics) -> f64| r.iter().map(|m| g(m).map(|x| f(&x)).unwrap_or(f64::NAN)).sum::<f64>() / r.len() as f64;
-                            println!("{:<14} {:>7} {:>12.4} {:>9.4} {:>12.4}", format!("mean, {label}"), "", mm(&|x| x.pixel_auroc), mm(&|x| x.pro), mm(&|x| x.image_auroc));
+                            println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", format!("mean, {label}"), "", mm(&|x| x.pixel_auroc), mm(&|x| x.pro), mm(&|x| x.image_auroc));
                         }
                     }
                     // where it works and where not: pixel AUROC of each defect kind (against the normal images)

@@ -277,6 +277,12 @@ fn per_defect_metrics_score_each_kind_against_the_normal_images() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.lines().nth(2).unwrap().starts_with("carpet,hole,2,"), "{csv}");
     assert!(std::fs::read_to_string(o.join("report.html")).unwrap().contains("carpet / hole"));
+    // metrics.csv carries each score alone beside the ensemble
+    let row: Vec<String> = std::fs::read_to_string(o.join("metrics.csv")).unwrap().lines().nth(1).unwrap().split(',').map(String::from).collect();
+    let cat = &m["categories"][0];
+    for (col, v) in [(5, &cat["kl_only"]["pixel_auroc"]), (8, &cat["feature_only"]["pixel_auroc"]), (10, &cat["feature_only"]["image_auroc"])] {
+        assert!((row[col].parse::<f64>().unwrap() - v.as_f64().unwrap()).abs() < 1e-6, "{row:?}");
+    }
     // the cache answers only for the settings it was made with
     let (rc, so, se) = ran(&["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &os, "--seed", "3"]);
     assert_eq!(rc, 2, "{so}{se}");

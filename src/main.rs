@@ -73,6 +73,11 @@ enum Command {
         /// Outline pixels whose score exceeds this on the overlay.
         #[arg(long)]
         threshold: Option<f32>,
+        /// Colour scale of heatmaps and overlays: auto ([0, 99.9th percentile of the normal
+        /// scores] with the calibrated ensemble, else each image's own range), image (each
+        /// image's min..max), or LO,HI.
+        #[arg(long, default_value = "auto", allow_hyphen_values = true)]
+        range: String,
         /// Per-category α: JSON {"bottle": 0.3, ...} or lines `category,alpha`.
         #[arg(long)]
         alpha_table: Option<std::path::PathBuf>,
@@ -265,7 +270,7 @@ struct ScoreOpts {
 
 impl ScoreOpts {
     #[allow(clippy::too_many_arguments)]
-    fn detect_args(self, inputs: Vec<String>, out: std::path::PathBuf, class: Option<String>, threshold: Option<f32>, alpha_table: Option<std::path::PathBuf>, batch: usize, calibrate: Option<std::path::PathBuf>) -> Option<ran::commands::detect::DetectArgs> {
+    fn detect_args(self, inputs: Vec<String>, out: std::path::PathBuf, class: Option<String>, threshold: Option<f32>, alpha_table: Option<std::path::PathBuf>, batch: usize, calibrate: Option<std::path::PathBuf>, range: String) -> Option<ran::commands::detect::DetectArgs> {
         Some(ran::commands::detect::DetectArgs {
             inputs,
             model: self.model?,
@@ -288,6 +293,7 @@ impl ScoreOpts {
             batch,
             calibrate,
             calibration_images: self.calibration_images,
+            range,
         })
     }
 }
@@ -376,7 +382,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Detect { inputs, demo, score, out, class, threshold, alpha_table, batch, calibrate } => {
+        Command::Detect { inputs, demo, score, out, class, threshold, range, alpha_table, batch, calibrate } => {
             let (mut score, mut inputs, mut out, mut calibrate) = (score, inputs, out, calibrate);
             if demo {
                 let (model, imgs) = match demo_paths() {
@@ -407,7 +413,7 @@ fn main() -> ExitCode {
                 println!("demo: a toy model trained on CPU on textures, EfficientNet-Lite0 features (see weights/README.md)");
             }
             let device = score.device.clone();
-            let Some(args) = score.detect_args(inputs, out.clone(), class, threshold, alpha_table, batch, calibrate) else {
+            let Some(args) = score.detect_args(inputs, out.clone(), class, threshold, alpha_table, batch, calibrate, range) else {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
             };
@@ -548,7 +554,7 @@ fn main() -> ExitCode {
                 }
             };
             let device = score.device.clone();
-            let Some(detect) = score.detect_args(Vec::new(), out.clone(), None, None, None, 1, None) else {
+            let Some(detect) = score.detect_args(Vec::new(), out.clone(), None, None, None, 1, None, "auto".into()) else {
                 eprintln!("error: give --model MODEL.safetensors (made by `ran convert`)");
                 return ExitCode::from(2);
             };

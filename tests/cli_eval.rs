@@ -173,6 +173,12 @@ fn calibrated_ensemble_standardises_each_map_on_normal_images() {
         let got = cal[k].as_f64().unwrap();
         assert!((got - want).abs() <= 1e-6 + 1e-5 * want.abs(), "{k}: {got} vs {want}");
     }
+    // the top of the colour scale: the 99.9th percentile (nearest rank) of that ensemble on them
+    let mut normal: Vec<f64> = train.iter().flat_map(|m| m[1].iter().zip(&m[2]).map(|(&k, &f)| 0.5 * (f as f64 - fm) / fs + 0.5 * (k as f64 - km) / ks)).collect();
+    normal.sort_by(f64::total_cmp);
+    let want = normal[(0.999 * normal.len() as f64).ceil() as usize - 1];
+    let got = cc["normal_p999"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-4 + 1e-4 * want.abs(), "normal_p999 {got} vs {want}");
     // the ensemble's pixel AUROC is that of ½·(F−μF)/σF + ½·(K−μK)/σK over the test maps
     let tests = ["good__000.png", "good__001.png", "cut__002.png", "cut__003.png"];
     let mut maps = Vec::new();
@@ -218,6 +224,24 @@ fn calibrated_ensemble_standardises_each_map_on_normal_images() {
         j["images"][0]["image_score"].as_f64().unwrap()
     };
     assert_ne!(score("d1"), score("d2"));
+    // colour scales: calibrated → [0, the normal 99.9th percentile]; weighted → the image's own range
+    let res = |name: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("results.json")).unwrap()).unwrap() };
+    let (r1, r2) = (res("d1"), res("d2"));
+    let top = r1["settings"]["calibration"]["carpet"]["normal_p999"].as_f64().unwrap();
+    assert!(top > 0.0);
+    assert_eq!(r1["images"][0]["display_range"], serde_json::json!([0.0, top]));
+    assert_eq!(r1["images"][0]["normal_p999"].as_f64().unwrap(), top);
+    assert_eq!(r2["images"][0]["display_range"], serde_json::json!([r2["images"][0]["map_min"], r2["images"][0]["map_max"]]));
+    let (rc, msg) = d(&["--ensemble", "calibrated", "--calibrate", &train_dir, "--range", "image"], "d3");
+    assert_eq!(rc, 0, "{msg}");
+    let r3 = res("d3");
+    assert_eq!(r3["images"][0]["display_range"], serde_json::json!([r3["images"][0]["map_min"], r3["images"][0]["map_max"]]));
+    let (rc, msg) = d(&["--range", "-1,2"], "d4");
+    assert_eq!(rc, 0, "{msg}");
+    assert_eq!(res("d4")["images"][0]["display_range"], serde_json::json!([-1.0, 2.0]));
+    let (rc, msg) = d(&["--range", "3,2"], "d5");
+    assert_eq!(rc, 2);
+    assert!(msg.contains("--range 3,2"), "{msg}");
 }
 
 #[test]

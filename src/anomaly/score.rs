@@ -68,6 +68,21 @@ impl Calibration {
     }
 }
 
+impl Calibration {
+    /// The q-quantile (0..1, nearest rank) of the calibrated-ensemble values on the normal images
+    /// (KL map, feature map) the statistics came from. The colour scale [0, the 0.999-quantile]
+    /// shows red only where at most 1 normal pixel in 1000 reaches (the maximum itself would
+    /// follow single outliers, such as a crater on the moon texture).
+    pub fn normal_quantile(&self, alpha: f32, maps: &[(&[f32], &[f32])], q: f64) -> f32 {
+        let mut v: Vec<f32> = maps.iter().flat_map(|(k, f)| combine(Ensemble::Calibrated(alpha, *self), f, k)).collect();
+        if v.is_empty() {
+            return f32::NAN;
+        }
+        let i = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        *v.select_nth_unstable_by(i, f32::total_cmp).1
+    }
+}
+
 /// The ensemble map of a feature map `f` and a KL map `k`.
 pub fn combine(e: Ensemble, f: &[f32], k: &[f32]) -> Vec<f32> {
     match e {
@@ -270,5 +285,27 @@ impl<'a, B: Backend> Scorer<'a, B> {
             out.push(ImageScores { h, w, kl_map, feat_map, score_map, image_score });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Calibration;
+
+    #[test]
+    fn normal_quantile_is_the_nearest_rank_of_the_calibrated_ensemble() {
+        // standard statistics and α = ½: the ensemble is ½·f + ½·k, here f = k = the values 1..=2000 shuffled
+        let c = Calibration { kl_mean: 0.0, kl_std: 1.0, feat_mean: 0.0, feat_std: 1.0, images: 2 };
+        let v: Vec<f32> = (0..2000).map(|i| ((i * 7919) % 2000 + 1) as f32).collect();
+        let (a, b) = v.split_at(700);
+        let maps = [(a, a), (b, b)];
+        assert_eq!(c.normal_quantile(0.5, &maps, 0.999), 1998.0);
+        assert_eq!(c.normal_quantile(0.5, &maps, 1.0), 2000.0);
+        assert_eq!(c.normal_quantile(0.5, &maps, 0.0), 1.0);
+        assert_eq!(c.normal_quantile(0.5, &maps, 0.5), 1000.0);
+        // the statistics shift and scale it: (v − 2)/4 for both maps
+        let c2 = Calibration { kl_mean: 2.0, kl_std: 4.0, feat_mean: 2.0, feat_std: 4.0, images: 2 };
+        assert_eq!(c2.normal_quantile(0.3, &maps, 0.999), (1998.0 - 2.0) / 4.0);
+        assert!(c.normal_quantile(0.5, &[], 0.999).is_nan());
     }
 }

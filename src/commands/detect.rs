@@ -2,7 +2,7 @@
 
 use crate::anomaly::noise::gaussian;
 use crate::anomaly::render::{save_heatmap, save_map16, save_overlay};
-use crate::anomaly::score::{Ensemble, FeatureTimestep, ScoreConfig, Scorer};
+use crate::anomaly::score::{Calibration, Ensemble, FeatureTimestep, ScoreConfig, Scorer};
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::image::{center_crop_arr, load_rgb, to_chw};
@@ -43,6 +43,8 @@ pub struct DetectArgs {
     pub batch: usize,
     /// normal images whose map statistics calibrate `--ensemble calibrated` (detect)
     pub calibrate: Option<PathBuf>,
+    /// colour scale of heatmaps and overlays: auto, image or "LO,HI" (see `DisplayRange`)
+    pub range: String,
     /// normal training images per category that calibrate `--ensemble calibrated` (eval)
     pub calibration_images: usize,
 }
@@ -217,11 +219,56 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
+/// The quantile of normal pixel scores at the top of the `auto` colour scale.
+pub const NORMAL_QUANTILE: f64 = 0.999;
+
+/// The colour scale of heatmaps and overlays.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DisplayRange {
+    /// [0, the 99.9th percentile of the scores on the normal calibration images] with the
+    /// calibrated ensemble (0 is the normal mean; red where at most 1 normal pixel in 1000
+    /// reaches), else each image's own range
+    Auto,
+    /// each image's own [min, max]: always the full colour scale, also on a normal image
+    Image,
+    /// the same fixed [lo, hi] for every image
+    Fixed(f32, f32),
+}
+
+impl DisplayRange {
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidArgument(format!("--range {s}: auto, image, or LO,HI with LO < HI"));
+        match s {
+            "auto" => Ok(DisplayRange::Auto),
+            "image" => Ok(DisplayRange::Image),
+            _ => {
+                let (l, h) = s.split_once(',').ok_or_else(bad)?;
+                let (l, h): (f32, f32) = (l.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+                if l.is_finite() && h.is_finite() && l < h {
+                    Ok(DisplayRange::Fixed(l, h))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+
+    /// The range for an image with map range `own`, of a class whose normal scores have the 99.9th percentile `normal_p999`.
+    pub fn resolve(self, own: (f32, f32), normal_p999: Option<f32>) -> (f32, f32) {
+        match (self, normal_p999) {
+            (DisplayRange::Fixed(l, h), _) => (l, h),
+            (DisplayRange::Auto, Some(top)) if top > 0.0 => (0.0, top),
+            _ => own,
+        }
+    }
+}
+
 /// The calibrated ensemble's statistics, one per class: the normal images `dir` (a folder or a
 /// pattern) holds, their classes from their paths like the inputs', at most
 /// `a.calibration_images` of each class (the first in name order). A model without classes has
-/// one calibration (key None).
-pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path) -> Result<BTreeMap<Option<usize>, crate::anomaly::score::Calibration>> {
+/// one calibration (key None). With each, at the
+/// class's α (`alpha_of`): the 99.9th percentile of the ensemble on those images.
+pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path, alpha_of: &dyn Fn(Option<usize>) -> f32) -> Result<BTreeMap<Option<usize>, (Calibration, f32)>> {
     let files = collect_inputs(&[dir.display().to_string()])?;
     let size = pipe.unet.flags.image_size;
     let mut maps: BTreeMap<Option<usize>, Vec<(Vec<f32>, Vec<f32>)>> = BTreeMap::new();
@@ -240,10 +287,12 @@ pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Pa
     }
     let mut out = BTreeMap::new();
     for (y, m) in maps {
-        let c = crate::anomaly::score::Calibration::from_maps(&m.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect::<Vec<_>>())?;
+        let refs: Vec<(&[f32], &[f32])> = m.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect();
+        let c = Calibration::from_maps(&refs)?;
+        let top = c.normal_quantile(alpha_of(y), &refs, NORMAL_QUANTILE);
         let name = y.map(|c| format!(" of {}", a.classes.get(c).cloned().unwrap_or_else(|| format!("class {c}")))).unwrap_or_default();
-        eprintln!("calibrated on {} normal images{name}: KL {:.3} ± {:.3}, feature {:.4} ± {:.4}", c.images, c.kl_mean, c.kl_std, c.feat_mean, c.feat_std);
-        out.insert(y, c);
+        eprintln!("calibrated on {} normal images{name}: KL {:.3} ± {:.3}, feature {:.4} ± {:.4}; 99.9% of normal pixels below {top:.2}", c.images, c.kl_mean, c.kl_std, c.feat_mean, c.feat_std);
+        out.insert(y, (c, top));
     }
     Ok(out)
 }
@@ -259,8 +308,17 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let pipe = Pipeline::new(b, a)?;
     let unet = &pipe.unet;
     let scorer = pipe.scorer();
+    let range = DisplayRange::parse(&a.range)?;
+    let alpha_table = match &a.alpha_table {
+        Some(p) => Some(read_alpha_table(p, &a.classes)?),
+        None => None,
+    };
+    let alpha_of = |y: Option<usize>| -> f32 {
+        let cat = y.and_then(|c| a.classes.get(c));
+        alpha_table.as_ref().zip(cat).and_then(|(t, c)| t.get(c).copied()).unwrap_or(a.alpha)
+    };
     let calibrations = match (a.ensemble.as_str(), &a.calibrate) {
-        ("calibrated", Some(dir)) => Some(calibrate(b, &pipe, a, dir)?),
+        ("calibrated", Some(dir)) => Some(calibrate(b, &pipe, a, dir, &alpha_of)?),
         ("calibrated", None) => return Err(Error::InvalidArgument("--ensemble calibrated: give --calibrate DIR, a folder of normal images of the product".into())),
         (_, Some(_)) => return Err(Error::InvalidArgument("--calibrate is for --ensemble calibrated".into())),
         _ => None,
@@ -275,10 +333,6 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         Some(pb)
     } else {
         None
-    };
-    let alpha_table = match &a.alpha_table {
-        Some(p) => Some(read_alpha_table(p, &a.classes)?),
-        None => None,
     };
     let mut rows = Vec::new();
     let mut failed = Vec::new();
@@ -329,7 +383,10 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
             for ((i, path, img, y), mut s) in ok.iter().zip(scores) {
                 let category = y.and_then(|c| a.classes.get(c).cloned());
                 // checked when the image was read: its class has a calibration
-                let calibration = calibrations.as_ref().and_then(|cs| cs.get(y).copied());
+                let (calibration, normal_p999) = match calibrations.as_ref().and_then(|cs| cs.get(y).copied()) {
+                    Some((c, top)) => (Some(c), Some(top)),
+                    None => (None, None),
+                };
                 if let Some(c) = calibration {
                     s.reweight(Ensemble::Calibrated(a.alpha, c), a.topk);
                 }
@@ -349,12 +406,13 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                 let stem = format!("{:04}_{}_{}", i, parent, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
                 let p = |suffix: &str| a.out.join(format!("{stem}_{suffix}.png"));
                 let (lo, hi) = save_map16(&p("map16"), &s.score_map, s.w, s.h)?;
-                save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, lo, hi)?;
-                save_overlay(&p("overlay"), img, &s.score_map, lo, hi, a.threshold)?;
+                let (dlo, dhi) = range.resolve((lo, hi), normal_p999);
+                save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, dlo, dhi)?;
+                save_overlay(&p("overlay"), img, &s.score_map, dlo, dhi, a.threshold)?;
                 out.push(serde_json::json!({
                     "file": path.display().to_string(), "class": y, "category": category, "alpha": alpha, "image_score": s.image_score,
-                    "map_min": lo, "map_max": hi, "map16": p("map16").display().to_string(), "heatmap": p("heatmap").display().to_string(),
-                    "overlay": p("overlay").display().to_string(), "seconds": secs,
+                    "map_min": lo, "map_max": hi, "display_range": [dlo, dhi], "normal_p999": normal_p999, "map16": p("map16").display().to_string(),
+                    "heatmap": p("heatmap").display().to_string(), "overlay": p("overlay").display().to_string(), "seconds": secs,
                 }));
             }
             Ok(out)
@@ -381,7 +439,8 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         "seed": a.seed, "ensemble": a.ensemble, "alpha": a.alpha, "topk": a.topk, "feature_timestep": a.feature_timestep,
         "threshold": a.threshold, "backend": b.name(), "image_size": size, "batch": a.batch,
         "alpha_table": a.alpha_table.as_ref().map(|p| p.display().to_string()),
-        "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "calibration": calibrations.as_ref().map(|cs| cs.iter().map(|(y, c)| (y.and_then(|y| a.classes.get(y).cloned()).unwrap_or_else(|| "all".into()), *c)).collect::<BTreeMap<_, _>>()),
+        "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "range": a.range,
+        "calibration": calibrations.as_ref().map(|cs| cs.iter().map(|(y, (c, top))| (y.and_then(|y| a.classes.get(y).cloned()).unwrap_or_else(|| "all".into()), serde_json::json!({"statistics": c, "normal_p999": top}))).collect::<BTreeMap<_, _>>()),
         "map16_scale": "value = map_min + v16 / 65535 * (map_max - map_min)",
     });
     let failed_json: Vec<_> = failed.iter().map(|(p, e)| serde_json::json!({"file": p.display().to_string(), "error": e})).collect();
@@ -403,4 +462,27 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let cp = a.out.join("results.csv");
     std::fs::write(&cp, csv).map_err(|e| Error::Io { path: cp.clone(), source: e })?;
     Ok(Outcome { processed: rows.len(), failed, kl_only })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DisplayRange;
+
+    #[test]
+    fn display_range_parses_and_resolves() {
+        assert_eq!(DisplayRange::parse("auto").unwrap(), DisplayRange::Auto);
+        assert_eq!(DisplayRange::parse("image").unwrap(), DisplayRange::Image);
+        assert_eq!(DisplayRange::parse("-1, 2.5").unwrap(), DisplayRange::Fixed(-1.0, 2.5));
+        for bad in ["2,1", "1,1", "x,2", "1", "nan,2", "fixed"] {
+            let e = DisplayRange::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("--range {bad}")), "{e}");
+        }
+        let own = (-0.5, 3.0);
+        assert_eq!(DisplayRange::Auto.resolve(own, Some(4.0)), (0.0, 4.0));
+        assert_eq!(DisplayRange::Auto.resolve(own, None), own);
+        // a calibration whose normal scores stay at or below 0 gives no usable scale
+        assert_eq!(DisplayRange::Auto.resolve(own, Some(0.0)), own);
+        assert_eq!(DisplayRange::Image.resolve(own, Some(4.0)), own);
+        assert_eq!(DisplayRange::Fixed(1.0, 2.0).resolve(own, Some(4.0)), (1.0, 2.0));
+    }
 }

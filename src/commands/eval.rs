@@ -45,6 +45,9 @@ pub struct CategoryMetrics {
     /// the map statistics of `--ensemble calibrated`
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// with it, the 99.9th percentile of the ensemble on those normal images (top of the colour scale)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normal_p999: Option<f32>,
     /// each defect kind against the normal test images: where the method works and where not
     pub defects: Vec<DefectMetrics>,
 }
@@ -259,10 +262,13 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
                 }
                 cal.push((maps[1].clone(), maps[2].clone()));
             }
-            Some(Calibration::from_maps(&cal.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect::<Vec<_>>()).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")))?)
+            let refs: Vec<(&[f32], &[f32])> = cal.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect();
+            let c = Calibration::from_maps(&refs).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")))?;
+            Some((c, c.normal_quantile(a.detect.alpha, &refs, super::detect::NORMAL_QUANTILE)))
         } else {
             None
         };
+        let (calibration, normal_p999) = (calibration.map(|c| c.0), calibration.map(|c| c.1));
         let (mut scores, mut masks, mut img_scores, mut img_labels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut kl_maps, mut feat_maps) = (Vec::new(), Vec::new());
         for s in &samples {
@@ -314,7 +320,9 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
                 let s = &samples[i];
                 let map = &scores[i * px..(i + 1) * px];
                 let img = center_crop_arr(&load_rgb(&s.image)?, size);
-                let (lo, hi) = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                let own = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                // the calibrated ensemble: one colour scale for all, red beyond 99.9% of the normal pixels
+                let (lo, hi) = super::detect::DisplayRange::Auto.resolve(own, normal_p999);
                 let name = format!("{title}_{i:04}.png");
                 crate::anomaly::render::save_overlay(&dir.join(&name), &img, map, lo, hi, None)?;
                 items.push(report::GalleryItem { overlay: format!("{cat}/{name}"), caption: format!("{} ({}) score {:.3}", s.image.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), s.defect, img_scores[i]) });
@@ -333,7 +341,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let mode = |m: &[f32]| mode_metrics(m, &masks, &labels, &img_labels, n, size, a.detect.topk).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")));
         let (kl_only, feature_only) = if split { (Some(mode(&kl_maps)?), Some(mode(&feat_maps)?)) } else { (None, None) };
         let defects = per_defect(&samples, [&scores, if split { &kl_maps } else { &[] }, if split { &feat_maps } else { &[] }], &masks, &img_labels, size, a.detect.topk);
-        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia, calibration, defects });
+        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia, calibration, normal_p999, defects });
     }
     if !results.is_empty() {
         write_tables(&a.detect.out, &results, &a.pro_variant)?;

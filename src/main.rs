@@ -571,32 +571,7 @@ fn main() -> ExitCode {
                 }
                 Ok(r) => {
                     println!("ensemble: {ensemble}");
-                    println!("{:<18} {:>7} {:>12} {:>9} {:>12}", "category", "images", "pixel AUROC", "PRO", "image AUROC");
-                    for m in &r {
-                        println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", m.category, m.images, m.pixel_auroc, m.pro, m.image_auroc);
-                        // each score alone, under its category's ensemble row
-                        for (label, x) in [("  KL only", &m.kl_only), ("  feature only", &m.feature_only)] {
-                            if let Some(x) = x {
-                                println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", label, "", x.pixel_auroc, x.pro, x.image_auroc);
-                            }
-                        }
-                    }
-                    let mean = |f: &dyn Fn(&ran::commands::eval::CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
-                    println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", "mean", "", mean(&|m| m.pixel_auroc), mean(&|m| m.pro), mean(&|m| m.image_auroc));
-                    if r.iter().all(|m| m.kl_only.is_some() && m.feature_only.is_some()) {
-                        for (label, pick) in [("KL only", 0usize), ("feature only", 1)] {
-                            let g = |m: &ran::commands::eval::CategoryMetrics| if pick == 0 { m.kl_only.clone() } else { m.feature_only.clone() };
-                            let mm = |f: &dyn Fn(&ran::commands::eval::ModeMetrics) -> f64| r.iter().map(|m| g(m).map(|x| f(&x)).unwrap_or(f64::NAN)).sum::<f64>() / r.len() as f64;
-                            println!("{:<18} {:>7} {:>12.4} {:>9.4} {:>12.4}", format!("mean, {label}"), "", mm(&|x| x.pixel_auroc), mm(&|x| x.pro), mm(&|x| x.image_auroc));
-                        }
-                    }
-                    // where it works and where not: pixel AUROC of each defect kind (against the normal images)
-                    println!("pixel AUROC per defect kind (ensemble / KL only / feature only):");
-                    for m in &r {
-                        let f = |x: &Option<ran::commands::eval::ModeMetrics>| x.as_ref().map(|x| format!("{:.2}", x.pixel_auroc)).unwrap_or_else(|| "–".into());
-                        let kinds: Vec<String> = m.defects.iter().map(|d| format!("{} {:.2}/{}/{}", d.defect, d.ensemble.pixel_auroc, f(&d.kl_only), f(&d.feature_only))).collect();
-                        println!("  {:<12} {}", m.category, kinds.join("  "));
-                    }
+                    print!("{}", ran::commands::eval::summary(&r));
                     println!("metrics in {} (metrics.csv, defects.csv, report.html beside it)", out.join("metrics.json").display());
                     ExitCode::SUCCESS
                 }

@@ -1,7 +1,7 @@
 //! `ran detect`: images → anomaly maps, heatmaps, overlays and a results table.
 
 use crate::anomaly::noise::gaussian;
-use crate::anomaly::render::{save_heatmap, save_map16, save_overlay};
+use crate::anomaly::render::{save_heatmap, save_map16, save_overlay, DisplayRange, NORMAL_QUANTILE};
 use crate::anomaly::score::{Calibration, Ensemble, FeatureTimestep, ScoreConfig, Scorer};
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
@@ -219,50 +219,6 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
-/// The quantile of normal pixel scores at the top of the `auto` colour scale.
-pub const NORMAL_QUANTILE: f64 = 0.999;
-
-/// The colour scale of heatmaps and overlays.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum DisplayRange {
-    /// [0, the 99.9th percentile of the scores on the normal calibration images] with the
-    /// calibrated ensemble (0 is the normal mean; red where at most 1 normal pixel in 1000
-    /// reaches), else each image's own range
-    Auto,
-    /// each image's own [min, max]: always the full colour scale, also on a normal image
-    Image,
-    /// the same fixed [lo, hi] for every image
-    Fixed(f32, f32),
-}
-
-impl DisplayRange {
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidArgument(format!("--range {s}: auto, image, or LO,HI with LO < HI"));
-        match s {
-            "auto" => Ok(DisplayRange::Auto),
-            "image" => Ok(DisplayRange::Image),
-            _ => {
-                let (l, h) = s.split_once(',').ok_or_else(bad)?;
-                let (l, h): (f32, f32) = (l.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
-                if l.is_finite() && h.is_finite() && l < h {
-                    Ok(DisplayRange::Fixed(l, h))
-                } else {
-                    Err(bad())
-                }
-            }
-        }
-    }
-
-    /// The range for an image with map range `own`, of a class whose normal scores have the 99.9th percentile `normal_p999`.
-    pub fn resolve(self, own: (f32, f32), normal_p999: Option<f32>) -> (f32, f32) {
-        match (self, normal_p999) {
-            (DisplayRange::Fixed(l, h), _) => (l, h),
-            (DisplayRange::Auto, Some(top)) if top > 0.0 => (0.0, top),
-            _ => own,
-        }
-    }
-}
-
 /// The calibrated ensemble's statistics, one per class: the normal images `dir` (a folder or a
 /// pattern) holds, their classes from their paths like the inputs', at most
 /// `a.calibration_images` of each class (the first in name order). A model without classes has
@@ -462,27 +418,4 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let cp = a.out.join("results.csv");
     std::fs::write(&cp, csv).map_err(|e| Error::Io { path: cp.clone(), source: e })?;
     Ok(Outcome { processed: rows.len(), failed, kl_only })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DisplayRange;
-
-    #[test]
-    fn display_range_parses_and_resolves() {
-        assert_eq!(DisplayRange::parse("auto").unwrap(), DisplayRange::Auto);
-        assert_eq!(DisplayRange::parse("image").unwrap(), DisplayRange::Image);
-        assert_eq!(DisplayRange::parse("-1, 2.5").unwrap(), DisplayRange::Fixed(-1.0, 2.5));
-        for bad in ["2,1", "1,1", "x,2", "1", "nan,2", "fixed"] {
-            let e = DisplayRange::parse(bad).unwrap_err().to_string();
-            assert!(e.contains(&format!("--range {bad}")), "{e}");
-        }
-        let own = (-0.5, 3.0);
-        assert_eq!(DisplayRange::Auto.resolve(own, Some(4.0)), (0.0, 4.0));
-        assert_eq!(DisplayRange::Auto.resolve(own, None), own);
-        // a calibration whose normal scores stay at or below 0 gives no usable scale
-        assert_eq!(DisplayRange::Auto.resolve(own, Some(0.0)), own);
-        assert_eq!(DisplayRange::Image.resolve(own, Some(4.0)), own);
-        assert_eq!(DisplayRange::Fixed(1.0, 2.0).resolve(own, Some(4.0)), (1.0, 2.0));
-    }
 }

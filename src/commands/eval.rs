@@ -264,7 +264,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             }
             let refs: Vec<(&[f32], &[f32])> = cal.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect();
             let c = Calibration::from_maps(&refs).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")))?;
-            Some((c, c.normal_quantile(a.detect.alpha, &refs, super::detect::NORMAL_QUANTILE)))
+            Some((c, c.normal_quantile(a.detect.alpha, &refs, crate::anomaly::render::NORMAL_QUANTILE)))
         } else {
             None
         };
@@ -322,7 +322,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
                 let img = center_crop_arr(&load_rgb(&s.image)?, size);
                 let own = map.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
                 // the calibrated ensemble: one colour scale for all, red beyond 99.9% of the normal pixels
-                let (lo, hi) = super::detect::DisplayRange::Auto.resolve(own, normal_p999);
+                let (lo, hi) = crate::anomaly::render::DisplayRange::Auto.resolve(own, normal_p999);
                 let name = format!("{title}_{i:04}.png");
                 crate::anomaly::render::save_overlay(&dir.join(&name), &img, map, lo, hi, None)?;
                 items.push(report::GalleryItem { overlay: format!("{cat}/{name}"), caption: format!("{} ({}) score {:.3}", s.image.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), s.defect, img_scores[i]) });
@@ -370,6 +370,47 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         report::write_html(&a.detect.out.join("report.html"), "ran eval", &tables, &pictures, &galleries)?;
     }
     Ok(results)
+}
+
+/// The printed summary: per category the ensemble's row with each score alone under it, the
+/// means, and the pixel AUROC of every defect kind (where the method works and where not).
+pub fn summary(r: &[CategoryMetrics]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let row = |o: &mut String, label: &str, images: String, m: (f64, f64, f64)| {
+        let _ = writeln!(o, "{label:<18} {images:>7} {:>12.4} {:>9.4} {:>12.4}", m.0, m.1, m.2);
+    };
+    let _ = writeln!(o, "{:<18} {:>7} {:>12} {:>9} {:>12}", "category", "images", "pixel AUROC", "PRO", "image AUROC");
+    for m in r {
+        row(&mut o, &m.category, m.images.to_string(), (m.pixel_auroc, m.pro, m.image_auroc));
+        for (label, x) in [("  KL only", &m.kl_only), ("  feature only", &m.feature_only)] {
+            if let Some(x) = x {
+                row(&mut o, label, String::new(), (x.pixel_auroc, x.pro, x.image_auroc));
+            }
+        }
+    }
+    let n = r.len() as f64;
+    let mean = |f: &dyn Fn(&CategoryMetrics) -> Option<(f64, f64, f64)>| -> Option<(f64, f64, f64)> {
+        let v: Option<Vec<_>> = r.iter().map(f).collect();
+        v.map(|v| v.iter().fold((0.0, 0.0, 0.0), |a, x| (a.0 + x.0 / n, a.1 + x.1 / n, a.2 + x.2 / n)))
+    };
+    let triple = |m: &ModeMetrics| (m.pixel_auroc, m.pro, m.image_auroc);
+    for (label, m) in [
+        ("mean", mean(&|m| Some((m.pixel_auroc, m.pro, m.image_auroc)))),
+        ("mean, KL only", mean(&|m| m.kl_only.as_ref().map(triple))),
+        ("mean, feature only", mean(&|m| m.feature_only.as_ref().map(triple))),
+    ] {
+        if let Some(m) = m {
+            row(&mut o, label, String::new(), m);
+        }
+    }
+    let _ = writeln!(o, "pixel AUROC per defect kind (ensemble / KL only / feature only):");
+    let f = |x: &Option<ModeMetrics>| x.as_ref().map(|x| format!("{:.2}", x.pixel_auroc)).unwrap_or_else(|| "–".into());
+    for m in r {
+        let kinds: Vec<String> = m.defects.iter().map(|d| format!("{} {:.2}/{}/{}", d.defect, d.ensemble.pixel_auroc, f(&d.kl_only), f(&d.feature_only))).collect();
+        let _ = writeln!(o, "  {:<12} {}", m.category, kinds.join("  "));
+    }
+    o
 }
 
 fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: &str) -> Result<()> {

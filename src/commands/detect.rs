@@ -227,7 +227,9 @@ impl<B: Backend> Pipeline<B> {
 pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path, alpha_of: &dyn Fn(Option<usize>) -> f32) -> Result<BTreeMap<Option<usize>, (Calibration, f32)>> {
     let files = collect_inputs(&[dir.display().to_string()])?;
     let size = pipe.unet.flags.image_size;
-    let mut maps: BTreeMap<Option<usize>, Vec<(Vec<f32>, Vec<f32>)>> = BTreeMap::new();
+    // per class: the (KL map, feature map) of each calibration image
+    type Maps = Vec<(Vec<f32>, Vec<f32>)>;
+    let mut maps: BTreeMap<Option<usize>, Maps> = BTreeMap::new();
     for path in &files {
         let y = match pipe.unet.num_classes {
             Some(_) => Some(class_of(path, a.class.as_deref(), &a.classes)?),

@@ -376,8 +376,10 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
 /// means, and the pixel AUROC of every defect kind (where the method works and where not).
 pub fn summary(r: &[CategoryMetrics]) -> String {
     use std::fmt::Write;
+    // (pixel AUROC, PRO, image AUROC)
+    type Row = (f64, f64, f64);
     let mut o = String::new();
-    let row = |o: &mut String, label: &str, images: String, m: (f64, f64, f64)| {
+    let row = |o: &mut String, label: &str, images: String, m: Row| {
         let _ = writeln!(o, "{label:<18} {images:>7} {:>12.4} {:>9.4} {:>12.4}", m.0, m.1, m.2);
     };
     let _ = writeln!(o, "{:<18} {:>7} {:>12} {:>9} {:>12}", "category", "images", "pixel AUROC", "PRO", "image AUROC");
@@ -390,7 +392,7 @@ pub fn summary(r: &[CategoryMetrics]) -> String {
         }
     }
     let n = r.len() as f64;
-    let mean = |f: &dyn Fn(&CategoryMetrics) -> Option<(f64, f64, f64)>| -> Option<(f64, f64, f64)> {
+    let mean = |f: &dyn Fn(&CategoryMetrics) -> Option<Row>| -> Option<Row> {
         let v: Option<Vec<_>> = r.iter().map(f).collect();
         v.map(|v| v.iter().fold((0.0, 0.0, 0.0), |a, x| (a.0 + x.0 / n, a.1 + x.1 / n, a.2 + x.2 / n)))
     };

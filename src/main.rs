@@ -426,7 +426,10 @@ fn main() -> ExitCode {
                     if o.kl_only {
                         println!("note: KL score only (the model has no feature head, or --kl-only / no --effnet)");
                     }
-                    println!("{} image(s) scored, {} failed; results in {}", o.processed, o.failed.len(), out.join("results.json").display());
+                    println!("{} image(s) scored, {} failed; results in {} (results.csv, report.html beside it)", o.processed, o.failed.len(), out.join("results.json").display());
+                    if let Some(k) = o.above_normal {
+                        println!("{k} of them score above every normal calibration image of their class (above_normal in results.json)");
+                    }
                     if o.failed.is_empty() {
                         ExitCode::SUCCESS
                     } else {

@@ -242,6 +242,28 @@ fn calibrated_ensemble_standardises_each_map_on_normal_images() {
     let (rc, msg) = d(&["--range", "3,2"], "d5");
     assert_eq!(rc, 2);
     assert!(msg.contains("--range 3,2"), "{msg}");
+    // calibrated on the same 2 training images as eval above: the same colour-scale top, and the
+    // highest normal image score is the top-64 mean of their calibrated maps
+    let (rc, msg) = d(&["--ensemble", "calibrated", "--calibrate", &train_dir, "--calibration-images", "2"], "d6");
+    assert_eq!(rc, 0, "{msg}");
+    assert!(msg.contains("calibrated on 2 normal images") && msg.contains("score above every normal calibration image"), "{msg}");
+    let r6 = res("d6");
+    let c6 = &r6["settings"]["calibration"]["carpet"];
+    let p999 = c6["normal_p999"].as_f64().unwrap();
+    assert!((p999 - cc["normal_p999"].as_f64().unwrap()).abs() <= 1e-6 * p999.abs().max(1.0), "{c6} vs {cc}");
+    let topk = |m: Vec<f64>| -> f64 {
+        let mut m = m;
+        m.sort_by(|x, y| y.total_cmp(x));
+        m[..64].iter().sum::<f64>() / 64.0
+    };
+    let image_max = train.iter().map(|m| topk(m[1].iter().zip(&m[2]).map(|(&k, &f)| 0.5 * (f as f64 - fm) / fs + 0.5 * (k as f64 - km) / ks).collect())).fold(f64::MIN, f64::max);
+    let got = c6["normal_image_max"].as_f64().unwrap();
+    assert!((got - image_max).abs() <= 1e-4 + 1e-4 * image_max.abs(), "normal_image_max {got} vs {image_max}");
+    let img0 = &r6["images"][0];
+    assert_eq!(img0["above_normal"].as_bool().unwrap(), img0["image_score"].as_f64().unwrap() > got);
+    assert!(std::fs::read_to_string(dir.join("d6/results.csv")).unwrap().starts_with("file,class,image_score,map_min,map_max,seconds,above_normal\n"));
+    let html = std::fs::read_to_string(dir.join("d6/report.html")).unwrap();
+    assert!(html.contains("b.png") && html.contains("src=\"0000_images_b_overlay.png\""), "{html}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use crate::anomaly::noise::gaussian;
 use crate::anomaly::render::{save_heatmap, save_map16, save_overlay, DisplayRange, NORMAL_QUANTILE};
-use crate::anomaly::score::{Calibration, Ensemble, FeatureTimestep, ScoreConfig, Scorer};
+use crate::anomaly::score::{combine, topk_mean, Calibration, Ensemble, FeatureTimestep, ScoreConfig, Scorer};
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::image::{center_crop_arr, load_rgb, to_chw};
@@ -138,6 +138,8 @@ pub struct Outcome {
     pub processed: usize,
     pub failed: Vec<(PathBuf, String)>,
     pub kl_only: bool,
+    /// with the calibrated ensemble: how many images score above every normal calibration image
+    pub above_normal: Option<usize>,
 }
 
 /// The loaded model, extractor and scoring settings shared by `detect` and `eval`.
@@ -219,12 +221,21 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
+/// A class's calibration: the map statistics of its normal images, and where their calibrated
+/// ensemble reaches (at the class's α): the 99.9th percentile of the pixels (top of the colour
+/// scale) and the highest image score.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ClassCalibration {
+    pub statistics: Calibration,
+    pub normal_p999: f32,
+    pub normal_image_max: f32,
+}
+
 /// The calibrated ensemble's statistics, one per class: the normal images `dir` (a folder or a
 /// pattern) holds, their classes from their paths like the inputs', at most
 /// `a.calibration_images` of each class (the first in name order). A model without classes has
-/// one calibration (key None). With each, at the
-/// class's α (`alpha_of`): the 99.9th percentile of the ensemble on those images.
-pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path, alpha_of: &dyn Fn(Option<usize>) -> f32) -> Result<BTreeMap<Option<usize>, (Calibration, f32)>> {
+/// one calibration (key None). `alpha_of` gives a class's α.
+pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Path, alpha_of: &dyn Fn(Option<usize>) -> f32) -> Result<BTreeMap<Option<usize>, ClassCalibration>> {
     let files = collect_inputs(&[dir.display().to_string()])?;
     let size = pipe.unet.flags.image_size;
     // per class: the (KL map, feature map) of each calibration image
@@ -248,9 +259,13 @@ pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Pa
         let refs: Vec<(&[f32], &[f32])> = m.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect();
         let c = Calibration::from_maps(&refs)?;
         let top = c.normal_quantile(alpha_of(y), &refs, NORMAL_QUANTILE);
+        let image_max = refs.iter().map(|(k, f)| topk_mean(&combine(Ensemble::Calibrated(alpha_of(y), c), f, k), a.topk)).fold(f32::NEG_INFINITY, f32::max);
         let name = y.map(|c| format!(" of {}", a.classes.get(c).cloned().unwrap_or_else(|| format!("class {c}")))).unwrap_or_default();
-        eprintln!("calibrated on {} normal images{name}: KL {:.3} ± {:.3}, feature {:.4} ± {:.4}; 99.9% of normal pixels below {top:.2}", c.images, c.kl_mean, c.kl_std, c.feat_mean, c.feat_std);
-        out.insert(y, (c, top));
+        eprintln!(
+            "calibrated on {} normal images{name}: KL {:.3} ± {:.3}, feature {:.4} ± {:.4}; 99.9% of their pixels below {top:.2}, image scores up to {image_max:.2}",
+            c.images, c.kl_mean, c.kl_std, c.feat_mean, c.feat_std
+        );
+        out.insert(y, ClassCalibration { statistics: c, normal_p999: top, normal_image_max: image_max });
     }
     Ok(out)
 }
@@ -341,10 +356,8 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
             for ((i, path, img, y), mut s) in ok.iter().zip(scores) {
                 let category = y.and_then(|c| a.classes.get(c).cloned());
                 // checked when the image was read: its class has a calibration
-                let (calibration, normal_p999) = match calibrations.as_ref().and_then(|cs| cs.get(y).copied()) {
-                    Some((c, top)) => (Some(c), Some(top)),
-                    None => (None, None),
-                };
+                let class_cal = calibrations.as_ref().and_then(|cs| cs.get(y).copied());
+                let calibration = class_cal.map(|c| c.statistics);
                 if let Some(c) = calibration {
                     s.reweight(Ensemble::Calibrated(a.alpha, c), a.topk);
                 }
@@ -364,12 +377,14 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                 let stem = format!("{:04}_{}_{}", i, parent, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
                 let p = |suffix: &str| a.out.join(format!("{stem}_{suffix}.png"));
                 let (lo, hi) = save_map16(&p("map16"), &s.score_map, s.w, s.h)?;
-                let (dlo, dhi) = range.resolve((lo, hi), normal_p999);
+                let (dlo, dhi) = range.resolve((lo, hi), class_cal.map(|c| c.normal_p999));
                 save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, dlo, dhi)?;
                 save_overlay(&p("overlay"), img, &s.score_map, dlo, dhi, a.threshold)?;
                 out.push(serde_json::json!({
                     "file": path.display().to_string(), "class": y, "category": category, "alpha": alpha, "image_score": s.image_score,
-                    "map_min": lo, "map_max": hi, "display_range": [dlo, dhi], "normal_p999": normal_p999, "map16": p("map16").display().to_string(),
+                    "map_min": lo, "map_max": hi, "display_range": [dlo, dhi], "normal_p999": class_cal.map(|c| c.normal_p999),
+                    // above every normal calibration image of its class: worth a look
+                    "above_normal": class_cal.map(|c| s.image_score > c.normal_image_max), "map16": p("map16").display().to_string(),
                     "heatmap": p("heatmap").display().to_string(), "overlay": p("overlay").display().to_string(), "seconds": secs,
                 }));
             }
@@ -398,26 +413,63 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         "threshold": a.threshold, "backend": b.name(), "image_size": size, "batch": a.batch,
         "alpha_table": a.alpha_table.as_ref().map(|p| p.display().to_string()),
         "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "range": a.range,
-        "calibration": calibrations.as_ref().map(|cs| cs.iter().map(|(y, (c, top))| (y.and_then(|y| a.classes.get(y).cloned()).unwrap_or_else(|| "all".into()), serde_json::json!({"statistics": c, "normal_p999": top}))).collect::<BTreeMap<_, _>>()),
+        "calibration": calibrations.as_ref().map(|cs| cs.iter().map(|(y, c)| (y.and_then(|y| a.classes.get(y).cloned()).unwrap_or_else(|| "all".into()), *c)).collect::<BTreeMap<_, _>>()),
         "map16_scale": "value = map_min + v16 / 65535 * (map_max - map_min)",
     });
     let failed_json: Vec<_> = failed.iter().map(|(p, e)| serde_json::json!({"file": p.display().to_string(), "error": e})).collect();
     let json = serde_json::json!({"settings": settings, "images": rows, "failed": failed_json});
     let jp = a.out.join("results.json");
     std::fs::write(&jp, serde_json::to_string_pretty(&json).unwrap_or_default()).map_err(|e| Error::Io { path: jp.clone(), source: e })?;
-    let mut csv = String::from("file,class,image_score,map_min,map_max,seconds\n");
+    let mut csv = String::from("file,class,image_score,map_min,map_max,seconds,above_normal\n");
     for r in &rows {
         csv.push_str(&format!(
-            "\"{}\",{},{},{},{},{:.3}\n",
+            "\"{}\",{},{},{},{},{:.3},{}\n",
             r["file"].as_str().unwrap_or("").replace('"', "\"\""),
             r["class"].as_u64().map(|c| c.to_string()).unwrap_or_default(),
             r["image_score"],
             r["map_min"],
             r["map_max"],
-            r["seconds"].as_f64().unwrap_or(0.0)
+            r["seconds"].as_f64().unwrap_or(0.0),
+            r["above_normal"].as_bool().map(|b| b.to_string()).unwrap_or_default()
         ));
     }
     let cp = a.out.join("results.csv");
     std::fs::write(&cp, csv).map_err(|e| Error::Io { path: cp.clone(), source: e })?;
-    Ok(Outcome { processed: rows.len(), failed, kl_only })
+    write_report(&a.out, &rows, &failed)?;
+    let above_normal = calibrations.as_ref().map(|_| rows.iter().filter(|r| r["above_normal"].as_bool() == Some(true)).count());
+    Ok(Outcome { processed: rows.len(), failed, kl_only, above_normal })
+}
+
+/// report.html: the images from the highest score down, as a table and as overlays.
+fn write_report(out: &Path, rows: &[serde_json::Value], failed: &[(PathBuf, String)]) -> Result<()> {
+    use crate::eval::report::{write_html, GalleryItem, Table};
+    let mut order: Vec<&serde_json::Value> = rows.iter().collect();
+    let score = |r: &serde_json::Value| r["image_score"].as_f64().unwrap_or(f64::NAN);
+    order.sort_by(|x, y| score(y).total_cmp(&score(x)));
+    let name = |r: &serde_json::Value| r["file"].as_str().unwrap_or("").to_string();
+    let above = |r: &serde_json::Value| match r["above_normal"].as_bool() {
+        Some(true) => "yes".to_string(),
+        Some(false) => "no".into(),
+        None => "–".into(),
+    };
+    let table = Table {
+        caption: "Images, highest score first (above normal: the score exceeds every normal calibration image of its class)".into(),
+        header: vec!["file", "category", "image score", "above normal"],
+        rows: order.iter().map(|r| vec![name(r), r["category"].as_str().unwrap_or("").to_string(), format!("{:.4}", score(r)), above(r)]).collect(),
+    };
+    let failed_table = Table {
+        caption: "Not scored".into(),
+        header: vec!["file", "error"],
+        rows: failed.iter().map(|(p, e)| vec![p.display().to_string(), e.clone()]).collect(),
+    };
+    // overlays next to report.html: link them by file name
+    let items: Vec<GalleryItem> = order
+        .iter()
+        .map(|r| {
+            let overlay = Path::new(r["overlay"].as_str().unwrap_or("")).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = Path::new(&name(r)).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            GalleryItem { overlay, caption: format!("{file} ({}) {:.3}{}", r["category"].as_str().unwrap_or("–"), score(r), if above(r) == "yes" { " ▲" } else { "" }) }
+        })
+        .collect();
+    write_html(&out.join("report.html"), "ran detect", &[table, failed_table], &[], &[("Overlays, highest score first".into(), items)])
 }

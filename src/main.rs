@@ -506,7 +506,7 @@ fn main() -> ExitCode {
             };
             match ran::with_backend!(backend, |b| ran::commands::reconstruct::run(b, &args)) {
                 Ok(o) => {
-                    println!("{} image(s) reconstructed, {} failed; results in {}", o.processed, o.failed.len(), out.join("reconstruct.json").display());
+                    println!("{} image(s) reconstructed, {} failed; results in {} (report.html beside it)", o.processed, o.failed.len(), out.join("reconstruct.json").display());
                     if o.failed.is_empty() {
                         ExitCode::SUCCESS
                     } else {

@@ -1,6 +1,6 @@
 //! `ran fit-padim` and `ran reconstruct` as a user runs them: a fit from a folder of normal
 //! images with a torchvision-layout backbone (under a DataParallel-style prefix), the fit file's
-//! contents, reconstruction outputs (pictures and reconstruct.json) on the shipped demo, batches
+//! contents, reconstruction outputs (pictures, reconstruct.json, report.html) on the shipped demo, batches
 //! that give what single images give, and clear
 //! errors for empty folders, non-ResNet weights, impossible --dims, a fit at the wrong image size
 //! and corrupt images.
@@ -122,6 +122,14 @@ fn reconstruct_demo_writes_pictures_and_loss_curves() {
         let p = r[k].as_str().unwrap();
         let im = image::open(p).unwrap_or_else(|e| panic!("{p}: {e}"));
         assert_eq!((im.width(), im.height()), (64, 64));
+    }
+    // report.html shows the loss and four pictures per image, every one of them written
+    let html = std::fs::read_to_string(dir.join("out/report.html")).unwrap();
+    assert!(html.contains(&format!("{:.4}", curve[0])) && html.contains(&format!("{:.4}", curve[3])), "{html}");
+    let srcs: Vec<&str> = html.split("src=\"").skip(1).map(|t| &t[..t.find('"').unwrap()]).collect();
+    assert_eq!(srcs.len(), 4, "{html}");
+    for s in srcs {
+        assert!(dir.join("out").join(s).is_file(), "{s}");
     }
     // the stochastic variant: reproducible per seed, different from the deterministic mean
     let recon = |extra: &[&str], name: &str| -> Vec<u8> {

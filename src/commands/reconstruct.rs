@@ -1,7 +1,7 @@
 //! `ran reconstruct`: the paper's gradient denoising (Algorithm 1) on images — the
 //! reconstruction, a strip of intermediate frames (as the paper's Fig. 7), the per-pixel
 //! difference |x0 − x̂| as a heatmap and 16-bit map, the PaDiM map before and after, and
-//! reconstruct.json with the loss curve per image.
+//! reconstruct.json with the loss curve per image; report.html shows them all.
 
 use crate::anomaly::padim_file;
 use crate::anomaly::reconstruct::{reconstruct, ReconstructConfig};
@@ -12,7 +12,7 @@ use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::image::{center_crop_arr, load_rgb, to_chw};
 use crate::models::load_unet;
 use crate::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
 pub struct ReconstructArgs {
@@ -159,5 +159,34 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
     });
     let jp = a.out.join("reconstruct.json");
     std::fs::write(&jp, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| Error::Io { path: jp, source: e })?;
+    write_report(&a.out, &rows, &failed)?;
     Ok(Outcome { processed: rows.len(), failed })
+}
+
+/// report.html: per image the frames, |x0 − x̂| and the PaDiM maps before and after, with the loss.
+fn write_report(out: &Path, rows: &[serde_json::Value], failed: &[(PathBuf, String)]) -> Result<()> {
+    use crate::eval::report::{write_html, GalleryItem, Table};
+    let base = |v: &serde_json::Value| Path::new(v.as_str().unwrap_or("")).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let loss = |r: &serde_json::Value, i: usize| r["padim_loss"].as_array().and_then(|l| if i == 0 { l.first() } else { l.last() }).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let table = Table {
+        caption: "PaDiM loss before and after".into(),
+        header: vec!["file", "loss before", "loss after", "mean |x0 − x̂|"],
+        rows: rows.iter().map(|r| vec![r["file"].as_str().unwrap_or("").to_string(), format!("{:.4}", loss(r, 0)), format!("{:.4}", loss(r, 1)), format!("{:.4}", r["diff_mean"].as_f64().unwrap_or(f64::NAN))]).collect(),
+    };
+    let failed_table = Table { caption: "Not reconstructed".into(), header: vec!["file", "error"], rows: failed.iter().map(|(p, e)| vec![p.display().to_string(), e.clone()]).collect() };
+    let galleries: Vec<(String, Vec<GalleryItem>)> = rows
+        .iter()
+        .map(|r| {
+            let frames_at: Vec<String> = r["frames_at"].as_array().map(|v| v.iter().map(|k| k.to_string()).collect()).unwrap_or_default();
+            let stem = base(&r["frames"]).trim_end_matches("_frames.png").to_string();
+            let items = vec![
+                GalleryItem { overlay: base(&r["frames"]), caption: format!("iterations {}", frames_at.join(", ")) },
+                GalleryItem { overlay: base(&r["diff_heatmap"]), caption: "|x0 − x̂|".into() },
+                GalleryItem { overlay: format!("{stem}_padim_before.png"), caption: "PaDiM map before".into() },
+                GalleryItem { overlay: format!("{stem}_padim_after.png"), caption: "after (same scale)".into() },
+            ];
+            (format!("{}: loss {:.3} → {:.3}", base(&r["file"]), loss(r, 0), loss(r, 1)), items)
+        })
+        .collect();
+    write_html(&out.join("report.html"), "ran reconstruct", &[table, failed_table], &[], &galleries)
 }

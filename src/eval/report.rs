@@ -96,7 +96,7 @@ pub struct Table<'a> {
 pub fn write_html(path: &Path, title: &str, tables: &[Table], pictures: &[(String, String)], galleries: &[(String, Vec<GalleryItem>)]) -> Result<()> {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut h = format!(
-        "<!doctype html><meta charset=utf-8><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th{{background:#eee}}figure{{display:inline-block;margin:6px}}img.o{{width:192px;image-rendering:pixelated}}</style><h1>{0}</h1>",
+        "<!doctype html><meta charset=utf-8><title>{0}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}th{{background:#eee}}figure{{display:inline-block;margin:6px}}img.o{{height:192px;width:auto;image-rendering:pixelated}}</style><h1>{0}</h1>",
         esc(title)
     );
     for t in tables {

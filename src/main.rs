@@ -56,7 +56,7 @@ enum Command {
         #[command(flatten)]
         score: ScoreOpts,
     },
-    /// Find and outline defects: anomaly maps (16-bit PNG), heatmaps, overlays, results.json/csv.
+    /// Find and outline defects: anomaly maps (16-bit PNG), heatmaps, overlays, results.json/csv, report.html.
     Detect {
         /// Images, folders (searched recursively) or glob patterns.
         inputs: Vec<String>,
@@ -89,7 +89,7 @@ enum Command {
         #[arg(long)]
         calibrate: Option<std::path::PathBuf>,
     },
-    /// Evaluate on MVTec-AD / BTAD: pixel AUROC, AU-PRO (FPR ≤ 0.3), image AUROC per category.
+    /// Evaluate on MVTec-AD / BTAD: pixel AUROC, AU-PRO (FPR ≤ 0.3), image AUROC per category and per defect kind; report.html.
     Eval {
         /// Root of the data set (MVTec-AD or BTAD layout).
         #[arg(long)]
@@ -115,6 +115,11 @@ enum Command {
         /// for comparing with its published numbers).
         #[arg(long, default_value = "mvtec")]
         pro_variant: String,
+        /// Also score the ensemble at each of these α (from the cached maps) and write the best per
+        /// category to alpha_table.json (for detect --alpha-table). Chosen on the test set, as the
+        /// paper's per-category best results: an upper bound, not an estimate.
+        #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")]
+        alpha_sweep: Option<Vec<f32>>,
     },
     /// Fit PaDiM (the loss of the gradient denoising) on normal images: ResNet layer1–3 features,
     /// a seeded subset of channels, per-position Gaussians; writes one file with the backbone.
@@ -150,7 +155,7 @@ enum Command {
     },
     /// Gradient denoising (the paper's Algorithm 1): turn anomalous images into normal ones.
     /// Writes the reconstruction, a strip of frames, |x0 − x̂| as a heatmap, PaDiM maps before and
-    /// after, and reconstruct.json with the loss curves.
+    /// after, reconstruct.json with the loss curves, and report.html.
     Reconstruct {
         /// Images, folders (searched recursively) or glob patterns.
         inputs: Vec<String>,
@@ -533,7 +538,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Eval { data, categories, score, out, shard, merge, demo, pro_variant } => {
+        Command::Eval { data, categories, score, out, shard, merge, demo, pro_variant, alpha_sweep } => {
             let (mut score, mut data) = (score, data);
             if demo {
                 match demo_paths() {
@@ -562,7 +567,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let ensemble = format!("{} (α = {})", detect.ensemble, detect.alpha);
-            let args = ran::commands::eval::EvalArgs { data, categories, shard, merge, pro_variant, detect };
+            let args = ran::commands::eval::EvalArgs { data, categories, shard, merge, pro_variant, alpha_sweep: alpha_sweep.unwrap_or_default(), detect };
             let backend = match select(&device) {
                 Ok(b) => b,
                 Err(code) => return code,

@@ -2,7 +2,7 @@
 //! metrics.json/csv; resumable from the map cache; shards + --merge give the same numbers as one
 //! run; a missing ground-truth mask is an error naming the image; the calibrated ensemble's
 //! statistics and metric recomputed from the cached maps; per-defect-kind metrics recomputed too;
-//! a cache made with other settings is refused.
+//! a cache made with other settings is refused; --alpha-sweep recomputed.
 
 mod common;
 use common::{fixture_path, paperlike_model_file};
@@ -329,6 +329,38 @@ fn per_defect_metrics_score_each_kind_against_the_normal_images() {
     for (col, v) in [(5, &cat["kl_only"]["pixel_auroc"]), (8, &cat["feature_only"]["pixel_auroc"]), (10, &cat["feature_only"]["image_auroc"])] {
         assert!((row[col].parse::<f64>().unwrap() - v.as_f64().unwrap()).abs() < 1e-6, "{row:?}");
     }
+    // --alpha-sweep rescoring the cached maps: α = 0 / ½ / 1 are KL only / the ensemble / feature only,
+    // α = 0.3 is recomputed here, and alpha_table.json holds the best α
+    let (rc, so, se) = ran(&["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &os, "--alpha-sweep", "0,0.3,0.5,1"]);
+    assert_eq!(rc, 0, "{so}{se}");
+    assert!(so.contains("best α per category"), "{so}");
+    let sw = metrics(&o)["categories"][0].clone();
+    let pts = sw["alpha_sweep"].as_array().unwrap();
+    let px = |i: usize| pts[i]["pixel_auroc"].as_f64().unwrap();
+    assert_eq!(px(0), sw["kl_only"]["pixel_auroc"].as_f64().unwrap());
+    assert_eq!(px(2), sw["pixel_auroc"].as_f64().unwrap());
+    assert_eq!(px(3), sw["feature_only"]["pixel_auroc"].as_f64().unwrap());
+    let (mut mixed, mut all_labels) = (Vec::new(), Vec::new());
+    for n in ["good__000.png", "good__001.png", "cut__002.png", "cut__003.png", "hole__002.png", "hole__003.png"] {
+        let cm = cached(&o, &format!("carpet__test__{n}.f32"));
+        mixed.extend(cm[1].iter().zip(&cm[2]).map(|(&k, &f)| 0.3 * f + 0.7 * k));
+        let kind = &n[..n.find("__").unwrap()];
+        all_labels.extend(match kind {
+            "good" => vec![false; cm[0].len()],
+            _ => {
+                let g = ran::io::image::load_gray(&c.join(format!("ground_truth/{kind}/{}_mask.png", &n[n.len() - 7..n.len() - 4]))).unwrap();
+                ran::io::image::center_crop_arr(&g, 16).data.iter().map(|&v| v == 255).collect()
+            }
+        });
+    }
+    let want = ran::eval::metrics::auroc(&mixed, &all_labels).unwrap();
+    assert!((px(1) - want).abs() < 1e-6, "α 0.3: {} vs {want}", px(1));
+    let table: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.join("alpha_table.json")).unwrap()).unwrap();
+    let best = (0..4).max_by(|&i, &j| px(i).total_cmp(&px(j)).then(j.cmp(&i))).unwrap();
+    assert_eq!(table["carpet"].as_f64().unwrap(), pts[best]["alpha"].as_f64().unwrap());
+    let (rc, _, se) = ran(&["eval", "--data", &r, "--model", &model, "--device", "cpu", "--out", &os, "--alpha-sweep", "0.5,2"]);
+    assert_eq!(rc, 2);
+    assert!(se.contains("--alpha-sweep 2"), "{se}");
     // the cache answers only for the settings it was made with
     let (rc, so, se) = ran(&["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &os, "--seed", "3"]);
     assert_eq!(rc, 2, "{so}{se}");

@@ -22,7 +22,17 @@ pub struct EvalArgs {
     pub merge: bool,
     /// "mvtec" (the MVTec AD official AU-PRO) or "official-repo" (the anomaly_diff repository's)
     pub pro_variant: String,
+    /// α values at which to rescore the ensemble from the cached maps (empty: none)
+    pub alpha_sweep: Vec<f32>,
     pub detect: DetectArgs,
+}
+
+/// The ensemble at one α of a sweep.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AlphaPoint {
+    pub alpha: f32,
+    pub pixel_auroc: f64,
+    pub image_auroc: f64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -50,6 +60,27 @@ pub struct CategoryMetrics {
     pub normal_p999: Option<f32>,
     /// each defect kind against the normal test images: where the method works and where not
     pub defects: Vec<DefectMetrics>,
+    /// `--alpha-sweep`: the ensemble (weighted, or calibrated when that is the ensemble) at each α
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alpha_sweep: Vec<AlphaPoint>,
+}
+
+/// The ensemble's pixel and image AUROC at each α, recombined from the KL and feature maps of
+/// `n` images (weighted, or calibrated with `calibration`).
+fn sweep_alpha(alphas: &[f32], kl: &[f32], feat: &[f32], calibration: Option<Calibration>, labels: &[bool], img_labels: &[bool], topk: usize) -> Result<Vec<AlphaPoint>> {
+    let n = img_labels.len();
+    let px = kl.len() / n.max(1);
+    let mut out = Vec::new();
+    for &alpha in alphas {
+        let e = match calibration {
+            Some(c) => Ensemble::Calibrated(alpha, c),
+            None => Ensemble::Weighted(alpha),
+        };
+        let map = combine(e, feat, kl);
+        let scores: Vec<f32> = map.chunks(px).map(|m| topk_mean(m, topk)).collect();
+        out.push(AlphaPoint { alpha, pixel_auroc: auroc(&map, labels)?, image_auroc: auroc(&scores, img_labels)? });
+    }
+    Ok(out)
 }
 
 /// One defect kind's images together with all normal test images of its category.
@@ -169,6 +200,12 @@ fn mode_metrics(maps: &[f32], masks: &[u8], labels: &[bool], img_labels: &[bool]
 pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
     if !["mvtec", "official-repo"].contains(&a.pro_variant.as_str()) {
         return Err(Error::InvalidArgument(format!("--pro-variant {}: mvtec or official-repo", a.pro_variant)));
+    }
+    if let Some(bad) = a.alpha_sweep.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+        return Err(Error::InvalidArgument(format!("--alpha-sweep {bad}: α must lie in [0, 1]")));
+    }
+    if !a.alpha_sweep.is_empty() && a.detect.kl_only {
+        return Err(Error::InvalidArgument("--alpha-sweep recombines the KL and feature maps: not with --kl-only".into()));
     }
     let (layout, all) = categories(&a.data)?;
     let cats: Vec<String> = if a.categories.is_empty() { all.clone() } else { a.categories.clone() };
@@ -340,8 +377,19 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let split = kl_maps.len() == scores.len();
         let mode = |m: &[f32]| mode_metrics(m, &masks, &labels, &img_labels, n, size, a.detect.topk).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")));
         let (kl_only, feature_only) = if split { (Some(mode(&kl_maps)?), Some(mode(&feat_maps)?)) } else { (None, None) };
+        let alpha_sweep = if split && !a.alpha_sweep.is_empty() {
+            sweep_alpha(&a.alpha_sweep, &kl_maps, &feat_maps, calibration, &labels, &img_labels, a.detect.topk).map_err(|e| Error::InvalidArgument(format!("{cat}: {e}")))?
+        } else {
+            Vec::new()
+        };
         let defects = per_defect(&samples, [&scores, if split { &kl_maps } else { &[] }, if split { &feat_maps } else { &[] }], &masks, &img_labels, size, a.detect.topk);
-        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia, calibration, normal_p999, defects });
+        results.push(CategoryMetrics { category: cat.clone(), images: n, kl_only, feature_only, pixel_auroc: pa, pro, image_auroc: ia, calibration, normal_p999, defects, alpha_sweep });
+    }
+    if !a.alpha_sweep.is_empty() && !results.is_empty() {
+        if results.iter().any(|m| m.alpha_sweep.is_empty()) {
+            return Err(Error::InvalidArgument("--alpha-sweep recombines the KL and feature maps: it needs the feature score (a model with a feature head and --effnet)".into()));
+        }
+        write_alpha_table(&a.detect.out, &results)?;
     }
     if !results.is_empty() {
         write_tables(&a.detect.out, &results, &a.pro_variant)?;
@@ -370,6 +418,22 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         report::write_html(&a.detect.out.join("report.html"), "ran eval", &tables, &pictures, &galleries)?;
     }
     Ok(results)
+}
+
+/// The best α of each category's sweep (the first of equals), as alpha_table.json for
+/// `detect --alpha-table`.
+pub fn best_alpha(m: &CategoryMetrics) -> Option<&AlphaPoint> {
+    m.alpha_sweep.iter().fold(None, |best: Option<&AlphaPoint>, p| match best {
+        Some(b) if b.pixel_auroc >= p.pixel_auroc => Some(b),
+        _ => Some(p),
+    })
+}
+
+fn write_alpha_table(out: &Path, r: &[CategoryMetrics]) -> Result<()> {
+    let table: std::collections::BTreeMap<&str, f32> = r.iter().filter_map(|m| best_alpha(m).map(|p| (m.category.as_str(), p.alpha))).collect();
+    std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.to_path_buf(), source: e })?;
+    let p = out.join("alpha_table.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&table).unwrap_or_default()).map_err(|e| Error::Io { path: p.clone(), source: e })
 }
 
 /// The printed summary: per category the ensemble's row with each score alone under it, the
@@ -405,6 +469,16 @@ pub fn summary(r: &[CategoryMetrics]) -> String {
         if let Some(m) = m {
             row(&mut o, label, String::new(), m);
         }
+    }
+    if r.iter().all(|m| !m.alpha_sweep.is_empty()) {
+        let _ = writeln!(o, "best α per category (chosen on the test set: an upper bound; alpha_table.json):");
+        for m in r {
+            if let Some(b) = best_alpha(m) {
+                let _ = writeln!(o, "  {:<12} α = {:<4} pixel AUROC {:.4} (image AUROC {:.4})", m.category, b.alpha, b.pixel_auroc, b.image_auroc);
+            }
+        }
+        let best: f64 = r.iter().filter_map(best_alpha).map(|b| b.pixel_auroc).sum::<f64>() / n;
+        let _ = writeln!(o, "  {:<12} pixel AUROC {best:.4}", "mean");
     }
     let _ = writeln!(o, "pixel AUROC per defect kind (ensemble / KL only / feature only):");
     let f = |x: &Option<ModeMetrics>| x.as_ref().map(|x| format!("{:.2}", x.pixel_auroc)).unwrap_or_else(|| "–".into());

@@ -70,9 +70,10 @@ enum Command {
         /// Class of a class-conditional model: index or name (default: a class name in the path).
         #[arg(long)]
         class: Option<String>,
-        /// Outline pixels whose score exceeds this on the overlay.
-        #[arg(long)]
-        threshold: Option<f32>,
+        /// Outline on the overlay the pixels whose score exceeds this; `normal` (with the
+        /// calibrated ensemble): the 99.9th percentile of the class's normal calibration pixels.
+        #[arg(long, allow_hyphen_values = true)]
+        threshold: Option<String>,
         /// Colour scale of heatmaps and overlays: auto ([0, 99.9th percentile of the normal
         /// scores] with the calibrated ensemble, else each image's own range), image (each
         /// image's min..max), or LO,HI.
@@ -275,7 +276,7 @@ struct ScoreOpts {
 
 impl ScoreOpts {
     #[allow(clippy::too_many_arguments)]
-    fn detect_args(self, inputs: Vec<String>, out: std::path::PathBuf, class: Option<String>, threshold: Option<f32>, alpha_table: Option<std::path::PathBuf>, batch: usize, calibrate: Option<std::path::PathBuf>, range: String) -> Option<ran::commands::detect::DetectArgs> {
+    fn detect_args(self, inputs: Vec<String>, out: std::path::PathBuf, class: Option<String>, threshold: Option<String>, alpha_table: Option<std::path::PathBuf>, batch: usize, calibrate: Option<std::path::PathBuf>, range: String) -> Option<ran::commands::detect::DetectArgs> {
         Some(ran::commands::detect::DetectArgs {
             inputs,
             model: self.model?,

@@ -262,6 +262,16 @@ fn calibrated_ensemble_standardises_each_map_on_normal_images() {
     let img0 = &r6["images"][0];
     assert_eq!(img0["above_normal"].as_bool().unwrap(), img0["image_score"].as_f64().unwrap() > got);
     assert!(std::fs::read_to_string(dir.join("d6/results.csv")).unwrap().starts_with("file,class,image_score,map_min,map_max,seconds,above_normal\n"));
+    // outlines: a fixed score, or the class's normal 99.9th percentile (only when calibrated)
+    let (rc, msg) = d(&["--ensemble", "calibrated", "--calibrate", &train_dir, "--threshold", "normal"], "d7");
+    assert_eq!(rc, 0, "{msg}");
+    assert_eq!(res("d7")["images"][0]["threshold"].as_f64().unwrap(), top);
+    let (rc, msg) = d(&["--threshold", "-0.5"], "d8");
+    assert_eq!(rc, 0, "{msg}");
+    assert_eq!(res("d8")["images"][0]["threshold"].as_f64().unwrap(), -0.5);
+    let (rc, msg) = d(&["--threshold", "normal"], "d9");
+    assert_eq!(rc, 2);
+    assert!(msg.contains("--threshold normal") && msg.contains("--ensemble calibrated"), "{msg}");
     let html = std::fs::read_to_string(dir.join("d6/report.html")).unwrap();
     assert!(html.contains("b.png") && html.contains("src=\"0000_images_b_overlay.png\""), "{html}");
 }

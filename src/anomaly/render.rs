@@ -138,9 +138,77 @@ impl DisplayRange {
     }
 }
 
+/// Where the overlay's outline goes (`--threshold`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threshold {
+    /// a fixed score
+    Value(f32),
+    /// the 99.9th percentile of the class's normal calibration pixels (calibrated ensemble)
+    Normal,
+}
+
+impl Threshold {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "normal" => Ok(Threshold::Normal),
+            _ => match s.trim().parse::<f32>() {
+                Ok(v) if v.is_finite() => Ok(Threshold::Value(v)),
+                _ => Err(Error::InvalidArgument(format!("--threshold {s}: a score, or normal (the 99.9th percentile of the normal calibration pixels)"))),
+            },
+        }
+    }
+
+    /// The score for a class whose normal pixels have the 99.9th percentile `normal_p999`.
+    pub fn resolve(self, normal_p999: Option<f32>) -> Option<f32> {
+        match self {
+            Threshold::Value(v) => Some(v),
+            Threshold::Normal => normal_p999,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::DisplayRange;
+    use super::{DisplayRange, Threshold};
+
+    #[test]
+    fn threshold_parses_and_resolves() {
+        assert_eq!(Threshold::parse("1.5").unwrap(), Threshold::Value(1.5));
+        assert_eq!(Threshold::parse("normal").unwrap(), Threshold::Normal);
+        for bad in ["x", "inf", "NaN", ""] {
+            assert!(Threshold::parse(bad).unwrap_err().to_string().contains(&format!("--threshold {bad}")));
+        }
+        assert_eq!(Threshold::Value(2.0).resolve(Some(4.0)), Some(2.0));
+        assert_eq!(Threshold::Normal.resolve(Some(4.0)), Some(4.0));
+        assert_eq!(Threshold::Normal.resolve(None), None);
+    }
+
+    #[test]
+    fn overlay_outlines_the_boundary_of_the_region_above_the_threshold() {
+        // a 6×6 map with a 2×2 block of 5.0 in a field of 0.0; threshold 1: those 4 pixels are
+        // the region, and all 4 are on its boundary, so exactly they are pure red
+        let (w, h) = (6, 6);
+        let mut m = vec![0.0f32; w * h];
+        for (x, y) in [(2, 2), (3, 2), (2, 3), (3, 3)] {
+            m[y * w + x] = 5.0;
+        }
+        let img = crate::io::image::Image8 { w, h, c: 3, data: vec![128; w * h * 3] };
+        let dir = std::env::temp_dir().join(format!("ran-overlay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.png");
+        super::save_overlay(&p, &img, &m, 0.0, 5.0, Some(1.0)).unwrap();
+        let o = image::open(&p).unwrap().to_rgb8();
+        for y in 0..h {
+            for x in 0..w {
+                let red = o.get_pixel(x as u32, y as u32).0 == [255, 0, 0];
+                assert_eq!(red, m[y * w + x] > 1.0, "({x}, {y})");
+            }
+        }
+        // no threshold: no outline
+        super::save_overlay(&p, &img, &m, 0.0, 5.0, None).unwrap();
+        assert!(image::open(&p).unwrap().to_rgb8().pixels().all(|px| px.0 != [255, 0, 0]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn display_range_parses_and_resolves() {

@@ -1,7 +1,7 @@
 //! `ran detect`: images → anomaly maps, heatmaps, overlays and a results table.
 
 use crate::anomaly::noise::gaussian;
-use crate::anomaly::render::{save_heatmap, save_map16, save_overlay, DisplayRange, NORMAL_QUANTILE};
+use crate::anomaly::render::{save_heatmap, save_map16, save_overlay, DisplayRange, Threshold, NORMAL_QUANTILE};
 use crate::anomaly::score::{combine, topk_mean, Calibration, Ensemble, FeatureTimestep, ScoreConfig, Scorer};
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
@@ -36,7 +36,8 @@ pub struct DetectArgs {
     pub feature_timestep: String,
     pub class: Option<String>,
     pub classes: Vec<String>,
-    pub threshold: Option<f32>,
+    /// outline on the overlay: a score or "normal" (see `Threshold`)
+    pub threshold: Option<String>,
     /// per-category α (JSON {"bottle": 0.3, ...} or lines `name,alpha`)
     pub alpha_table: Option<PathBuf>,
     /// images per UNet batch
@@ -282,6 +283,10 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     let unet = &pipe.unet;
     let scorer = pipe.scorer();
     let range = DisplayRange::parse(&a.range)?;
+    let threshold = a.threshold.as_deref().map(Threshold::parse).transpose()?;
+    if threshold == Some(Threshold::Normal) && a.ensemble != "calibrated" {
+        return Err(Error::InvalidArgument("--threshold normal is the 99.9th percentile of the normal calibration pixels: it needs --ensemble calibrated".into()));
+    }
     let alpha_table = match &a.alpha_table {
         Some(p) => Some(read_alpha_table(p, &a.classes)?),
         None => None,
@@ -379,10 +384,11 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                 let (lo, hi) = save_map16(&p("map16"), &s.score_map, s.w, s.h)?;
                 let (dlo, dhi) = range.resolve((lo, hi), class_cal.map(|c| c.normal_p999));
                 save_heatmap(&p("heatmap"), &s.score_map, s.w, s.h, dlo, dhi)?;
-                save_overlay(&p("overlay"), img, &s.score_map, dlo, dhi, a.threshold)?;
+                let outline = threshold.and_then(|t| t.resolve(class_cal.map(|c| c.normal_p999)));
+                save_overlay(&p("overlay"), img, &s.score_map, dlo, dhi, outline)?;
                 out.push(serde_json::json!({
                     "file": path.display().to_string(), "class": y, "category": category, "alpha": alpha, "image_score": s.image_score,
-                    "map_min": lo, "map_max": hi, "display_range": [dlo, dhi], "normal_p999": class_cal.map(|c| c.normal_p999),
+                    "map_min": lo, "map_max": hi, "display_range": [dlo, dhi], "threshold": outline, "normal_p999": class_cal.map(|c| c.normal_p999),
                     // above every normal calibration image of its class: worth a look
                     "above_normal": class_cal.map(|c| s.image_score > c.normal_image_max), "map16": p("map16").display().to_string(),
                     "heatmap": p("heatmap").display().to_string(), "overlay": p("overlay").display().to_string(), "seconds": secs,

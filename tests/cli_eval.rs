@@ -371,6 +371,20 @@ fn per_defect_metrics_score_each_kind_against_the_normal_images() {
     let (rc, _, se) = ran(&["eval", "--data", &r, "--model", &model, "--device", "cpu", "--out", &os, "--alpha-sweep", "0.5,2"]);
     assert_eq!(rc, 2);
     assert!(se.contains("--alpha-sweep 2"), "{se}");
+    // α, the ensemble and top-k are remade from the cached maps: the same numbers as a fresh run
+    for extra in [["--alpha", "0.3"], ["--ensemble", "sum"], ["--topk", "5"]] {
+        let fresh = dir.join(format!("fresh{}", extra[1])).display().to_string();
+        for out in [&os, &fresh] {
+            let mut args = vec!["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", out];
+            args.extend_from_slice(&extra);
+            let (rc, so, se) = ran(&args);
+            assert_eq!(rc, 0, "{extra:?}: {so}{se}");
+        }
+        let (a, b) = (metrics(&o)["categories"][0].clone(), metrics(Path::new(&fresh))["categories"][0].clone());
+        for k in ["pixel_auroc", "pro", "image_auroc", "defects"] {
+            assert_eq!(a[k], b[k], "{extra:?} {k}");
+        }
+    }
     // the cache answers only for the settings it was made with
     let (rc, so, se) = ran(&["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &os, "--seed", "3"]);
     assert_eq!(rc, 2, "{so}{se}");

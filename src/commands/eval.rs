@@ -122,7 +122,7 @@ fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> PathBuf 
 }
 
 /// What the cached maps of a category depend on: the model file (path, size, modification time),
-/// the extractor and every scoring setting. Kept as `cache/<category>/settings.json`.
+/// the extractor and the scoring settings of the KL and feature maps. Kept as `cache/<category>/settings.json`.
 fn cache_settings(a: &DetectArgs, model: &Path) -> serde_json::Value {
     let file = |p: &Path| {
         let m = std::fs::metadata(p).ok();
@@ -132,8 +132,7 @@ fn cache_settings(a: &DetectArgs, model: &Path) -> serde_json::Value {
     serde_json::json!({
         "model": file(model), "effnet": a.effnet.as_deref().map(file), "effnet_arch": a.effnet_arch, "effnet_image_size": a.effnet_image_size,
         "kl_only": a.kl_only, "timesteps": a.timesteps, "respacing": a.respacing, "seed": a.seed, "feature_timestep": a.feature_timestep,
-        // the cached score map is the weighted/summed one (calibrated recombines from the KL and feature maps)
-        "ensemble": if a.ensemble == "sum" { "sum" } else { "weighted" }, "alpha": a.alpha, "topk": a.topk,
+        // not the ensemble, α or top-k: the metrics remake those from the cached KL and feature maps
     })
 }
 
@@ -310,14 +309,21 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let (mut kl_maps, mut feat_maps) = (Vec::new(), Vec::new());
         for s in &samples {
             let cp = cache_path(&a.detect.out, cat, &s.image, &a.data);
-            let (mut is, mut maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", s.image.display()) })?;
-            if let Some(c) = calibration {
-                if maps.len() != 3 {
-                    return Err(Error::BadFile { path: cp, msg: "cached without the feature map: --ensemble calibrated needs the feature score (delete the cache)".into() });
-                }
-                maps[0] = combine(Ensemble::Calibrated(a.detect.alpha, c), &maps[2], &maps[1]);
-                is = topk_mean(&maps[0], a.detect.topk);
+            let (_, mut maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", s.image.display()) })?;
+            if calibration.is_some() && maps.len() != 3 {
+                return Err(Error::BadFile { path: cp, msg: "cached without the feature map: --ensemble calibrated needs the feature score (delete the cache)".into() });
             }
+            // the ensemble and the image score are remade from the cached KL and feature maps (the
+            // same f32 arithmetic as the scorer's), so --alpha, --ensemble and --topk reuse the cache
+            if maps.len() == 3 {
+                let e = match (calibration, a.detect.ensemble.as_str()) {
+                    (Some(c), _) => Ensemble::Calibrated(a.detect.alpha, c),
+                    (None, "sum") => Ensemble::Sum,
+                    (None, _) => Ensemble::Weighted(a.detect.alpha),
+                };
+                maps[0] = combine(e, &maps[2], &maps[1]);
+            }
+            let is = topk_mean(&maps[0], a.detect.topk);
             if maps.len() == 3 {
                 feat_maps.extend(maps.pop().unwrap_or_default());
                 kl_maps.extend(maps.pop().unwrap_or_default());

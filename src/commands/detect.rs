@@ -242,7 +242,10 @@ pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Pa
     // per class: the (KL map, feature map) of each calibration image
     type Maps = Vec<(Vec<f32>, Vec<f32>)>;
     let mut maps: BTreeMap<Option<usize>, Maps> = BTreeMap::new();
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("calibration {bar:30} {pos}/{len} images considered ({eta})").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
     for path in &files {
+        bar.inc(1);
         let y = match pipe.unet.num_classes {
             Some(_) => Some(class_of(path, a.class.as_deref(), &a.classes)?),
             None => None,
@@ -255,6 +258,7 @@ pub fn calibrate<B: Backend>(b: &B, pipe: &Pipeline<B>, a: &DetectArgs, dir: &Pa
         let s = pipe.score_images(b, &[&img], y.map(|c| vec![c]).as_deref(), a.seed)?.remove(0);
         group.push((s.kl_map, s.feat_map.unwrap_or_default()));
     }
+    bar.finish_and_clear();
     let mut out = BTreeMap::new();
     for (y, m) in maps {
         let refs: Vec<(&[f32], &[f32])> = m.iter().map(|(k, f)| (k.as_slice(), f.as_slice())).collect();

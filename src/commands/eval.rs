@@ -249,7 +249,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let label = names.iter().position(|n| n == cat);
         let px = size * size;
         let bar = indicatif::ProgressBar::new(samples.len() as u64);
-        bar.set_style(indicatif::ProgressStyle::with_template(&format!("{cat:<12} {{bar:30}} {{pos}}/{{len}} ({{eta}})")).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        bar.set_style(indicatif::ProgressStyle::with_template(&format!("{cat:<12} {{bar:30}} {{pos}}/{{len}} ({{eta}}) {{msg}}")).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
         // scores an image into the cache unless it is there already
         let ensure_cached = |image: &Path| -> Result<()> {
             let cp = cache_path(&a.detect.out, cat, image, &a.data);
@@ -279,8 +279,11 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         // the calibrated ensemble: map statistics of the first training images (shard 0 scores them)
         let calibrated = a.detect.ensemble == "calibrated";
         let train = if calibrated { train_images(&a.data, cat, layout, a.detect.calibration_images)? } else { Vec::new() };
-        if a.shard.is_none_or(|(k, _)| k == 0) {
+        if a.shard.is_none_or(|(k, _)| k == 0) && !train.is_empty() {
+            bar.set_length((samples.len() + train.len()) as u64);
+            bar.set_message("calibration");
             for t in &train {
+                bar.inc(1);
                 ensure_cached(t)?;
             }
         }

@@ -365,6 +365,7 @@ fn per_defect_metrics_score_each_kind_against_the_normal_images() {
     }
     let want = ran::eval::metrics::auroc(&mixed, &all_labels).unwrap();
     assert!((px(1) - want).abs() < 1e-6, "α 0.3: {} vs {want}", px(1));
+    assert!(std::fs::read_to_string(o.join("report.html")).unwrap().contains(&format!("<td>{:.4}</td>", px(1))));
     let table: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.join("alpha_table.json")).unwrap()).unwrap();
     let best = (0..4).max_by(|&i, &j| px(i).total_cmp(&px(j)).then(j.cmp(&i))).unwrap();
     assert_eq!(table["carpet"].as_f64().unwrap(), pts[best]["alpha"].as_f64().unwrap());

@@ -343,7 +343,7 @@ fn per_defect_metrics_score_each_kind_against_the_normal_images() {
     // α = 0.3 is recomputed here, and alpha_table.json holds the best α
     let (rc, so, se) = ran(&["eval", "--data", &r, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--out", &os, "--alpha-sweep", "0,0.3,0.5,1"]);
     assert_eq!(rc, 0, "{so}{se}");
-    assert!(so.contains("best α per category"), "{so}");
+    assert!(so.contains("best α per category for --ensemble weighted"), "{so}");
     let sw = metrics(&o)["categories"][0].clone();
     let pts = sw["alpha_sweep"].as_array().unwrap();
     let px = |i: usize| pts[i]["pixel_auroc"].as_f64().unwrap();

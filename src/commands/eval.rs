@@ -492,7 +492,9 @@ pub fn summary(r: &[CategoryMetrics]) -> String {
         }
     }
     if r.iter().all(|m| !m.alpha_sweep.is_empty()) {
-        let _ = writeln!(o, "best α per category (chosen on the test set: an upper bound; alpha_table.json):");
+        // α means something else in each ensemble: say which one the table is for
+        let which = if r.iter().all(|m| m.calibration.is_some()) { "calibrated" } else { "weighted" };
+        let _ = writeln!(o, "best α per category for --ensemble {which} (chosen on the test set: an upper bound; alpha_table.json):");
         for m in r {
             if let Some(b) = best_alpha(m) {
                 let _ = writeln!(o, "  {:<12} α = {:<4} pixel AUROC {:.4} (image AUROC {:.4})", m.category, b.alpha, b.pixel_auroc, b.image_auroc);

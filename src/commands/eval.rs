@@ -70,6 +70,9 @@ pub struct CategoryMetrics {
 fn sweep_alpha(alphas: &[f32], kl: &[f32], feat: &[f32], calibration: Option<Calibration>, labels: &[bool], img_labels: &[bool], topk: usize) -> Result<Vec<AlphaPoint>> {
     let n = img_labels.len();
     let px = kl.len() / n.max(1);
+    if px == 0 || kl.len() != n * px || feat.len() != kl.len() {
+        return Err(Error::InvalidArgument(format!("--alpha-sweep: {} KL and {} feature values for {n} images", kl.len(), feat.len())));
+    }
     let mut out = Vec::new();
     for &alpha in alphas {
         let e = match calibration {

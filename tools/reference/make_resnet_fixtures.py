@@ -22,27 +22,27 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "
 gen = torch.Generator().manual_seed(20231008)
 
 
-def main():
-    model = ResNet(Bottleneck, [2, 1, 2, 1], width_per_group=16).eval()
+def random_net_and_layers(block, layers, shape, **kw):
+    """A ResNet with every parameter and BN statistic drawn from `gen`, an input of `shape` in
+    [-1, 1] drawn after them, and its layer1..3 outputs."""
+    model = ResNet(block, layers, **kw).eval()
     randomise(model, gen, lambda name, p: name.endswith("weight") and p.dim() == 1)
-    x = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    x = torch.rand(*shape, generator=gen) * 2 - 1
     with torch.no_grad():
         h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
         l1 = model.layer1(h)
         l2 = model.layer2(l1)
         l3 = model.layer3(l2)
+    return model, x, l1, l2, l3
+
+
+def main():
+    model, x, l1, l2, l3 = random_net_and_layers(Bottleneck, [2, 1, 2, 1], (2, 3, 64, 64), width_per_group=16)
     keep = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
     tensors = {k: v.half().contiguous() for k, v in model.state_dict().items() if v.is_floating_point() and k.startswith(keep)}
     tensors.update(x=x, layer1=l1, layer2=l2, layer3=l3)
     # BasicBlock network, drawn after the Bottleneck one so those values stay as they were
-    basic = ResNet(BasicBlock, [1, 1, 1, 1]).eval()
-    randomise(basic, gen, lambda name, p: name.endswith("weight") and p.dim() == 1)
-    xb = torch.rand(1, 3, 32, 48, generator=gen) * 2 - 1
-    with torch.no_grad():
-        h = basic.maxpool(basic.relu(basic.bn1(basic.conv1(xb))))
-        b1 = basic.layer1(h)
-        b2 = basic.layer2(b1)
-        b3 = basic.layer3(b2)
+    basic, xb, b1, b2, b3 = random_net_and_layers(BasicBlock, [1, 1, 1, 1], (1, 3, 32, 48))
     tensors.update({f"basic.{k}": v.half().contiguous() for k, v in basic.state_dict().items() if v.is_floating_point() and k.startswith(keep)})
     tensors.update(basic_x=xb, basic_layer1=b1, basic_layer2=b2, basic_layer3=b3)
     wrn = wide_resnet50_2()

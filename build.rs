@@ -5,9 +5,13 @@
 //! 3. compiles every kernel file with NVRTC (see build_nvrtc.rs) to PTX and CUBINs and embeds
 //!    them; where NVRTC is absent the sources are embedded for compilation at first use, unless
 //!    RAN_REQUIRE_NVRTC=1 asks for a hard failure;
-//! 4. records the git commit for `ran info`.
+//! 4. generates the Rust side of the kernel contract (build_contract.rs): parameter structs and
+//!    launch constants from kernels/contract.cuh, a typed launch function per kernel;
+//! 5. records the git commit for `ran info`.
 //! It never probes GPU hardware and never needs nvcc.
 
+#[path = "build_contract.rs"]
+mod build_contract;
 #[path = "build_nvrtc.rs"]
 mod build_nvrtc;
 
@@ -20,6 +24,8 @@ pub struct KernelFile {
     pub path: PathBuf,
     pub source: String,
     pub kernels: Vec<String>,
+    /// each kernel's parameter list, the text between its parentheses
+    pub params: Vec<String>,
 }
 
 fn strip_comments(s: &str) -> String {
@@ -45,11 +51,11 @@ fn strip_comments(s: &str) -> String {
     out
 }
 
-/// Names declared as `extern "C" __global__ void [__launch_bounds__(...)] NAME(`.
-fn kernel_names(src: &str) -> Vec<String> {
+/// (name, parameter list) of each `extern "C" __global__ void [__launch_bounds__(...)] NAME(...)`.
+fn kernel_decls(src: &str) -> Vec<(String, String)> {
     let s = strip_comments(src);
     let key = "extern \"C\" __global__ void";
-    let mut names = Vec::new();
+    let mut decls = Vec::new();
     let mut rest = s.as_str();
     while let Some(p) = rest.find(key) {
         let mut t = rest[p + key.len()..].trim_start();
@@ -59,10 +65,13 @@ fn kernel_names(src: &str) -> Vec<String> {
         }
         let name: String = t.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
         assert!(!name.is_empty(), "cannot read a kernel name after `{key}`");
-        names.push(name);
+        let after = t[name.len()..].trim_start();
+        let close = after.find(')').unwrap_or_else(|| panic!("kernel {name}: unterminated parameter list"));
+        assert!(after.starts_with('('), "kernel {name}: want `(` after the name");
+        decls.push((name, after[1..close].to_string()));
         rest = &rest[p + key.len()..];
     }
-    names
+    decls
 }
 
 fn scan(dir: &Path) -> Vec<KernelFile> {
@@ -76,12 +85,12 @@ fn scan(dir: &Path) -> Vec<KernelFile> {
     let mut seen = std::collections::BTreeSet::new();
     for path in files {
         let source = std::fs::read_to_string(&path).expect("read kernel source");
-        let kernels = kernel_names(&source);
+        let (kernels, params): (Vec<String>, Vec<String>) = kernel_decls(&source).into_iter().unzip();
         for k in &kernels {
             assert!(seen.insert(k.clone()), "kernel name {k} is declared twice");
         }
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        all.push(KernelFile { stem, path, source, kernels });
+        all.push(KernelFile { stem, path, source, kernels, params });
     }
     all
 }
@@ -143,11 +152,13 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let files = scan(&root.join("kernels"));
     build_emulator(&root, &out, &files);
+    build_contract::generate(&root, &out, &files);
     build_nvrtc::compile_and_embed(&root, &out, &files);
 
     println!("cargo:rustc-env=RAN_GIT_HASH={}", git_hash());
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=build_nvrtc.rs");
+    println!("cargo:rerun-if-changed=build_contract.rs");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-env-changed=RAN_REQUIRE_NVRTC");

@@ -157,9 +157,12 @@ fn build_file(nv: &Nvrtc, f: &KernelFile, headers: &[(String, String)], out: &Pa
 }
 
 pub fn compile_and_embed(root: &Path, out: &Path, files: &[KernelFile]) {
-    let headers: Vec<(String, String)> = ["common.cuh", "igemm.cuh"]
-        .iter()
-        .map(|h| (h.to_string(), std::fs::read_to_string(root.join("kernels").join(h)).expect("kernel header")))
+    let headers: Vec<(String, String)> = super::build_contract::header_names(&root.join("kernels"))
+        .into_iter()
+        .map(|h| {
+            let text = std::fs::read_to_string(root.join("kernels").join(&h)).expect("kernel header");
+            (h, text)
+        })
         .collect();
     let mut built: Vec<Option<Built>> = files.iter().map(|_| None).collect();
     let status;

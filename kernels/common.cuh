@@ -30,6 +30,9 @@ __forceinline__ T* dynamic_smem() {
 }
 #endif
 
+// Structs kernels take by value and the launch constants the host shares (generated into Rust).
+#include "contract.cuh"
+
 #define KC_INF (__int_as_float(0x7f800000))
 #define KC_NEG_INF (__int_as_float(0xff800000))
 #define KC_FLT_MAX 3.402823466e+38f

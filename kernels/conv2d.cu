@@ -5,10 +5,6 @@
 #include "common.cuh"
 #include "igemm.cuh"
 
-struct ConvArgs {
-  int n, c, h, w, o, kh, kw, ho, wo, sh, sw, pt, pl, groups, has_bias;
-};
-
 // ---- forward: M = out channels of the group, N = output pixels of all images, K = Cg·KH·KW ----
 struct ConvFwdA {
   const float* w;
@@ -17,7 +13,7 @@ struct ConvFwdA {
 };
 struct ConvFwdB {
   const float* x;
-  ConvArgs a;
+  Conv2dGeom a;
   int g, cg;
   __device__ float operator()(int k, int n) const {
     int khw = a.kh * a.kw, ci = k / khw, r = k % khw, ky = r / a.kw, kx = r % a.kw;
@@ -30,7 +26,7 @@ struct ConvFwdB {
 struct ConvFwdStore {
   float* y;
   const float* bias;
-  ConvArgs a;
+  Conv2dGeom a;
   int g, og;
   __device__ void operator()(int m, int n, float v) const {
     int hw = a.ho * a.wo, img = n / hw, pix = n % hw;
@@ -40,7 +36,7 @@ struct ConvFwdStore {
 };
 
 extern "C" __global__ void conv2d_f32(const float* __restrict__ x, const float* __restrict__ w,
-                                                             const float* __restrict__ bias, float* __restrict__ y, ConvArgs a) {
+                                                             const float* __restrict__ bias, float* __restrict__ y, Conv2dGeom a) {
   const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
   igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdB{x, a, g, cg}, ConvFwdStore{y, bias, a, g, og});
 }
@@ -56,7 +52,7 @@ struct ConvBwdA {
 };
 struct ConvBwdB {
   const float* gy;
-  ConvArgs a;
+  Conv2dGeom a;
   int g, og;
   __device__ float operator()(int k, int n) const {
     int khw = a.kh * a.kw, oc = k / khw, r = k % khw, ky = r / a.kw, kx = r % a.kw;
@@ -70,7 +66,7 @@ struct ConvBwdB {
 };
 struct ConvBwdStore {
   float* gx;
-  ConvArgs a;
+  Conv2dGeom a;
   int g, cg;
   __device__ void operator()(int m, int n, float v) const {
     int hw = a.h * a.w, img = n / hw, pix = n % hw;
@@ -79,14 +75,14 @@ struct ConvBwdStore {
 };
 
 extern "C" __global__ void conv2d_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
-                                                                        float* __restrict__ gx, ConvArgs a) {
+                                                                        float* __restrict__ gx, Conv2dGeom a) {
   const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, khw = a.kh * a.kw;
   igemm_tile(cg, a.n * a.h * a.w, og * khw, ConvBwdA{w, g, og, cg, khw}, ConvBwdB{gy, a, g, og}, ConvBwdStore{gx, a, g, cg});
 }
 
 // ---- depthwise (Cg = 1): one thread per output / input element -----------------------------------
 extern "C" __global__ void depthwise_conv2d_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                                                float* __restrict__ y, ConvArgs a) {
+                                                float* __restrict__ y, Conv2dGeom a) {
   const int og = a.o / a.groups;
   KC_FOR_EACH(i, (long long)a.n * a.o * a.ho * a.wo) {
     int ox = (int)(i % a.wo), oy = (int)((i / a.wo) % a.ho);
@@ -107,7 +103,7 @@ extern "C" __global__ void depthwise_conv2d_f32(const float* __restrict__ x, con
 }
 
 extern "C" __global__ void depthwise_conv2d_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
-                                                           float* __restrict__ gx, ConvArgs a) {
+                                                           float* __restrict__ gx, Conv2dGeom a) {
   const int og = a.o / a.groups;
   KC_FOR_EACH(i, (long long)a.n * a.c * a.h * a.w) {
     int ix = (int)(i % a.w), iy = (int)((i / a.w) % a.h);

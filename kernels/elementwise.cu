@@ -31,15 +31,7 @@ extern "C" __global__ void activation_x_backward_f32(const float* __restrict__ g
   KC_FOR_EACH(i, n) gx[i] = act_grad(gy[i], x[i], act);
 }
 
-// Shapes of a broadcast: a's dims (rank padded to 4 with leading 1s), b's contiguous strides
-// (0 where b has size 1) and b's dims.
-struct Bcast4 {
-  int dims[4];
-  int bstride[4];
-  int bdims[4];
-};
-
-__device__ __forceinline__ int bcast_index(long long i, const Bcast4& s) {
+__device__ __forceinline__ int bcast_index(long long i, const BroadcastGeom& s) {
   int off = 0;
   for (int d = 3; d >= 0; --d) {
     off += (int)(i % s.dims[d]) * s.bstride[d];
@@ -48,17 +40,17 @@ __device__ __forceinline__ int bcast_index(long long i, const Bcast4& s) {
   return off;
 }
 
-extern "C" __global__ void add_f32(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y, int n, Bcast4 s) {
+extern "C" __global__ void add_f32(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y, int n, BroadcastGeom s) {
   KC_FOR_EACH(i, n) y[i] = a[i] + b[bcast_index(i, s)];
 }
 
-extern "C" __global__ void mul_f32(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y, int n, Bcast4 s) {
+extern "C" __global__ void mul_f32(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y, int n, BroadcastGeom s) {
   KC_FOR_EACH(i, n) y[i] = a[i] * b[bcast_index(i, s)];
 }
 
 // dst[j] = Σ src[i] over the elements i of a's shape that broadcast from b's element j.
 // One thread per element of b.
-extern "C" __global__ void reduce_to_broadcast_f32(const float* __restrict__ src, float* __restrict__ dst, int nb, Bcast4 s) {
+extern "C" __global__ void reduce_to_broadcast_f32(const float* __restrict__ src, float* __restrict__ dst, int nb, BroadcastGeom s) {
   KC_FOR_EACH(j, nb) {
     const int* bi = s.bdims;
     int idx[4];

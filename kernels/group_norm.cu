@@ -4,13 +4,6 @@
 // CPU twin: src/backend/cpu/group_norm.rs.
 #include "common.cuh"
 
-struct GnArgs {
-  int c, s, groups;
-  float eps;
-  int silu;
-  int has_ss;
-};
-
 __device__ __forceinline__ void gn_stats(const float* xg, int len, float eps, float* scratch, float* mean, float* rstd) {
   float s = 0.0f;
   for (int i = threadIdx.x; i < len; i += blockDim.x) s += xg[i];
@@ -27,7 +20,7 @@ __device__ __forceinline__ void gn_stats(const float* xg, int len, float eps, fl
 
 // pre = x̂·a + b for channel ch of batch item b
 __device__ __forceinline__ void gn_coeffs(const float* gamma, const float* beta, const float* scale, const float* shift,
-                                          const GnArgs& p, int b, int ch, float* a, float* bb) {
+                                          const GroupNormGeom& p, int b, int ch, float* a, float* bb) {
   float ga = gamma[ch], be = beta[ch];
   if (p.has_ss) {
     float k = 1.0f + scale[b * p.c + ch];
@@ -40,7 +33,7 @@ __device__ __forceinline__ void gn_coeffs(const float* gamma, const float* beta,
 }
 
 extern "C" __global__ void group_norm_f32(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-                                          const float* __restrict__ scale, const float* __restrict__ shift, float* __restrict__ y, GnArgs p) {
+                                          const float* __restrict__ scale, const float* __restrict__ shift, float* __restrict__ y, GroupNormGeom p) {
   __shared__ float scratch[32];
   const int cpg = p.c / p.groups, len = cpg * p.s;
   const int b = blockIdx.x / p.groups, g = blockIdx.x % p.groups;
@@ -67,7 +60,7 @@ __device__ __forceinline__ float gn_grad_pre(float gy, float xh, float a, float 
 extern "C" __global__ void group_norm_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ x,
                                                      const float* __restrict__ gamma, const float* __restrict__ beta,
                                                      const float* __restrict__ scale, const float* __restrict__ shift,
-                                                     float* __restrict__ gx, GnArgs p) {
+                                                     float* __restrict__ gx, GroupNormGeom p) {
   __shared__ float scratch[32];
   const int cpg = p.c / p.groups, len = cpg * p.s;
   const int b = blockIdx.x / p.groups, g = blockIdx.x % p.groups;

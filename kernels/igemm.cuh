@@ -6,23 +6,20 @@
 #pragma once
 #include "common.cuh"
 
-#define IGEMM_TM 64
-#define IGEMM_TN 64
-#define IGEMM_TK 16
-#define IGEMM_SMEM_BYTES (2 * IGEMM_TK * 64 * 4)
+// Tile sizes and IGEMM_SMEM_BYTES: contract.cuh.
 
 template <class LoadA, class LoadB, class Store>
 __device__ __forceinline__ void igemm_tile(int M, int N, int K, const LoadA& la, const LoadB& lb, const Store& st) {
   float* As = dynamic_smem<float>();       // [TK][TM]
   float* Bs = As + IGEMM_TK * IGEMM_TM;    // [TK][TN]
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * IGEMM_THREADS + tx;
   const int m0 = blockIdx.y * IGEMM_TM, n0 = blockIdx.x * IGEMM_TN;
   float acc[4][4];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
   for (int k0 = 0; k0 < K; k0 += IGEMM_TK) {
     for (int r = 0; r < 4; ++r) {
-      int e = tid + 256 * r;
+      int e = tid + IGEMM_THREADS * IGEMM_THREADS * r;
       int kk = e / IGEMM_TM, mm = e % IGEMM_TM;
       int m = m0 + mm, k = k0 + kk;
       As[kk * IGEMM_TM + mm] = (m < M && k < K) ? la(m, k) : 0.0f;

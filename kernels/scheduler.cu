@@ -1,17 +1,9 @@
 // DDPM/DDIM step math of guided-diffusion, per element, with one timestep's coefficients as
-// scalars (spec §1, §7): q_sample, p(x_{t−1}|x_t)'s mean / log-variance / x̂0 (learned-range,
+// scalars (docs/method.md: the posterior, p(x_{t−1}|x_t), the KL): q_sample, p(x_{t−1}|x_t)'s mean / log-variance / x̂0 (learned-range,
 // learned or fixed variance; optional clipping of x̂0), the KL between the true posterior and p in
 // bits, ancestral sampling and the DDIM(η) step. Operation order follows upstream's float32 code.
 // CPU twin: src/backend/cpu/diffusion_step.rs.
 #include "common.cuh"
-
-// Mirrors src/backend/cuda/args.rs `StepArgs`.
-struct StepArgs {
-  float sqrt_recip_ab, sqrt_recipm1_ab, c1, c2, post_logvar_clipped, log_beta, fixed_logvar;
-  int var_type;  // 0 learned range, 1 learned, 2 fixed
-  int clip;
-  int c, s;      // channels of x and spatial size: model_out has 2c channels when learned
-};
 
 extern "C" __global__ void q_sample_f32(const float* __restrict__ x0, const float* __restrict__ noise, float* __restrict__ xt, int n,
                                         float sqrt_ab, float sqrt_1m_ab) {
@@ -19,21 +11,21 @@ extern "C" __global__ void q_sample_f32(const float* __restrict__ x0, const floa
 }
 
 extern "C" __global__ void p_mean_variance_f32(const float* __restrict__ xt, const float* __restrict__ model_out, float* __restrict__ mean,
-                                               float* __restrict__ logvar, float* __restrict__ pred_x0, int n, StepArgs a) {
-  const long long cs = (long long)a.c * a.s;
-  const int mc = a.var_type == 2 ? a.c : 2 * a.c;
+                                               float* __restrict__ logvar, float* __restrict__ pred_x0, int n, int c, int s, StepCoefs a) {
+  const long long cs = (long long)c * s;
+  const int mc = a.var_type >= 2 ? c : 2 * c;  // fixed variance types: no second block
   KC_FOR_EACH(i, n) {
     long long b = i / cs, r = i % cs;
-    float eps = model_out[b * mc * a.s + r];
+    float eps = model_out[b * mc * s + r];
     float x0 = a.sqrt_recip_ab * xt[i] - a.sqrt_recipm1_ab * eps;
     if (a.clip) x0 = fminf(fmaxf(x0, -1.0f), 1.0f);
     pred_x0[i] = x0;
     mean[i] = a.c1 * x0 + a.c2 * xt[i];
     if (a.var_type == 0) {
-      float frac = (model_out[b * mc * a.s + cs + r] + 1.0f) / 2.0f;
+      float frac = (model_out[b * mc * s + cs + r] + 1.0f) / 2.0f;
       logvar[i] = frac * a.log_beta + (1.0f - frac) * a.post_logvar_clipped;
     } else if (a.var_type == 1) {
-      logvar[i] = model_out[b * mc * a.s + cs + r];
+      logvar[i] = model_out[b * mc * s + cs + r];
     } else {
       logvar[i] = a.fixed_logvar;
     }
@@ -42,7 +34,7 @@ extern "C" __global__ void p_mean_variance_f32(const float* __restrict__ xt, con
 
 // KL(q(x_{t−1}|x_t, x0) ‖ p(x_{t−1}|x_t)) per element, in bits.
 extern "C" __global__ void kl_bits_f32(const float* __restrict__ x0, const float* __restrict__ xt, const float* __restrict__ p_mean,
-                                       const float* __restrict__ p_logvar, float* __restrict__ kl, int n, StepArgs a) {
+                                       const float* __restrict__ p_logvar, float* __restrict__ kl, int n, StepCoefs a) {
   const float inv_ln2 = 1.0f / 0.6931471805599453f;
   KC_FOR_EACH(i, n) {
     float m1 = a.c1 * x0[i] + a.c2 * xt[i];
@@ -58,12 +50,12 @@ extern "C" __global__ void p_sample_f32(const float* __restrict__ mean, const fl
 }
 
 extern "C" __global__ void ddim_step_f32(const float* __restrict__ xt, const float* __restrict__ pred_x0, const float* __restrict__ z,
-                                         float* __restrict__ out, int n, float sqrt_recip_ab, float sqrt_recipm1_ab, float ab, float ab_prev,
-                                         float eta, float nonzero) {
-  const float sigma = eta * sqrtf((1.0f - ab_prev) / (1.0f - ab)) * sqrtf(1.0f - ab / ab_prev);
-  const float k_eps = sqrtf(1.0f - ab_prev - sigma * sigma), k_x0 = sqrtf(ab_prev);
+                                         float* __restrict__ out, int n, DdimCoefs k) {
+  const float sigma = k.eta * sqrtf((1.0f - k.ab_prev) / (1.0f - k.ab)) * sqrtf(1.0f - k.ab / k.ab_prev);
+  const float k_eps = sqrtf(1.0f - k.ab_prev - sigma * sigma), k_x0 = sqrtf(k.ab_prev);
+  const float nonzero = k.nonzero ? 1.0f : 0.0f;
   KC_FOR_EACH(i, n) {
-    float eps = (sqrt_recip_ab * xt[i] - pred_x0[i]) / sqrt_recipm1_ab;
+    float eps = (k.sqrt_recip_ab * xt[i] - pred_x0[i]) / k.sqrt_recipm1_ab;
     out[i] = pred_x0[i] * k_x0 + k_eps * eps + nonzero * sigma * z[i];
   }
 }

@@ -1,6 +1,7 @@
 //! ran — "Removing Anomalies as Noises" (ICCV 2023) defect localization engine.
 //!
-//! `backend` declares every op once (`Backend`) and implements it on the CPU; `io` reads weights.
+//! `ops` checks every op's shapes once; `backend` declares the ops (`Backend`) and computes them on
+//! the CPU and through CUDA kernels (`Compute`); `io` reads weights.
 
 pub mod anomaly;
 pub mod backend;
@@ -10,6 +11,7 @@ pub mod eval;
 pub mod error;
 pub mod io;
 pub mod models;
+pub mod ops;
 pub mod sysinfo;
 pub mod tensor;
 

@@ -2,8 +2,13 @@
 //! 1:1) plus a storage handle owned by a backend. How the backend lays the numbers out in memory
 //! is its own business; only `Backend::to_host` promises the logical row-major order.
 
-use crate::backend::Backend;
 use std::fmt;
+
+/// What a tensor needs of its backend: the type of its storage handle. The only thing tensor.rs
+/// knows about backends, so shapes and tensors sit below the op layer and the backends.
+pub trait HasStorage {
+    type Storage: Clone + Send + Sync;
+}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Shape(Vec<usize>);
@@ -56,24 +61,24 @@ impl<const R: usize> From<[usize; R]> for Shape {
     }
 }
 
-pub struct Tensor<B: Backend> {
+pub struct Tensor<B: HasStorage> {
     shape: Shape,
     storage: B::Storage,
 }
 
-impl<B: Backend> Clone for Tensor<B> {
+impl<B: HasStorage> Clone for Tensor<B> {
     fn clone(&self) -> Self {
         Tensor { shape: self.shape.clone(), storage: self.storage.clone() }
     }
 }
 
-impl<B: Backend> fmt::Debug for Tensor<B> {
+impl<B: HasStorage> fmt::Debug for Tensor<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor{}", self.shape)
     }
 }
 
-impl<B: Backend> Tensor<B> {
+impl<B: HasStorage> Tensor<B> {
     /// Only backends build tensors; they guarantee that `storage` holds `shape.numel()` values.
     pub fn from_parts(shape: Shape, storage: B::Storage) -> Self {
         Tensor { shape, storage }

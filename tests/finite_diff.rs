@@ -51,9 +51,8 @@ fn fd_check(name: &str, x: &[f64], gy: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, a
 }
 
 fn conv_case(rng: &mut Rng, name: &str, xs: [usize; 4], ws: [usize; 4], p: Conv2dParams) {
-    let ys = p.out_shape(&Shape::new(&xs), &Shape::new(&ws)).unwrap();
-    let ys4 = [ys.dim(0), ys.dim(1), ys.dim(2), ys.dim(3)];
-    let g = conv2d::ConvGeom::new(xs, ws, ys4, &p);
+    let g = ran::ops::conv::conv2d(&Shape::new(&xs), &Shape::new(&ws), None, &p).unwrap();
+    let ys = Shape::new(&g.y_dims());
     let x = rng.vec(xs.iter().product());
     let w = rng.vec(ws.iter().product());
     let gy = rng.vec(ys.numel());
@@ -89,7 +88,8 @@ fn linear_x_backward_matches_finite_differences() {
 fn group_norm_x_backward_matches_finite_differences() {
     let mut r = Rng(3);
     for (silu, ss) in [(false, false), (true, false), (false, true), (true, true)] {
-        let g = group_norm::GnGeom { n: 2, c: 8, s: 6, groups: 4, eps: 1e-5, silu };
+        let p = ran::backend::GroupNormParams { groups: 4, eps: 1e-5, silu };
+        let g = ran::ops::norm::group_norm(&Shape::new(&[2, 8, 6]), &Shape::new(&[8]), &Shape::new(&[8]), &p, None).unwrap();
         let x = r.vec(2 * 8 * 6);
         let (gamma, beta) = (r.vec(8).iter().map(|v| 1.0 + 0.3 * v).collect::<Vec<_>>(), r.vec(8));
         let (sc, sh) = (r.vec(16), r.vec(16));
@@ -132,15 +132,13 @@ fn elementwise_x_backward_matches_finite_differences() {
 fn pooling_and_resampling_x_backward_match_finite_differences() {
     let mut r = Rng(5);
     for (name, p, h, w) in [("avg 2x2/2", Pool2dParams::new(2, 2, 0), 6, 7), ("avg 3x3/2 p1", Pool2dParams::new(3, 2, 1), 7, 6)] {
-        let ys = p.out_shape("avg", &Shape::new(&[1, 2, h, w])).unwrap();
-        let g = pool::PoolGeom::new(h, w, ys.dim(2), ys.dim(3), &p);
+        let (g, ys) = ran::ops::pool::pool2d_forward("avg", &Shape::new(&[1, 2, h, w]), &p).unwrap();
         let (x, gy) = (r.vec(2 * h * w), r.vec(ys.numel()));
         let gx = pool::avg_pool2d_x_backward(&gy, &g);
         fd_check(name, &x, &gy, |v| pool::avg_pool2d(v, &g), &gx);
     }
     let p = Pool2dParams::new(3, 2, 1);
-    let ys = p.out_shape("max", &Shape::new(&[1, 2, 7, 8])).unwrap();
-    let g = pool::PoolGeom::new(7, 8, ys.dim(2), ys.dim(3), &p);
+    let (g, ys) = ran::ops::pool::pool2d_forward("max", &Shape::new(&[1, 2, 7, 8]), &p).unwrap();
     let (x, gy) = (r.vec(2 * 7 * 8), r.vec(ys.numel()));
     let gx = pool::max_pool2d_x_backward(&gy, &x, &g);
     fd_check("max 3x3/2 p1", &x, &gy, |v| pool::max_pool2d(v, &g), &gx);

@@ -1,4 +1,6 @@
-//! The `Backend` trait is the one place where ops are declared. Every op takes and returns
+//! The `Backend` trait is the one place where ops are declared, and the one place where their
+//! shapes are checked: it is implemented once, below, for every backend's `Compute`, by asking
+//! `ops` for the op's geometry and handing the checked tensors on. Every op takes and returns
 //! tensors that live on the backend (no host slices of data in the signatures, so a GPU can honour
 //! them); the only host data crossing the boundary is in `from_host`/`to_host`, small index lists
 //! and scalars. Input gradients follow burn's split: `*_x_backward` returns the gradient with
@@ -6,22 +8,30 @@
 //!
 //! Semantics are PyTorch's, op by op (the fixtures in tests/fixtures come from torch itself).
 
+pub mod compute;
 pub mod cpu;
 pub mod cuda;
-pub mod params;
 pub mod select;
 
-pub use params::{Activation, Conv2dParams, DdimCoefs, GroupNormParams, Padding2d, Pool2dParams, StepCoefs, VarType};
+pub use crate::ops::contract::{DdimCoefs, StepCoefs};
+pub use crate::ops::norm::fold_batch_norm;
+pub use crate::ops::{Activation, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams, VarType};
+pub use compute::Compute;
 
-use crate::tensor::{Shape, Tensor};
+use crate::ops;
+use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;
 
 /// Optional fused `GN(x)·(1+scale)+shift` of guided-diffusion's scale-shift ResBlocks;
 /// `scale` and `shift` are [N, C] (or [N, C, 1, 1]).
 pub type ScaleShift<'a, B> = Option<(&'a Tensor<B>, &'a Tensor<B>)>;
 
-pub trait Backend: Sized + Send + Sync + 'static {
-    type Storage: Clone + Send + Sync;
+/// Shapes of an optional scale-shift pair.
+fn ss_shapes<'a, B: HasStorage>(ss: &ScaleShift<'a, B>) -> Option<(&'a Shape, &'a Shape)> {
+    ss.map(|(a, b)| (a.shape(), b.shape()))
+}
+
+pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
 
     /// Short name and details for `ran info` and logs.
     fn name(&self) -> String;
@@ -30,14 +40,10 @@ pub trait Backend: Sized + Send + Sync + 'static {
     fn from_host(&self, dims: &[usize], data: &[f32]) -> Result<Tensor<Self>>;
     /// `from_host` taking ownership, so a backend whose storage is host memory keeps the buffer
     /// instead of copying it (gigabyte-sized PaDiM statistics).
-    fn from_host_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<Tensor<Self>> {
-        self.from_host(dims, &data)
-    }
+    fn from_host_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<Tensor<Self>>;
     /// The values in logical row-major (NCHW) order.
     fn to_host(&self, x: &Tensor<Self>) -> Result<Vec<f32>>;
-    fn zeros(&self, dims: &[usize]) -> Result<Tensor<Self>> {
-        self.from_host(dims, &vec![0.0; dims.iter().product()])
-    }
+    fn zeros(&self, dims: &[usize]) -> Result<Tensor<Self>>;
     /// Same values under a new shape with the same element count.
     fn reshape(&self, x: &Tensor<Self>, dims: &[usize]) -> Result<Tensor<Self>>;
 
@@ -94,18 +100,7 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// x[:, start..end].
     fn slice_channels(&self, x: &Tensor<Self>, start: usize, end: usize) -> Result<Tensor<Self>>;
     /// Gradients of the parts of `concat_channels`, given the parts' channel counts.
-    fn concat_channels_x_backward(&self, gy: &Tensor<Self>, channels: &[usize]) -> Result<Vec<Tensor<Self>>> {
-        let mut out = Vec::with_capacity(channels.len());
-        let mut start = 0;
-        for &c in channels {
-            out.push(self.slice_channels(gy, start, start + c)?);
-            start += c;
-        }
-        if start != gy.shape().dim(1) {
-            return Err(crate::Error::shape("concat_channels_x_backward", format!("parts sum to {start} channels, gradient has {}", gy.shape().dim(1))));
-        }
-        Ok(out)
-    }
+    fn concat_channels_x_backward(&self, gy: &Tensor<Self>, channels: &[usize]) -> Result<Vec<Tensor<Self>>>;
 
     /// x[:, ids] (torch.index_select along dim 1); ids distinct and in range.
     fn gather_channels(&self, x: &Tensor<Self>, ids: &[usize]) -> Result<Tensor<Self>>;
@@ -137,7 +132,7 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Mean and unbiased (N−1) standard deviation over all elements, like torch's mean()/std().
     fn mean_std(&self, x: &Tensor<Self>) -> Result<(f64, f64)>;
 
-    // ---- diffusion step math (spec §1, §7; coefficients from `diffusion::Diffusion`) ------------------
+    // ---- diffusion step math (coefficients from `diffusion::Diffusion`; formulas in docs/method.md) -----
     /// x_t = √ᾱ·x0 + √(1−ᾱ)·ε.
     fn q_sample(&self, x0: &Tensor<Self>, noise: &Tensor<Self>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<Tensor<Self>>;
     /// (mean, log-variance, x̂0) of p(x_{t−1}|x_t) from the model output [N, C or 2C, ...].
@@ -150,30 +145,208 @@ pub trait Backend: Sized + Send + Sync + 'static {
     fn ddim_step(&self, xt: &Tensor<Self>, pred_x0: &Tensor<Self>, z: &Tensor<Self>, c: &DdimCoefs) -> Result<Tensor<Self>>;
 }
 
-/// Shapes of p_mean_variance: model_out must be [N, C or 2C, ...] over x_t [N, C, ...].
-pub fn check_model_out(op: &'static str, xt: &Shape, mo: &Shape, c: &StepCoefs) -> Result<(usize, usize)> {
-    params::at_least_2d(op, xt)?;
-    let (n, ch, s) = xt.ncs();
-    let want = if c.var_type.learned() { 2 * ch } else { ch };
-    if mo.ncs() != (n, want, s) {
-        return Err(crate::Error::shape(op, format!("model output {mo} does not fit x_t {xt} ({want} channels expected for {:?} variance)", c.var_type)));
+/// The checked front of every backend: shapes through `ops`, computation through `Compute`.
+impl<K: Compute> Backend for K {
+    fn name(&self) -> String {
+        Compute::name(self)
     }
-    Ok((ch, s))
-}
 
-/// Folds inference batch norm into the per-channel affine that `channel_affine` applies:
-/// scale = γ/√(var+eps), shift = β − mean·scale.
-pub fn fold_batch_norm(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> Result<(Vec<f32>, Vec<f32>)> {
-    let c = gamma.len();
-    if beta.len() != c || mean.len() != c || var.len() != c {
-        return Err(crate::Error::shape("fold_batch_norm", format!("γ {c}, β {}, mean {}, var {} values", beta.len(), mean.len(), var.len())));
+    fn from_host(&self, dims: &[usize], data: &[f32]) -> Result<Tensor<Self>> {
+        ops::host_len(dims, data.len())?;
+        self.upload(dims, data)
     }
-    let mut scale = Vec::with_capacity(c);
-    let mut shift = Vec::with_capacity(c);
-    for i in 0..c {
-        let s = (gamma[i] as f64 / (var[i] as f64 + eps as f64).sqrt()) as f32;
-        scale.push(s);
-        shift.push((beta[i] as f64 - mean[i] as f64 * s as f64) as f32);
+    fn from_host_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<Tensor<Self>> {
+        ops::host_len(dims, data.len())?;
+        self.upload_vec(dims, data)
     }
-    Ok((scale, shift))
+    fn to_host(&self, x: &Tensor<Self>) -> Result<Vec<f32>> {
+        self.download(x)
+    }
+    fn zeros(&self, dims: &[usize]) -> Result<Tensor<Self>> {
+        self.from_host_vec(dims, vec![0.0; dims.iter().product()])
+    }
+    fn reshape(&self, x: &Tensor<Self>, dims: &[usize]) -> Result<Tensor<Self>> {
+        Ok(Tensor::from_parts(ops::reshape(x.shape(), dims)?, x.storage().clone()))
+    }
+
+    fn conv2d(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, p: &Conv2dParams) -> Result<Tensor<Self>> {
+        let g = ops::conv::conv2d(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+        Compute::conv2d(self, x, w, bias, &g)
+    }
+    fn conv2d_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>, x_shape: &Shape, p: &Conv2dParams) -> Result<Tensor<Self>> {
+        let g = ops::conv::conv2d_x_backward(gy.shape(), w.shape(), x_shape, p)?;
+        Compute::conv2d_x_backward(self, gy, w, &g)
+    }
+    fn linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>) -> Result<Tensor<Self>> {
+        let g = ops::conv::linear(x.shape(), w.shape(), bias.map(|b| b.shape()))?;
+        Compute::linear(self, x, w, bias, &g)
+    }
+    fn linear_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let g = ops::conv::linear_x_backward(gy.shape(), w.shape())?;
+        Compute::linear_x_backward(self, gy, w, &g)
+    }
+
+    fn group_norm(&self, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<Tensor<Self>> {
+        let g = ops::norm::group_norm(x.shape(), gamma.shape(), beta.shape(), p, ss_shapes(&ss))?;
+        Compute::group_norm(self, x, gamma, beta, ss, &g)
+    }
+    fn group_norm_x_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<Tensor<Self>> {
+        let g = ops::norm::group_norm_x_backward(gy.shape(), x.shape(), gamma.shape(), beta.shape(), p, ss_shapes(&ss))?;
+        Compute::group_norm_x_backward(self, gy, x, gamma, beta, ss, &g)
+    }
+    fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let (c, s) = ops::norm::channel_affine("channel_affine", x.shape(), scale.shape(), Some(shift.shape()))?;
+        Compute::channel_affine(self, x, scale, shift, c, s)
+    }
+    fn channel_affine_x_backward(&self, gy: &Tensor<Self>, scale: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let (c, s) = ops::norm::channel_affine("channel_affine_x_backward", gy.shape(), scale.shape(), None)?;
+        Compute::channel_affine_x_backward(self, gy, scale, c, s)
+    }
+
+    fn activation(&self, x: &Tensor<Self>, act: Activation) -> Result<Tensor<Self>> {
+        ops::elementwise::unary("activation", x.shape())?;
+        Compute::activation(self, x, act)
+    }
+    fn activation_x_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, act: Activation) -> Result<Tensor<Self>> {
+        ops::elementwise::binary_same("activation_x_backward", x.shape(), gy.shape())?;
+        Compute::activation_x_backward(self, gy, x, act)
+    }
+    fn add(&self, a: &Tensor<Self>, b: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let g = ops::elementwise::broadcast("add", a.shape(), b.shape())?;
+        Compute::add(self, a, b, &g)
+    }
+    fn mul(&self, a: &Tensor<Self>, b: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let g = ops::elementwise::broadcast("mul", a.shape(), b.shape())?;
+        Compute::mul(self, a, b, &g)
+    }
+    fn add_x_backward(&self, gy: &Tensor<Self>, b_shape: &Shape) -> Result<(Tensor<Self>, Tensor<Self>)> {
+        let g = ops::elementwise::broadcast("add_x_backward", gy.shape(), b_shape)?;
+        Compute::add_x_backward(self, gy, b_shape, &g)
+    }
+    fn mul_x_backward(&self, gy: &Tensor<Self>, a: &Tensor<Self>, b: &Tensor<Self>) -> Result<(Tensor<Self>, Tensor<Self>)> {
+        let g = ops::elementwise::mul_x_backward(gy.shape(), a.shape(), b.shape())?;
+        Compute::mul_x_backward(self, gy, a, b, &g)
+    }
+    fn scale_add_scalar(&self, x: &Tensor<Self>, alpha: f32, beta: f32) -> Result<Tensor<Self>> {
+        ops::elementwise::unary("scale_add_scalar", x.shape())?;
+        Compute::scale_add_scalar(self, x, alpha, beta)
+    }
+
+    fn avg_pool2d(&self, x: &Tensor<Self>, p: &Pool2dParams) -> Result<Tensor<Self>> {
+        let (g, y) = ops::pool::pool2d_forward("avg_pool2d", x.shape(), p)?;
+        Compute::avg_pool2d(self, x, &g, &y)
+    }
+    fn avg_pool2d_x_backward(&self, gy: &Tensor<Self>, x_shape: &Shape, p: &Pool2dParams) -> Result<Tensor<Self>> {
+        let g = ops::pool::pool2d_x_backward("avg_pool2d_x_backward", gy.shape(), x_shape, p)?;
+        Compute::avg_pool2d_x_backward(self, gy, x_shape, &g)
+    }
+    fn max_pool2d(&self, x: &Tensor<Self>, p: &Pool2dParams) -> Result<Tensor<Self>> {
+        let (g, y) = ops::pool::pool2d_forward("max_pool2d", x.shape(), p)?;
+        Compute::max_pool2d(self, x, &g, &y)
+    }
+    fn max_pool2d_x_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, p: &Pool2dParams) -> Result<Tensor<Self>> {
+        let g = ops::pool::pool2d_x_backward("max_pool2d_x_backward", gy.shape(), x.shape(), p)?;
+        Compute::max_pool2d_x_backward(self, gy, x, &g)
+    }
+    fn global_avg_pool(&self, x: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let (n, c, plane) = ops::pool::global_avg_pool(x.shape())?;
+        Compute::global_avg_pool(self, x, n, c, plane)
+    }
+    fn upsample_nearest2x(&self, x: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let d = ops::pool::upsample_nearest2x(x.shape())?;
+        Compute::upsample_nearest2x(self, x, d)
+    }
+    fn upsample_nearest2x_x_backward(&self, gy: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let d = ops::pool::upsample_nearest2x_x_backward(gy.shape())?;
+        Compute::upsample_nearest2x_x_backward(self, gy, d)
+    }
+    fn resize_bilinear(&self, x: &Tensor<Self>, out_h: usize, out_w: usize) -> Result<Tensor<Self>> {
+        let g = ops::pool::resize_bilinear(x.shape(), out_h, out_w)?;
+        Compute::resize_bilinear(self, x, &g)
+    }
+    fn resize_bilinear_x_backward(&self, gy: &Tensor<Self>, in_h: usize, in_w: usize) -> Result<Tensor<Self>> {
+        let g = ops::pool::resize_bilinear_x_backward(gy.shape(), in_h, in_w)?;
+        Compute::resize_bilinear_x_backward(self, gy, &g)
+    }
+
+    fn concat_channels(&self, xs: &[&Tensor<Self>]) -> Result<Tensor<Self>> {
+        let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
+        let dims = ops::layout::concat_channels(&shapes)?;
+        Compute::concat_channels(self, xs, &dims)
+    }
+    fn slice_channels(&self, x: &Tensor<Self>, start: usize, end: usize) -> Result<Tensor<Self>> {
+        let dims = ops::layout::slice_channels(x.shape(), start, end)?;
+        Compute::slice_channels(self, x, start, &dims)
+    }
+    fn concat_channels_x_backward(&self, gy: &Tensor<Self>, channels: &[usize]) -> Result<Vec<Tensor<Self>>> {
+        ops::layout::concat_channels_x_backward(gy.shape(), channels)?;
+        let mut out = Vec::with_capacity(channels.len());
+        let mut start = 0;
+        for &c in channels {
+            out.push(Backend::slice_channels(self, gy, start, start + c)?);
+            start += c;
+        }
+        Ok(out)
+    }
+    fn gather_channels(&self, x: &Tensor<Self>, ids: &[usize]) -> Result<Tensor<Self>> {
+        let dims = ops::layout::gather_channels(x.shape(), ids)?;
+        Compute::gather_channels(self, x, ids, &dims)
+    }
+    fn gather_channels_x_backward(&self, gy: &Tensor<Self>, ids: &[usize], c: usize) -> Result<Tensor<Self>> {
+        let dims = ops::layout::gather_channels_x_backward(gy.shape(), ids, c)?;
+        Compute::gather_channels_x_backward(self, gy, ids, &dims)
+    }
+
+    fn mahalanobis(&self, f: &Tensor<Self>, mean: &Tensor<Self>, linv: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let g = ops::padim::mahalanobis("mahalanobis", f.shape(), mean.shape(), linv.shape())?;
+        Compute::mahalanobis(self, f, mean, linv, &g)
+    }
+    fn mahalanobis_x_backward(&self, gd: &Tensor<Self>, f: &Tensor<Self>, mean: &Tensor<Self>, linv: &Tensor<Self>) -> Result<Tensor<Self>> {
+        let g = ops::padim::mahalanobis_x_backward(gd.shape(), f.shape(), mean.shape(), linv.shape())?;
+        Compute::mahalanobis_x_backward(self, gd, f, mean, linv, &g)
+    }
+
+    fn attention_legacy(&self, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {
+        let g = ops::attention::attention_legacy("attention_legacy", qkv.shape(), heads)?;
+        Compute::attention_legacy(self, qkv, &g)
+    }
+    fn attention_legacy_x_backward(&self, gy: &Tensor<Self>, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {
+        let g = ops::attention::attention_legacy_x_backward(gy.shape(), qkv.shape(), heads)?;
+        Compute::attention_legacy_x_backward(self, gy, qkv, &g)
+    }
+
+    fn timestep_embedding(&self, t: &Tensor<Self>, dim: usize, max_period: f32) -> Result<Tensor<Self>> {
+        ops::embedding::timestep_embedding(t.shape(), dim)?;
+        Compute::timestep_embedding(self, t, dim, max_period)
+    }
+    fn embedding(&self, table: &Tensor<Self>, ids: &[usize]) -> Result<Tensor<Self>> {
+        let (_, dim) = ops::embedding::embedding(table.shape(), ids)?;
+        Compute::embedding(self, table, ids, dim)
+    }
+
+    fn mean_std(&self, x: &Tensor<Self>) -> Result<(f64, f64)> {
+        ops::reduce::mean_std(x.shape())?;
+        Compute::mean_std(self, x)
+    }
+
+    fn q_sample(&self, x0: &Tensor<Self>, noise: &Tensor<Self>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<Tensor<Self>> {
+        ops::diffusion::same_shapes("q_sample", x0.shape(), &[noise.shape()])?;
+        Compute::q_sample(self, x0, noise, sqrt_ab, sqrt_1m_ab)
+    }
+    fn p_mean_variance(&self, xt: &Tensor<Self>, model_out: &Tensor<Self>, c: &StepCoefs) -> Result<(Tensor<Self>, Tensor<Self>, Tensor<Self>)> {
+        let (ch, s) = ops::diffusion::p_mean_variance(xt.shape(), model_out.shape(), c)?;
+        Compute::p_mean_variance(self, xt, model_out, c, ch, s)
+    }
+    fn kl_bits(&self, x0: &Tensor<Self>, xt: &Tensor<Self>, p_mean: &Tensor<Self>, p_logvar: &Tensor<Self>, c: &StepCoefs) -> Result<Tensor<Self>> {
+        ops::diffusion::same_shapes("kl_bits", x0.shape(), &[xt.shape(), p_mean.shape(), p_logvar.shape()])?;
+        Compute::kl_bits(self, x0, xt, p_mean, p_logvar, c)
+    }
+    fn p_sample(&self, mean: &Tensor<Self>, logvar: &Tensor<Self>, z: &Tensor<Self>, nonzero: bool) -> Result<Tensor<Self>> {
+        ops::diffusion::same_shapes("p_sample", mean.shape(), &[logvar.shape(), z.shape()])?;
+        Compute::p_sample(self, mean, logvar, z, nonzero)
+    }
+    fn ddim_step(&self, xt: &Tensor<Self>, pred_x0: &Tensor<Self>, z: &Tensor<Self>, c: &DdimCoefs) -> Result<Tensor<Self>> {
+        ops::diffusion::same_shapes("ddim_step", xt.shape(), &[pred_x0.shape(), z.shape()])?;
+        Compute::ddim_step(self, xt, pred_x0, z, c)
+    }
 }

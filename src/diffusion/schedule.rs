@@ -2,7 +2,8 @@
 //! code computes them (same operation order, Python's round-half-to-even in respacing), so the
 //! tables match guided-diffusion to the last bits.
 
-use crate::backend::params::{DdimCoefs, StepCoefs, VarType};
+use crate::ops::contract::{DdimCoefs, StepCoefs};
+use crate::ops::VarType;
 use crate::{Error, Result};
 use std::collections::BTreeSet;
 
@@ -202,8 +203,8 @@ impl Diffusion {
             post_logvar_clipped: self.posterior_log_variance_clipped[k] as f32,
             log_beta: self.betas[k].ln() as f32,
             fixed_logvar: fixed_logvar as f32,
-            var_type,
-            clip,
+            var_type: var_type.code(),
+            clip: clip as i32,
         })
     }
 
@@ -215,7 +216,7 @@ impl Diffusion {
             ab: self.alphas_cumprod[k] as f32,
             ab_prev: self.alphas_cumprod_prev[k] as f32,
             eta,
-            nonzero: k != 0,
+            nonzero: (k != 0) as i32,
         })
     }
 }

@@ -4,89 +4,41 @@
 
 use super::matmul::{matmul, matmul_raw, MatRef, SendPtr};
 use super::real::Real;
-use crate::backend::Conv2dParams;
+use crate::ops::contract::Conv2dGeom;
 use rayon::prelude::*;
 
 /// Output pixels per im2col band: large enough for GEMM efficiency, small enough for L2/L3.
 const BAND_COLS: usize = 2048;
 
-/// Geometry of one conv, all sizes in elements.
-#[derive(Clone, Copy, Debug)]
-pub struct ConvGeom {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub ho: usize,
-    pub wo: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub pt: usize,
-    pub pl: usize,
-    pub groups: usize,
-}
-
-impl ConvGeom {
-    pub fn new(x: [usize; 4], wt: [usize; 4], y: [usize; 4], p: &Conv2dParams) -> Self {
-        ConvGeom {
-            n: x[0],
-            c: x[1],
-            h: x[2],
-            w: x[3],
-            o: wt[0],
-            kh: wt[2],
-            kw: wt[3],
-            ho: y[2],
-            wo: y[3],
-            sh: p.stride.0,
-            sw: p.stride.1,
-            pt: p.padding.top,
-            pl: p.padding.left,
-            groups: p.groups,
-        }
-    }
-    fn cg(&self) -> usize {
-        self.c / self.groups
-    }
-    fn og(&self) -> usize {
-        self.o / self.groups
-    }
-    fn kk(&self) -> usize {
-        self.cg() * self.kh * self.kw
-    }
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pt == 0 && self.pl == 0 && self.ho == self.h && self.wo == self.w
-    }
+/// CPU-side helpers on the shared conv geometry (kernels/contract.cuh `Conv2dGeom`).
+impl Conv2dGeom {
     /// Input row/col hit by output (oy, ox) and kernel tap (ky, kx), if inside the image.
     #[inline]
     fn src(&self, oy: usize, ky: usize, ox: usize, kx: usize) -> Option<(usize, usize)> {
-        let iy = (oy * self.sh + ky).checked_sub(self.pt)?;
-        let ix = (ox * self.sw + kx).checked_sub(self.pl)?;
-        (iy < self.h && ix < self.w).then_some((iy, ix))
+        let iy = (oy * self.sh() + ky).checked_sub(self.pt())?;
+        let ix = (ox * self.sw() + kx).checked_sub(self.pl())?;
+        (iy < self.h() && ix < self.w()).then_some((iy, ix))
     }
     fn bands(&self) -> impl Iterator<Item = (usize, usize)> {
-        let rows = (BAND_COLS / self.wo.max(1)).max(1);
-        let ho = self.ho;
+        let rows = (BAND_COLS / self.wo().max(1)).max(1);
+        let ho = self.ho();
         (0..ho).step_by(rows).map(move |r0| (r0, (r0 + rows).min(ho)))
     }
 }
 
 /// y = conv2d(x, w) + bias. Shapes were validated by `Conv2dParams::out_shape`.
-pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
-    let plane = g.ho * g.wo;
-    let mut y = vec![T::zero(); g.n * g.o * plane];
+pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> Vec<T> {
+    let plane = g.ho() * g.wo();
+    let mut y = vec![T::zero(); g.n() * g.o() * plane];
     if g.cg() == 1 && !g.pointwise() {
         conv2d_depthwise(x, w, &mut y, g);
     } else {
-        let (cg, og, kk, hw) = (g.cg(), g.og(), g.kk(), g.h * g.w);
+        let (cg, og, kk, hw) = (g.cg(), g.og(), g.kk(), g.h() * g.w());
         let mut col: Vec<T> = Vec::new();
-        for ni in 0..g.n {
-            for gi in 0..g.groups {
-                let xg = &x[(ni * g.c + gi * cg) * hw..][..cg * hw];
-                let yg = &mut y[(ni * g.o + gi * og) * plane..][..og * plane];
+        for ni in 0..g.n() {
+            for gi in 0..g.groups() {
+                let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
+                let yg = &mut y[(ni * g.o() + gi * og) * plane..][..og * plane];
                 let wg = MatRef::row_major(&w[gi * og * kk..][..og * kk], kk);
                 if g.pointwise() {
                     matmul(og, plane, kk, yg, plane, wg, MatRef::row_major(xg, hw), false, true);
@@ -97,19 +49,19 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Ve
                     // Enough bands to keep every thread busy: one band per task, single-threaded GEMM.
                     let dst = SendPtr(yg.as_mut_ptr());
                     bands.par_iter().for_each_init(Vec::new, |col: &mut Vec<T>, &(r0, r1)| {
-                        let cols = (r1 - r0) * g.wo;
+                        let cols = (r1 - r0) * g.wo();
                         col.resize(kk * cols, T::zero());
                         im2col_band(xg, g, r0, r1, col);
                         // SAFETY: bands cover disjoint output rows, so tasks write disjoint columns
                         // of the [og, plane] block, all inside `yg`.
-                        unsafe { matmul_raw(og, cols, kk, dst.at(r0 * g.wo), (plane, 1), wg, MatRef::row_major(col, cols), false, false) };
+                        unsafe { matmul_raw(og, cols, kk, dst.at(r0 * g.wo()), (plane, 1), wg, MatRef::row_major(col, cols), false, false) };
                     });
                 } else {
                     for (r0, r1) in bands {
-                        let cols = (r1 - r0) * g.wo;
+                        let cols = (r1 - r0) * g.wo();
                         col.resize(kk * cols, T::zero());
                         im2col(xg, g, r0, r1, &mut col[..kk * cols]);
-                        matmul(og, cols, kk, &mut yg[r0 * g.wo..], plane, wg, MatRef::row_major(&col[..kk * cols], cols), false, true);
+                        matmul(og, cols, kk, &mut yg[r0 * g.wo()..], plane, wg, MatRef::row_major(&col[..kk * cols], cols), false, true);
                     }
                 }
             }
@@ -117,7 +69,7 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Ve
     }
     if let Some(b) = bias {
         y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
-            let bv = b[i % g.o];
+            let bv = b[i % g.o()];
             p.iter_mut().for_each(|v| *v += bv);
         });
     }
@@ -125,92 +77,92 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Ve
 }
 
 /// Columns for output rows r0..r1 of one group: col[(ci·KH+ky)·KW+kx][(oy−r0)·Wo+ox].
-fn im2col<T: Real>(xg: &[T], g: &ConvGeom, r0: usize, r1: usize, col: &mut [T]) {
-    let cols = (r1 - r0) * g.wo;
+fn im2col<T: Real>(xg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, col: &mut [T]) {
+    let cols = (r1 - r0) * g.wo();
     col.par_chunks_mut(cols).enumerate().for_each(|(row, dst)| im2col_row(xg, g, r0, r1, row, dst));
 }
 
 /// `im2col` on the calling thread only.
-fn im2col_band<T: Real>(xg: &[T], g: &ConvGeom, r0: usize, r1: usize, col: &mut [T]) {
-    let cols = (r1 - r0) * g.wo;
+fn im2col_band<T: Real>(xg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, col: &mut [T]) {
+    let cols = (r1 - r0) * g.wo();
     col.chunks_mut(cols).enumerate().for_each(|(row, dst)| im2col_row(xg, g, r0, r1, row, dst));
 }
 
-fn im2col_row<T: Real>(xg: &[T], g: &ConvGeom, r0: usize, r1: usize, row: usize, dst: &mut [T]) {
-    let ci = row / (g.kh * g.kw);
-    let ky = (row / g.kw) % g.kh;
-    let kx = row % g.kw;
-    let src = &xg[ci * g.h * g.w..][..g.h * g.w];
+fn im2col_row<T: Real>(xg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, row: usize, dst: &mut [T]) {
+    let ci = row / (g.kh() * g.kw());
+    let ky = (row / g.kw()) % g.kh();
+    let kx = row % g.kw();
+    let src = &xg[ci * g.h() * g.w()..][..g.h() * g.w()];
     // Output columns whose input column lies inside the image: ox·sw + kx − pl ∈ [0, w).
-    let ox_lo = g.pl.saturating_sub(kx).div_ceil(g.sw).min(g.wo);
-    let ox_hi = if g.w + g.pl > kx { ((g.w + g.pl - kx - 1) / g.sw + 1).min(g.wo) } else { 0 }.max(ox_lo);
+    let ox_lo = g.pl().saturating_sub(kx).div_ceil(g.sw()).min(g.wo());
+    let ox_hi = if g.w() + g.pl() > kx { ((g.w() + g.pl() - kx - 1) / g.sw() + 1).min(g.wo()) } else { 0 }.max(ox_lo);
     for oy in r0..r1 {
-        let d = &mut dst[(oy - r0) * g.wo..][..g.wo];
-        let iy = (oy * g.sh + ky).checked_sub(g.pt).filter(|&iy| iy < g.h);
+        let d = &mut dst[(oy - r0) * g.wo()..][..g.wo()];
+        let iy = (oy * g.sh() + ky).checked_sub(g.pt()).filter(|&iy| iy < g.h());
         let Some(iy) = iy else {
             d.fill(T::zero());
             continue;
         };
         d[..ox_lo].fill(T::zero());
         d[ox_hi..].fill(T::zero());
-        let srow = &src[iy * g.w..][..g.w];
-        if g.sw == 1 {
-            let ix0 = ox_lo + kx - g.pl;
+        let srow = &src[iy * g.w()..][..g.w()];
+        if g.sw() == 1 {
+            let ix0 = ox_lo + kx - g.pl();
             d[ox_lo..ox_hi].copy_from_slice(&srow[ix0..ix0 + (ox_hi - ox_lo)]);
         } else {
             for (ox, v) in d[ox_lo..ox_hi].iter_mut().enumerate() {
-                *v = srow[(ox + ox_lo) * g.sw + kx - g.pl];
+                *v = srow[(ox + ox_lo) * g.sw() + kx - g.pl()];
             }
         }
     }
 }
 
 /// One input channel per group: each output plane reads a single input plane.
-fn conv2d_depthwise<T: Real>(x: &[T], w: &[T], y: &mut [T], g: &ConvGeom) {
-    let (plane, og, khw) = (g.ho * g.wo, g.og(), g.kh * g.kw);
+fn conv2d_depthwise<T: Real>(x: &[T], w: &[T], y: &mut [T], g: &Conv2dGeom) {
+    let (plane, og, khw) = (g.ho() * g.wo(), g.og(), g.kh() * g.kw());
     y.par_chunks_mut(plane).enumerate().for_each(|(idx, yp)| {
-        let (ni, oc) = (idx / g.o, idx % g.o);
-        let xp = &x[(ni * g.c + oc / og) * g.h * g.w..][..g.h * g.w];
+        let (ni, oc) = (idx / g.o(), idx % g.o());
+        let xp = &x[(ni * g.c() + oc / og) * g.h() * g.w()..][..g.h() * g.w()];
         let wk = &w[oc * khw..][..khw];
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
+        for oy in 0..g.ho() {
+            for ox in 0..g.wo() {
                 let mut acc = T::zero();
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
+                for ky in 0..g.kh() {
+                    for kx in 0..g.kw() {
                         if let Some((iy, ix)) = g.src(oy, ky, ox, kx) {
-                            acc += xp[iy * g.w + ix] * wk[ky * g.kw + kx];
+                            acc += xp[iy * g.w() + ix] * wk[ky * g.kw() + kx];
                         }
                     }
                 }
-                yp[oy * g.wo + ox] = acc;
+                yp[oy * g.wo() + ox] = acc;
             }
         }
     });
 }
 
 /// ∂L/∂x = col2im(wᵀ · ∂L/∂y), band by band; each task owns one input plane, so no races.
-pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
-    let hw = g.h * g.w;
-    let mut gx = vec![T::zero(); g.n * g.c * hw];
+pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &Conv2dGeom) -> Vec<T> {
+    let hw = g.h() * g.w();
+    let mut gx = vec![T::zero(); g.n() * g.c() * hw];
     if g.cg() == 1 && !g.pointwise() {
         conv2d_depthwise_x_backward(gy, w, &mut gx, g);
         return gx;
     }
-    let (cg, og, kk, plane) = (g.cg(), g.og(), g.kk(), g.ho * g.wo);
+    let (cg, og, kk, plane) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo());
     let mut colg: Vec<T> = Vec::new();
-    for ni in 0..g.n {
-        for gi in 0..g.groups {
-            let gyg = &gy[(ni * g.o + gi * og) * plane..][..og * plane];
-            let gxg = &mut gx[(ni * g.c + gi * cg) * hw..][..cg * hw];
+    for ni in 0..g.n() {
+        for gi in 0..g.groups() {
+            let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
+            let gxg = &mut gx[(ni * g.c() + gi * cg) * hw..][..cg * hw];
             let wt = MatRef::transposed(&w[gi * og * kk..][..og * kk], kk);
             if g.pointwise() {
                 matmul(kk, hw, og, gxg, hw, wt, MatRef::row_major(gyg, plane), false, true);
                 continue;
             }
             for (r0, r1) in g.bands() {
-                let cols = (r1 - r0) * g.wo;
+                let cols = (r1 - r0) * g.wo();
                 colg.resize(kk * cols, T::zero());
-                let gyb = MatRef { data: &gyg[r0 * g.wo..], rs: plane, cs: 1 };
+                let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
                 matmul(kk, cols, og, &mut colg[..kk * cols], cols, wt, gyb, false, true);
                 col2im_add(&colg[..kk * cols], g, r0, r1, gxg);
             }
@@ -219,31 +171,31 @@ pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
     gx
 }
 
-fn col2im_add<T: Real>(colg: &[T], g: &ConvGeom, r0: usize, r1: usize, gxg: &mut [T]) {
-    let (cols, khw) = ((r1 - r0) * g.wo, g.kh * g.kw);
-    gxg.par_chunks_mut(g.h * g.w).enumerate().for_each(|(ci, gp)| {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let src = &colg[(ci * khw + ky * g.kw + kx) * cols..][..cols];
+fn col2im_add<T: Real>(colg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, gxg: &mut [T]) {
+    let (cols, khw) = ((r1 - r0) * g.wo(), g.kh() * g.kw());
+    gxg.par_chunks_mut(g.h() * g.w()).enumerate().for_each(|(ci, gp)| {
+        for ky in 0..g.kh() {
+            for kx in 0..g.kw() {
+                let src = &colg[(ci * khw + ky * g.kw() + kx) * cols..][..cols];
                 // outputs ox whose input column ix = ox·sw + kx − pl lies in 0..w: one range per tap,
                 // so the inner loop has no bounds tests (and vectorises at stride 1)
-                let ox0 = g.pl.saturating_sub(kx).div_ceil(g.sw);
-                let ox1 = ((g.w + g.pl).saturating_sub(kx)).div_ceil(g.sw).min(g.wo);
+                let ox0 = g.pl().saturating_sub(kx).div_ceil(g.sw());
+                let ox1 = ((g.w() + g.pl()).saturating_sub(kx)).div_ceil(g.sw()).min(g.wo());
                 if ox0 >= ox1 {
                     continue;
                 }
                 for oy in r0..r1 {
-                    let Some(iy) = (oy * g.sh + ky).checked_sub(g.pt).filter(|&iy| iy < g.h) else { continue };
-                    let srow = &src[(oy - r0) * g.wo..][ox0..ox1];
-                    let ix0 = ox0 * g.sw + kx - g.pl;
-                    let drow = &mut gp[iy * g.w..(iy + 1) * g.w];
-                    if g.sw == 1 {
+                    let Some(iy) = (oy * g.sh() + ky).checked_sub(g.pt()).filter(|&iy| iy < g.h()) else { continue };
+                    let srow = &src[(oy - r0) * g.wo()..][ox0..ox1];
+                    let ix0 = ox0 * g.sw() + kx - g.pl();
+                    let drow = &mut gp[iy * g.w()..(iy + 1) * g.w()];
+                    if g.sw() == 1 {
                         for (d, &v) in drow[ix0..ix0 + srow.len()].iter_mut().zip(srow) {
                             *d += v;
                         }
                     } else {
                         for (j, &v) in srow.iter().enumerate() {
-                            drow[ix0 + j * g.sw] += v;
+                            drow[ix0 + j * g.sw()] += v;
                         }
                     }
                 }
@@ -252,20 +204,20 @@ fn col2im_add<T: Real>(colg: &[T], g: &ConvGeom, r0: usize, r1: usize, gxg: &mut
     });
 }
 
-fn conv2d_depthwise_x_backward<T: Real>(gy: &[T], w: &[T], gx: &mut [T], g: &ConvGeom) {
-    let (plane, og, khw) = (g.ho * g.wo, g.og(), g.kh * g.kw);
-    gx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(idx, gp)| {
-        let (ni, ci) = (idx / g.c, idx % g.c);
+fn conv2d_depthwise_x_backward<T: Real>(gy: &[T], w: &[T], gx: &mut [T], g: &Conv2dGeom) {
+    let (plane, og, khw) = (g.ho() * g.wo(), g.og(), g.kh() * g.kw());
+    gx.par_chunks_mut(g.h() * g.w()).enumerate().for_each(|(idx, gp)| {
+        let (ni, ci) = (idx / g.c(), idx % g.c());
         for oc in ci * og..(ci + 1) * og {
-            let gyp = &gy[(ni * g.o + oc) * plane..][..plane];
+            let gyp = &gy[(ni * g.o() + oc) * plane..][..plane];
             let wk = &w[oc * khw..][..khw];
-            for oy in 0..g.ho {
-                for ox in 0..g.wo {
-                    let gv = gyp[oy * g.wo + ox];
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
+            for oy in 0..g.ho() {
+                for ox in 0..g.wo() {
+                    let gv = gyp[oy * g.wo() + ox];
+                    for ky in 0..g.kh() {
+                        for kx in 0..g.kw() {
                             if let Some((iy, ix)) = g.src(oy, ky, ox, kx) {
-                                gp[iy * g.w + ix] += gv * wk[ky * g.kw + kx];
+                                gp[iy * g.w() + ix] += gv * wk[ky * g.kw() + kx];
                             }
                         }
                     }

@@ -2,7 +2,8 @@
 //! operation order (its coefficient tables are f64, extracted as f32). Kernel twin:
 //! kernels/scheduler.cu.
 
-use crate::backend::params::{DdimCoefs, StepCoefs, VarType};
+use crate::ops::contract::{DdimCoefs, StepCoefs};
+use crate::ops::VarType;
 use rayon::prelude::*;
 
 pub fn q_sample(x0: &[f32], noise: &[f32], sqrt_ab: f32, sqrt_1m_ab: f32) -> Vec<f32> {
@@ -12,7 +13,7 @@ pub fn q_sample(x0: &[f32], noise: &[f32], sqrt_ab: f32, sqrt_1m_ab: f32) -> Vec
 /// (mean, log-variance, x̂0) of p(x_{t−1}|x_t); `model_out` is [N, C or 2C, S] over x's [N, C, S].
 pub fn p_mean_variance(xt: &[f32], model_out: &[f32], c: usize, s: usize, k: &StepCoefs) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let cs = c * s;
-    let mc = if k.var_type.learned() { 2 * cs } else { cs };
+    let mc = if k.var_type().learned() { 2 * cs } else { cs };
     let n = xt.len();
     let (mut mean, mut logvar, mut px0) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
     mean.par_chunks_mut(cs).zip(logvar.par_chunks_mut(cs)).zip(px0.par_chunks_mut(cs)).enumerate().for_each(|(b, ((m, lv), p))| {
@@ -20,12 +21,12 @@ pub fn p_mean_variance(xt: &[f32], model_out: &[f32], c: usize, s: usize, k: &St
         let x = &xt[b * cs..][..cs];
         for r in 0..cs {
             let mut x0 = k.sqrt_recip_ab * x[r] - k.sqrt_recipm1_ab * mo[r];
-            if k.clip {
+            if k.clip() {
                 x0 = x0.clamp(-1.0, 1.0);
             }
             p[r] = x0;
             m[r] = k.c1 * x0 + k.c2 * x[r];
-            lv[r] = match k.var_type {
+            lv[r] = match k.var_type() {
                 VarType::LearnedRange => {
                     let frac = (mo[cs + r] + 1.0) / 2.0;
                     frac * k.log_beta + (1.0 - frac) * k.post_logvar_clipped
@@ -60,7 +61,7 @@ pub fn p_sample(mean: &[f32], logvar: &[f32], z: &[f32], nonzero: bool) -> Vec<f
 pub fn ddim_step(xt: &[f32], pred_x0: &[f32], z: &[f32], k: &DdimCoefs) -> Vec<f32> {
     let sigma = k.eta * ((1.0 - k.ab_prev) / (1.0 - k.ab)).sqrt() * (1.0 - k.ab / k.ab_prev).sqrt();
     let (k_eps, k_x0) = ((1.0 - k.ab_prev - sigma * sigma).sqrt(), k.ab_prev.sqrt());
-    let nz = if k.nonzero { 1.0f32 } else { 0.0 };
+    let nz = if k.nonzero != 0 { 1.0f32 } else { 0.0 };
     (0..xt.len())
         .into_par_iter()
         .map(|i| {

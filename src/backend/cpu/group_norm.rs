@@ -4,25 +4,16 @@
 
 use super::activation::silu_grad;
 use super::real::Real;
+use crate::ops::contract::GroupNormGeom;
 use rayon::prelude::*;
 
-#[derive(Clone, Copy, Debug)]
-pub struct GnGeom {
-    pub n: usize,
-    pub c: usize,
-    pub s: usize,
-    pub groups: usize,
-    pub eps: f64,
-    pub silu: bool,
-}
-
 /// Per-(n, c) affine after normalisation: pre = xhat·a + b.
-fn channel_coeffs<T: Real>(gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GnGeom, ni: usize, c: usize) -> (f64, f64) {
+fn channel_coeffs<T: Real>(gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GroupNormGeom, ni: usize, c: usize) -> (f64, f64) {
     let (ga, be) = (gamma[c].f64(), beta[c].f64());
     match ss {
         Some((sc, sh)) => {
-            let k = 1.0 + sc[ni * g.c + c].f64();
-            (ga * k, be * k + sh[ni * g.c + c].f64())
+            let k = 1.0 + sc[ni * g.c() + c].f64();
+            (ga * k, be * k + sh[ni * g.c() + c].f64())
         }
         None => (ga, be),
     }
@@ -35,18 +26,18 @@ fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-pub fn group_norm<T: Real>(x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GnGeom) -> Vec<T> {
-    let cpg = g.c / g.groups;
+pub fn group_norm<T: Real>(x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GroupNormGeom) -> Vec<T> {
+    let cpg = g.c() / g.groups();
     let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(cpg * g.s).zip(x.par_chunks(cpg * g.s)).enumerate().for_each(|(idx, (yg, xg))| {
-        let (ni, gi) = (idx / g.groups, idx % g.groups);
-        let (mean, rstd) = stats(xg, g.eps);
+    y.par_chunks_mut(cpg * g.s()).zip(x.par_chunks(cpg * g.s())).enumerate().for_each(|(idx, (yg, xg))| {
+        let (ni, gi) = (idx / g.groups(), idx % g.groups());
+        let (mean, rstd) = stats(xg, g.eps as f64);
         for cl in 0..cpg {
             // pre = (x − mean)·rstd·a + b = x·k + m, folded once per channel in f64
             let (a, b) = channel_coeffs(gamma, beta, ss, g, ni, gi * cpg + cl);
             let (k, m) = (T::of(rstd * a), T::of(b - mean * rstd * a));
-            let (yc, xc) = (&mut yg[cl * g.s..][..g.s], &xg[cl * g.s..][..g.s]);
-            if g.silu {
+            let (yc, xc) = (&mut yg[cl * g.s()..][..g.s()], &xg[cl * g.s()..][..g.s()]);
+            if g.silu != 0 {
                 yc.iter_mut().zip(xc).for_each(|(yv, &xv)| {
                     let pre = xv * k + m;
                     *yv = pre / (T::one() + (-pre).fast_exp());
@@ -61,21 +52,21 @@ pub fn group_norm<T: Real>(x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &
 
 /// ∂L/∂x: back through SiLU and the affine to x̂, then the usual normalisation gradient
 /// gx = rstd·(gx̂ − mean(gx̂) − x̂·mean(gx̂·x̂)) over each group.
-pub fn group_norm_x_backward<T: Real>(gy: &[T], x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GnGeom) -> Vec<T> {
-    let cpg = g.c / g.groups;
-    let len = cpg * g.s;
+pub fn group_norm_x_backward<T: Real>(gy: &[T], x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GroupNormGeom) -> Vec<T> {
+    let cpg = g.c() / g.groups();
+    let len = cpg * g.s();
     let mut gx = vec![T::zero(); x.len()];
     gx.par_chunks_mut(len).enumerate().for_each(|(idx, gxg)| {
-        let (ni, gi) = (idx / g.groups, idx % g.groups);
+        let (ni, gi) = (idx / g.groups(), idx % g.groups());
         let xg = &x[idx * len..][..len];
         let gyg = &gy[idx * len..][..len];
-        let (mean, rstd) = stats(xg, g.eps);
+        let (mean, rstd) = stats(xg, g.eps as f64);
         let mut gxhat = vec![0.0f64; len];
         for cl in 0..cpg {
             let (a, b) = channel_coeffs(gamma, beta, ss, g, ni, gi * cpg + cl);
-            for i in cl * g.s..(cl + 1) * g.s {
+            for i in cl * g.s()..(cl + 1) * g.s() {
                 let xhat = (xg[i].f64() - mean) * rstd;
-                let gpre = if g.silu { gyg[i].f64() * silu_grad(xhat * a + b) } else { gyg[i].f64() };
+                let gpre = if g.silu != 0 { gyg[i].f64() * silu_grad(xhat * a + b) } else { gyg[i].f64() };
                 gxhat[i] = gpre * a;
             }
         }

@@ -190,8 +190,8 @@ impl Device for GpuDevice {
             };
         }
         let lc = LaunchConfig { grid_dim: cfg.grid, block_dim: cfg.block, shared_mem_bytes: cfg.smem_bytes };
-        // SAFETY: argument order and types follow the kernel's signature (one call site per kernel
-        // in backend/cuda/mod.rs, checked on the emulator with the same packing).
+        // SAFETY: argument order and types follow the kernel's signature: every launch goes through
+        // the typed functions build.rs generates from that signature (backend/cuda/launch.rs).
         unsafe { b.launch(lc) }.map_err(|e| err(format!("launching {kernel}: {e}")))?;
         Ok(())
     }
@@ -200,14 +200,16 @@ impl Device for GpuDevice {
 #[cfg(test)]
 mod tests {
     use super::inline_headers;
-    use crate::backend::cuda::kernels::KERNEL_FILES;
+    use crate::backend::cuda::kernels::{HEADERS, KERNEL_FILES};
 
     /// Runtime NVRTC gets self-contained sources: every project header inlined exactly once.
     #[test]
     fn inline_headers_leaves_no_project_include() {
         for f in KERNEL_FILES {
             let s = inline_headers(f.source);
-            assert!(!s.contains("#include \"common.cuh\"") && !s.contains("#include \"igemm.cuh\""), "{}", f.file);
+            for (h, _) in HEADERS {
+                assert!(!s.contains(&format!("#include \"{h}\"")), "{}: {h} left as an include", f.file);
+            }
             assert_eq!(s.matches("float warp_sum(").count(), 1, "{}: common.cuh inlined once", f.file);
             for k in f.kernels {
                 assert!(s.contains(k), "{}: kernel {k} lost", f.file);

@@ -19,5 +19,5 @@ pub fn file_of(kernel: &str) -> Option<&'static KernelSource> {
     KERNEL_FILES.iter().find(|f| f.kernels.contains(&kernel))
 }
 
-/// The headers kernels include, for NVRTC at run time.
-pub static HEADERS: &[(&str, &str)] = &[("common.cuh", include_str!("../../../kernels/common.cuh")), ("igemm.cuh", include_str!("../../../kernels/igemm.cuh"))];
+// The headers kernels include (every kernels/*.cuh), for NVRTC at run time: `HEADERS`.
+include!(concat!(env!("OUT_DIR"), "/kernel_headers.rs"));

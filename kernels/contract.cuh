@@ -1,0 +1,114 @@
+// The kernel contract: every struct a kernel takes by value and every launch constant the host
+// must agree with, in one place. build.rs reads this file and generates the Rust side from it
+// (src/ops/contract.rs includes the result): a `#[repr(C)]` mirror of each struct with the same
+// field order, and a `u32` constant per #define. Kernel signatures are read from kernels/*.cu
+// and become typed launch functions (src/backend/cuda/launch.rs), so a wrong argument count or
+// type is a Rust compile error, and a field added here reaches both sides at once.
+//
+// Format, kept simple because build.rs parses it:
+//   #define NAME INTEGER            (an integer literal; derived values are static_asserted below)
+//   struct NAME {                   then one field per line: `int NAME;`, `float NAME;` or
+//     int NAME;  // comment           `int NAME[K];`, then `};`
+//   };
+#pragma once
+
+// ---- launch constants ------------------------------------------------------------------------
+// igemm.cuh: block IGEMM_THREADS×IGEMM_THREADS threads, an IGEMM_TM×IGEMM_TN output tile per
+// block, K step IGEMM_TK, two f32 tiles of shared memory.
+#define IGEMM_TM 64
+#define IGEMM_TN 64
+#define IGEMM_TK 16
+#define IGEMM_THREADS 16
+#define IGEMM_SMEM_BYTES 8192
+// 1-D grid-stride kernels (KC_FOR_EACH): threads per block and the cap on the grid.
+#define EW_BLOCK 256
+#define EW_MAX_BLOCKS 4096
+// Per-(image, group) and per-plane reductions (block_sum needs a multiple of 32, at most 1024).
+#define REDUCE_BLOCK 256
+#define MEAN_STD_BLOCK 1024
+#define ATTN_BLOCK 128
+// Mahalanobis: one block per (position, image); its warps share the rows of L⁻¹.
+#define MAHA_BLOCK 256
+// Shared memory a kernel may use without the cuFuncSetAttribute opt-in.
+#define SMEM_DEFAULT_LIMIT 49152
+
+// ---- parameter structs -----------------------------------------------------------------------
+// conv2d.cu: x [n,c,h,w], w [o,c/groups,kh,kw], y [n,o,ho,wo]; stride (sh,sw), padding top/left.
+struct Conv2dGeom {
+  int n;
+  int c;
+  int h;
+  int w;
+  int o;
+  int kh;
+  int kw;
+  int ho;
+  int wo;
+  int sh;
+  int sw;
+  int pt;
+  int pl;
+  int groups;
+  int has_bias;
+};
+
+// group_norm.cu: x [n, c, s]; statistics per (image, group) of c/groups channels.
+struct GroupNormGeom {
+  int n;
+  int c;
+  int s;
+  int groups;
+  float eps;
+  int silu;
+  int has_ss;  // scale-shift GN(x)·(1+scale)+shift with scale, shift [n, c]
+};
+
+// pool.cu: planes = n·c images of h×w, square window k, stride st, padding p.
+struct Pool2dGeom {
+  int planes;
+  int h;
+  int w;
+  int ho;
+  int wo;
+  int k;
+  int st;
+  int p;
+};
+
+// elementwise.cu: a's dims padded to rank 4 with leading 1s, b's contiguous strides (0 where b
+// has size 1) and b's dims.
+struct BroadcastGeom {
+  int dims[4];
+  int bstride[4];
+  int bdims[4];
+};
+
+// scheduler.cu: one timestep's coefficients of the posterior and of p(x_{t−1}|x_t), as f32 like
+// upstream's _extract_into_tensor(...).float().
+struct StepCoefs {
+  float sqrt_recip_ab;
+  float sqrt_recipm1_ab;
+  float c1;                   // posterior mean μ̃ = c1·x0 + c2·x_t
+  float c2;
+  float post_logvar_clipped;
+  float log_beta;
+  float fixed_logvar;         // log-variance of the fixed variance types
+  int var_type;               // VarType: 0 learned range, 1 learned, 2 fixed large, 3 fixed small
+  int clip;                   // clamp x̂0 to [−1, 1]
+};
+
+// scheduler.cu: one DDIM(η) step.
+struct DdimCoefs {
+  float sqrt_recip_ab;
+  float sqrt_recipm1_ab;
+  float ab;
+  float ab_prev;
+  float eta;
+  int nonzero;                // 0 at k = 0: no noise added
+};
+
+#ifdef __cplusplus
+static_assert(IGEMM_TM == IGEMM_THREADS * 4 && IGEMM_TN == IGEMM_THREADS * 4, "each igemm thread owns a 4x4 sub-tile");
+static_assert(IGEMM_SMEM_BYTES == 4 * IGEMM_TK * (IGEMM_TM + IGEMM_TN), "igemm keeps one A and one B tile in shared memory");
+static_assert(IGEMM_THREADS * IGEMM_THREADS * 4 == IGEMM_TK * IGEMM_TM, "each thread loads 4 elements of each tile per K step");
+#endif

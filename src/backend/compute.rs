@@ -1,0 +1,92 @@
+//! What a backend implements: each op's computation, given tensors whose shapes `ops` has already
+//! checked and the geometry it computed. Nothing here re-checks a shape; `Backend` (mod.rs) is the
+//! checked front every caller uses, and it is implemented once, for every `Compute`.
+
+use super::ScaleShift;
+use crate::ops::attention::AttentionGeom;
+use crate::ops::contract::{BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs};
+use crate::ops::conv::LinearGeom;
+use crate::ops::padim::MahalanobisGeom;
+use crate::ops::pool::ResizeGeom;
+use crate::ops::Activation;
+use crate::tensor::{HasStorage, Shape, Tensor};
+use crate::Result;
+
+type T<B> = Tensor<B>;
+
+pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
+    fn name(&self) -> String;
+
+    // ---- transfers (element count checked) ----
+    fn upload(&self, dims: &[usize], data: &[f32]) -> Result<T<Self>>;
+    /// `upload` taking ownership, so host-memory storage keeps the buffer instead of copying it.
+    fn upload_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<T<Self>> {
+        self.upload(dims, &data)
+    }
+    fn download(&self, x: &T<Self>) -> Result<Vec<f32>>;
+
+    // ---- convolution and linear ----
+    fn conv2d(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &Conv2dGeom) -> Result<T<Self>>;
+    fn conv2d_x_backward(&self, gy: &T<Self>, w: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>>;
+    fn linear(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &LinearGeom) -> Result<T<Self>>;
+    fn linear_x_backward(&self, gy: &T<Self>, w: &T<Self>, g: &LinearGeom) -> Result<T<Self>>;
+
+    // ---- normalisation ----
+    fn group_norm(&self, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<Self>>;
+    fn group_norm_x_backward(&self, gy: &T<Self>, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<Self>>;
+    /// x [N, C, S] with C = `c`, S = `s`.
+    fn channel_affine(&self, x: &T<Self>, scale: &T<Self>, shift: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
+    fn channel_affine_x_backward(&self, gy: &T<Self>, scale: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
+
+    // ---- elementwise ----
+    fn activation(&self, x: &T<Self>, act: Activation) -> Result<T<Self>>;
+    fn activation_x_backward(&self, gy: &T<Self>, x: &T<Self>, act: Activation) -> Result<T<Self>>;
+    fn add(&self, a: &T<Self>, b: &T<Self>, g: &BroadcastGeom) -> Result<T<Self>>;
+    fn mul(&self, a: &T<Self>, b: &T<Self>, g: &BroadcastGeom) -> Result<T<Self>>;
+    fn add_x_backward(&self, gy: &T<Self>, b_shape: &Shape, g: &BroadcastGeom) -> Result<(T<Self>, T<Self>)>;
+    fn mul_x_backward(&self, gy: &T<Self>, a: &T<Self>, b: &T<Self>, g: &BroadcastGeom) -> Result<(T<Self>, T<Self>)>;
+    fn scale_add_scalar(&self, x: &T<Self>, alpha: f32, beta: f32) -> Result<T<Self>>;
+
+    // ---- pooling and resampling ----
+    fn avg_pool2d(&self, x: &T<Self>, g: &Pool2dGeom, y: &Shape) -> Result<T<Self>>;
+    fn avg_pool2d_x_backward(&self, gy: &T<Self>, x_shape: &Shape, g: &Pool2dGeom) -> Result<T<Self>>;
+    fn max_pool2d(&self, x: &T<Self>, g: &Pool2dGeom, y: &Shape) -> Result<T<Self>>;
+    fn max_pool2d_x_backward(&self, gy: &T<Self>, x: &T<Self>, g: &Pool2dGeom) -> Result<T<Self>>;
+    /// x [n, c, plane] → [n, c, 1, 1].
+    fn global_avg_pool(&self, x: &T<Self>, n: usize, c: usize, plane: usize) -> Result<T<Self>>;
+    /// x [N, C, H, W] = `x_dims`.
+    fn upsample_nearest2x(&self, x: &T<Self>, x_dims: [usize; 4]) -> Result<T<Self>>;
+    /// The gradient of an input of `x_dims`.
+    fn upsample_nearest2x_x_backward(&self, gy: &T<Self>, x_dims: [usize; 4]) -> Result<T<Self>>;
+    fn resize_bilinear(&self, x: &T<Self>, g: &ResizeGeom) -> Result<T<Self>>;
+    fn resize_bilinear_x_backward(&self, gy: &T<Self>, g: &ResizeGeom) -> Result<T<Self>>;
+
+    // ---- layout (output dims given) ----
+    fn concat_channels(&self, xs: &[&T<Self>], dims: &[usize]) -> Result<T<Self>>;
+    fn slice_channels(&self, x: &T<Self>, start: usize, dims: &[usize]) -> Result<T<Self>>;
+    fn gather_channels(&self, x: &T<Self>, ids: &[usize], dims: &[usize]) -> Result<T<Self>>;
+    fn gather_channels_x_backward(&self, gy: &T<Self>, ids: &[usize], dims: &[usize]) -> Result<T<Self>>;
+
+    // ---- PaDiM ----
+    fn mahalanobis(&self, f: &T<Self>, mean: &T<Self>, linv: &T<Self>, g: &MahalanobisGeom) -> Result<T<Self>>;
+    fn mahalanobis_x_backward(&self, gd: &T<Self>, f: &T<Self>, mean: &T<Self>, linv: &T<Self>, g: &MahalanobisGeom) -> Result<T<Self>>;
+
+    // ---- attention ----
+    fn attention_legacy(&self, qkv: &T<Self>, g: &AttentionGeom) -> Result<T<Self>>;
+    fn attention_legacy_x_backward(&self, gy: &T<Self>, qkv: &T<Self>, g: &AttentionGeom) -> Result<T<Self>>;
+
+    // ---- embeddings ----
+    fn timestep_embedding(&self, t: &T<Self>, dim: usize, max_period: f32) -> Result<T<Self>>;
+    fn embedding(&self, table: &T<Self>, ids: &[usize], dim: usize) -> Result<T<Self>>;
+
+    // ---- reductions ----
+    fn mean_std(&self, x: &T<Self>) -> Result<(f64, f64)>;
+
+    // ---- diffusion step math ----
+    fn q_sample(&self, x0: &T<Self>, noise: &T<Self>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<T<Self>>;
+    /// x_t [N, ch, s]; model_out [N, ch or 2ch, s].
+    fn p_mean_variance(&self, xt: &T<Self>, model_out: &T<Self>, c: &StepCoefs, ch: usize, s: usize) -> Result<(T<Self>, T<Self>, T<Self>)>;
+    fn kl_bits(&self, x0: &T<Self>, xt: &T<Self>, p_mean: &T<Self>, p_logvar: &T<Self>, c: &StepCoefs) -> Result<T<Self>>;
+    fn p_sample(&self, mean: &T<Self>, logvar: &T<Self>, z: &T<Self>, nonzero: bool) -> Result<T<Self>>;
+    fn ddim_step(&self, xt: &T<Self>, pred_x0: &T<Self>, z: &T<Self>, c: &DdimCoefs) -> Result<T<Self>>;
+}

@@ -1,0 +1,28 @@
+//! The sinusoidal timestep embedding and embedding lookup.
+
+use super::{fits_i32, i32_of};
+use crate::tensor::Shape;
+use crate::{Error, Result};
+
+/// (N, dim) of the embedding of t [N].
+pub fn timestep_embedding(t: &Shape, dim: usize) -> Result<(usize, usize)> {
+    if t.rank() != 1 || dim == 0 {
+        return Err(Error::shape("timestep_embedding", format!("want t [N] and dim > 0, got {t} and {dim}")));
+    }
+    i32_of("timestep_embedding", t.numel() * dim)?;
+    Ok((t.numel(), dim))
+}
+
+/// (rows, dim) of table [rows, dim]; every id below rows.
+pub fn embedding(table: &Shape, ids: &[usize]) -> Result<(usize, usize)> {
+    if table.rank() != 2 {
+        return Err(Error::shape("embedding", format!("table must be [rows, dim], got {table}")));
+    }
+    let (rows, dim) = (table.dim(0), table.dim(1));
+    if let Some(&bad) = ids.iter().find(|&&i| i >= rows) {
+        return Err(Error::InvalidArgument(format!("embedding index {bad} out of range for a table of {rows} rows")));
+    }
+    fits_i32("embedding", &[table])?;
+    i32_of("embedding", ids.len() * dim)?;
+    Ok((rows, dim))
+}

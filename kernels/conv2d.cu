@@ -125,3 +125,52 @@ extern "C" __global__ void depthwise_conv2d_x_backward_f32(const float* __restri
     gx[i] = acc;
   }
 }
+
+// ---- weight gradient: M = out channels of the group, N = Cg·KH·KW taps, K = output pixels of all
+// images: ∂w[m, tap] = Σ_pix ∂y[m, pix] · im2col(x)[tap, pix] ---------------------------------------
+struct ConvWgradA {
+  const float* gy;
+  Conv2dGeom a;
+  int g, og;
+  __device__ float operator()(int m, int k) const {
+    int hw = a.ho * a.wo, img = k / hw, pix = k % hw;
+    return gy[((long long)img * a.o + g * og + m) * hw + pix];
+  }
+};
+struct ConvWgradB {
+  const float* x;
+  Conv2dGeom a;
+  int g, cg;
+  // the forward's im2col element (tap n, output pixel k), read transposed
+  __device__ float operator()(int k, int n) const { return ConvFwdB{x, a, g, cg}(n, k); }
+};
+struct ConvWgradStore {
+  float* gw;
+  int g, og, kk;
+  __device__ void operator()(int m, int n, float v) const { gw[(long long)(g * og + m) * kk + n] = v; }
+};
+
+extern "C" __global__ void conv2d_w_backward_f32(const float* __restrict__ gy, const float* __restrict__ x, float* __restrict__ gw,
+                                                 Conv2dGeom a) {
+  const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
+  igemm_tile(og, kk, a.n * a.ho * a.wo, ConvWgradA{gy, a, g, og}, ConvWgradB{x, a, g, cg}, ConvWgradStore{gw, g, og, kk});
+}
+
+// Depthwise weight gradient: one block per (output channel, tap), its threads sum over images and
+// output pixels.
+extern "C" __global__ void depthwise_conv2d_w_backward_f32(const float* __restrict__ gy, const float* __restrict__ x, float* __restrict__ gw,
+                                                           Conv2dGeom a) {
+  __shared__ float scratch[32];
+  const int og = a.o / a.groups, khw = a.kh * a.kw;
+  const int oc = blockIdx.x / khw, tap = blockIdx.x % khw, ky = tap / a.kw, kx = tap % a.kw;
+  const long long hw = (long long)a.ho * a.wo;
+  float s = 0.0f;
+  for (long long i = threadIdx.x; i < (long long)a.n * hw; i += blockDim.x) {
+    int img = (int)(i / hw), pix = (int)(i % hw), oy = pix / a.wo, ox = pix % a.wo;
+    int iy = oy * a.sh - a.pt + ky, ix = ox * a.sw - a.pl + kx;
+    if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w) continue;
+    s += gy[((long long)img * a.o + oc) * hw + pix] * x[(((long long)img * a.c + oc / og) * a.h + iy) * a.w + ix];
+  }
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) gw[blockIdx.x] = s;
+}

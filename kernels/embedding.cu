@@ -27,3 +27,12 @@ extern "C" __global__ void embedding_f32(const float* __restrict__ table, const 
     y[i] = table[(long long)ids[r] * dim + col];
   }
 }
+
+// ∂table[ids[r], :] += ∂y[r, :]; ids may repeat, so the adds are atomic into a zeroed table.
+extern "C" __global__ void embedding_w_backward_f32(const float* __restrict__ gy, const int* __restrict__ ids, float* __restrict__ gt,
+                                                    int rows, int dim) {
+  KC_FOR_EACH(i, (long long)rows * dim) {
+    int r = (int)(i / dim), col = (int)(i % dim);
+    atomicAdd(&gt[(long long)ids[r] * dim + col], gy[i]);
+  }
+}

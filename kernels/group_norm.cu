@@ -85,3 +85,50 @@ extern "C" __global__ void group_norm_x_backward_f32(const float* __restrict__ g
     gx[off + i] = rstd * (gn_grad_pre(gy[off + i], xh, a, bb, p.silu) * a - m1 - xh * m2);
   }
 }
+
+// Parameter gradients per (image, channel): one block per (n, group) computes the group's
+// statistics, then per channel of the group the four sums of the CPU twin
+//   part[0][n,c] = Σ g·(1+scale)·x̂   (→ ∂γ after a sum over n)
+//   part[1][n,c] = Σ g·(1+scale)     (→ ∂β)
+//   part[2][n,c] = Σ g·(x̂·γ + β)     (= ∂scale)
+//   part[3][n,c] = Σ g               (= ∂shift)
+// with g = ∂L/∂pre; `part` is [4, n, c].
+extern "C" __global__ void group_norm_w_backward_f32(const float* __restrict__ gy, const float* __restrict__ x,
+                                                     const float* __restrict__ gamma, const float* __restrict__ beta,
+                                                     const float* __restrict__ scale, const float* __restrict__ shift,
+                                                     float* __restrict__ part, GroupNormGeom p) {
+  __shared__ float scratch[32];
+  const int cpg = p.c / p.groups, len = cpg * p.s;
+  const int b = blockIdx.x / p.groups, g = blockIdx.x % p.groups;
+  const long long base = (long long)blockIdx.x * len;
+  const long long nc = (long long)p.n * p.c;
+  float mean, rstd;
+  gn_stats(x + base, len, p.eps, scratch, &mean, &rstd);
+  for (int cl = 0; cl < cpg; ++cl) {
+    const int ch = g * cpg + cl;
+    float a, bb;
+    gn_coeffs(gamma, beta, scale, shift, p, b, ch, &a, &bb);
+    const float k = p.has_ss ? 1.0f + scale[b * p.c + ch] : 1.0f;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    for (int i = threadIdx.x; i < p.s; i += blockDim.x) {
+      long long e = base + (long long)cl * p.s + i;
+      float xh = (x[e] - mean) * rstd;
+      float gp = gn_grad_pre(gy[e], xh, a, bb, p.silu);
+      s0 += gp * k * xh;
+      s1 += gp * k;
+      s2 += gp * (xh * gamma[ch] + beta[ch]);
+      s3 += gp;
+    }
+    s0 = block_sum(s0, scratch);
+    s1 = block_sum(s1, scratch);
+    s2 = block_sum(s2, scratch);
+    s3 = block_sum(s3, scratch);
+    if (threadIdx.x == 0) {
+      const long long o = (long long)b * p.c + ch;
+      part[o] = s0;
+      part[nc + o] = s1;
+      part[2 * nc + o] = s2;
+      part[3 * nc + o] = s3;
+    }
+  }
+}

@@ -19,6 +19,16 @@ struct TransposedA {  // element (m, k) = p[k·ld + m]
   int ld;
   __device__ float operator()(int m, int k) const { return p[(long long)k * ld + m]; }
 };
+struct RowMajorB {  // element (k, n) = p[k·ld + n]
+  const float* p;
+  int ld;
+  __device__ float operator()(int k, int n) const { return p[(long long)k * ld + n]; }
+};
+struct StoreCols {  // out[m·ld + n] = v
+  float* out;
+  int ld;
+  __device__ void operator()(int m, int n, float v) const { out[(long long)m * ld + n] = v; }
+};
 struct StoreRows {  // out[n·ld + m] = v (+ bias[m])
   float* out;
   const float* bias;
@@ -34,4 +44,10 @@ extern "C" __global__ void linear_f32(const float* __restrict__ x, const float* 
 extern "C" __global__ void linear_x_backward_f32(const float* __restrict__ gy, const float* __restrict__ w,
                                                                         float* __restrict__ gx, int rows, int fin, int fout) {
   igemm_tile(fin, rows, fout, TransposedA{w, fin}, ColMajor{gy, fout}, StoreRows{gx, w, fin, 0});
+}
+
+// ∂w [out, in] = ∂yᵀ · x: M = out, N = in, K = rows.
+extern "C" __global__ void linear_w_backward_f32(const float* __restrict__ gy, const float* __restrict__ x, float* __restrict__ gw,
+                                                 int rows, int fin, int fout) {
+  igemm_tile(fout, fin, rows, TransposedA{gy, fout}, RowMajorB{x, fin}, StoreCols{gw, fin});
 }

@@ -41,3 +41,16 @@ extern "C" __global__ void global_avg_pool_f32(const float* __restrict__ x, floa
   s = block_sum(s, scratch);
   if (threadIdx.x == 0) y[blockIdx.x] = s / (float)plane;
 }
+
+// y[c] = Σ over images and positions of x [n, c, s] (bias gradients): one block per channel.
+extern "C" __global__ void channel_sum_f32(const float* __restrict__ x, float* __restrict__ y, int n, int c, int s) {
+  __shared__ float scratch[32];
+  const int ch = blockIdx.x;
+  float acc = 0.0f;
+  for (long long i = threadIdx.x; i < (long long)n * s; i += blockDim.x) {
+    long long img = i / s, pos = i % s;
+    acc += x[(img * c + ch) * s + pos];
+  }
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) y[ch] = acc;
+}

@@ -2,7 +2,7 @@
 //! checked and the geometry it computed. Nothing here re-checks a shape; `Backend` (mod.rs) is the
 //! checked front every caller uses, and it is implemented once, for every `Compute`.
 
-use super::ScaleShift;
+use super::{GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs};
 use crate::ops::conv::LinearGeom;
@@ -30,10 +30,17 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn conv2d_x_backward(&self, gy: &T<Self>, w: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>>;
     fn linear(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &LinearGeom) -> Result<T<Self>>;
     fn linear_x_backward(&self, gy: &T<Self>, w: &T<Self>, g: &LinearGeom) -> Result<T<Self>>;
+    /// ∂L/∂w [O, C/groups, KH, KW].
+    fn conv2d_w_backward(&self, gy: &T<Self>, x: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>>;
+    /// ∂L/∂w [out, in].
+    fn linear_w_backward(&self, gy: &T<Self>, x: &T<Self>, g: &LinearGeom) -> Result<T<Self>>;
+    /// Σ over N and S of x [n, c, s] → [c]: bias gradients.
+    fn channel_sum(&self, x: &T<Self>, n: usize, c: usize, s: usize) -> Result<T<Self>>;
 
     // ---- normalisation ----
     fn group_norm(&self, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<Self>>;
     fn group_norm_x_backward(&self, gy: &T<Self>, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<Self>>;
+    fn group_norm_w_backward(&self, gy: &T<Self>, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<GroupNormGrads<Self>>;
     /// x [N, C, S] with C = `c`, S = `s`.
     fn channel_affine(&self, x: &T<Self>, scale: &T<Self>, shift: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
     fn channel_affine_x_backward(&self, gy: &T<Self>, scale: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
@@ -78,6 +85,8 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     // ---- embeddings ----
     fn timestep_embedding(&self, t: &T<Self>, dim: usize, max_period: f32) -> Result<T<Self>>;
     fn embedding(&self, table: &T<Self>, ids: &[usize], dim: usize) -> Result<T<Self>>;
+    /// ∂L/∂table [rows, dim] from gy [len(ids), dim] (ids may repeat: their rows add up).
+    fn embedding_w_backward(&self, gy: &T<Self>, ids: &[usize], rows: usize, dim: usize) -> Result<T<Self>>;
 
     // ---- reductions ----
     fn mean_std(&self, x: &T<Self>) -> Result<(f64, f64)>;

@@ -26,6 +26,14 @@ use crate::Result;
 /// `scale` and `shift` are [N, C] (or [N, C, 1, 1]).
 pub type ScaleShift<'a, B> = Option<(&'a Tensor<B>, &'a Tensor<B>)>;
 
+/// Parameter gradients of group norm: ∂γ and ∂β shaped like γ and β, and with scale-shift on,
+/// ∂scale and ∂shift shaped like scale and shift.
+pub struct GroupNormGrads<B: HasStorage> {
+    pub gamma: Tensor<B>,
+    pub beta: Tensor<B>,
+    pub scale_shift: Option<(Tensor<B>, Tensor<B>)>,
+}
+
 /// Shapes of an optional scale-shift pair.
 fn ss_shapes<'a, B: HasStorage>(ss: &ScaleShift<'a, B>) -> Option<(&'a Shape, &'a Shape)> {
     ss.map(|(a, b)| (a.shape(), b.shape()))
@@ -56,12 +64,18 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     /// y = x·wᵀ + b with x [N, in], w [out, in].
     fn linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>) -> Result<Tensor<Self>>;
     fn linear_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>) -> Result<Tensor<Self>>;
+    /// (∂L/∂w, ∂L/∂bias) of `conv2d` from its input x and ∂L/∂y; ∂L/∂bias [O] when `with_bias`.
+    fn conv2d_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, w_shape: &Shape, p: &Conv2dParams, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)>;
+    /// (∂L/∂w [out, in], ∂L/∂bias [out]) of `linear` from x [N, in] and ∂L/∂y [N, out].
+    fn linear_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)>;
 
     // ---- normalisation ---------------------------------------------------------------------------
     /// GroupNorm over [N, C, *] (statistics in f32 or better), affine γ,β [C]; optionally fused
     /// scale-shift and SiLU: act(GN(x)·(1+scale)+shift).
     fn group_norm(&self, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<Tensor<Self>>;
     fn group_norm_x_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<Tensor<Self>>;
+    /// ∂L/∂γ, ∂L/∂β and, with scale-shift, ∂L/∂scale and ∂L/∂shift of `group_norm`.
+    fn group_norm_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<GroupNormGrads<Self>>;
     /// Inference batch norm folded to y = x·scale[c] + shift[c] (see `fold_batch_norm`).
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>>;
     fn channel_affine_x_backward(&self, gy: &Tensor<Self>, scale: &Tensor<Self>) -> Result<Tensor<Self>>;
@@ -127,6 +141,8 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     fn timestep_embedding(&self, t: &Tensor<Self>, dim: usize, max_period: f32) -> Result<Tensor<Self>>;
     /// Rows `ids` of `table` [rows, dim] → [len(ids), dim].
     fn embedding(&self, table: &Tensor<Self>, ids: &[usize]) -> Result<Tensor<Self>>;
+    /// ∂L/∂table [rows, dim] of `embedding` given ∂L/∂y [len(ids), dim]; repeated ids add up.
+    fn embedding_w_backward(&self, gy: &Tensor<Self>, ids: &[usize], rows: usize) -> Result<Tensor<Self>>;
 
     // ---- reductions ------------------------------------------------------------------------------
     /// Mean and unbiased (N−1) standard deviation over all elements, like torch's mean()/std().
@@ -186,6 +202,19 @@ impl<K: Compute> Backend for K {
         Compute::linear_x_backward(self, gy, w, &g)
     }
 
+    fn conv2d_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, w_shape: &Shape, p: &Conv2dParams, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
+        let g = ops::conv::conv2d_w_backward(gy.shape(), x.shape(), w_shape, p)?;
+        let gw = Compute::conv2d_w_backward(self, gy, x, &g)?;
+        let gb = if with_bias { Some(self.channel_sum(gy, g.n(), g.o(), g.ho() * g.wo())?) } else { None };
+        Ok((Tensor::from_parts(w_shape.clone(), gw.storage().clone()), gb))
+    }
+    fn linear_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
+        let g = ops::conv::linear_w_backward(gy.shape(), x.shape())?;
+        let gw = Compute::linear_w_backward(self, gy, x, &g)?;
+        let gb = if with_bias { Some(self.channel_sum(gy, g.rows, g.fout, 1)?) } else { None };
+        Ok((gw, gb))
+    }
+
     fn group_norm(&self, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<Tensor<Self>> {
         let g = ops::norm::group_norm(x.shape(), gamma.shape(), beta.shape(), p, ss_shapes(&ss))?;
         Compute::group_norm(self, x, gamma, beta, ss, &g)
@@ -193,6 +222,17 @@ impl<K: Compute> Backend for K {
     fn group_norm_x_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<Tensor<Self>> {
         let g = ops::norm::group_norm_x_backward(gy.shape(), x.shape(), gamma.shape(), beta.shape(), p, ss_shapes(&ss))?;
         Compute::group_norm_x_backward(self, gy, x, gamma, beta, ss, &g)
+    }
+    fn group_norm_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<GroupNormGrads<Self>> {
+        let g = ops::norm::group_norm_w_backward(gy.shape(), x.shape(), gamma.shape(), beta.shape(), p, ss_shapes(&ss))?;
+        let r = Compute::group_norm_w_backward(self, gy, x, gamma, beta, ss, &g)?;
+        // give each gradient its parameter's shape ([C] or [1,C,1,1]; [N,C] or [N,C,1,1])
+        let like = |t: Tensor<Self>, s: &Shape| Tensor::from_parts(s.clone(), t.storage().clone());
+        let scale_shift = match (r.scale_shift, ss) {
+            (Some((a, b)), Some((sa, sb))) => Some((like(a, sa.shape()), like(b, sb.shape()))),
+            _ => None,
+        };
+        Ok(GroupNormGrads { gamma: like(r.gamma, gamma.shape()), beta: like(r.beta, beta.shape()), scale_shift })
     }
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>> {
         let (c, s) = ops::norm::channel_affine("channel_affine", x.shape(), scale.shape(), Some(shift.shape()))?;
@@ -322,6 +362,11 @@ impl<K: Compute> Backend for K {
     fn embedding(&self, table: &Tensor<Self>, ids: &[usize]) -> Result<Tensor<Self>> {
         let (_, dim) = ops::embedding::embedding(table.shape(), ids)?;
         Compute::embedding(self, table, ids, dim)
+    }
+
+    fn embedding_w_backward(&self, gy: &Tensor<Self>, ids: &[usize], rows: usize) -> Result<Tensor<Self>> {
+        let dim = ops::embedding::embedding_w_backward(gy.shape(), ids, rows)?;
+        Compute::embedding_w_backward(self, gy, ids, rows, dim)
     }
 
     fn mean_std(&self, x: &Tensor<Self>) -> Result<(f64, f64)> {

@@ -137,6 +137,13 @@ pub fn conv2d_x_backward(gy: &Shape, w: &Shape, x_shape: &Shape, p: &Conv2dParam
     Ok(g)
 }
 
+/// conv2d_w_backward: gy must be the output shape of x under a weight of `w_shape`.
+pub fn conv2d_w_backward(gy: &Shape, x: &Shape, w_shape: &Shape, p: &Conv2dParams) -> Result<Conv2dGeom> {
+    let g = conv2d_geom(x, w_shape, p, false)?;
+    same_shape("conv2d_w_backward", &Shape::new(&g.y_dims()), gy)?;
+    Ok(g)
+}
+
 /// y = x·wᵀ + b: rows × in times out × in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinearGeom {
@@ -165,5 +172,16 @@ pub fn linear_x_backward(gy: &Shape, w: &Shape) -> Result<LinearGeom> {
     let g = LinearGeom { rows: gy.dim(0), fin: w.dim(1), fout: w.dim(0) };
     fits_i32("linear_x_backward", &[gy, w])?;
     i32_of("linear_x_backward", g.rows * g.fin)?;
+    Ok(g)
+}
+
+/// linear_w_backward: gy [rows, out] and x [rows, in].
+pub fn linear_w_backward(gy: &Shape, x: &Shape) -> Result<LinearGeom> {
+    if gy.rank() != 2 || x.rank() != 2 || gy.dim(0) != x.dim(0) {
+        return Err(Error::shape("linear_w_backward", format!("want gy [N, out] and x [N, in], got gy {gy} and x {x}")));
+    }
+    let g = LinearGeom { rows: x.dim(0), fin: x.dim(1), fout: gy.dim(1) };
+    fits_i32("linear_w_backward", &[gy, x])?;
+    i32_of("linear_w_backward", g.fout * g.fin)?;
     Ok(g)
 }

@@ -26,3 +26,17 @@ pub fn embedding(table: &Shape, ids: &[usize]) -> Result<(usize, usize)> {
     i32_of("embedding", ids.len() * dim)?;
     Ok((rows, dim))
 }
+
+/// dim of gy [len(ids), dim], the gradient of rows `ids` of a table of `rows` rows.
+pub fn embedding_w_backward(gy: &Shape, ids: &[usize], rows: usize) -> Result<usize> {
+    let op = "embedding_w_backward";
+    if gy.rank() != 2 || gy.dim(0) != ids.len() {
+        return Err(Error::shape(op, format!("gradient {gy} for {} ids (want [ids, dim])", ids.len())));
+    }
+    if let Some(&bad) = ids.iter().find(|&&i| i >= rows) {
+        return Err(Error::InvalidArgument(format!("embedding index {bad} out of range for a table of {rows} rows")));
+    }
+    fits_i32(op, &[gy])?;
+    i32_of(op, rows * gy.dim(1))?;
+    Ok(gy.dim(1))
+}

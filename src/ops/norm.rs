@@ -37,6 +37,11 @@ pub fn group_norm_x_backward(gy: &Shape, x: &Shape, gamma: &Shape, beta: &Shape,
     group_norm_checked("group_norm_x_backward", x, gamma, beta, p, ss)
 }
 
+pub fn group_norm_w_backward(gy: &Shape, x: &Shape, gamma: &Shape, beta: &Shape, p: &GroupNormParams, ss: Option<(&Shape, &Shape)>) -> Result<GroupNormGeom> {
+    same_shape("group_norm_w_backward", x, gy)?;
+    group_norm_checked("group_norm_w_backward", x, gamma, beta, p, ss)
+}
+
 fn group_norm_checked(op: &'static str, x: &Shape, gamma: &Shape, beta: &Shape, p: &GroupNormParams, ss: Option<(&Shape, &Shape)>) -> Result<GroupNormGeom> {
     at_least_2d(op, x)?;
     let (n, c, s) = x.ncs();

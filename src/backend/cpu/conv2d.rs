@@ -226,3 +226,57 @@ fn conv2d_depthwise_x_backward<T: Real>(gy: &[T], w: &[T], gx: &mut [T], g: &Con
         }
     });
 }
+
+/// ∂L/∂w = Σ over images of ∂L/∂y · im2col(x)ᵀ per group, band by band (the same column buffer
+/// as the forward), accumulated in place; depthwise and pointwise convs take their direct paths.
+pub fn conv2d_w_backward<T: Real>(gy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
+    let (cg, og, kk, plane, hw) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo(), g.h() * g.w());
+    let mut gw = vec![T::zero(); g.o() * kk];
+    if g.depthwise() {
+        conv2d_depthwise_w_backward(gy, x, &mut gw, g);
+        return gw;
+    }
+    let mut col: Vec<T> = Vec::new();
+    for ni in 0..g.n() {
+        for gi in 0..g.groups() {
+            let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
+            let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
+            let gwg = &mut gw[gi * og * kk..][..og * kk];
+            if g.pointwise() {
+                matmul(og, kk, plane, gwg, kk, MatRef::row_major(gyg, plane), MatRef::transposed(xg, hw), true, true);
+                continue;
+            }
+            for (r0, r1) in g.bands() {
+                let cols = (r1 - r0) * g.wo();
+                col.resize(kk * cols, T::zero());
+                im2col(xg, g, r0, r1, &mut col[..kk * cols]);
+                let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
+                matmul(og, kk, cols, gwg, kk, gyb, MatRef::transposed(&col[..kk * cols], cols), true, true);
+            }
+        }
+    }
+    gw
+}
+
+/// One task per output channel's KH×KW taps, summed over images and output pixels.
+fn conv2d_depthwise_w_backward<T: Real>(gy: &[T], x: &[T], gw: &mut [T], g: &Conv2dGeom) {
+    let (plane, og, khw) = (g.ho() * g.wo(), g.og(), g.kh() * g.kw());
+    gw.par_chunks_mut(khw).enumerate().for_each(|(oc, wk)| {
+        for ni in 0..g.n() {
+            let xp = &x[(ni * g.c() + oc / og) * g.h() * g.w()..][..g.h() * g.w()];
+            let gyp = &gy[(ni * g.o() + oc) * plane..][..plane];
+            for oy in 0..g.ho() {
+                for ox in 0..g.wo() {
+                    let gv = gyp[oy * g.wo() + ox];
+                    for ky in 0..g.kh() {
+                        for kx in 0..g.kw() {
+                            if let Some((iy, ix)) = g.src(oy, ky, ox, kx) {
+                                wk[ky * g.kw() + kx] += gv * xp[iy * g.w() + ix];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}

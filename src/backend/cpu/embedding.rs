@@ -26,3 +26,12 @@ pub fn embedding<T: Copy>(table: &[T], dim: usize, ids: &[usize]) -> Vec<T> {
     }
     out
 }
+
+/// ∂L/∂table of `embedding`: each gradient row added into the row it was read from (ids may repeat).
+pub fn embedding_w_backward<T: super::real::Real>(gy: &[T], rows: usize, dim: usize, ids: &[usize]) -> Vec<T> {
+    let mut gt = vec![T::zero(); rows * dim];
+    for (r, &i) in ids.iter().enumerate() {
+        gt[i * dim..(i + 1) * dim].iter_mut().zip(&gy[r * dim..(r + 1) * dim]).for_each(|(d, &v)| *d += v);
+    }
+    gt
+}

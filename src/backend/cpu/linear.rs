@@ -19,3 +19,10 @@ pub fn linear_x_backward<T: Real>(gy: &[T], w: &[T], n: usize, fin: usize, fout:
     matmul(n, fin, fout, &mut gx, fin, MatRef::row_major(gy, fout), MatRef::row_major(w, fin), false, true);
     gx
 }
+
+/// ∂L/∂w = ∂L/∂yᵀ · x: [out, rows] · [rows, in].
+pub fn linear_w_backward<T: Real>(gy: &[T], x: &[T], n: usize, fin: usize, fout: usize) -> Vec<T> {
+    let mut gw = vec![T::zero(); fout * fin];
+    matmul(fout, fin, n, &mut gw, fin, MatRef::transposed(gy, fout), MatRef::row_major(x, fin), false, true);
+    gw
+}

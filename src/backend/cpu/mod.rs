@@ -19,7 +19,7 @@ pub mod real;
 pub mod reduce;
 pub mod resample;
 
-use super::{Compute, ScaleShift};
+use super::{Compute, GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs};
 use crate::ops::conv::LinearGeom;
@@ -83,6 +83,24 @@ impl Compute for Cpu {
 
     fn linear_x_backward(&self, gy: &CpuTensor, w: &CpuTensor, g: &LinearGeom) -> Result<CpuTensor> {
         Ok(make(&[g.rows, g.fin], linear::linear_x_backward(data(gy), data(w), g.rows, g.fin, g.fout)))
+    }
+
+    fn conv2d_w_backward(&self, gy: &CpuTensor, x: &CpuTensor, g: &Conv2dGeom) -> Result<CpuTensor> {
+        Ok(make(&[g.o(), g.cg(), g.kh(), g.kw()], conv2d::conv2d_w_backward(data(gy), data(x), g)))
+    }
+
+    fn linear_w_backward(&self, gy: &CpuTensor, x: &CpuTensor, g: &LinearGeom) -> Result<CpuTensor> {
+        Ok(make(&[g.fout, g.fin], linear::linear_w_backward(data(gy), data(x), g.rows, g.fin, g.fout)))
+    }
+
+    fn channel_sum(&self, x: &CpuTensor, n: usize, c: usize, s: usize) -> Result<CpuTensor> {
+        Ok(make(&[c], reduce::channel_sum(data(x), n, c, s)))
+    }
+
+    fn group_norm_w_backward(&self, gy: &CpuTensor, x: &CpuTensor, gamma: &CpuTensor, beta: &CpuTensor, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<GroupNormGrads<Self>> {
+        let (gg, gb, gss) = group_norm::group_norm_w_backward(data(gy), data(x), data(gamma), data(beta), scale_shift(ss), g);
+        let nc = [g.n(), g.c()];
+        Ok(GroupNormGrads { gamma: make(&[g.c()], gg), beta: make(&[g.c()], gb), scale_shift: gss.map(|(a, b)| (make(&nc, a), make(&nc, b))) })
     }
 
     fn group_norm(&self, x: &CpuTensor, gamma: &CpuTensor, beta: &CpuTensor, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<CpuTensor> {
@@ -210,6 +228,10 @@ impl Compute for Cpu {
 
     fn embedding(&self, table: &CpuTensor, ids: &[usize], dim: usize) -> Result<CpuTensor> {
         Ok(make(&[ids.len(), dim], embedding::embedding(data(table), dim, ids)))
+    }
+
+    fn embedding_w_backward(&self, gy: &CpuTensor, ids: &[usize], rows: usize, dim: usize) -> Result<CpuTensor> {
+        Ok(make(&[rows, dim], embedding::embedding_w_backward(data(gy), rows, dim, ids)))
     }
 
     fn mean_std(&self, x: &CpuTensor) -> Result<(f64, f64)> {

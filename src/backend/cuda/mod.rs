@@ -10,7 +10,7 @@ pub mod kernels;
 pub mod launch;
 
 use self::device::{Device, LaunchCfg};
-use super::{Compute, ScaleShift};
+use super::{Compute, GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{
     BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs, ATTN_BLOCK, EW_BLOCK, EW_MAX_BLOCKS, IGEMM_SMEM_BYTES, IGEMM_THREADS, IGEMM_TM, IGEMM_TN, MAHA_BLOCK,
@@ -177,6 +177,53 @@ impl<D: Device> Compute for CudaBackend<D> {
         }
         launch::linear_x_backward_f32(&self.dev, &igemm_cfg(g.fin, g.rows, 1), b(gy), b(w), b(&gx), i(g.rows), i(g.fin), i(g.fout))?;
         Ok(gx)
+    }
+
+    fn conv2d_w_backward(&self, gy: &T<D>, x: &T<D>, g: &Conv2dGeom) -> Result<T<D>> {
+        let gw = self.alloc(&[g.o(), g.cg(), g.kh(), g.kw()])?;
+        if gw.numel() == 0 {
+            return Ok(gw);
+        }
+        if g.depthwise() {
+            launch::depthwise_conv2d_w_backward_f32(&self.dev, &per_block(gw.numel(), REDUCE_BLOCK, 0), b(gy), b(x), b(&gw), g)?;
+        } else {
+            launch::conv2d_w_backward_f32(&self.dev, &igemm_cfg(g.og(), g.kk(), g.groups()), b(gy), b(x), b(&gw), g)?;
+        }
+        Ok(gw)
+    }
+
+    fn linear_w_backward(&self, gy: &T<D>, x: &T<D>, g: &LinearGeom) -> Result<T<D>> {
+        let gw = self.alloc(&[g.fout, g.fin])?;
+        if gw.numel() > 0 {
+            launch::linear_w_backward_f32(&self.dev, &igemm_cfg(g.fout, g.fin, 1), b(gy), b(x), b(&gw), i(g.rows), i(g.fin), i(g.fout))?;
+        }
+        Ok(gw)
+    }
+
+    fn channel_sum(&self, x: &T<D>, n: usize, c: usize, s: usize) -> Result<T<D>> {
+        let y = self.alloc(&[c])?;
+        if c > 0 {
+            launch::channel_sum_f32(&self.dev, &per_block(c, REDUCE_BLOCK, 0), b(x), b(&y), i(n), i(c), i(s))?;
+        }
+        Ok(y)
+    }
+
+    fn group_norm_w_backward(&self, gy: &T<D>, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<GroupNormGrads<Self>> {
+        let (n, c) = (g.n(), g.c());
+        // the kernel's four per-(image, channel) sums, then ∂γ, ∂β summed over images
+        let part = self.alloc(&[1, 4, n * c])?;
+        let (sc, sh) = ss.unwrap_or((gamma, beta));
+        let blocks = n * g.groups();
+        if blocks > 0 {
+            launch::group_norm_w_backward_f32(&self.dev, &per_block(blocks, REDUCE_BLOCK, 0), b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), g)?;
+        }
+        let sum = |j: usize| -> Result<T<D>> { Compute::slice_channels(self, &part, j, &[1, 1, n * c]) };
+        let (gg, gb) = (Compute::channel_sum(self, &sum(0)?, n, c, 1)?, Compute::channel_sum(self, &sum(1)?, n, c, 1)?);
+        let scale_shift = match ss {
+            Some(_) => Some((self.reshape(&sum(2)?, &[n, c])?, self.reshape(&sum(3)?, &[n, c])?)),
+            None => None,
+        };
+        Ok(GroupNormGrads { gamma: gg, beta: gb, scale_shift })
     }
 
     fn group_norm(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
@@ -431,6 +478,15 @@ impl<D: Device> Compute for CudaBackend<D> {
             launch::embedding_f32(&self.dev, &ew(y.numel()), b(table), &idb, b(&y), i(ids.len()), i(dim))?;
         }
         Ok(y)
+    }
+
+    fn embedding_w_backward(&self, gy: &T<D>, ids: &[usize], rows: usize, dim: usize) -> Result<T<D>> {
+        let gt = self.alloc(&[rows, dim])?; // zero: repeated ids add atomically
+        if gy.numel() > 0 {
+            let idb = self.upload_ids(ids)?;
+            launch::embedding_w_backward_f32(&self.dev, &ew(gy.numel()), b(gy), &idb, b(&gt), i(ids.len()), i(dim))?;
+        }
+        Ok(gt)
     }
 
     fn mean_std(&self, x: &T<D>) -> Result<(f64, f64)> {

@@ -107,6 +107,19 @@ struct DdimCoefs {
   int nonzero;                // 0 at k = 0: no noise added
 };
 
+// optim.cu: one AdamW step (torch.optim.AdamW, amsgrad off). Everything derived is computed on
+// the host in f64 and rounded once, as torch computes its Python-float scalars: the f32 of 0.999
+// is not 1 − 0.001 to f32 accuracy, so 1 − β is passed, not β alone.
+struct AdamwCoefs {
+  float decay;                // 1 − lr·weight_decay (decoupled weight decay)
+  float one_minus_beta1;
+  float beta2;
+  float one_minus_beta2;
+  float eps;
+  float step_size;            // lr / (1 − β1^t)
+  float bc2_sqrt;             // √(1 − β2^t)
+};
+
 #ifdef __cplusplus
 static_assert(IGEMM_TM == IGEMM_THREADS * 4 && IGEMM_TN == IGEMM_THREADS * 4, "each igemm thread owns a 4x4 sub-tile");
 static_assert(IGEMM_SMEM_BYTES == 4 * IGEMM_TK * (IGEMM_TM + IGEMM_TN), "igemm keeps one A and one B tile in shared memory");

@@ -4,7 +4,7 @@
 
 use super::{GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
-use crate::ops::contract::{BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs};
+use crate::ops::contract::{AdamwCoefs, BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs};
 use crate::ops::conv::LinearGeom;
 use crate::ops::padim::MahalanobisGeom;
 use crate::ops::pool::ResizeGeom;
@@ -90,6 +90,11 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
 
     // ---- reductions ----
     fn mean_std(&self, x: &T<Self>) -> Result<(f64, f64)>;
+
+    // ---- optimiser ----
+    /// (θ, m, v) after one AdamW step.
+    fn adamw_step(&self, param: &T<Self>, grad: &T<Self>, m: &T<Self>, v: &T<Self>, k: &AdamwCoefs) -> Result<(T<Self>, T<Self>, T<Self>)>;
+    fn axpby(&self, a: &T<Self>, b: &T<Self>, alpha: f32, beta: f32) -> Result<T<Self>>;
 
     // ---- diffusion step math ----
     fn q_sample(&self, x0: &T<Self>, noise: &T<Self>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<T<Self>>;

@@ -13,7 +13,8 @@ pub mod cpu;
 pub mod cuda;
 pub mod select;
 
-pub use crate::ops::contract::{DdimCoefs, StepCoefs};
+pub use crate::ops::contract::{AdamwCoefs, DdimCoefs, StepCoefs};
+pub use crate::ops::optim::AdamwParams;
 pub use crate::ops::norm::fold_batch_norm;
 pub use crate::ops::{Activation, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams, VarType};
 pub use compute::Compute;
@@ -147,6 +148,13 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     // ---- reductions ------------------------------------------------------------------------------
     /// Mean and unbiased (N−1) standard deviation over all elements, like torch's mean()/std().
     fn mean_std(&self, x: &Tensor<Self>) -> Result<(f64, f64)>;
+
+    // ---- optimiser ---------------------------------------------------------------------------------
+    /// One torch.optim.AdamW step (amsgrad off) on one parameter, its gradient and moments:
+    /// returns (θ, m, v) after the step; `k` from `AdamwParams::at_step`.
+    fn adamw_step(&self, param: &Tensor<Self>, grad: &Tensor<Self>, m: &Tensor<Self>, v: &Tensor<Self>, k: &AdamwCoefs) -> Result<(Tensor<Self>, Tensor<Self>, Tensor<Self>)>;
+    /// alpha·a + beta·b for same-shaped a and b (the EMA update: ema·rate + θ·(1 − rate)).
+    fn axpby(&self, a: &Tensor<Self>, b: &Tensor<Self>, alpha: f32, beta: f32) -> Result<Tensor<Self>>;
 
     // ---- diffusion step math (coefficients from `diffusion::Diffusion`; formulas in docs/method.md) -----
     /// x_t = √ᾱ·x0 + √(1−ᾱ)·ε.
@@ -372,6 +380,15 @@ impl<K: Compute> Backend for K {
     fn mean_std(&self, x: &Tensor<Self>) -> Result<(f64, f64)> {
         ops::reduce::mean_std(x.shape())?;
         Compute::mean_std(self, x)
+    }
+
+    fn adamw_step(&self, param: &Tensor<Self>, grad: &Tensor<Self>, m: &Tensor<Self>, v: &Tensor<Self>, k: &AdamwCoefs) -> Result<(Tensor<Self>, Tensor<Self>, Tensor<Self>)> {
+        ops::optim::adamw_step(param.shape(), grad.shape(), m.shape(), v.shape())?;
+        Compute::adamw_step(self, param, grad, m, v, k)
+    }
+    fn axpby(&self, a: &Tensor<Self>, b: &Tensor<Self>, alpha: f32, beta: f32) -> Result<Tensor<Self>> {
+        ops::optim::axpby(a.shape(), b.shape())?;
+        Compute::axpby(self, a, b, alpha, beta)
     }
 
     fn q_sample(&self, x0: &Tensor<Self>, noise: &Tensor<Self>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<Tensor<Self>> {

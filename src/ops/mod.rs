@@ -16,6 +16,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod layout;
 pub mod norm;
+pub mod optim;
 pub mod padim;
 pub mod pool;
 pub mod reduce;

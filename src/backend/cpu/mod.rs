@@ -14,6 +14,7 @@ pub mod layout;
 pub mod linear;
 pub mod mahalanobis;
 pub mod matmul;
+pub mod optim;
 pub mod pool;
 pub mod real;
 pub mod reduce;
@@ -21,7 +22,7 @@ pub mod resample;
 
 use super::{Compute, GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
-use crate::ops::contract::{BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs};
+use crate::ops::contract::{AdamwCoefs, BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs};
 use crate::ops::conv::LinearGeom;
 use crate::ops::padim::MahalanobisGeom;
 use crate::ops::pool::ResizeGeom;
@@ -236,6 +237,15 @@ impl Compute for Cpu {
 
     fn mean_std(&self, x: &CpuTensor) -> Result<(f64, f64)> {
         Ok(reduce::mean_std(data(x)))
+    }
+
+    fn adamw_step(&self, param: &CpuTensor, grad: &CpuTensor, m: &CpuTensor, v: &CpuTensor, k: &AdamwCoefs) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        let (p, m2, v2) = optim::adamw_step(data(param), data(grad), data(m), data(v), k);
+        Ok((make(param.dims(), p), make(param.dims(), m2), make(param.dims(), v2)))
+    }
+
+    fn axpby(&self, a: &CpuTensor, b: &CpuTensor, alpha: f32, beta: f32) -> Result<CpuTensor> {
+        Ok(make(a.dims(), optim::axpby(data(a), data(b), alpha, beta)))
     }
 
     fn q_sample(&self, x0: &CpuTensor, noise: &CpuTensor, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<CpuTensor> {

@@ -13,7 +13,7 @@ use self::device::{Device, LaunchCfg};
 use super::{Compute, GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{
-    BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs, ATTN_BLOCK, EW_BLOCK, EW_MAX_BLOCKS, IGEMM_SMEM_BYTES, IGEMM_THREADS, IGEMM_TM, IGEMM_TN, MAHA_BLOCK,
+    AdamwCoefs, BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs, ATTN_BLOCK, EW_BLOCK, EW_MAX_BLOCKS, IGEMM_SMEM_BYTES, IGEMM_THREADS, IGEMM_TM, IGEMM_TN, MAHA_BLOCK,
     MEAN_STD_BLOCK, REDUCE_BLOCK,
 };
 use crate::ops::conv::LinearGeom;
@@ -494,6 +494,22 @@ impl<D: Device> Compute for CudaBackend<D> {
         launch::mean_std_f32(&self.dev, &per_block(1, MEAN_STD_BLOCK, 0), b(x), x.numel() as i64, b(&out))?;
         let v = self.download(&out)?;
         Ok((v[0] as f64, v[1] as f64))
+    }
+
+    fn adamw_step(&self, param: &T<D>, grad: &T<D>, m: &T<D>, v: &T<D>, k: &AdamwCoefs) -> Result<(T<D>, T<D>, T<D>)> {
+        let (p2, m2, v2) = (self.alloc(param.dims())?, self.alloc(param.dims())?, self.alloc(param.dims())?);
+        if param.numel() > 0 {
+            launch::adamw_step_f32(&self.dev, &ew(param.numel()), b(param), b(grad), b(m), b(v), b(&p2), b(&m2), b(&v2), i(param.numel()), k)?;
+        }
+        Ok((p2, m2, v2))
+    }
+
+    fn axpby(&self, a: &T<D>, bt: &T<D>, alpha: f32, beta: f32) -> Result<T<D>> {
+        let y = self.alloc(a.dims())?;
+        if y.numel() > 0 {
+            launch::axpby_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), alpha, beta)?;
+        }
+        Ok(y)
     }
 
     fn q_sample(&self, x0: &T<D>, noise: &T<D>, sqrt_ab: f32, sqrt_1m_ab: f32) -> Result<T<D>> {

@@ -2,6 +2,9 @@
 //! head of the paper's code (spec §2, §6). Built from the same flags as the upstream scripts and
 //! loaded by the PyTorch state_dict names; the forward pass reads like upstream's.
 
+mod backward;
+pub use backward::Tape;
+
 use super::weights::Loader;
 use crate::backend::{Backend, Conv2dParams, GroupNormParams, Pool2dParams};
 use crate::io::flags::ModelFlags;

@@ -75,3 +75,18 @@ def forward(model, head, x, t, y, feat_shape, tap=10):
         f = F.interpolate(feat_src, size=(feat_shape, feat_shape), mode="bilinear", align_corners=False)
         feat = head.feat_rec1(f)
     return out, feat
+
+
+def randomise(module, gen):
+    """Every parameter random (zero-initialised layers would hide bugs), rounded to float16 so the
+    fixtures can store them as F16 (exact in float32) and stay small."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() == 1 and ("norm" in name or name.endswith(("in_layers.0.weight", "out_layers.0.weight", "out.0.weight", "feat_rec1.0.weight"))):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+            p.copy_(p.half().float())

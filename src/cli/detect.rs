@@ -79,9 +79,9 @@ impl DetectCmd {
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let out = self.out.unwrap_or_else(|| "ran-out".into());
         let args = DetectArgs { score, inputs: self.inputs, out: out.clone(), class: self.class, threshold: self.threshold, alpha_table: self.alpha_table, batch: self.batch, calibrate: self.calibrate, range: self.range };
-        let backend = match device.backend() {
+        let backend = match super::backend(device) {
             Ok(b) => b,
-            Err(e) => return super::fail(e),
+            Err(code) => return code,
         };
         match crate::with_backend!(backend, |b| crate::commands::detect::run(b, &args)) {
             Ok(o) => print(&o, &out),

@@ -56,9 +56,9 @@ impl EvalCmd {
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let ensemble = format!("{} (α = {})", score.ensemble, score.alpha);
         let args = EvalArgs { score, data, out: self.out, categories: self.categories, shard: self.shard, merge: self.merge, pro_variant: self.pro_variant, alpha_sweep: self.alpha_sweep.unwrap_or_default() };
-        let backend = match device.backend() {
+        let backend = match super::backend(device) {
             Ok(b) => b,
-            Err(e) => return super::fail(e),
+            Err(code) => return code,
         };
         match crate::with_backend!(backend, |b| crate::commands::eval::run(b, &args)) {
             Ok(r) => print(&r, &ensemble, &args.out),

@@ -41,9 +41,9 @@ pub struct FitPadimCmd {
 impl FitPadimCmd {
     pub fn run(self) -> ExitCode {
         let args = FitArgs { train: self.train, backbone: self.backbone, arch: self.arch, dims: self.dims, seed: self.seed, image_size: self.image_size, out: self.out.clone(), dtype: self.dtype.dtype(), batch: self.batch };
-        let backend = match self.device.backend() {
+        let backend = match super::backend(self.device) {
             Ok(b) => b,
-            Err(e) => return super::fail(e),
+            Err(code) => return code,
         };
         match crate::with_backend!(backend, |b| crate::commands::fit_padim::run(b, &args)) {
             Ok(o) => print(&o, &self.out),

@@ -68,6 +68,11 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The backend for `--device`, or the exit status after saying why not.
+pub fn backend(device: options::Device) -> Result<crate::backend::select::AnyBackend, ExitCode> {
+    device.backend().map_err(fail)
+}
+
 /// Says what went wrong; exit status 2.
 pub fn fail(e: crate::Error) -> ExitCode {
     eprintln!("error: {e}");

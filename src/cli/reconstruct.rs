@@ -86,9 +86,9 @@ impl ReconstructCmd {
         let out = self.out.unwrap_or_else(|| "ran-reconstruct".into());
         let cfg = ReconstructConfig { iters: self.iters.unwrap_or(100), nd: self.nd, lr: self.lr, k: self.k, denoise_noise: self.denoise_noise, seed: self.seed };
         let args = ReconstructArgs { inputs: self.inputs, model, padim, out: out.clone(), cfg, every: self.every.unwrap_or(10), respacing: self.respacing, class: self.class, batch: self.batch };
-        let backend = match self.device.backend() {
+        let backend = match super::backend(self.device) {
             Ok(b) => b,
-            Err(e) => return super::fail(e),
+            Err(code) => return code,
         };
         match crate::with_backend!(backend, |b| crate::commands::reconstruct::run(b, &args)) {
             Ok(o) => print(&o, &out),

@@ -22,9 +22,9 @@ impl VerifyCmd {
     pub fn run(self) -> ExitCode {
         let device = self.score.device;
         let Some(settings) = self.score.settings() else { return super::usage("give --model MODEL.safetensors") };
-        let backend = match device.backend() {
+        let backend = match super::backend(device) {
             Ok(b) => b,
-            Err(e) => return super::fail(e),
+            Err(code) => return code,
         };
         match crate::with_backend!(backend, |b| crate::commands::verify::run(b, &self.reference, self.atol, self.rtol, &settings)) {
             Ok(rows) => print(&rows, self.atol, self.rtol),

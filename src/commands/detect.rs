@@ -3,7 +3,7 @@
 use crate::anomaly::alpha_table::read_alpha_table;
 use crate::anomaly::calibration::{calibrate, CalibrationImages};
 use crate::anomaly::classes::class_of;
-use crate::anomaly::detect_results::{write_detect_results, DetectRow};
+use crate::eval::detect_results::{write_detect_results, DetectRow};
 use crate::anomaly::detector::Pipeline;
 use crate::anomaly::render::{save_heatmap, save_map16, save_overlay, DisplayRange, Threshold};
 use crate::anomaly::score::Ensemble;

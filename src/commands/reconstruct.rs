@@ -6,7 +6,7 @@
 use crate::anomaly::classes::class_of;
 use crate::anomaly::padim_file;
 use crate::anomaly::reconstruct::{reconstruct, ReconstructConfig};
-use crate::anomaly::reconstruct_results::{write_reconstruct_results, ReconstructRow};
+use crate::eval::reconstruct_results::{write_reconstruct_results, ReconstructRow};
 use crate::anomaly::render::{save_chw, save_heatmap, save_map16, save_strip};
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};

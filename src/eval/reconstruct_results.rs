@@ -1,7 +1,7 @@
 //! `ran reconstruct`'s result files: one typed row per image, written as reconstruct.json and
 //! report.html.
 
-use crate::anomaly::detect_results::failed_rows;
+use crate::eval::detect_results::failed_rows;
 use crate::error::AtPath;
 use crate::eval::report::{write_html, GalleryItem, Table};
 use crate::Result;

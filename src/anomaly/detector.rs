@@ -47,11 +47,17 @@ fn load_effnet<B: Backend>(b: &B, s: &ScoreSettings, path: &std::path::Path, hea
     if let Some(size) = s.effnet_image_size {
         cfg.image_size = size;
     }
+    load_extractor(b, &cfg, path, &[])
+}
+
+/// The EfficientNet of `cfg` from `path`, every tensor used but the unused stages' and `also_unused`
+/// (e.g. the data tensors of a reference file that carries the weights).
+pub fn load_extractor<B: Backend>(b: &B, cfg: &EffNetConfig, path: &std::path::Path, also_unused: &[&str]) -> Result<EfficientNet<B>> {
     let w = open_weights(path)?;
-    let unused = EfficientNet::<B>::unused_prefixes(&cfg);
-    let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+    let unused = EfficientNet::<B>::unused_prefixes(cfg);
+    let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).chain(also_unused.iter().copied()).collect();
     let l = Loader::new(&*w, b).ignoring_prefixes(&unused);
-    let e = EfficientNet::load(&cfg, &l)?;
+    let e = EfficientNet::load(cfg, &l)?;
     l.finish()?;
     Ok(e)
 }

@@ -114,3 +114,57 @@ pub fn parse_effnet_arch(s: &str) -> Result<String, String> {
 pub fn parse_resnet_arch(s: &str) -> Result<String, String> {
     crate::models::resnet::ResNetConfig::from_name(s).map(|_| s.to_string()).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anomaly::score::FeatureTimestep;
+    use crate::anomaly::settings::EnsembleKind;
+    use crate::eval::pro_variant::ProVariant;
+    use clap::ValueEnum;
+
+    /// The backend is chosen from the device's printed form: it must be one `AnyBackend::select` reads.
+    #[test]
+    fn devices_print_as_select_reads_them() {
+        for (s, d) in [("auto", Device::Auto), ("cpu", Device::Cpu), ("cuda", Device::Cuda(0)), ("cuda:3", Device::Cuda(3)), ("emulator", Device::Emulator)] {
+            assert_eq!(parse_device(s), Ok(d), "{s}");
+            assert_eq!(parse_device(&d.to_string()), Ok(d));
+        }
+        assert_eq!(Device::Cuda(3).to_string(), "cuda:3");
+        for bad in ["gpu", "cuda:", "cuda:-1", "cuda:x", "CPU", ""] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
+        // the CPU backend comes back for `cpu` (nothing else can be built on every machine)
+        assert!(matches!(Device::Cpu.backend(), Ok(AnyBackend::Cpu(_))));
+    }
+
+    #[test]
+    fn shards_are_i_of_n() {
+        assert_eq!(parse_shard("0/2"), Ok((0, 2)));
+        assert_eq!(parse_shard("1/2"), Ok((1, 2)));
+        for bad in ["2/2", "0/0", "1", "a/b", "-1/2", "1/2/3"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// results.json and the eval cache's settings.json record these spellings: they must stay
+    /// those the command line takes (a drift would make every old cache look foreign).
+    #[test]
+    fn recorded_names_are_the_command_line_spellings() {
+        let clap_name = |v: clap::builder::PossibleValue| v.get_name().to_string();
+        for e in EnsembleKind::value_variants() {
+            assert_eq!(clap_name(e.to_possible_value().unwrap()), e.name());
+        }
+        for f in FeatureTimestep::value_variants() {
+            assert_eq!(clap_name(f.to_possible_value().unwrap()), f.name());
+        }
+        for p in ProVariant::value_variants() {
+            assert_eq!(clap_name(p.to_possible_value().unwrap()), p.name());
+        }
+        for w in WeightDtype::value_variants() {
+            assert_eq!(clap_name(w.to_possible_value().unwrap()), w.name());
+        }
+        assert_eq!(FeatureTimestep::RespacedIndex.name(), "index");
+        assert_eq!(ProVariant::OfficialRepo.name(), "official-repo");
+    }
+}

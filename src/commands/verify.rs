@@ -46,17 +46,10 @@ fn labels(r: &SafeTensors, name: &str) -> Result<Option<Vec<usize>>> {
 
 /// `arch` as given, else what the model file declares, else the paper's B4.
 fn load_effnet<B: Backend>(b: &B, path: &Path, arch: Option<&str>, model: &Path) -> Result<crate::models::efficientnet::EfficientNet<B>> {
-    use crate::models::efficientnet::{EfficientNet, EffNetConfig};
     let declared = if arch.is_none() { crate::models::feature_extractor(model).ok().flatten() } else { None };
-    let cfg = EffNetConfig::from_name(arch.or(declared.as_deref()).unwrap_or("efficientnet-b4"))?;
-    let w = crate::models::open_weights(path)?;
-    let mut unused = EfficientNet::<B>::unused_prefixes(&cfg);
-    unused.extend(["x", "features", "tap0", "tap1", "tap2", "tap3"].iter().map(|s| s.to_string()));
-    let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-    let l = crate::models::weights::Loader::new(&*w, b).ignoring_prefixes(&unused);
-    let e = EfficientNet::load(&cfg, &l)?;
-    l.finish()?;
-    Ok(e)
+    let cfg = crate::models::efficientnet::EffNetConfig::from_name(arch.or(declared.as_deref()).unwrap_or("efficientnet-b4"))?;
+    // a kind=effnet reference carries the weights beside its tensors
+    crate::anomaly::detector::load_extractor(b, &cfg, path, &["x", "features", "tap0", "tap1", "tap2", "tap3"])
 }
 
 /// `opts`: the model (`opts.model`), and for kind=effnet / kind=detect the extractor and the

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FeatureTimestep {
-    /// the respaced index k (what the official evaluation passes; spec §2 quirk)
+    /// the respaced index k (what the official evaluation passes: a quirk of that code)
     #[value(name = "index")]
     RespacedIndex,
     /// the true timestep τ_k (one UNet pass per k serves both maps)

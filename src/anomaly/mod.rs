@@ -4,6 +4,7 @@
 
 pub mod alpha_table;
 pub mod calibration;
+pub mod class_score;
 pub mod classes;
 pub mod detector;
 pub mod noise;

@@ -2,11 +2,11 @@
 
 use crate::anomaly::alpha_table::read_alpha_table;
 use crate::anomaly::calibration::{calibrate, CalibrationImages};
+use crate::anomaly::class_score::{rescore_for_class, ClassAlphas};
 use crate::anomaly::classes::class_of;
 use crate::eval::detect_results::{write_detect_results, DetectRow};
 use crate::anomaly::detector::Pipeline;
 use crate::anomaly::render::{save_heatmap, save_map16, save_overlay, DisplayRange, Threshold};
-use crate::anomaly::score::Ensemble;
 use crate::anomaly::settings::{EnsembleKind, ScoreSettings};
 use crate::backend::Backend;
 use crate::error::AtPath;
@@ -57,14 +57,8 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     if a.threshold == Some(Threshold::Normal) && !calibrated {
         return Err(Error::InvalidArgument("--threshold normal is the 99.9th percentile of the normal calibration pixels: it needs --ensemble calibrated".into()));
     }
-    let alpha_table = match &a.alpha_table {
-        Some(p) => Some(read_alpha_table(p, &classes)?),
-        None => None,
-    };
-    let alpha_of = |y: Option<usize>| -> f32 {
-        let cat = y.and_then(|c| classes.get(c));
-        alpha_table.as_ref().zip(cat).and_then(|(t, c)| t.get(c).copied()).unwrap_or(s.alpha)
-    };
+    let alphas = ClassAlphas { default: s.alpha, table: a.alpha_table.as_deref().map(|p| read_alpha_table(p, &classes)).transpose()? };
+    let alpha_of = |y: Option<usize>| alphas.of(y.and_then(|c| classes.get(c)).map(|c| c.as_str()));
     let calibrations = match (calibrated, &a.calibrate) {
         (true, Some(dir)) => {
             let normal = collect_inputs(&[dir.display().to_string()])?;
@@ -134,21 +128,7 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                 let category = y.and_then(|c| classes.get(c).cloned());
                 // checked when the image was read: its class has a calibration
                 let class_cal = calibrations.as_ref().and_then(|cs| cs.get(y).copied());
-                let calibration = class_cal.map(|c| c.statistics);
-                if let Some(c) = calibration {
-                    sc.reweight(Ensemble::Calibrated(s.alpha, c), s.topk);
-                }
-                let mut alpha = s.alpha;
-                if let (Some(t), Some(cat)) = (&alpha_table, &category) {
-                    if let Some(&al) = t.get(cat) {
-                        alpha = al;
-                        match (scorer.cfg.ensemble, calibration) {
-                            (_, Some(c)) => sc.reweight(Ensemble::Calibrated(al, c), s.topk),
-                            (Ensemble::Weighted(_), None) => sc.reweight(Ensemble::Weighted(al), s.topk),
-                            _ => {}
-                        }
-                    }
-                }
+                let alpha = rescore_for_class(&mut sc, scorer.cfg.ensemble, &alphas, category.as_deref(), class_cal.map(|c| c.statistics), s.topk);
                 // index, parent folder and name: MVTec-style trees repeat file names per folder
                 let parent = path.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 let stem = format!("{:04}_{}_{}", i, parent, path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());

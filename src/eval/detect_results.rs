@@ -92,3 +92,60 @@ fn write_report(out: &Path, rows: &[DetectRow], failed: &[(PathBuf, String)]) ->
         .collect();
     write_html(&out.join("report.html"), "ran detect", &[table, failed_table], &[], &[("Overlays, highest score first".into(), items)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(file: &str, score: f32, above: Option<bool>) -> DetectRow {
+        let s = |n: &str| format!("/out/{n}");
+        DetectRow {
+            file: file.into(),
+            class: Some(3),
+            category: Some("carpet".into()),
+            alpha: 0.4,
+            image_score: score,
+            map_min: -0.1,
+            map_max: 2.5,
+            display_range: [0.0, 2.5],
+            threshold: None,
+            normal_p999: None,
+            above_normal: above,
+            map16: s("a_map16.png"),
+            heatmap: s("a_heatmap.png"),
+            overlay: s("a_overlay.png"),
+            seconds: 0.25,
+        }
+    }
+
+    /// The CSV carries the numbers exactly as results.json does (f32 widened, NaN as null), the
+    /// JSON keeps every field of the row, and the report lists the images from the highest score.
+    #[test]
+    fn csv_json_and_report_agree() {
+        let dir = std::env::temp_dir().join(format!("ran-detect-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = [row("low \"q\".png", 0.1, Some(false)), row("high.png", 1.7, Some(true)), row("nan.png", f32::NAN, None)];
+        write_detect_results(&dir, serde_json::json!({"seed": 0}), &rows, &[(PathBuf::from("bad.png"), "not an image".into())]).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+        let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "file,class,image_score,map_min,map_max,seconds,above_normal");
+        assert_eq!(lines[1], "\"low \"\"q\"\".png\",3,0.10000000149011612,-0.10000000149011612,2.5,0.250,false");
+        assert_eq!(lines[3], "\"nan.png\",3,null,-0.10000000149011612,2.5,0.250,");
+        let img = &json["images"];
+        assert_eq!(img[0]["image_score"].to_string(), "0.10000000149011612");
+        assert_eq!(img[2]["image_score"], serde_json::Value::Null);
+        assert_eq!(img[1]["above_normal"], true);
+        assert_eq!(img[0]["display_range"], serde_json::json!([0.0, 2.5]));
+        let keys: Vec<&str> = img[0].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        for k in ["file", "class", "category", "alpha", "image_score", "map_min", "map_max", "display_range", "threshold", "normal_p999", "above_normal", "map16", "heatmap", "overlay", "seconds"] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        assert_eq!(keys.len(), 15);
+        assert_eq!(json["failed"], serde_json::json!([{"file": "bad.png", "error": "not an image"}]));
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        let (hi, lo) = (html.find("high.png").unwrap(), html.find("low &quot;q&quot;.png").or_else(|| html.find("low \"q\".png")).unwrap());
+        assert!(hi < lo, "highest score first");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -41,3 +41,14 @@ impl Error {
         Error::Shape { op, msg: msg.into() }
     }
 }
+
+/// `.at_path(p)` on an `io::Result`: the error names the file or folder it was about.
+pub trait AtPath<T> {
+    fn at_path(self, path: impl AsRef<std::path::Path>) -> Result<T>;
+}
+
+impl<T> AtPath<T> for std::result::Result<T, std::io::Error> {
+    fn at_path(self, path: impl AsRef<std::path::Path>) -> Result<T> {
+        self.map_err(|source| Error::Io { path: path.as_ref().to_path_buf(), source })
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod anomaly;
 pub mod backend;
+pub mod cli;
 pub mod commands;
 pub mod diffusion;
 pub mod eval;

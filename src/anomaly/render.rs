@@ -138,6 +138,17 @@ impl DisplayRange {
     }
 }
 
+/// The option's spelling (results.json records it).
+impl std::fmt::Display for DisplayRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisplayRange::Auto => f.write_str("auto"),
+            DisplayRange::Image => f.write_str("image"),
+            DisplayRange::Fixed(l, h) => write!(f, "{l},{h}"),
+        }
+    }
+}
+
 /// Where the overlay's outline goes (`--threshold`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Threshold {
@@ -163,6 +174,16 @@ impl Threshold {
         match self {
             Threshold::Value(v) => Some(v),
             Threshold::Normal => normal_p999,
+        }
+    }
+}
+
+/// The option's spelling (results.json records it).
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threshold::Value(v) => write!(f, "{v}"),
+            Threshold::Normal => f.write_str("normal"),
         }
     }
 }
@@ -208,6 +229,17 @@ mod tests {
         super::save_overlay(&p, &img, &m, 0.0, 5.0, None).unwrap();
         assert!(image::open(&p).unwrap().to_rgb8().pixels().all(|px| px.0 != [255, 0, 0]));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// results.json records the options by these spellings: each must parse back to itself.
+    #[test]
+    fn options_print_as_they_parse() {
+        for s in ["auto", "image", "-1,2.5", "0,3"] {
+            assert_eq!(DisplayRange::parse(s).unwrap().to_string(), s);
+        }
+        for s in ["normal", "-0.5", "2"] {
+            assert_eq!(Threshold::parse(s).unwrap().to_string(), s);
+        }
     }
 
     #[test]

@@ -16,12 +16,23 @@ use crate::models::unet::UNet;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FeatureTimestep {
-    /// the respaced index k (what the official evaluation passes; spec §2 quirk)
+    /// the respaced index k (what the official evaluation passes: a quirk of that code)
+    #[value(name = "index")]
     RespacedIndex,
     /// the true timestep τ_k (one UNet pass per k serves both maps)
     Tau,
+}
+
+impl FeatureTimestep {
+    /// The option's spelling (`--feature-timestep`), as results.json and the map cache record it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureTimestep::RespacedIndex => "index",
+            FeatureTimestep::Tau => "tau",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -21,8 +21,8 @@ pub struct Summary {
 
 /// `class_names`: the categories of a class-conditional model in label order (stored in the
 /// metadata, so detect/eval can map folder names to labels).
-pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: &str, class_names: &[String], feature_extractor: Option<&str>) -> Result<Summary> {
-    let dtype = Dtype::parse_name(dtype).ok_or_else(|| Error::InvalidArgument(format!("--dtype {dtype}: f32, f16 or bf16")))?;
+/// `dtype`: how the weights are stored (computation stays f32).
+pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: Dtype, class_names: &[String], feature_extractor: Option<&str>) -> Result<Summary> {
     let flags = ModelFlags::parse(flags)?;
     let w = open_weights(checkpoint)?;
     // Build the model once: every tensor named, shaped and used as the flags say.

@@ -5,7 +5,8 @@ use crate::anomaly::padim::{fit_stats_streamed, host_features, random_channels, 
 use crate::anomaly::padim_file::{self, PadimInfo};
 use crate::backend::cpu::mahalanobis::packed_len;
 use crate::backend::Backend;
-use crate::commands::detect::collect_inputs;
+use crate::error::AtPath;
+use crate::eval::inputs::collect_inputs;
 use crate::io::image::{center_crop_arr, load_rgb, to_chw};
 use crate::io::safetensors::Dtype;
 use crate::models::open_weights;
@@ -18,13 +19,14 @@ use std::path::PathBuf;
 pub struct FitArgs {
     pub train: Vec<String>,
     pub backbone: PathBuf,
-    /// expected architecture (checked against the one inferred from the weights), or empty
-    pub arch: String,
+    /// expected architecture (checked against the one inferred from the weights)
+    pub arch: Option<String>,
     pub dims: usize,
     pub seed: u64,
     pub image_size: usize,
     pub out: PathBuf,
-    pub dtype: String,
+    /// storage of the statistics and the backbone: F32 or F16
+    pub dtype: Dtype,
     pub batch: usize,
 }
 
@@ -43,11 +45,7 @@ fn bar(n: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
-    let dtype = match a.dtype.as_str() {
-        "f32" => Dtype::F32,
-        "f16" => Dtype::F16,
-        o => return Err(Error::InvalidArgument(format!("--dtype {o}: f32 or f16"))),
-    };
+    let dtype = a.dtype;
     if a.image_size == 0 || a.image_size % 16 != 0 {
         return Err(Error::InvalidArgument(format!("--image-size {}: a positive multiple of 16 (the backbone's layer3 stride)", a.image_size)));
     }
@@ -57,8 +55,10 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     let w = Prefixed { inner: &*file, prefix };
     let w = &w;
     let cfg = ResNetConfig::infer(w)?;
-    if !a.arch.is_empty() && ResNetConfig::from_name(&a.arch)? != cfg {
-        return Err(Error::BadFile { path: a.backbone.clone(), msg: format!("the weights are a {cfg:?}, not {}", a.arch) });
+    if let Some(arch) = &a.arch {
+        if ResNetConfig::from_name(arch)? != cfg {
+            return Err(Error::BadFile { path: a.backbone.clone(), msg: format!("the weights are a {cfg:?}, not {arch}") });
+        }
     }
     let l = Loader::new(w, b).ignoring_prefixes(ResNet::<B>::unused_prefixes());
     let net = ResNet::load(&cfg, &l)?;
@@ -119,7 +119,7 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     meta.insert("seed".into(), a.seed.to_string());
     meta.insert("generator".into(), format!("ran fit-padim {}", env!("CARGO_PKG_VERSION")));
     if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::Io { path: parent.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(parent).at_path(parent)?;
     }
     const CHUNK: usize = 256;
     let pb = bar(p as u64, "positions");

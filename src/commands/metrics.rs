@@ -2,7 +2,9 @@
 //! methods can be compared with one evaluator. Input: a safetensors file (`maps` [N,H,W], `masks`
 //! [N,H,W], optional `image_labels` [N]) or folders of PNG maps and masks paired by name.
 
-use crate::eval::metrics::{au_pro, auroc, pro_official_repo};
+use crate::error::AtPath;
+use crate::eval::metrics::auroc;
+use crate::eval::pro_variant::ProVariant;
 use crate::io::image::load_gray;
 use crate::io::safetensors::SafeTensors;
 use crate::{Error, Result};
@@ -27,7 +29,7 @@ pub fn load_input(input: Option<&Path>, maps: Option<&Path>, gt: Option<&Path>) 
         return Ok((m, k.iter().map(|&v| (v != 0.0) as u8).collect(), labels, [ms[0], ms[1], ms[2]]));
     }
     let (Some(md), Some(gd)) = (maps, gt) else { return Err(Error::InvalidArgument("give --input FILE, or --maps DIR and --gt DIR".into())) };
-    let mut files: Vec<_> = std::fs::read_dir(md).map_err(|e| Error::Io { path: md.to_path_buf(), source: e })?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(md).at_path(md)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
     files.sort();
     if files.is_empty() {
         return Err(Error::InvalidArgument(format!("{}: no PNG maps", md.display())));
@@ -61,14 +63,10 @@ pub fn load_input(input: Option<&Path>, maps: Option<&Path>, gt: Option<&Path>) 
 }
 
 /// Pixel AUROC, AU-PRO (0.3) and image AUROC (image score = mean of the top-k pixels).
-pub fn compute(maps: &[f32], masks: &[u8], labels: Option<Vec<bool>>, [n, h, w]: [usize; 3], topk: usize, pro_variant: &str) -> Result<Metrics> {
+pub fn compute(maps: &[f32], masks: &[u8], labels: Option<Vec<bool>>, [n, h, w]: [usize; 3], topk: usize, pro_variant: ProVariant) -> Result<Metrics> {
     let pl: Vec<bool> = masks.iter().map(|&m| m != 0).collect();
     let pixel_auroc = auroc(maps, &pl)?;
-    let aupro = match pro_variant {
-        "mvtec" => au_pro(maps, masks, n, h, w, 0.3)?.au_pro,
-        "official-repo" => pro_official_repo(maps, masks, n, h, w, 0.3)?,
-        o => return Err(Error::InvalidArgument(format!("--pro-variant {o}: mvtec or official-repo"))),
-    };
+    let aupro = pro_variant.au_pro(maps, masks, n, h, w)?;
     let labels = labels.unwrap_or_else(|| (0..n).map(|i| masks[i * h * w..(i + 1) * h * w].iter().any(|&m| m != 0)).collect());
     let scores: Vec<f32> = (0..n).map(|i| crate::anomaly::score::topk_mean(&maps[i * h * w..(i + 1) * h * w], topk)).collect();
     let image_auroc = auroc(&scores, &labels).ok();

@@ -3,16 +3,20 @@
 //! difference |x0 − x̂| as a heatmap and 16-bit map, the PaDiM map before and after, and
 //! reconstruct.json with the loss curve per image; report.html shows them all.
 
+use crate::anomaly::classes::class_of;
 use crate::anomaly::padim_file;
 use crate::anomaly::reconstruct::{reconstruct, ReconstructConfig};
+use crate::eval::reconstruct_results::{write_reconstruct_results, ReconstructRow};
 use crate::anomaly::render::{save_chw, save_heatmap, save_map16, save_strip};
 use crate::backend::Backend;
-use crate::commands::detect::{class_of, collect_inputs, MVTEC_CLASSES};
 use crate::diffusion::{BetaSchedule, Diffusion};
+use crate::error::AtPath;
+use crate::eval::datasets::MVTEC_CLASSES;
+use crate::eval::inputs::collect_inputs;
 use crate::io::image::{center_crop_arr, load_rgb, to_chw};
 use crate::models::load_unet;
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Clone, Debug)]
 pub struct ReconstructArgs {
@@ -54,7 +58,7 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
     }
     let (padim, _) = padim_file::load(&a.padim, b)?;
     let classes: Vec<String> = crate::models::class_names(&a.model)?.unwrap_or_else(|| MVTEC_CLASSES.iter().map(|c| c.to_string()).collect());
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::Io { path: a.out.clone(), source: e })?;
+    std::fs::create_dir_all(&a.out).at_path(&a.out)?;
     let total = (files.len() * a.cfg.iters) as u64;
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} iterations, {elapsed} (eta {eta}) {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
@@ -88,7 +92,7 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
             continue;
         }
         let n = ok.len();
-        let res = (|| -> Result<Vec<serde_json::Value>> {
+        let res = (|| -> Result<Vec<ReconstructRow>> {
             let x0h: Vec<f32> = ok.iter().flat_map(|o| o.2.iter().copied()).collect();
             let y: Option<Vec<usize>> = unet.num_classes.map(|_| ok.iter().map(|o| o.3.unwrap_or(0)).collect());
             let x0 = b.from_host(&[n, 3, s, s], &x0h)?;
@@ -130,13 +134,19 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
                 let (plo, phi) = m0.iter().chain(m1).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
                 save_heatmap(&p("padim_before"), m0, s, s, plo, phi)?;
                 save_heatmap(&p("padim_after"), m1, s, s, plo, phi)?;
-                out.push(serde_json::json!({
-                    "file": path.display().to_string(), "class": yj,
-                    "padim_loss": curve, "diff_min": lo, "diff_max": hi, "diff_mean": diff.iter().map(|&v| v as f64).sum::<f64>() / plane as f64,
-                    "frames_at": frames.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
-                    "reconstruction": p("reconstruction").display().to_string(), "frames": p("frames").display().to_string(),
-                    "diff_heatmap": p("diff_heatmap").display().to_string(), "diff16": p("diff16").display().to_string(),
-                }));
+                out.push(ReconstructRow {
+                    file: path.display().to_string(),
+                    class: *yj,
+                    padim_loss: curve,
+                    diff_min: lo,
+                    diff_max: hi,
+                    diff_mean: diff.iter().map(|&v| v as f64).sum::<f64>() / plane as f64,
+                    frames_at: frames.iter().map(|(k, _)| *k).collect(),
+                    reconstruction: p("reconstruction").display().to_string(),
+                    frames: p("frames").display().to_string(),
+                    diff_heatmap: p("diff_heatmap").display().to_string(),
+                    diff16: p("diff16").display().to_string(),
+                });
             }
             Ok(out)
         })();
@@ -152,41 +162,10 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
     }
     pb.finish_and_clear();
     let c = &a.cfg;
-    let summary = serde_json::json!({
+    let header = serde_json::json!({
         "model": a.model.display().to_string(), "padim": a.padim.display().to_string(),
         "settings": {"iters": c.iters, "nd": c.nd, "lr": c.lr, "k": c.k, "denoise_noise": c.denoise_noise, "seed": c.seed, "every": a.every, "batch": a.batch, "backend": b.name()},
-        "images": rows, "failed": failed.iter().map(|(p, e)| serde_json::json!({"file": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
     });
-    let jp = a.out.join("reconstruct.json");
-    std::fs::write(&jp, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| Error::Io { path: jp, source: e })?;
-    write_report(&a.out, &rows, &failed)?;
+    write_reconstruct_results(&a.out, header, &rows, &failed)?;
     Ok(Outcome { processed: rows.len(), failed })
-}
-
-/// report.html: per image the frames, |x0 − x̂| and the PaDiM maps before and after, with the loss.
-fn write_report(out: &Path, rows: &[serde_json::Value], failed: &[(PathBuf, String)]) -> Result<()> {
-    use crate::eval::report::{write_html, GalleryItem, Table};
-    let base = |v: &serde_json::Value| Path::new(v.as_str().unwrap_or("")).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let loss = |r: &serde_json::Value, i: usize| r["padim_loss"].as_array().and_then(|l| if i == 0 { l.first() } else { l.last() }).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-    let table = Table {
-        caption: "PaDiM loss before and after".into(),
-        header: vec!["file", "loss before", "loss after", "mean |x0 − x̂|"],
-        rows: rows.iter().map(|r| vec![r["file"].as_str().unwrap_or("").to_string(), format!("{:.4}", loss(r, 0)), format!("{:.4}", loss(r, 1)), format!("{:.4}", r["diff_mean"].as_f64().unwrap_or(f64::NAN))]).collect(),
-    };
-    let failed_table = Table { caption: "Not reconstructed".into(), header: vec!["file", "error"], rows: failed.iter().map(|(p, e)| vec![p.display().to_string(), e.clone()]).collect() };
-    let galleries: Vec<(String, Vec<GalleryItem>)> = rows
-        .iter()
-        .map(|r| {
-            let frames_at: Vec<String> = r["frames_at"].as_array().map(|v| v.iter().map(|k| k.to_string()).collect()).unwrap_or_default();
-            let stem = base(&r["frames"]).trim_end_matches("_frames.png").to_string();
-            let items = vec![
-                GalleryItem { overlay: base(&r["frames"]), caption: format!("iterations {}", frames_at.join(", ")) },
-                GalleryItem { overlay: base(&r["diff_heatmap"]), caption: "|x0 − x̂|".into() },
-                GalleryItem { overlay: format!("{stem}_padim_before.png"), caption: "PaDiM map before".into() },
-                GalleryItem { overlay: format!("{stem}_padim_after.png"), caption: "after (same scale)".into() },
-            ];
-            (format!("{}: loss {:.3} → {:.3}", base(&r["file"]), loss(r, 0), loss(r, 1)), items)
-        })
-        .collect();
-    write_html(&out.join("report.html"), "ran reconstruct", &[table, failed_table], &[], &galleries)
 }

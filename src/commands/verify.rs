@@ -6,6 +6,7 @@
 //!   kind=effnet: x → features [N, C, S, S] (weights from --effnet, or --model)
 //!   kind=detect: x0, noise_k5/50/100, [y] → kl_map, feat_map, score_map, image_score
 
+use crate::anomaly::settings::ScoreSettings;
 use crate::backend::{Backend, VarType};
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::flags::ModelFlags;
@@ -43,37 +44,22 @@ fn labels(r: &SafeTensors, name: &str) -> Result<Option<Vec<usize>>> {
     Ok(Some(v.iter().map(|&x| x as usize).collect()))
 }
 
-/// The extractor and scoring options `kind=effnet` / `kind=detect` need.
-#[derive(Clone, Debug, Default)]
-pub struct DetectOptions {
-    pub effnet: Option<std::path::PathBuf>,
-    pub effnet_arch: String,
-    pub feature_timestep: String,
-    pub alpha: f32,
-    pub ensemble: String,
-    pub topk: usize,
-}
-
 /// `arch` as given, else what the model file declares, else the paper's B4.
-fn load_effnet<B: Backend>(b: &B, path: &Path, arch: &str, model: &Path) -> Result<crate::models::efficientnet::EfficientNet<B>> {
-    use crate::models::efficientnet::{EfficientNet, EffNetConfig};
-    let declared = if arch.is_empty() { crate::models::feature_extractor(model).ok().flatten() } else { None };
-    let cfg = EffNetConfig::from_name(if arch.is_empty() { declared.as_deref().unwrap_or("efficientnet-b4") } else { arch })?;
-    let w = crate::models::open_weights(path)?;
-    let mut unused = EfficientNet::<B>::unused_prefixes(&cfg);
-    unused.extend(["x", "features", "tap0", "tap1", "tap2", "tap3"].iter().map(|s| s.to_string()));
-    let unused: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-    let l = crate::models::weights::Loader::new(&*w, b).ignoring_prefixes(&unused);
-    let e = EfficientNet::load(&cfg, &l)?;
-    l.finish()?;
-    Ok(e)
+fn load_effnet<B: Backend>(b: &B, path: &Path, arch: Option<&str>, model: &Path) -> Result<crate::models::efficientnet::EfficientNet<B>> {
+    let declared = if arch.is_none() { crate::models::feature_extractor(model).ok().flatten() } else { None };
+    let cfg = crate::models::efficientnet::EffNetConfig::from_name(arch.or(declared.as_deref()).unwrap_or("efficientnet-b4"))?;
+    // a kind=effnet reference carries the weights beside its tensors
+    crate::anomaly::detector::load_extractor(b, &cfg, path, &["x", "features", "tap0", "tap1", "tap2", "tap3"])
 }
 
-pub fn run<B: Backend>(b: &B, model: &Path, reference: &Path, atol: f64, rtol: f64, opts: &DetectOptions) -> Result<Vec<Row>> {
+/// `opts`: the model (`opts.model`), and for kind=effnet / kind=detect the extractor and the
+/// scoring options (the timesteps come from the reference).
+pub fn run<B: Backend>(b: &B, reference: &Path, atol: f64, rtol: f64, opts: &ScoreSettings) -> Result<Vec<Row>> {
+    let model = opts.model.as_path();
     let r = SafeTensors::open(reference)?;
     let kind = r.metadata().get("kind").cloned().ok_or_else(|| Error::BadFile { path: reference.to_path_buf(), msg: "no `kind` in the metadata (unet, kl, effnet, detect)".into() })?;
     if kind == "effnet" {
-        let e = load_effnet(b, opts.effnet.as_deref().unwrap_or(model), &opts.effnet_arch, model)?;
+        let e = load_effnet(b, opts.effnet.as_deref().unwrap_or(model), opts.effnet_arch.as_deref(), model)?;
         let (xs, xv) = r.get("x")?;
         let (fs, want) = r.get("features")?;
         let f = e.features(b, &b.from_host(&xs, &xv)?, *fs.last().unwrap_or(&16))?;
@@ -140,10 +126,10 @@ fn kl_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64
 }
 
 /// The whole scoring pipeline on the reference's images and noises (spec §1–§3).
-fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64, o: &DetectOptions, model: &Path) -> Result<Vec<Row>> {
-    use crate::anomaly::score::{Ensemble, FeatureTimestep, ScoreConfig, Scorer};
+fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64, o: &ScoreSettings, model: &Path) -> Result<Vec<Row>> {
+    use crate::anomaly::score::{ScoreConfig, Scorer};
     let eff = match &o.effnet {
-        Some(p) => Some(load_effnet(b, p, &o.effnet_arch, model)?),
+        Some(p) => Some(load_effnet(b, p, o.effnet_arch.as_deref(), model)?),
         None => None,
     };
     let dflags = r.metadata().get("diffusion_flags").cloned().unwrap_or_default();
@@ -155,9 +141,7 @@ fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol:
         b.from_host(&s, &v)
     };
     let noise: Vec<_> = ks.iter().map(|k| load(&format!("noise_k{k}"))).collect::<Result<_>>()?;
-    let ensemble = if o.ensemble == "sum" { Ensemble::Sum } else { Ensemble::Weighted(o.alpha) };
-    let ft = if o.feature_timestep == "tau" { FeatureTimestep::Tau } else { FeatureTimestep::RespacedIndex };
-    let scorer = Scorer { unet: m, effnet: eff.as_ref(), diffusion: d, cfg: ScoreConfig { timesteps: ks, feature_timestep: ft, ensemble, topk: o.topk, batch_timesteps: true } };
+    let scorer = Scorer { unet: m, effnet: eff.as_ref(), diffusion: d, cfg: ScoreConfig { timesteps: ks, ..o.score_config() } };
     let y = labels(r, "y")?;
     let s = scorer.score(b, &load("x0")?, &noise, y.as_deref())?;
     let cat = |f: &dyn Fn(&crate::anomaly::score::ImageScores) -> Vec<f32>| s.iter().flat_map(f).collect::<Vec<f32>>();

@@ -2,6 +2,7 @@
 //! `<category>/ground_truth/<defect>/<name>_mask.png`, `good` = normal) and BTAD
 //! (`<NN>/test/ok|ko`, masks `<NN>/ground_truth/ko/<name>.png|.bmp`).
 
+use crate::error::AtPath;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -19,12 +20,16 @@ pub enum Layout {
     Btad,
 }
 
+/// MVTec-AD's categories in the official label order (spec §5).
+pub const MVTEC_CLASSES: [&str; 15] =
+    ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"];
+
 /// BTAD's categories in label order (spec §5).
 pub const BTAD_CLASSES: [&str; 3] = ["01", "02", "03"];
 
 fn images_in(d: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-        .map_err(|e| Error::Io { path: d.to_path_buf(), source: e })?
+        .at_path(d)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["png", "jpg", "jpeg", "bmp"].contains(&e.to_ascii_lowercase().as_str())))
         .collect();
@@ -35,7 +40,7 @@ fn images_in(d: &Path) -> Result<Vec<PathBuf>> {
 /// Categories under `root` (folders that have a `test` folder), and the layout they follow.
 pub fn categories(root: &Path) -> Result<(Layout, Vec<String>)> {
     let mut cats: Vec<String> = std::fs::read_dir(root)
-        .map_err(|e| Error::Io { path: root.to_path_buf(), source: e })?
+        .at_path(root)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("test").is_dir())
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -54,7 +59,7 @@ pub fn test_set(root: &Path, category: &str, layout: Layout) -> Result<Vec<Sampl
     let test = cat.join("test");
     let mut out = Vec::new();
     let mut defects: Vec<String> = std::fs::read_dir(&test)
-        .map_err(|e| Error::Io { path: test.clone(), source: e })?
+        .at_path(&test)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

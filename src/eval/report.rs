@@ -2,6 +2,7 @@
 //! plotter, no dependency), and report.html with the metric table, the curves and a gallery of the
 //! best and worst overlays.
 
+use crate::error::AtPath;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -129,5 +130,5 @@ pub fn write_html(path: &Path, title: &str, tables: &[Table], pictures: &[(Strin
             h.push_str(&format!("<figure><img class=o src=\"{}\"><figcaption>{}</figcaption></figure>", esc(&it.overlay), esc(&it.caption)));
         }
     }
-    std::fs::write(path, h).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+    std::fs::write(path, h).at_path(path)
 }

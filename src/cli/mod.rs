@@ -1,0 +1,95 @@
+//! The `ran` command line: typed arguments per command (parse-time checks), the demo's settings,
+//! and one printing function per command. main.rs parses and calls `run`.
+
+pub mod convert;
+pub mod demo;
+pub mod detect;
+pub mod eval;
+pub mod fit_padim;
+pub mod info;
+pub mod metrics;
+pub mod options;
+pub mod reconstruct;
+pub mod score_opts;
+pub mod verify;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ran", version, about = "Removing Anomalies as Noises: diffusion-based defect localization")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Version, available backends, and why CUDA is or is not usable here.
+    Info,
+    /// The CUDA kernels built into this binary; `--report` adds ptxas's registers / shared memory /
+    /// spills per kernel for sm_90.
+    Kernels {
+        #[arg(long)]
+        report: bool,
+    },
+    /// Convert a PyTorch checkpoint (.pt/.pth) or safetensors + its training flags into one
+    /// self-describing safetensors model file.
+    Convert(convert::ConvertCmd),
+    /// Run the engine on the inputs of a reference file (tools/reference/dump_reference.py) and
+    /// report the largest errors per output; exit status 1 when any exceeds the tolerance.
+    Verify(verify::VerifyCmd),
+    /// Find and outline defects: anomaly maps (16-bit PNG), heatmaps, overlays, results.json/csv, report.html.
+    Detect(detect::DetectCmd),
+    /// Evaluate on MVTec-AD / BTAD: pixel AUROC, AU-PRO (FPR ≤ 0.3), image AUROC per category and per defect kind; report.html.
+    Eval(eval::EvalCmd),
+    /// Fit PaDiM (the loss of the gradient denoising) on normal images: ResNet layer1–3 features,
+    /// a seeded subset of channels, per-position Gaussians; writes one file with the backbone.
+    FitPadim(fit_padim::FitPadimCmd),
+    /// Gradient denoising (the paper's Algorithm 1): turn anomalous images into normal ones.
+    /// Writes the reconstruction, a strip of frames, |x0 − x̂| as a heatmap, PaDiM maps before and
+    /// after, reconstruct.json with the loss curves, and report.html.
+    Reconstruct(reconstruct::ReconstructCmd),
+    /// Metrics for anomaly maps made by any tool: pixel AUROC, AU-PRO (0.3), image AUROC.
+    Metrics(metrics::MetricsCmd),
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Info => info::info(),
+        Command::Kernels { report } => info::kernels(report),
+        Command::Convert(c) => c.run(),
+        Command::Verify(c) => c.run(),
+        Command::Detect(c) => c.run(),
+        Command::Eval(c) => c.run(),
+        Command::FitPadim(c) => c.run(),
+        Command::Reconstruct(c) => c.run(),
+        Command::Metrics(c) => c.run(),
+    }
+}
+
+/// The backend for `--device`, or the exit status after saying why not.
+pub fn backend(device: options::Device) -> Result<crate::backend::select::AnyBackend, ExitCode> {
+    device.backend().map_err(fail)
+}
+
+/// Says what went wrong; exit status 2.
+pub fn fail(e: crate::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// A missing argument, said in words; exit status 2.
+pub fn usage(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Exit status 0 when nothing failed, else 1 (some inputs were skipped).
+pub fn status(all_ok: bool) -> ExitCode {
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,82 @@
+//! `ran eval`'s map cache: per image `<out>/cache/<category>/<image>.f32`, so an interrupted run
+//! resumes and shards share their work; `settings.json` per category refuses maps made otherwise.
+
+use crate::anomaly::settings::ScoreSettings;
+use crate::error::AtPath;
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Where the maps of `image` (under the data set `root`) are cached.
+pub fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> PathBuf {
+    let rel = image.strip_prefix(root).unwrap_or(image).to_string_lossy().replace(['/', '\\'], "__");
+    out.join("cache").join(category).join(format!("{rel}.f32"))
+}
+
+/// What the cached maps of a category depend on: the model file (path, size, modification time),
+/// the extractor and the scoring settings of the KL and feature maps. Kept as `cache/<category>/settings.json`.
+pub fn cache_settings(s: &ScoreSettings, model: &Path) -> serde_json::Value {
+    let file = |p: &Path| {
+        let m = std::fs::metadata(p).ok();
+        let mtime = m.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
+        serde_json::json!({"path": std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string(), "bytes": m.map(|m| m.len()), "modified": mtime})
+    };
+    serde_json::json!({
+        "model": file(model), "effnet": s.effnet.as_deref().map(file), "effnet_arch": s.effnet_arch.clone().unwrap_or_default(), "effnet_image_size": s.effnet_image_size,
+        "kl_only": s.kl_only, "timesteps": s.timesteps, "respacing": s.respacing, "seed": s.seed, "feature_timestep": s.feature_timestep.name(),
+        // not the ensemble, α or top-k: the metrics remake those from the cached KL and feature maps
+    })
+}
+
+/// Refuses a cache made with other settings (its maps would silently answer for another run);
+/// records the settings of a new one.
+pub fn check_cache_settings(out: &Path, category: &str, settings: &serde_json::Value) -> Result<()> {
+    let dir = out.join("cache").join(category);
+    let p = dir.join("settings.json");
+    match std::fs::read_to_string(&p) {
+        Ok(old) => {
+            let old: serde_json::Value = serde_json::from_str(&old).map_err(|e| Error::BadFile { path: p.clone(), msg: format!("not JSON ({e}): delete the cache") })?;
+            if &old == settings {
+                return Ok(());
+            }
+            let keys = settings.as_object().map(|o| o.keys().filter(|k| old.get(k.as_str()) != settings.get(k.as_str())).cloned().collect::<Vec<_>>()).unwrap_or_default();
+            Err(Error::BadFile {
+                path: p,
+                msg: format!("the cached maps were made with other settings (different: {}): give another --out or delete {}", keys.join(", "), dir.display()),
+            })
+        }
+        Err(_) => {
+            std::fs::create_dir_all(&dir).at_path(&dir)?;
+            std::fs::write(&p, serde_json::to_string_pretty(settings).unwrap_or_default()).at_path(&p)
+        }
+    }
+}
+
+/// Cache file: [number of maps, image score, score map, (KL map, feature map)] as little-endian f32.
+pub fn write_maps(p: &Path, score: f32, maps: &[&[f32]]) -> Result<()> {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).at_path(d)?;
+    }
+    let mut v = vec![maps.len() as f32, score];
+    for m in maps {
+        v.extend_from_slice(m);
+    }
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, bytemuck::cast_slice::<f32, u8>(&v)).at_path(&tmp)?;
+    std::fs::rename(&tmp, p).at_path(p)
+}
+
+/// (image score, maps) of a cached image, None when not cached yet.
+pub fn read_maps(p: &Path, px: usize) -> Result<Option<(f32, Vec<Vec<f32>>)>> {
+    let bad = || Error::BadFile { path: p.to_path_buf(), msg: "cached maps do not fit (another model or resolution?): delete the cache".into() };
+    match std::fs::read(p) {
+        Err(_) => Ok(None),
+        Ok(b) => {
+            let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let k = *v.first().ok_or_else(bad)? as usize;
+            if b.len() % 4 != 0 || k == 0 || k > 3 || v.len() != 2 + k * px {
+                return Err(bad());
+            }
+            Ok(Some((v[1], (0..k).map(|i| v[2 + i * px..2 + (i + 1) * px].to_vec()).collect())))
+        }
+    }
+}

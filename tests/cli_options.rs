@@ -1,0 +1,77 @@
+//! Closed options are refused while the command line is parsed — clap's error naming the option
+//! and its values, exit status 2, before any model is read or device probed — and the demo fills
+//! in only the options the user left unset.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ran(args: &[&str]) -> (i32, String, String, Duration) {
+    let t = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned(), t.elapsed())
+}
+
+/// A bad value: exit 2 with clap's message naming the value and the option, nothing on stdout
+/// (the demo announces itself there before it loads anything), and no device probe.
+fn refused(args: &[&str], value: &str, option: &str) -> String {
+    let (rc, so, se, took) = ran(args);
+    assert_eq!(rc, 2, "{args:?}: {so}{se}");
+    assert!(se.contains(&format!("invalid value '{value}'")) && se.contains(option), "{args:?}: {se}");
+    assert!(so.is_empty(), "{args:?} ran before refusing: {so}");
+    assert!(!se.contains("no usable GPU") && !se.contains("panicked"), "{args:?}: {se}");
+    // parsing only: far below the demo's model load and scoring (seconds)
+    assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    se
+}
+
+#[test]
+fn closed_options_are_refused_at_parse_time() {
+    let se = refused(&["detect", "--demo", "--ensemble", "bogus", "--device", "cpu"], "bogus", "--ensemble");
+    assert!(se.contains("weighted") && se.contains("sum") && se.contains("calibrated"), "the error lists the choices: {se}");
+    // verify takes the same options and refuses the same typos (it used to score `bogus` as weighted)
+    refused(&["verify", "--model", "m.safetensors", "--reference", "r.safetensors", "--ensemble", "bogus"], "bogus", "--ensemble");
+    refused(&["verify", "--model", "m.safetensors", "--reference", "r.safetensors", "--feature-timestep", "tua"], "tua", "--feature-timestep");
+    refused(&["detect", "--demo", "--feature-timestep", "tua"], "tua", "--feature-timestep");
+    refused(&["eval", "--demo", "--device", "gpu"], "gpu", "--device");
+    refused(&["detect", "--demo", "--device", "cuda:x"], "cuda:x", "--device");
+    refused(&["detect", "--demo", "--range", "3,2"], "3,2", "--range");
+    refused(&["detect", "--demo", "--threshold", "high"], "high", "--threshold");
+    refused(&["detect", "--demo", "--effnet-arch", "efficientnet-b9"], "efficientnet-b9", "--effnet-arch");
+    refused(&["eval", "--demo", "--pro-variant", "mvtech"], "mvtech", "--pro-variant");
+    refused(&["eval", "--demo", "--shard", "2/2"], "2/2", "--shard");
+    refused(&["metrics", "--input", "x.safetensors", "--pro-variant", "official"], "official", "--pro-variant");
+    refused(&["convert", "--checkpoint", "x.pt", "--flags", "--image_size 16", "--out", "y", "--dtype", "f64"], "f64", "--dtype");
+    // PaDiM fits are stored in f32 or f16 only
+    refused(&["fit-padim", "--train", "d", "--backbone", "b.pth", "--out", "o", "--dtype", "bf16"], "bf16", "--dtype");
+    refused(&["fit-padim", "--train", "d", "--backbone", "b.pth", "--out", "o", "--arch", "resnet19"], "resnet19", "--arch");
+    refused(&["reconstruct", "--demo", "--device", "tpu"], "tpu", "--device");
+    // the valid spellings still parse: cuda:N is open-ended (this machine may have no GPU: any exit but a parse error)
+    let (rc, _, se, _) = ran(&["detect", "--demo", "--device", "cuda:3", "--ensemble", "calibrated", "/nonexistent.png"]);
+    assert!(!se.contains("invalid value"), "{rc}: {se}");
+}
+
+/// reconstruct --demo with an input that does not exist: the model and fit are read, the image
+/// is skipped (exit 1), and reconstruct.json records the settings the run would have used,
+/// without a single iteration.
+fn demo_reconstruct_settings(extra: &[&str], name: &str) -> serde_json::Value {
+    let out = std::env::temp_dir().join(format!("ran-cli-options-{}-{name}", std::process::id()));
+    let o = out.display().to_string();
+    let mut args = vec!["reconstruct", "--demo", "/nonexistent/brick/000.png", "--device", "cpu", "--out", o.as_str()];
+    args.extend_from_slice(extra);
+    let (rc, so, se, _) = ran(&args);
+    assert_eq!(rc, 1, "{so}{se}");
+    assert!(se.contains("/nonexistent/brick/000.png"), "{se}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("reconstruct.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    json["settings"].clone()
+}
+
+#[test]
+fn the_demo_keeps_what_the_user_set_even_when_it_equals_the_default() {
+    // the demo's own defaults where nothing is given
+    let s = demo_reconstruct_settings(&[], "unset");
+    assert_eq!((s["iters"].as_u64(), s["every"].as_u64()), (Some(20), Some(4)), "{s}");
+    // an explicit --iters 100 / --every 10 (the non-demo defaults) used to be taken for "unset"
+    let s = demo_reconstruct_settings(&["--iters", "100", "--every", "10"], "explicit");
+    assert_eq!((s["iters"].as_u64(), s["every"].as_u64()), (Some(100), Some(10)), "{s}");
+}

@@ -15,6 +15,7 @@ pub mod models;
 pub mod ops;
 pub mod sysinfo;
 pub mod tensor;
+pub mod train;
 
 pub use backend::cpu::Cpu;
 pub use backend::Backend;

@@ -3,7 +3,9 @@
 //! loaded by the PyTorch state_dict names; the forward pass reads like upstream's.
 
 mod backward;
+mod params;
 pub use backward::Tape;
+pub use params::state_dict_shape;
 
 use super::weights::Loader;
 use crate::backend::{Backend, Conv2dParams, GroupNormParams, Pool2dParams};

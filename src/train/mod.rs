@@ -3,3 +3,4 @@
 //! `Backend::adamw_step` and `Backend::axpby` (EMA).
 
 pub mod loss;
+pub mod step;

@@ -17,33 +17,15 @@ import os
 
 import torch
 import torch.nn.functional as F
-from guided_diffusion import nn as gd_nn
-from guided_diffusion import unet as gd_unet
 from safetensors.torch import save_file
 
-from upstream_unet import FeatHead, forward, make_model, parse_flags, randomise
+from upstream_unet import FeatHead, forward, make_model, parse_flags, randomise, use_float64_norm_and_softmax
 
 SAMPLE_ABOVE, SAMPLES = 8192, 2048
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 
 
-def group_norm_f64(self, x):
-    return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-
-
-def legacy_attention_f64(self, qkv):
-    # QKVAttentionLegacy.forward with the softmax in the tensor's own dtype
-    bs, width, length = qkv.shape
-    ch = width // (3 * self.n_heads)
-    q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
-    scale = 1 / ch ** 0.25
-    w = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-    w = torch.softmax(w, dim=-1)
-    return torch.einsum("bts,bcs->bct", w, v).reshape(bs, -1, length)
-
-
-gd_nn.GroupNorm32.forward = group_norm_f64
-gd_unet.QKVAttentionLegacy.forward = legacy_attention_f64
+use_float64_norm_and_softmax()
 
 CONFIGS = [
     # the paper's kind of model in miniature: class-conditional, scale-shift, resblock up/down,

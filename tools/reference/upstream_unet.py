@@ -90,3 +90,24 @@ def randomise(module, gen):
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
             p.copy_(p.half().float())
+
+
+def use_float64_norm_and_softmax():
+    """Upstream runs GroupNorm32 and the attention softmax in float32 even in a float64 model;
+    for float64 references, switch both to the tensor's own dtype (same formulas)."""
+    from guided_diffusion import nn as gd_nn
+    from guided_diffusion import unet as gd_unet
+
+    def group_norm_f64(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def legacy_attention_f64(self, qkv):
+        bs, width, length = qkv.shape
+        ch = width // (3 * self.n_heads)
+        q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
+        scale = 1 / ch ** 0.25
+        w = torch.softmax(torch.einsum("bct,bcs->bts", q * scale, k * scale), dim=-1)
+        return torch.einsum("bts,bcs->bct", w, v).reshape(bs, -1, length)
+
+    gd_nn.GroupNorm32.forward = group_norm_f64
+    gd_unet.QKVAttentionLegacy.forward = legacy_attention_f64

@@ -1,0 +1,124 @@
+//! One training step of the paper's recipe (docs/method.md §5): x_t = q_sample(x0, t, ε), the
+//! UNet forward (+ feature head), the loss and its gradient (`loss`), the UNet backward, one
+//! AdamW step on every parameter and the EMA update — as upstream's TrainLoop.run_step with
+//! fp32 weights, a uniform t sampler (weights 1) and no gradient clipping.
+
+use super::loss::{diffusion_loss, Batch, LossTerms};
+use crate::backend::{AdamwParams, Backend};
+use crate::diffusion::Diffusion;
+use crate::models::unet::UNet;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+
+/// The optimiser's and the EMA's state, by parameter name.
+pub struct TrainState<B: Backend> {
+    /// AdamW steps taken (torch's `step`, from 1 after the first)
+    pub step: u64,
+    /// AdamW's first and second moments
+    pub moments: BTreeMap<String, (Tensor<B>, Tensor<B>)>,
+    /// the EMA of the weights (initialised from them, as upstream)
+    pub ema: BTreeMap<String, Tensor<B>>,
+}
+
+impl<B: Backend> TrainState<B> {
+    pub fn new(b: &B, model: &mut UNet<B>) -> Result<Self> {
+        let mut moments = BTreeMap::new();
+        let mut ema = BTreeMap::new();
+        for (name, p) in model.params()? {
+            moments.insert(name.clone(), (b.zeros(p.dims())?, b.zeros(p.dims())?));
+            ema.insert(name, p);
+        }
+        Ok(TrainState { step: 0, moments, ema })
+    }
+}
+
+/// One batch: x0 and ε [N, 3, H, W] on the backend, per-sample timesteps of the training schedule,
+/// class labels of a class-conditional model, and the feature head's target [N, C', S, S].
+pub struct StepInputs<'a, B: Backend> {
+    pub x0: &'a Tensor<B>,
+    pub eps: &'a Tensor<B>,
+    pub t: &'a [usize],
+    pub y: Option<&'a [usize]>,
+    pub feat_target: Option<&'a Tensor<B>>,
+}
+
+/// x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε per sample, in f32 with f32 coefficients, as upstream's q_sample.
+fn q_sample_batch(d: &Diffusion, x0: &[f32], eps: &[f32], t: &[usize]) -> Vec<f32> {
+    let m = x0.len() / t.len().max(1);
+    let mut xt = vec![0.0f32; x0.len()];
+    for (i, &ti) in t.iter().enumerate() {
+        let ab = d.alphas_cumprod[ti];
+        let (a, s) = (ab.sqrt() as f32, (1.0 - ab).sqrt() as f32);
+        for j in i * m..(i + 1) * m {
+            xt[j] = a * x0[j] + s * eps[j];
+        }
+    }
+    xt
+}
+
+/// Runs one step: updates the model's weights, the moments and the EMA; returns the loss terms.
+/// `hp.lr` is this step's learning rate (the caller anneals it).
+pub fn train_step<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState<B>, d: &Diffusion, inp: &StepInputs<B>, hp: &AdamwParams, ema_rate: f32) -> Result<LossTerms> {
+    let dims = inp.x0.dims().to_vec();
+    if dims.len() != 4 || inp.eps.dims() != &dims[..] || inp.t.len() != dims[0] {
+        return Err(Error::shape("train_step", format!("x0 {:?}, ε {:?} and {} timesteps do not describe one batch", dims, inp.eps.dims(), inp.t.len())));
+    }
+    if let Some(&bad) = inp.t.iter().find(|&&t| t >= d.num_steps()) {
+        return Err(Error::InvalidArgument(format!("timestep {bad} outside the {}-step training schedule", d.num_steps())));
+    }
+    let (x0h, epsh) = (b.to_host(inp.x0)?, b.to_host(inp.eps)?);
+    let xth = q_sample_batch(d, &x0h, &epsh, inp.t);
+    let xt = b.from_host(&dims, &xth)?;
+    let taus: Vec<f32> = inp.t.iter().map(|&t| d.model_timestep(t, model.flags.rescale_timesteps)).collect();
+    let tt = b.from_host(&[taus.len()], &taus)?;
+    let (out, tape) = model.forward_train(b, &xt, &tt, inp.y)?;
+    let outh = b.to_host(&out.out)?;
+    let feat = match (&out.feat, inp.feat_target) {
+        (Some(p), Some(tg)) => {
+            if p.dims() != tg.dims() {
+                return Err(Error::shape("train_step", format!("feature head output {:?} against a target of {:?}", p.dims(), tg.dims())));
+            }
+            Some((b.to_host(p)?, b.to_host(tg)?))
+        }
+        (None, Some(_)) => return Err(Error::InvalidArgument("a feature target for a model without the feature head".into())),
+        _ => None,
+    };
+    if outh.len() != 2 * x0h.len() {
+        return Err(Error::InvalidArgument("training needs a learned-sigma model (--learn_sigma True): its loss trains the variance channels".into()));
+    }
+    let batch = Batch {
+        x0: &x0h,
+        xt: &xth,
+        eps: &epsh,
+        dims: [dims[0], dims[1], dims[2], dims[3]],
+        t: inp.t,
+        out: &outh,
+        feat: feat.as_ref().map(|(p, t)| (&p[..], &t[..])),
+    };
+    let (terms, g) = diffusion_loss(d, &batch)?;
+    let g_out = b.from_host(out.out.dims(), &g.g_out)?;
+    let g_feat = match (&g.g_feat, &out.feat) {
+        (Some(v), Some(p)) => Some(b.from_host(p.dims(), v)?),
+        _ => None,
+    };
+    let grads = model.backward(b, &tape, &g_out, g_feat.as_ref())?;
+    state.step += 1;
+    let k = hp.at_step(state.step)?;
+    let TrainState { moments, ema, .. } = state;
+    model.visit_params_mut(&mut |name, p| {
+        // a parameter no gradient reaches (the head without a target) keeps its value, as with
+        // torch, where its .grad stays None and AdamW skips it
+        let Some(gr) = grads.get(name) else { return Ok(()) };
+        let gr = b.reshape(gr, p.dims())?;
+        let (m, v) = moments.get(name).ok_or_else(|| Error::InvalidArgument(format!("no optimiser state for {name}")))?;
+        let (p2, m2, v2) = b.adamw_step(p, &gr, m, v, &k)?;
+        let e = ema.get(name).ok_or_else(|| Error::InvalidArgument(format!("no EMA for {name}")))?;
+        let e2 = b.axpby(e, &p2, ema_rate, 1.0 - ema_rate)?;
+        *p = p2;
+        moments.insert(name.to_string(), (m2, v2));
+        ema.insert(name.to_string(), e2);
+        Ok(())
+    })?;
+    Ok(terms)
+}

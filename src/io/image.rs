@@ -97,6 +97,7 @@ fn decode(path: &Path, lim: &ImageLimits, what: &str) -> Result<Decoded> {
 /// (Pillow: "image file is truncated", "broken data stream"), never an image padded with grey.
 fn decode_jpeg(path: &Path, bytes: &[u8], lim: &ImageLimits, what: &str) -> Result<Decoded> {
     use zune_core::colorspace::ColorSpace;
+    jpeg_markers(bytes).map_err(|m| bad(path, format!("cannot decode {what}: corrupt or truncated JPEG: {m}")))?;
     let err = |e: zune_jpeg::errors::DecodeErrors| bad(path, format!("cannot decode {what}: corrupt or truncated JPEG: {e}"));
     let mut probe = zune_jpeg::JpegDecoder::new(zune_core::bytestream::ZCursor::new(bytes));
     probe.decode_headers().map_err(err)?;
@@ -113,6 +114,61 @@ fn decode_jpeg(path: &Path, bytes: &[u8], lim: &ImageLimits, what: &str) -> Resu
         return Err(bad(path, format!("cannot decode {what}: {} bytes decoded for {w}×{h}", px.len())));
     }
     Ok(if gray { Decoded::Luma8(w as u32, h as u32, px) } else { Decoded::Rgb8(w as u32, h as u32, px) })
+}
+
+/// The marker structure libjpeg (Pillow's decoder) insists on: every marker one it knows (an
+/// unknown one, e.g. from garbled data, is its fatal "unsupported marker"), and an end-of-image
+/// marker after the last scan (without it Pillow says "image file is truncated"). Stray bytes
+/// before a marker are skipped, as libjpeg does with a warning.
+fn jpeg_markers(b: &[u8]) -> std::result::Result<(), String> {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return Err("no start-of-image marker".into());
+    }
+    let truncated = || "the file ends before the end-of-image marker (truncated)".to_string();
+    let mut i = 2;
+    loop {
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let m = *b.get(i).ok_or_else(truncated)?;
+        i += 1;
+        match m {
+            0xD9 => return Ok(()),
+            0xD0..=0xD7 | 0x01 => {}
+            0xC0..=0xC7 | 0xC9..=0xCF | 0xDA..=0xDD | 0xE0..=0xEF | 0xFE => {
+                let len = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize).ok_or_else(truncated)?;
+                if len < 2 {
+                    return Err(format!("marker 0xFF{m:02X} with a length of {len}"));
+                }
+                i += len;
+                if i > b.len() {
+                    return Err(truncated());
+                }
+                if m == 0xDA {
+                    // entropy-coded data: up to the next marker that is not a stuffed 0xFF00
+                    // or a restart marker
+                    loop {
+                        while i < b.len() && b[i] != 0xFF {
+                            i += 1;
+                        }
+                        let mut j = i;
+                        while j < b.len() && b[j] == 0xFF {
+                            j += 1;
+                        }
+                        match b.get(j) {
+                            None => return Err(truncated()),
+                            Some(0x00) | Some(0xD0..=0xD7) => i = j + 1,
+                            Some(_) => break,
+                        }
+                    }
+                }
+            }
+            _ => return Err(format!("unknown marker 0xFF{m:02X} at byte {}", i - 2)),
+        }
+    }
 }
 
 /// Pillow's `convert("RGB")`: alpha dropped (not composited), grey replicated, 16-bit colour

@@ -613,6 +613,11 @@ fn pixel_limit_is_checked_from_the_header_before_decoding() {
     let e = err_text(load_rgb_limited(&small, &ImageLimits { max_pixels: 399 }));
     assert!(e.contains("small.png") && e.contains("400 pixels exceeds the limit of 399"), "{e}");
     assert_eq!(load_rgb_limited(&small, &ImageLimits { max_pixels: 400 }).unwrap().w, 20);
+    // the model's input size is bounded by the same limit
+    use ran::io::image::load_preprocessed;
+    assert!(err_text(load_preprocessed(&small, 0, &ImageLimits::default())).contains("image size 0"));
+    assert!(err_text(load_preprocessed(&small, 9000, &ImageLimits::default())).contains("image size 9000"));
+    assert_eq!(load_preprocessed(&small, 8, &ImageLimits::default()).unwrap().data, ran::io::image::center_crop_arr(&load_rgb(&small).unwrap(), 8).data);
 }
 
 #[test]

@@ -211,6 +211,15 @@ pub fn load_rgb_limited(path: &Path, lim: &ImageLimits) -> Result<Image8> {
     Ok(pillow_rgb(decode(path, lim, "image")?))
 }
 
+/// Decodes `path` and applies the official preprocessing to `size`×`size` (`center_crop_arr`),
+/// refusing an output size of 0 or beyond the pixel limit: the one call for a model's input.
+pub fn load_preprocessed(path: &Path, size: usize, lim: &ImageLimits) -> Result<Image8> {
+    if size == 0 || (size as u64).saturating_mul(size as u64) > lim.max_pixels {
+        return Err(Error::InvalidArgument(format!("image size {size}: 1 … {} for the pixel limit of {}", (lim.max_pixels as f64).sqrt() as u64, lim.max_pixels)));
+    }
+    Ok(center_crop_arr(&load_rgb_limited(path, lim)?, size))
+}
+
 /// Decodes a mask to one 8-bit channel (luma of colour masks).
 pub fn load_gray(path: &Path) -> Result<Image8> {
     load_gray_limited(path, &ImageLimits::default())

@@ -186,20 +186,35 @@ fn pickle_nesting_is_bounded_without_overflowing_the_stack() {
     lists.extend(std::iter::repeat(b']').take(n));
     lists.extend(std::iter::repeat(b'a').take(n - 1));
     lists.push(b'.');
-    // 10^6 nested dicts: } K0 } K0 ... N then SETITEM each into the one below
-    let mut dicts = vec![0x80, 2];
-    for _ in 0..n {
-        dicts.extend_from_slice(b"}K\x00");
-    }
-    dicts.push(b'N');
-    dicts.extend(std::iter::repeat(b's').take(n));
-    dicts.push(b'.');
-    for (name, pkl) in [("lists.pt", lists), ("dicts.pt", dicts)] {
+    // nested dicts: } K0 } K0 ... N then SETITEM each into the one below; 3·10^5 stay under the
+    // stack bound (so the nesting bound answers), 10^6 (the 4 MB case) exceed it
+    let dicts = |n: usize| {
+        let mut p = vec![0x80, 2];
+        for _ in 0..n {
+            p.extend_from_slice(b"}K\x00");
+        }
+        p.push(b'N');
+        p.extend(std::iter::repeat(b's').take(n));
+        p.push(b'.');
+        p
+    };
+    for (name, pkl, want) in [("lists.pt", lists, "nested more than 1000 levels"), ("dicts.pt", dicts(300_000), "nested more than 1000 levels"), ("dicts6.pt", dicts(n), "values on the stack")] {
         let p = pt_file(&d, name, &pkl, &FOUR_FLOATS);
         // on a thread with a small stack: a recursive reader would overflow it
         let e = std::thread::Builder::new().stack_size(256 << 10).spawn(move || err_text(PtFile::open(&p))).unwrap().join().unwrap();
-        assert!(e.contains(name) && e.contains("nested more than 1000 levels"), "{e}");
+        assert!(e.contains(name) && e.contains(want), "{e}");
     }
+}
+
+#[test]
+fn pickle_stack_is_bounded() {
+    // 4 MB of EMPTY_LIST would otherwise be 4·10^6 values (~400 MB) held at once
+    let mut p = vec![0x80, 2];
+    p.extend(std::iter::repeat(b']').take(4_000_000));
+    p.push(b'.');
+    let d = tmp_dir("pt-stack");
+    let e = err_text(PtFile::open(pt_file(&d, "stack.pt", &p, &FOUR_FLOATS)));
+    assert!(e.contains("stack.pt") && e.contains("values on the stack"), "{e}");
 }
 
 #[test]
@@ -426,6 +441,9 @@ fn model_flags_that_no_model_can_run_with_are_refused() {
         ("--num_heads_upsample 0", "num_heads_upsample"),
         ("--num_head_channels 0", "num_head_channels"),
         ("--feat_shape 0", "feat_shape"),
+        ("--feat_shape 100000", "feat_shape"),
+        ("--image_size 1000000", "image_size"),
+        ("--diffusion_steps 1000000000000", "diffusion_steps"),
         ("--diffusion_steps 0", "diffusion_steps"),
         ("--diffusion_steps 1", "diffusion_steps"),
         ("--timestep_respacing 0", "timestep_respacing"),

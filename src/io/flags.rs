@@ -159,8 +159,15 @@ impl ModelFlags {
         if self.num_head_channels == 0 || self.num_head_channels < -1 {
             return bad(format!("flag --num_head_channels: {} (-1 = use num_heads, or at least 1)", self.num_head_channels));
         }
-        if self.feat_shape == 0 {
-            return bad("flag --feat_shape: 0 (the feature map needs at least one pixel)".into());
+        // upper bounds far above any released model, so that a typo cannot ask for terabytes
+        if self.feat_shape == 0 || self.feat_shape > 1024 {
+            return bad(format!("flag --feat_shape: {} (1 … 1024; the paper's is 16)", self.feat_shape));
+        }
+        if self.image_size > 8192 {
+            return bad(format!("flag --image_size: {} (at most 8192)", self.image_size));
+        }
+        if self.diffusion_steps > 100_000 {
+            return bad(format!("flag --diffusion_steps: {} (at most 100000; upstream uses 1000 or 4000)", self.diffusion_steps));
         }
         if self.num_classes == Some(0) {
             return bad("flag --num_classes: 0".into());

@@ -51,6 +51,9 @@ const MAX_DEPTH: u32 = 1000;
 /// Bytes of objects that memo puts and gets may copy, beyond 16 per byte of pickle: re-using the
 /// memo doubles a value at each level, so 641 bytes could otherwise ask for gigabytes.
 const MEMO_COPY_BUDGET: u64 = 256 << 20;
+/// Values the VM's stack may hold at once: torch.save pushes items in batches of 1000, and each
+/// value takes ~100 bytes, so a long run of one-byte opcodes cannot amplify into gigabytes.
+const MAX_STACK: usize = 1 << 20;
 
 /// Nesting depth and approximate size in bytes of a container, kept up to date as it is built
 /// so the limits are checked in constant time.
@@ -160,6 +163,9 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
         Ok(items)
     };
     loop {
+        if stack.len() > MAX_STACK {
+            return Err(pbad(path, format!("more than {MAX_STACK} values on the stack at once (torch.save pushes at most a few thousand)")));
+        }
         let op = *d.get(i).ok_or_else(|| pbad(path, "no STOP"))?;
         i += 1;
         match op {

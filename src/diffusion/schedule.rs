@@ -97,6 +97,20 @@ pub fn space_timesteps(t: usize, spec: &str) -> Result<Vec<usize>> {
     Ok(steps.into_iter().collect())
 }
 
+/// The kept timesteps of `steps` respaced by `spec`, refused unless at least 2 remain (the
+/// posterior tables need a step before the last). Flags, model metadata and references all come
+/// through here, so a respacing of 0 or 1 is refused wherever it is given.
+pub fn check_respacing(steps: usize, spec: &str) -> Result<Vec<usize>> {
+    if steps < 2 {
+        return Err(Error::InvalidArgument(format!("diffusion needs at least 2 steps, got {steps}")));
+    }
+    let keep = space_timesteps(steps, spec)?;
+    if keep.len() < 2 {
+        return Err(Error::InvalidArgument(format!("respacing `{spec}` keeps {} of {steps} steps; at least 2 are needed", keep.len())));
+    }
+    Ok(keep)
+}
+
 /// The tables of one (possibly respaced) diffusion; index k is the respaced step, whose original
 /// timestep is `timestep_map[k]`.
 #[derive(Clone, Debug)]
@@ -118,11 +132,8 @@ pub struct Diffusion {
 impl Diffusion {
     /// `steps` of `schedule`, respaced by `respacing` (upstream's `timestep_respacing`).
     pub fn new(schedule: BetaSchedule, steps: usize, respacing: &str) -> Result<Self> {
-        if steps < 2 {
-            return Err(Error::InvalidArgument(format!("diffusion needs at least 2 steps, got {steps}")));
-        }
+        let keep = check_respacing(steps, respacing)?;
         let base = Self::from_betas(schedule.betas(steps), (0..steps).collect(), steps);
-        let keep = space_timesteps(steps, respacing)?;
         let mut betas = Vec::with_capacity(keep.len());
         let mut last = 1.0f64;
         for &i in &keep {

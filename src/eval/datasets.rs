@@ -3,6 +3,7 @@
 //! (`<NN>/test/ok|ko`, masks `<NN>/ground_truth/ko/<name>.png|.bmp`).
 
 use crate::error::AtPath;
+use crate::io::files;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -27,13 +28,17 @@ pub const MVTEC_CLASSES: [&str; 15] =
 /// BTAD's categories in label order (spec §5).
 pub const BTAD_CLASSES: [&str; 3] = ["01", "02", "03"];
 
+/// The image files of folder `d`, sorted. An entry with an image's name that is not a regular
+/// file (a FIFO, a device, a folder named x.png) is an error naming it, so it can neither hang
+/// the run nor drop out of the set unnoticed.
 fn images_in(d: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-        .at_path(d)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["png", "jpg", "jpeg", "bmp"].contains(&e.to_ascii_lowercase().as_str())))
-        .collect();
-    v.sort();
+    let mut v = Vec::new();
+    for p in files::read_dir_sorted(d)? {
+        if p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["png", "jpg", "jpeg", "bmp"].contains(&e.to_ascii_lowercase().as_str())) {
+            files::check_regular(&p)?;
+            v.push(p);
+        }
+    }
     Ok(v)
 }
 
@@ -77,10 +82,14 @@ pub fn test_set(root: &Path, category: &str, layout: Layout) -> Result<Vec<Sampl
                     Layout::MvTec => vec![gt.join(format!("{stem}_mask.png"))],
                     Layout::Btad => vec![gt.join(format!("{stem}.png")), gt.join(format!("{stem}.bmp"))],
                 };
-                Some(candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| Error::BadFile {
+                // the first candidate that exists must be a regular file (a FIFO, a folder or a
+                // dangling link there is named, not taken for a missing mask)
+                let found = candidates.iter().find(|p| p.symlink_metadata().is_ok()).cloned().ok_or_else(|| Error::BadFile {
                     path: img.clone(),
                     msg: format!("no ground-truth mask (looked for {})", candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
-                })?)
+                })?;
+                files::check_regular(&found)?;
+                Some(found)
             };
             out.push(Sample { image: img, mask, defect: d.clone() });
         }

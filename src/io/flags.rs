@@ -139,10 +139,49 @@ impl ModelFlags {
         if f.num_channels == 0 || f.num_res_blocks == 0 || f.image_size == 0 {
             return Err(Error::InvalidArgument("image_size, num_channels and num_res_blocks must be positive".into()));
         }
+        f.validate()?;
         if let Some(r) = f.attention_resolutions.iter().find(|&&r| r == 0 || f.image_size % r != 0) {
             return Err(Error::InvalidArgument(format!("attention resolution {r} does not divide image_size {}", f.image_size)));
         }
         Ok(f)
+    }
+
+    /// Settings that no model can run with, refused where flags enter (the command line, a
+    /// model's metadata, a reference file), so `convert` never writes an unusable model.
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.num_heads == 0 {
+            return bad("flag --num_heads: 0 (at least one attention head)".into());
+        }
+        if self.num_heads_upsample == 0 || self.num_heads_upsample < -1 {
+            return bad(format!("flag --num_heads_upsample: {} (-1 = num_heads, or at least 1)", self.num_heads_upsample));
+        }
+        if self.num_head_channels == 0 || self.num_head_channels < -1 {
+            return bad(format!("flag --num_head_channels: {} (-1 = use num_heads, or at least 1)", self.num_head_channels));
+        }
+        // upper bounds far above any released model, so that a typo cannot ask for terabytes
+        if self.feat_shape == 0 || self.feat_shape > 1024 {
+            return bad(format!("flag --feat_shape: {} (1 … 1024; the paper's is 16)", self.feat_shape));
+        }
+        if self.image_size > 8192 {
+            return bad(format!("flag --image_size: {} (at most 8192)", self.image_size));
+        }
+        if self.diffusion_steps > 100_000 {
+            return bad(format!("flag --diffusion_steps: {} (at most 100000; upstream uses 1000 or 4000)", self.diffusion_steps));
+        }
+        if self.num_classes == Some(0) {
+            return bad("flag --num_classes: 0".into());
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return bad(format!("flag --dropout: {} (a probability in [0, 1))", self.dropout));
+        }
+        if let Some(m) = self.channel_mult.iter().find(|m| !(m.is_finite() && **m > 0.0 && (**m * self.num_channels as f64) >= 1.0 && **m <= 1024.0)) {
+            return bad(format!("flag --channel_mult: {m} (each multiplier finite and positive, giving at least one channel)"));
+        }
+        crate::diffusion::schedule::BetaSchedule::parse(&self.noise_schedule).map_err(|e| Error::InvalidArgument(format!("flag --noise_schedule: {e}")))?;
+        crate::diffusion::schedule::check_respacing(self.diffusion_steps, &self.timestep_respacing)
+            .map_err(|e| Error::InvalidArgument(format!("flags --diffusion_steps {} --timestep_respacing `{}`: {e}", self.diffusion_steps, self.timestep_respacing)))?;
+        Ok(())
     }
 
     /// channel_mult as given, else the family's default for image_size.

@@ -45,6 +45,24 @@ struct TensorRef {
     stride: Vec<usize>,
 }
 
+/// Containers nested deeper than this are refused: torch.save's state dicts nest a few levels, and
+/// a bound keeps every recursive walk (clone, drop, flatten) far from the stack's end.
+const MAX_DEPTH: u32 = 1000;
+/// Bytes of objects that memo puts and gets may copy, beyond 16 per byte of pickle: re-using the
+/// memo doubles a value at each level, so 641 bytes could otherwise ask for gigabytes.
+const MEMO_COPY_BUDGET: u64 = 256 << 20;
+/// Values the VM's stack may hold at once: torch.save pushes items in batches of 1000, and each
+/// value takes ~100 bytes, so a long run of one-byte opcodes cannot amplify into gigabytes.
+const MAX_STACK: usize = 1 << 20;
+
+/// Nesting depth and approximate size in bytes of a container, kept up to date as it is built
+/// so the limits are checked in constant time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Meta {
+    depth: u32,
+    cost: u64,
+}
+
 #[derive(Clone, Debug)]
 #[allow(dead_code)] // values kept for completeness of the VM, not all read
 enum Val {
@@ -53,9 +71,9 @@ enum Val {
     Int(i64),
     Float(f64),
     Str(String),
-    Tuple(Vec<Val>),
-    List(Vec<Val>),
-    Dict(Vec<(Val, Val)>),
+    Tuple(Vec<Val>, Meta),
+    List(Vec<Val>, Meta),
+    Dict(Vec<(Val, Val)>, Meta),
     Global(String, String),
     Storage(Option<PtDtype>, String, String),
     Tensor(TensorRef),
@@ -64,13 +82,59 @@ enum Val {
     Mark,
 }
 
+const BASE_COST: u64 = std::mem::size_of::<Val>() as u64;
+
+impl Val {
+    fn depth(&self) -> u32 {
+        match self {
+            Val::Tuple(_, m) | Val::List(_, m) | Val::Dict(_, m) => m.depth,
+            _ => 0,
+        }
+    }
+    fn cost(&self) -> u64 {
+        BASE_COST
+            + match self {
+                Val::Tuple(_, m) | Val::List(_, m) | Val::Dict(_, m) => m.cost,
+                Val::Str(s) | Val::Opaque(s) => s.len() as u64,
+                Val::Global(a, b) => (a.len() + b.len()) as u64,
+                Val::Storage(_, a, b) => (a.len() + b.len()) as u64,
+                Val::Tensor(t) => (t.key.len() + 8 * (t.shape.len() + t.stride.len())) as u64,
+                _ => 0,
+            }
+    }
+}
+
+/// The metadata of a container holding `items`, refused when it nests too deep.
+fn meta_of<'a>(path: &Path, items: impl Iterator<Item = &'a Val>) -> Result<Meta> {
+    let mut m = Meta::default();
+    for v in items {
+        grow(path, &mut m, v)?;
+    }
+    Ok(m)
+}
+
+/// Accounts for `v` going into a container with metadata `m`.
+fn grow(path: &Path, m: &mut Meta, v: &Val) -> Result<()> {
+    m.depth = m.depth.max(v.depth() + 1);
+    m.cost = m.cost.saturating_add(v.cost());
+    if m.depth > MAX_DEPTH {
+        return Err(pbad(path, format!("objects nested more than {MAX_DEPTH} levels deep (a state_dict nests a few)")));
+    }
+    Ok(())
+}
+
+fn tuple(path: &Path, items: Vec<Val>) -> Result<Val> {
+    let m = meta_of(path, items.iter())?;
+    Ok(Val::Tuple(items, m))
+}
+
 fn pbad(path: &Path, m: impl Into<String>) -> Error {
     Error::BadFile { path: path.to_path_buf(), msg: format!("pickle: {}", m.into()) }
 }
 
 fn as_usizes(v: &Val) -> Option<Vec<usize>> {
     match v {
-        Val::Tuple(t) | Val::List(t) => t.iter().map(|x| if let Val::Int(i) = x { usize::try_from(*i).ok() } else { None }).collect(),
+        Val::Tuple(t, _) | Val::List(t, _) => t.iter().map(|x| if let Val::Int(i) = x { usize::try_from(*i).ok() } else { None }).collect(),
         _ => None,
     }
 }
@@ -80,8 +144,14 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
     let mut stack: Vec<Val> = Vec::new();
     let mut memo: BTreeMap<u64, Val> = BTreeMap::new();
     let mut i = 0usize;
+    let mut copy_budget = MEMO_COPY_BUDGET.saturating_add(16 * d.len() as u64);
+    // a memo put or get copies its value: charge the copy against the budget first
+    let mut charge = |v: &Val| -> Result<()> {
+        copy_budget = copy_budget.checked_sub(v.cost()).ok_or_else(|| pbad(path, format!("the memo is re-used to build more than {} MiB of objects (a pickle bomb?)", (MEMO_COPY_BUDGET + 16 * d.len() as u64) >> 20)))?;
+        Ok(())
+    };
     let take = |i: &mut usize, n: usize| -> Result<&[u8]> {
-        let s = d.get(*i..*i + n).ok_or_else(|| pbad(path, "truncated"))?;
+        let s = i.checked_add(n).and_then(|end| d.get(*i..end)).ok_or_else(|| pbad(path, "truncated"))?;
         *i += n;
         Ok(s)
     };
@@ -93,6 +163,9 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
         Ok(items)
     };
     loop {
+        if stack.len() > MAX_STACK {
+            return Err(pbad(path, format!("more than {MAX_STACK} values on the stack at once (torch.save pushes at most a few thousand)")));
+        }
         let op = *d.get(i).ok_or_else(|| pbad(path, "no STOP"))?;
         i += 1;
         match op {
@@ -104,9 +177,9 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
             } // FRAME
             b'.' => return pop(&mut stack), // STOP
             b'(' => stack.push(Val::Mark),
-            b')' => stack.push(Val::Tuple(vec![])),
-            b'}' => stack.push(Val::Dict(vec![])),
-            b']' => stack.push(Val::List(vec![])),
+            b')' => stack.push(Val::Tuple(vec![], Meta::default())),
+            b'}' => stack.push(Val::Dict(vec![], Meta::default())),
+            b']' => stack.push(Val::List(vec![], Meta::default())),
             b'N' => stack.push(Val::None),
             0x88 => stack.push(Val::Bool(true)),
             0x89 => stack.push(Val::Bool(false)),
@@ -171,29 +244,27 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
                     _ => return Err(pbad(path, "STACK_GLOBAL on non-strings")),
                 }
             }
-            b'q' => {
-                let k = take(&mut i, 1)?[0] as u64;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| pbad(path, "memo of empty stack"))?);
+            b'q' | b'r' | 0x94 => {
+                // BINPUT / LONG_BINPUT / MEMOIZE
+                let k = match op {
+                    b'q' => take(&mut i, 1)?[0] as u64,
+                    b'r' => u32::from_le_bytes(take(&mut i, 4)?.try_into().expect("4")) as u64,
+                    _ => memo.len() as u64,
+                };
+                let top = stack.last().ok_or_else(|| pbad(path, "memo of empty stack"))?;
+                charge(top)?;
+                memo.insert(k, top.clone());
             }
-            b'r' => {
-                let k = u32::from_le_bytes(take(&mut i, 4)?.try_into().expect("4")) as u64;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| pbad(path, "memo of empty stack"))?);
-            }
-            0x94 => {
-                let k = memo.len() as u64;
-                memo.insert(k, stack.last().cloned().ok_or_else(|| pbad(path, "memo of empty stack"))?);
-            }
-            b'h' => {
-                let k = take(&mut i, 1)?[0] as u64;
-                stack.push(memo.get(&k).cloned().ok_or_else(|| pbad(path, format!("memo {k} unset")))?)
-            }
-            b'j' => {
-                let k = u32::from_le_bytes(take(&mut i, 4)?.try_into().expect("4")) as u64;
-                stack.push(memo.get(&k).cloned().ok_or_else(|| pbad(path, format!("memo {k} unset")))?)
+            b'h' | b'j' => {
+                // BINGET / LONG_BINGET
+                let k = if op == b'h' { take(&mut i, 1)?[0] as u64 } else { u32::from_le_bytes(take(&mut i, 4)?.try_into().expect("4")) as u64 };
+                let v = memo.get(&k).ok_or_else(|| pbad(path, format!("memo {k} unset")))?;
+                charge(v)?;
+                stack.push(v.clone())
             }
             b't' => {
                 let items = pop_mark(&mut stack)?;
-                stack.push(Val::Tuple(items))
+                stack.push(tuple(path, items)?)
             }
             0x85 | 0x86 | 0x87 => {
                 let n = (op - 0x84) as usize;
@@ -201,33 +272,41 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
                     return Err(pbad(path, "stack underflow"));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Val::Tuple(items))
+                stack.push(tuple(path, items)?)
             }
             b'a' => {
                 let v = pop(&mut stack)?;
-                if let Some(Val::List(l)) = stack.last_mut() {
+                if let Some(Val::List(l, m)) = stack.last_mut() {
+                    grow(path, m, &v)?;
                     l.push(v)
                 }
             }
             b'e' => {
                 let items = pop_mark(&mut stack)?;
-                if let Some(Val::List(l)) = stack.last_mut() {
+                if let Some(Val::List(l, m)) = stack.last_mut() {
+                    for v in &items {
+                        grow(path, m, v)?;
+                    }
                     l.extend(items)
                 }
             }
             b's' => {
                 let v = pop(&mut stack)?;
                 let k = pop(&mut stack)?;
-                if let Some(Val::Dict(m)) = stack.last_mut() {
-                    m.push((k, v))
+                if let Some(Val::Dict(d, m)) = stack.last_mut() {
+                    grow(path, m, &k)?;
+                    grow(path, m, &v)?;
+                    d.push((k, v))
                 }
             }
             b'u' => {
                 let items = pop_mark(&mut stack)?;
-                if let Some(Val::Dict(m)) = stack.last_mut() {
+                if let Some(Val::Dict(d, m)) = stack.last_mut() {
                     let mut it = items.into_iter();
                     while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        m.push((k, v));
+                        grow(path, m, &k)?;
+                        grow(path, m, &v)?;
+                        d.push((k, v));
                     }
                 }
             }
@@ -238,7 +317,7 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
             b'Q' => {
                 // BINPERSID: ('storage', <storage class>, key, location, numel)
                 let pid = pop(&mut stack)?;
-                let Val::Tuple(t) = pid else { return Err(pbad(path, "persistent id is not a tuple")) };
+                let Val::Tuple(t, _) = pid else { return Err(pbad(path, "persistent id is not a tuple")) };
                 match (t.first(), t.get(1), t.get(2), t.get(3)) {
                     (Some(Val::Str(kind)), Some(Val::Global(_, cls)), Some(Val::Str(key)), Some(loc)) if kind == "storage" => {
                         let loc = if let Val::Str(s) = loc { s.clone() } else { String::new() };
@@ -251,7 +330,7 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
                 // REDUCE / NEWOBJ: callable(*args)
                 let args = pop(&mut stack)?;
                 let f = pop(&mut stack)?;
-                let Val::Tuple(args) = args else { return Err(pbad(path, "call arguments are not a tuple")) };
+                let Val::Tuple(args, _) = args else { return Err(pbad(path, "call arguments are not a tuple")) };
                 stack.push(call(path, f, args)?)
             }
             other => return Err(pbad(path, format!("opcode 0x{other:02x} is not in the subset torch.save writes"))),
@@ -262,16 +341,17 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
 fn call(path: &Path, f: Val, args: Vec<Val>) -> Result<Val> {
     let Val::Global(m, n) = &f else { return Ok(Val::Opaque("call of a non-global".into())) };
     Ok(match (m.as_str(), n.as_str()) {
-        ("collections", "OrderedDict") | ("builtins", "dict") => Val::Dict(vec![]),
+        ("collections", "OrderedDict") | ("builtins", "dict") => Val::Dict(vec![], Meta::default()),
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
             let (Some(Val::Storage(dt, key, extra)), Some(Val::Int(off)), Some(size), Some(stride)) = (args.first(), args.get(1), args.get(2), args.get(3)) else {
                 return Err(pbad(path, "unexpected _rebuild_tensor_v2 arguments"));
             };
             // Integer tensors (BatchNorm's num_batches_tracked, ...) are not weights: skipped.
             let Some(dtype) = *dt else { return Ok(Val::Opaque(format!("tensor of {extra}"))) };
+            let offset = usize::try_from(*off).map_err(|_| pbad(path, format!("tensor storage offset {off} is negative")))?;
             let shape = as_usizes(size).ok_or_else(|| pbad(path, "tensor size is not a tuple of ints"))?;
             let stride = as_usizes(stride).ok_or_else(|| pbad(path, "tensor stride is not a tuple of ints"))?;
-            Val::Tensor(TensorRef { dtype, key: key.clone(), offset: *off as usize, shape, stride })
+            Val::Tensor(TensorRef { dtype, key: key.clone(), offset, shape, stride })
         }
         ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => args.into_iter().next().unwrap_or(Val::None),
         _ => Val::Opaque(format!("{m}.{n}")),
@@ -289,7 +369,7 @@ pub struct PtFile {
 
 fn flatten(prefix: &str, v: &Val, out: &mut BTreeMap<String, TensorRef>, skipped: &mut Vec<String>) {
     match v {
-        Val::Dict(items) => {
+        Val::Dict(items, _) => {
             for (k, val) in items {
                 let key = match k {
                     Val::Str(s) => s.clone(),
@@ -311,11 +391,13 @@ fn flatten(prefix: &str, v: &Val, out: &mut BTreeMap<String, TensorRef>, skipped
 impl PtFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let file = super::files::open_regular(path)?;
         // SAFETY: read-only map of a regular file.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        if map.len() < 4 || &map[..4] != b"PK\x03\x04" {
-            return Err(Error::BadFile { path: path.to_path_buf(), msg: "not a PyTorch zip checkpoint (torch.save with the default zip format; legacy pickle-only files are not supported)".into() });
+        let kind = super::sniff::sniff(&map[..map.len().min(16)]);
+        if kind != super::sniff::Kind::Zip {
+            let why = super::sniff::wrong_kind(kind, "a PyTorch zip checkpoint").unwrap_or_else(|| "not a PyTorch zip checkpoint (torch.save with the default zip format)".into());
+            return Err(Error::BadFile { path: path.to_path_buf(), msg: why });
         }
         let entries = super::zip::entries(path, &map)?;
         let pkl = entries.keys().find(|k| k.ends_with("/data.pkl") || k.as_str() == "data.pkl").cloned().ok_or_else(|| Error::BadFile { path: path.to_path_buf(), msg: "no data.pkl in the archive".into() })?;
@@ -351,14 +433,32 @@ impl Weights for PtFile {
         let range = self.entries.get(&entry).ok_or_else(|| tbad(format!("storage {entry} is missing from the archive")))?;
         let raw = &self.map[range.clone()];
         let es = t.dtype.size();
-        let numel: usize = t.shape.iter().product();
         if t.stride.len() != t.shape.len() {
             return Err(tbad("stride and size ranks differ".into()));
         }
-        // element index in the storage of each logical (row-major) position
-        let max = t.offset + t.shape.iter().zip(&t.stride).map(|(&s, &st)| s.saturating_sub(1) * st).sum::<usize>();
-        if numel > 0 && (max + 1) * es > raw.len() {
-            return Err(tbad(format!("needs {} bytes of storage, the archive holds {} (truncated?)", (max + 1) * es, raw.len())));
+        // Everything is checked against the storage before a value is allocated: sizes that
+        // overflow, views past the storage's end, and views with more elements than their
+        // storage (stride 0 or overlapping strides: a [2^40] tensor of one stored value).
+        let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| tbad(format!("shape {:?} has more elements than memory can address", t.shape)))?;
+        if numel == 0 {
+            return Ok((t.shape.clone(), Vec::new()));
+        }
+        let stored = raw.len() / es;
+        let last = t.shape.iter().zip(&t.stride).try_fold(t.offset, |a, (&s, &st)| (s - 1).checked_mul(st).and_then(|x| a.checked_add(x)));
+        match last {
+            Some(last) if last < stored => {}
+            _ => {
+                return Err(tbad(format!(
+                    "storage offset {} with size {:?} and stride {:?} reaches past its storage of {stored} elements ({} bytes; truncated?)",
+                    t.offset,
+                    t.shape,
+                    t.stride,
+                    raw.len()
+                )))
+            }
+        }
+        if numel > stored {
+            return Err(tbad(format!("size {:?} with stride {:?} views {numel} elements of a storage of {stored}: overlapping or expanded views are not weights (save a .contiguous() copy)", t.shape, t.stride)));
         }
         let read = |e: usize| -> f32 {
             let b = &raw[e * es..e * es + es];
@@ -372,6 +472,7 @@ impl Weights for PtFile {
         let mut vals = Vec::with_capacity(numel);
         let mut idx = vec![0usize; t.shape.len()];
         for _ in 0..numel {
+            // in range: bounded by `last` above
             let e = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
             vals.push(read(e));
             for d in (0..idx.len()).rev() {

@@ -90,25 +90,39 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 impl SafeTensors {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let file = super::files::open_regular(path)?;
         let len = file.metadata().map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?.len();
-        if len < 8 {
-            return Err(bad(path, format!("not a safetensors file: {len} bytes, shorter than the 8-byte header length")));
-        }
         // SAFETY: read-only map of a regular file; we never hand out references that outlive it.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        // safetensors has no magic: when its header does not parse, say what the file is instead
+        // if its first bytes tell (a .pt zip, an empty zip, a legacy .pt, a pickle)
+        let other_kind = |plain: String| -> Error {
+            let kind = super::sniff::sniff(&map[..map.len().min(16)]);
+            let why = match kind {
+                super::sniff::Kind::Zip => Some("a zip archive (a PyTorch checkpoint?), not a safetensors file: `ran convert` it first".to_string()),
+                k => super::sniff::wrong_kind(k, "a safetensors file"),
+            };
+            bad(path, why.unwrap_or(plain))
+        };
+        if len < 8 || map.len() < 8 {
+            return Err(other_kind(format!("not a safetensors file: {len} bytes, shorter than the 8-byte header length")));
+        }
         let hlen = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
         if hlen > MAX_HEADER || hlen > len - 8 {
-            return Err(bad(path, format!("header length {hlen} exceeds the file ({len} bytes): truncated or not a safetensors file")));
+            return Err(other_kind(format!("header length {hlen} exceeds the file ({len} bytes): truncated or not a safetensors file")));
         }
         let data_start = 8 + hlen as usize;
-        let header: serde_json::Value = serde_json::from_slice(&map[8..data_start]).map_err(|e| bad(path, format!("header is not valid JSON: {e}")))?;
-        let obj = header.as_object().ok_or_else(|| bad(path, "header is not a JSON object"))?;
+        // entries in file order, so that a key given twice is seen (a JSON map keeps one of them)
+        let header: HeaderEntries = serde_json::from_slice(&map[8..data_start]).map_err(|e| other_kind(format!("header is not valid JSON (an object of tensor entries expected): {e}")))?;
         let data_len = map.len() - data_start;
         let mut tensors = BTreeMap::new();
         let mut metadata = BTreeMap::new();
-        for (name, v) in obj {
+        let mut seen_metadata = false;
+        for (name, v) in &header.0 {
             if name == "__metadata__" {
+                if std::mem::replace(&mut seen_metadata, true) {
+                    return Err(bad(path, "__metadata__ is given twice"));
+                }
                 let m = v.as_object().ok_or_else(|| bad(path, "__metadata__ is not an object"))?;
                 for (k, val) in m {
                     let s = val.as_str().ok_or_else(|| bad(path, format!("__metadata__ value `{k}` is not a string")))?;
@@ -117,8 +131,11 @@ impl SafeTensors {
                 continue;
             }
             let info = parse_entry(path, name, v, data_len)?;
-            tensors.insert(name.clone(), info);
+            if tensors.insert(name.clone(), info).is_some() {
+                return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: "given twice in the header (keys must be unique)".into() });
+            }
         }
+        check_disjoint(path, &tensors)?;
         Ok(SafeTensors { path: path.to_path_buf(), map, data_start, tensors, metadata })
     }
 
@@ -192,6 +209,43 @@ impl SafeTensors {
     }
 }
 
+/// The header's (key, value) pairs in file order, duplicates kept.
+struct HeaderEntries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<HeaderEntries, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = m.next_entry::<String, serde_json::Value>()? {
+                    v.push(e);
+                }
+                Ok(HeaderEntries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// No two tensors may share bytes: aliased or overlapping ranges would make one tensor's values
+/// silently another's. Empty tensors take no bytes and are exempt.
+fn check_disjoint(path: &Path, tensors: &BTreeMap<String, TensorInfo>) -> Result<()> {
+    let mut ranges: Vec<(usize, usize, &str)> = tensors.iter().filter(|(_, t)| t.end > t.begin).map(|(n, t)| (t.begin, t.end, n.as_str())).collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        let ((b0, e0, n0), (b1, e1, n1)) = (w[0], w[1]);
+        if b1 < e0 {
+            return Err(Error::BadTensor { path: path.to_path_buf(), name: n1.to_string(), msg: format!("data [{b1}, {e1}) overlaps tensor `{n0}`'s [{b0}, {e0}) (tensors must not share bytes)") });
+        }
+    }
+    Ok(())
+}
+
 fn parse_entry(path: &Path, name: &str, v: &serde_json::Value, data_len: usize) -> Result<TensorInfo> {
     let tbad = |msg: String| Error::BadTensor { path: path.to_path_buf(), name: name.to_string(), msg };
     let dtype_s = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| tbad("header entry has no dtype".into()))?;
@@ -210,7 +264,7 @@ fn parse_entry(path: &Path, name: &str, v: &serde_json::Value, data_len: usize) 
     let (begin, end) = (offs[0], offs[1]);
     let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| tbad(format!("shape {shape:?} overflows")))?;
     if begin > end || end - begin != numel.saturating_mul(dtype.size()) {
-        return Err(tbad(format!("data_offsets [{begin}, {end}) hold {} bytes, shape {shape:?} of {} needs {}", end.saturating_sub(begin), dtype.name(), numel * dtype.size())));
+        return Err(tbad(format!("data_offsets [{begin}, {end}) hold {} bytes, shape {shape:?} of {} needs {}", end.saturating_sub(begin), dtype.name(), numel.saturating_mul(dtype.size()))));
     }
     if end > data_len {
         return Err(tbad(format!("data ends at byte {end} but the file holds only {data_len} data bytes: the file is truncated")));

@@ -40,7 +40,9 @@ impl EffNetConfig {
                 return Err(bad());
             }
             let (w, d, r) = (v[0].parse().map_err(|_| bad())?, v[1].parse().map_err(|_| bad())?, v[2].parse().map_err(|_| bad())?);
-            return Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4], lite: false });
+            let cfg = EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4], lite: false };
+            cfg.validate().map_err(|e| Error::InvalidArgument(format!("`{name}`: {e}")))?;
+            return Ok(cfg);
         }
         let lite = match name {
             "efficientnet-lite0" => Some((1.0, 1.0, 224)),
@@ -65,6 +67,22 @@ impl EffNetConfig {
             _ => return Err(Error::InvalidArgument(format!("unknown EfficientNet `{name}` (efficientnet-b0 … b7, efficientnet-lite0 … lite4, custom:W,D,SIZE)"))),
         };
         Ok(EffNetConfig { width: w, depth: d, image_size: r, tap_stages: vec![0, 1, 2, 4], lite: false })
+    }
+
+    /// Coefficients a network can be built from: finite, positive and not absurd (B7 is 2.0/3.1),
+    /// an image size of at least one pixel, taps that name stages.
+    pub fn validate(&self) -> Result<()> {
+        let ok = |x: f64| x.is_finite() && x > 0.0 && x <= 16.0;
+        if !ok(self.width) || !ok(self.depth) {
+            return Err(Error::InvalidArgument(format!("EfficientNet width {} and depth {} must be finite, > 0 and ≤ 16", self.width, self.depth)));
+        }
+        if self.image_size == 0 || self.image_size > 8192 {
+            return Err(Error::InvalidArgument(format!("EfficientNet image size {} (1 … 8192)", self.image_size)));
+        }
+        if let Some(s) = self.tap_stages.iter().find(|&&s| s >= STAGES.len()) {
+            return Err(Error::InvalidArgument(format!("EfficientNet tap stage {s} (stages 0 … {})", STAGES.len() - 1)));
+        }
+        Ok(())
     }
 
     /// efficientnet-pytorch's round_filters (depth_divisor 8).
@@ -113,7 +131,7 @@ impl EffNetConfig {
         (0..STAGES.len())
             .map(|s| {
                 i += self.stage_repeats(s);
-                i - 1
+                i.saturating_sub(1) // (repeats ≥ 1 in every validated configuration)
             })
             .collect()
     }
@@ -158,6 +176,7 @@ impl<B: Backend> EfficientNet<B> {
     /// Loads the feature part; the classifier (`_conv_head`, `_bn1`, `_fc`) and integer buffers
     /// may be present and are ignored.
     pub fn load(cfg: &EffNetConfig, l: &Loader<B>) -> Result<Self> {
+        cfg.validate()?;
         let mut size = cfg.image_size;
         let c0 = cfg.stem_channels();
         let stem = conv_bn(l, "_conv_stem", "_bn0", 3, c0, 3, 2, 1, size)?;
@@ -202,7 +221,8 @@ impl<B: Backend> EfficientNet<B> {
     /// Prefixes of the tensors an EfficientNet checkpoint carries that the feature extractor does
     /// not use: the classifier and the blocks after the last tap.
     pub fn unused_prefixes(cfg: &EffNetConfig) -> Vec<String> {
-        let last = cfg.tap_stages.iter().map(|&s| cfg.stage_ends()[s]).max().unwrap_or(0);
+        let ends = cfg.stage_ends();
+        let last = cfg.tap_stages.iter().filter_map(|&s| ends.get(s).copied()).max().unwrap_or(0);
         let total = *cfg.stage_ends().last().unwrap_or(&0);
         let mut v: Vec<String> = ["_conv_head.", "_bn1.", "_fc."].iter().map(|s| s.to_string()).collect();
         v.extend((last + 1..=total).map(|i| format!("_blocks.{i}.")));

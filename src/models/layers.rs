@@ -32,10 +32,18 @@ pub struct ConvBn<B: Backend> {
 impl<B: Backend> ConvBn<B> {
     /// `conv`.weight [cout, cin/groups, k, k] and `bn`.{weight, bias, running_mean, running_var}.
     pub fn load(l: &Loader<B>, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, p: Conv2dParams, eps: f32) -> Result<Self> {
+        if cout == 0 || p.groups == 0 || cin % p.groups != 0 {
+            return Err(crate::Error::InvalidArgument(format!("{conv}: a convolution of {cin} → {cout} channels in {} groups", p.groups)));
+        }
         let shape = [cout, cin / p.groups, k, k];
         let mut w = l.host_shaped(&format!("{conv}.weight"), &shape)?;
         let v = |n: &str| l.host_shaped(&format!("{bn}.{n}"), &[cout]);
-        let (scale, shift) = fold_batch_norm(&v("weight")?, &v("bias")?, &v("running_mean")?, &v("running_var")?, eps)?;
+        let (gamma, beta, mean, var) = (v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?);
+        // a negative variance makes √(var+eps) NaN, which a ReLU6 would silently turn into 0
+        if let Some(i) = var.iter().position(|&x| x < 0.0) {
+            return Err(crate::Error::BadTensor { path: l.weights.path().to_path_buf(), name: format!("{bn}.running_var"), msg: format!("value #{i} is {}: a variance cannot be negative", var[i]) });
+        }
+        let (scale, shift) = fold_batch_norm(&gamma, &beta, &mean, &var, eps)?;
         let per = w.len() / cout;
         for (o, chunk) in w.chunks_mut(per).enumerate() {
             chunk.iter_mut().for_each(|x| *x = (*x as f64 * scale[o] as f64) as f32);

@@ -15,12 +15,24 @@ use std::path::Path;
 
 /// A weight file by its content: a PyTorch zip checkpoint (.pt/.pth) or safetensors.
 pub fn open_weights(path: &Path) -> Result<Box<dyn weights::Weights>> {
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut magic)).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    if n == 4 && &magic == b"PK\x03\x04" {
-        Ok(Box::new(PtFile::open(path)?))
-    } else {
-        Ok(Box::new(SafeTensors::open(path)?))
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let mut f = crate::io::files::open_regular(path)?;
+    let n = f.read(&mut head).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    use crate::io::sniff::Kind;
+    match crate::io::sniff::sniff(&head[..n]) {
+        // the .pt reader names empty zips and legacy checkpoints as such
+        Kind::Zip | Kind::EmptyZip | Kind::LegacyTorch => Ok(Box::new(PtFile::open(path)?)),
+        // (a safetensors header length can look like a pickle's first bytes: its reader decides)
+        Kind::Pickle | Kind::Other => Ok(Box::new(SafeTensors::open(path)?)),
+    }
+}
+
+/// An error about a model's settings, as an error about the model file it came from.
+pub fn in_model_file(path: &Path, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument(msg) => Error::BadFile { path: path.to_path_buf(), msg: format!("model metadata: {msg}") },
+        e => e,
     }
 }
 
@@ -31,9 +43,9 @@ pub fn load_unet<B: Backend>(path: &Path, backend: &B, ignore: &[&str]) -> Resul
         path: path.to_path_buf(),
         msg: "no model_flags in the metadata: convert the checkpoint with `ran convert --flags ...` first".into(),
     })?;
-    let flags = ModelFlags::parse(flags_s)?;
+    let flags = ModelFlags::parse(flags_s).map_err(|e| in_model_file(path, e))?;
     let l = weights::Loader::new(&st, backend).ignoring(ignore);
-    let m = unet::UNet::load(&flags, &l)?;
+    let m = unet::UNet::load(&flags, &l).map_err(|e| in_model_file(path, e))?;
     l.finish()?;
     Ok(m)
 }

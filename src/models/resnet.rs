@@ -64,7 +64,7 @@ impl ResNetConfig {
         }
         let width_per_group = match block {
             BlockKind::Basic => 64,
-            BlockKind::Bottleneck => w.shape("layer1.0.conv1.weight")?[0],
+            BlockKind::Bottleneck => super::weights::rows_of(w, "layer1.0.conv1.weight")?,
         };
         Ok(ResNetConfig { block, blocks, width_per_group })
     }

@@ -146,6 +146,9 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     fn load(l: &Loader<B>, p: &str, c: usize, heads: usize, new_order: bool) -> Result<Self> {
+        if heads == 0 || c % heads != 0 {
+            return Err(Error::InvalidArgument(format!("{p}: {c} channels cannot be split into {heads} attention heads")));
+        }
         let qkv = if new_order {
             // QKVAttention splits q|k|v before the heads; permute the rows of the qkv projection
             // into the legacy per-head [q_h; k_h; v_h] layout so one kernel serves both.
@@ -269,7 +272,7 @@ impl<B: Backend> UNet<B> {
         };
         let ss = flags.use_scale_shift_norm;
         let num_classes = if flags.class_cond {
-            let rows = l.shape("label_emb.weight")?[0];
+            let rows = l.rows("label_emb.weight")?;
             if let Some(n) = flags.num_classes {
                 if n != rows {
                     return Err(Error::InvalidArgument(format!("--num_classes {n} but label_emb.weight has {rows} rows")));
@@ -348,9 +351,9 @@ impl<B: Backend> UNet<B> {
             if output_blocks.len() <= FEAT_TAP {
                 return Err(Error::InvalidArgument(format!("the feature head taps output_blocks[{FEAT_TAP}] but the model has {} output blocks", output_blocks.len())));
             }
-            let c = l.shape("feat_rec1.0.weight")?[0];
+            let c = l.rows("feat_rec1.0.weight")?;
             // 272 for the paper's EfficientNet-B4 taps; other extractors give other widths
-            let out = if l.contains("feat_rec1.2.bias") { l.shape("feat_rec1.2.bias").map(|s| s[0]).unwrap_or(FEAT_CHANNELS) } else { FEAT_CHANNELS };
+            let out = if l.contains("feat_rec1.2.bias") { l.rows("feat_rec1.2.bias")? } else { FEAT_CHANNELS };
             Some(FeatHead { norm: Norm::load(l, "feat_rec1.0", c)?, conv: Conv::load(l, "feat_rec1.2", c, out, 1, 1, 0)?, feat_shape: flags.feat_shape })
         } else {
             None

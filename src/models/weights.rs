@@ -136,11 +136,35 @@ impl<'a, B: Backend> Loader<'a, B> {
             }
             return Ok(v);
         }
-        let (got, v) = self.host(name)?;
+        self.host_checked(name, shape)
+    }
+
+    /// The values of `name` after its shape, read from the file's header, is found to be
+    /// `shape`: a tensor of the wrong (or a hostile, huge) shape is refused before its data is
+    /// read or any memory is allocated for it.
+    fn host_checked(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        if !self.weights.contains(name) {
+            return Err(Error::MissingTensor { path: self.path(), name: name.to_string() });
+        }
+        let got = self.weights.shape(name)?;
         if got != shape {
             return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {got:?}, the model expects {shape:?}") });
         }
+        let (got, v) = self.host(name)?;
+        if got != shape || v.len() != shape.iter().product::<usize>() {
+            return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {got:?} with {} values, the model expects {shape:?}", v.len()) });
+        }
         Ok(v)
+    }
+
+    /// The first dimension of `name` (rows of an embedding, output channels of a conv), which
+    /// must exist and be positive.
+    pub fn rows(&self, name: &str) -> Result<usize> {
+        let s = self.shape(name)?;
+        match s.first() {
+            Some(&n) if n > 0 => Ok(n),
+            _ => Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {s:?}: at least one dimension of positive size expected") }),
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -153,10 +177,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         if let Some(s) = &self.synthetic {
             return self.backend.from_host(shape, &synth_values(s.seed, name, shape));
         }
-        let (got_shape, v) = self.host(name)?;
-        if got_shape != shape {
-            return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {got_shape:?}, the model expects {shape:?}") });
-        }
+        let v = self.host_checked(name, shape)?;
         self.backend.from_host(shape, &v)
     }
 
@@ -166,7 +187,12 @@ impl<'a, B: Backend> Loader<'a, B> {
             return Err(Error::MissingTensor { path: self.path(), name: name.to_string() });
         }
         self.used.borrow_mut().insert(name.to_string());
-        self.weights.get(name)
+        let (shape, v) = self.weights.get(name)?;
+        // every source refuses these already; checked here too so no Weights can slip one in
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("value #{i} is {} (weights must be finite)", v[i]) });
+        }
+        Ok((shape, v))
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -208,6 +234,15 @@ impl<'a, B: Backend> Loader<'a, B> {
             });
         }
         Ok(())
+    }
+}
+
+/// The first dimension of `name` in `w`, which must exist and be positive.
+pub fn rows_of(w: &dyn Weights, name: &str) -> Result<usize> {
+    let s = w.shape(name)?;
+    match s.first() {
+        Some(&n) if n > 0 => Ok(n),
+        _ => Err(Error::BadTensor { path: w.path().to_path_buf(), name: name.to_string(), msg: format!("shape {s:?}: at least one dimension of positive size expected") }),
     }
 }
 

@@ -1,0 +1,172 @@
+//! Opening and finding input files without surprises: only regular files are opened (a FIFO, a
+//! device or a folder given as an image or a model is refused by name, and the open itself never
+//! blocks, even if a FIFO is swapped in after the check); directory walks follow a symlink once
+//! per real directory (no cycles, no file listed twice); a name that exists is that file even if
+//! it has glob characters.
+
+use crate::{Error, Result};
+use std::collections::BTreeSet;
+use std::fs::{File, Metadata};
+use std::path::{Path, PathBuf};
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io { path: path.to_path_buf(), source: e }
+}
+
+/// What a non-regular file is, in words.
+fn kind(m: &Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = m.file_type();
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    if m.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn not_regular(path: &Path, m: &Metadata) -> Error {
+    Error::BadFile { path: path.to_path_buf(), msg: format!("is {}, not a regular file", kind(m)) }
+}
+
+/// `path` (after symlinks) must be a regular file; checked from its metadata, without opening it.
+pub fn check_regular(path: &Path) -> Result<Metadata> {
+    let m = std::fs::metadata(path).map_err(|e| io(path, e))?;
+    if !m.is_file() {
+        return Err(not_regular(path, &m));
+    }
+    Ok(m)
+}
+
+#[cfg(target_os = "linux")]
+const O_NONBLOCK: i32 = 0o4000;
+#[cfg(all(unix, not(target_os = "linux")))]
+const O_NONBLOCK: i32 = 0x0004;
+
+/// Opens `path` for reading if it is a regular file. The open is non-blocking (opening a FIFO
+/// for reading would wait for a writer) and the opened file is checked again, so a file swapped
+/// for a FIFO between the check and the open is refused too.
+pub fn open_regular(path: &Path) -> Result<File> {
+    check_regular(path)?;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(O_NONBLOCK);
+    }
+    let f = o.open(path).map_err(|e| io(path, e))?;
+    let m = f.metadata().map_err(|e| io(path, e))?;
+    if !m.is_file() {
+        return Err(not_regular(path, &m));
+    }
+    Ok(f)
+}
+
+/// The whole content of a regular file.
+pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = open_regular(path)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).map_err(|e| io(path, e))?;
+    Ok(v)
+}
+
+/// The entries of a folder, sorted by name.
+pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        v.push(e.map_err(|e| io(dir, e))?.path());
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// A directory's identity on its device: two paths to one real directory share it.
+#[cfg(unix)]
+fn dir_id(m: &Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+#[cfg(not(unix))]
+fn dir_id(_: &Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// Every file under `root` (depth-first, entries sorted by name) for which `keep` says yes.
+/// Symlinks are followed, but each real directory is entered once, so a link to an ancestor
+/// (a cycle) or a second link to a folder already walked adds nothing. A kept entry that is not
+/// a regular file (a FIFO named x.png) is an error naming it; dangling links are skipped.
+pub fn walk_files(root: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let m = std::fs::metadata(root).map_err(|e| io(root, e))?;
+    if !m.is_dir() {
+        return Err(Error::BadFile { path: root.to_path_buf(), msg: "is not a directory".into() });
+    }
+    seen.insert(dir_id(&m));
+    // an explicit stack of sorted entry lists (reversed so pop gives the next name): no
+    // recursion, so no depth limit but the file system's
+    let mut stack = vec![{
+        let mut v = read_dir_sorted(root)?;
+        v.reverse();
+        v
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some(p) = top.pop() else {
+            stack.pop();
+            continue;
+        };
+        let Ok(m) = std::fs::metadata(&p) else { continue }; // dangling link
+        if m.is_dir() {
+            if seen.insert(dir_id(&m)) {
+                let mut v = read_dir_sorted(&p)?;
+                v.reverse();
+                stack.push(v);
+            }
+        } else if keep(&p) {
+            if !m.is_file() {
+                return Err(not_regular(&p, &m));
+            }
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// True when `s` has characters a glob pattern gives meaning to.
+pub fn has_glob_chars(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// One command-line input: an existing path is itself (even `img[1].png`); otherwise a name
+/// with glob characters is a pattern, expanded to the regular files it matches (sorted).
+/// Returns None for a name that neither exists nor is a pattern (the caller reports it).
+pub fn expand_pattern(input: &str) -> Result<Option<Vec<PathBuf>>> {
+    let p = Path::new(input);
+    if p.symlink_metadata().is_ok() {
+        return Ok(Some(vec![p.to_path_buf()]));
+    }
+    if !has_glob_chars(input) {
+        return Ok(None);
+    }
+    let g = glob::glob(input).map_err(|e| Error::InvalidArgument(format!("bad pattern {input}: {e}")))?;
+    let mut v: Vec<PathBuf> = g.filter_map(|r| r.ok()).filter(|p| p.is_file()).collect();
+    v.sort();
+    v.dedup();
+    Ok(Some(v))
+}

@@ -90,3 +90,67 @@ fn bad_launches_are_errors() {
     let e = d.launch("selftest_reverse_i32", &cfg(1, 32, 300 * 1024), &[Arg::Buf(&out), Arg::Buf(&out), Arg::I32(1)]).unwrap_err().to_string();
     assert!(e.contains("shared memory"), "{e}");
 }
+
+/// Device buffers are bounds-checked: the element just past the end sits on a guard page, so an
+/// off-by-one store (e.g. `n <= N` in igemm.cuh) is an error naming the kernel, the argument, the
+/// element and the buffer's size, under every schedule; the emulator stays usable afterwards.
+#[test]
+fn write_past_the_end_of_a_buffer_is_an_error_naming_kernel_argument_element_and_size() {
+    let _g = SCHED.lock().unwrap();
+    let d = EmuDevice;
+    let (blocks, n) = (3usize, 64usize);
+    let input: Vec<i32> = (0..(blocks * n) as i32).collect();
+    let inb = d.upload(bytemuck::cast_slice(&input)).unwrap();
+    for sched in [Schedule::Forward, Schedule::Reverse, Schedule::Random(5)] {
+        set_schedule(sched);
+        let short = d.alloc_zeros((blocks * n - 1) * 4).unwrap(); // one element too short
+        let e = d.launch("selftest_reverse_i32", &cfg(blocks as u32, n as u32, (n * 4) as u32), &[Arg::Buf(&inb), Arg::Buf(&short), Arg::I32(1)]);
+        let e = e.expect_err("a store one past the end went unnoticed").to_string();
+        let want = ["selftest_reverse_i32", "out-of-bounds write of argument 1", "at element 191 ", "a buffer of 191 elements of 4 bytes"];
+        assert!(want.iter().all(|w| e.contains(w)), "{sched:?}: {e}");
+        assert!(e.contains("block (2,0,0)"), "{sched:?}: the last block writes element 191: {e}");
+    }
+    set_schedule(Schedule::Forward);
+    let out = d.alloc_zeros(blocks * n * 4).unwrap();
+    d.launch("selftest_reverse_i32", &cfg(blocks as u32, n as u32, (n * 4) as u32), &[Arg::Buf(&inb), Arg::Buf(&out), Arg::I32(1)]).unwrap();
+    assert_eq!(ints(&d, &out, n)[0], n as i32 - 1);
+}
+
+/// A read past the end is caught too: index_select with a channel id out of range (the backend
+/// rejects such ids; here the kernel is launched directly, as a buggy caller would).
+#[test]
+fn read_past_the_end_of_a_buffer_is_an_error() {
+    let _g = SCHED.lock().unwrap(); // forward order: thread 0 reads element 15 first
+    let d = EmuDevice;
+    let (c, s) = (3usize, 5usize);
+    let x = d.upload(bytemuck::cast_slice(&vec![1.0f32; c * s])).unwrap();
+    let ids = d.upload(bytemuck::cast_slice(&[c as i32])).unwrap();
+    let y = d.alloc_zeros(s * 4).unwrap();
+    let a = |v: usize| Arg::I32(v as i32);
+    let e = d.launch("gather_channels_f32", &cfg(1, 256, 0), &[Arg::Buf(&x), Arg::Buf(&ids), Arg::Buf(&y), a(1), a(c), a(1), a(s)]).unwrap_err().to_string();
+    assert!(e.contains("gather_channels_f32: out-of-bounds read of argument 0 at element 15 ") && e.contains("buffer of 15 elements"), "{e}");
+}
+
+/// Writes just before a buffer's start land in canary-filled slack checked after each launch
+/// (the second line behind the guard pages); the canary is re-armed, so the next launch is clean.
+#[test]
+fn write_before_the_start_of_a_buffer_is_caught_by_the_canary() {
+    let d = EmuDevice;
+    let s = 4usize;
+    let src = d.upload(bytemuck::cast_slice(&vec![2.0f32; s])).unwrap();
+    let dst = d.alloc_zeros(s * 4).unwrap();
+    let a = |v: i32| Arg::I32(v);
+    // channel offset -1: writes dst[-4..-1]
+    let e = d.launch("copy_channels_f32", &cfg(1, 256, 0), &[Arg::Buf(&src), a(1), a(0), Arg::Buf(&dst), a(1), a(-1), a(1), a(1), a(s as i32)]);
+    let e = e.expect_err("a store before the start went unnoticed").to_string();
+    assert!(e.contains("copy_channels_f32: out-of-bounds write of argument 3") && e.contains("before the start") && e.contains("canary"), "{e}");
+    d.launch("copy_channels_f32", &cfg(1, 256, 0), &[Arg::Buf(&src), a(1), a(0), Arg::Buf(&dst), a(1), a(0), a(1), a(1), a(s as i32)]).unwrap();
+}
+
+/// A pointer argument that is not inside any emulator buffer is refused before any thread runs.
+#[test]
+fn pointer_outside_every_buffer_is_refused() {
+    let d = EmuDevice;
+    let e = d.launch("selftest_warp_ops_i32", &cfg(1, 32, 0), &[Arg::I64(0x1000)]).unwrap_err().to_string();
+    assert!(e.contains("selftest_warp_ops_i32: argument 0 is a pointer outside every emulator buffer"), "{e}");
+}

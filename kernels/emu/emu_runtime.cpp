@@ -4,17 +4,26 @@
 //
 // Environment: EMU_THREADS (workers, default = cores), EMU_STACK_KB (per fiber, default 64),
 // EMU_SCHED=fwd|rev|rand and EMU_SEED (order in which a block's threads run between barriers).
+//
+// Device memory (emu_alloc) is bounds-checked: each buffer ends exactly at a PROT_NONE guard
+// page, so the first element past its end faults, and the fault becomes a launch error naming
+// the kernel, the argument, the element and the buffer's size. The slack before the start is
+// filled with a canary that is checked after every launch (writes just below the start).
 #if !defined(__x86_64__)
 #error "the CUDA emulator's context switch is written for x86-64"
 #endif
 
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -74,8 +83,20 @@ struct Warp {
   uint64_t slots[2][32];
 };
 
+// A pointer argument of a launch and the buffer it points into.
+struct ArgBuf {
+  unsigned index;     // parameter position
+  unsigned elem;      // pointee size in bytes
+  uintptr_t ptr;      // the value passed
+  uintptr_t start;    // the buffer: [start, end), end on a guard page
+  uintptr_t end;
+  uintptr_t zone;     // canary slack: [zone, start)
+  uintptr_t map;      // front guard page: [map, map + page)
+};
+
 struct Launch {
   const EmuKernelEntry* entry;
+  std::vector<ArgBuf> bufs;
   const void* packed;
   dim3 grid, block;
   unsigned smem;
@@ -100,6 +121,10 @@ struct Worker {
   void* sched_sp = nullptr;
   alignas(128) unsigned char smem[kMaxSmem];
   Launch* launch = nullptr;
+  // A fault inside a fiber jumps back into run_block with its message.
+  sigjmp_buf fault_jmp;
+  volatile bool in_block = false;
+  char fault_msg[512];
 };
 
 __thread Worker* t_worker = nullptr;
@@ -278,8 +303,17 @@ bool run_block(Worker* w, Launch* L, unsigned b) {
     }
   }
   w->pos = 0;
+  if (sigsetjmp(w->fault_jmp, 1) != 0) {  // a thread of this block faulted (see on_fault)
+    w->in_block = false;
+    emu_cur_thread = nullptr;
+    std::lock_guard<std::mutex> lk(L->err_m);
+    if (L->err.empty()) L->err = w->fault_msg;
+    return false;
+  }
   emu_cur_thread = &current(w)->ts;
+  w->in_block = true;
   emu_ctx_switch(&w->sched_sp, current(w)->sp);
+  w->in_block = false;
   emu_cur_thread = nullptr;
   if (w->live == 0) return true;
   unsigned at_block = 0, at_warp = 0;
@@ -293,6 +327,131 @@ bool run_block(Worker* w, Launch* L, unsigned b) {
   std::lock_guard<std::mutex> lk(L->err_m);
   if (L->err.empty()) L->err = msg;
   return false;
+}
+
+// ---- device memory: every buffer ends at a guard page, canary slack before its start --------
+constexpr unsigned char kCanary = 0xCB;
+constexpr size_t kMinSlack = 256;
+
+struct Alloc {
+  uintptr_t map;  // front guard page
+  size_t map_len;
+  uintptr_t zone, start, end;
+};
+
+std::mutex g_alloc_m;
+std::map<uintptr_t, Alloc> g_allocs;  // by start
+struct sigaction g_old_segv, g_old_bus;
+std::once_flag g_handler_once;
+
+size_t page_size() {
+  static const size_t p = (size_t)sysconf(_SC_PAGESIZE);
+  return p;
+}
+
+// Where `a` falls relative to buffer b, as a message fragment ("element 12 of argument 3 ...").
+void describe_access(char* out, size_t n, const Launch* L, const ArgBuf& b, uintptr_t a, bool write) {
+  long long off = (long long)(a - b.ptr);
+  long long elems = (long long)((b.end - b.ptr) / b.elem);
+  const char* how = write ? "write" : "read";
+  long long idx = off >= 0 ? off / b.elem : -((-off + b.elem - 1) / b.elem);
+  snprintf(out, n,
+           "%s: out-of-bounds %s of argument %u at element %lld (byte offset %lld) of a buffer of %lld elements of %u bytes "
+           "(%llu bytes), by block (%u,%u,%u) thread (%u,%u,%u)",
+           L->entry->name, how, b.index, idx, off, elems, b.elem, (unsigned long long)(b.end - b.ptr), emu_cur_block.bid.x,
+           emu_cur_block.bid.y, emu_cur_block.bid.z, emu_cur_thread ? emu_cur_thread->tid.x : 0, emu_cur_thread ? emu_cur_thread->tid.y : 0,
+           emu_cur_thread ? emu_cur_thread->tid.z : 0);
+}
+
+// SIGSEGV/SIGBUS: a fault of a kernel thread becomes its launch's error (back into run_block);
+// any other fault goes to the handler that was there before (Rust's stack-overflow report).
+void on_fault(int sig, siginfo_t* si, void* ucv) {
+  Worker* w = t_worker;
+  if (w && w->in_block && w->launch) {
+    Launch* L = w->launch;
+    uintptr_t a = (uintptr_t)si->si_addr;
+    bool write = (((ucontext_t*)ucv)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+    const size_t page = page_size();
+    bool found = false;
+    for (const ArgBuf& b : L->bufs) {
+      if ((a >= b.end && a < b.end + page) || (a >= b.map && a < b.map + page)) {
+        describe_access(w->fault_msg, sizeof w->fault_msg, L, b, a, write);
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      uintptr_t st = (uintptr_t)w->stacks;
+      if (a >= st && a < st + w->stack_bytes * kMaxThreads && (a - st) % w->stack_bytes < page)
+        snprintf(w->fault_msg, sizeof w->fault_msg, "%s: stack overflow of a thread (EMU_STACK_KB=%zu) in block (%u,%u,%u)", L->entry->name,
+                 (w->stack_bytes - page) / 1024, emu_cur_block.bid.x, emu_cur_block.bid.y, emu_cur_block.bid.z);
+      else
+        snprintf(w->fault_msg, sizeof w->fault_msg,
+                 "%s: invalid %s at address %p, outside every buffer passed to the kernel, by block (%u,%u,%u) thread (%u,%u,%u)",
+                 L->entry->name, write ? "write" : "read", (void*)a, emu_cur_block.bid.x, emu_cur_block.bid.y, emu_cur_block.bid.z,
+                 emu_cur_thread ? emu_cur_thread->tid.x : 0, emu_cur_thread ? emu_cur_thread->tid.y : 0, emu_cur_thread ? emu_cur_thread->tid.z : 0);
+    }
+    siglongjmp(w->fault_jmp, 1);
+  }
+  struct sigaction* old = sig == SIGBUS ? &g_old_bus : &g_old_segv;
+  if (old->sa_flags & SA_SIGINFO) {
+    old->sa_sigaction(sig, si, ucv);
+  } else if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
+    signal(sig, SIG_DFL);  // the faulting instruction runs again and kills the process as before
+  } else {
+    old->sa_handler(sig);
+  }
+}
+
+void install_fault_handler() {
+  std::call_once(g_handler_once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_old_segv);
+    sigaction(SIGBUS, &sa, &g_old_bus);
+  });
+}
+
+// The buffers behind a launch's pointer arguments; false (with a message) for a pointer that is
+// not inside any emulator buffer.
+bool collect_arg_bufs(const EmuKernelEntry* e, void** args, std::vector<ArgBuf>& out, std::string& err) {
+  std::lock_guard<std::mutex> lk(g_alloc_m);
+  for (unsigned i = 0; i < e->nargs; ++i) {
+    unsigned elem = e->elem_sizes[i];
+    if (!elem) continue;
+    uintptr_t p = (uintptr_t) * static_cast<void**>(args[i]);
+    auto it = g_allocs.upper_bound(p);
+    if (it == g_allocs.begin() || (--it, p > it->second.end)) {
+      err = std::string(e->name) + ": argument " + std::to_string(i) + " is a pointer outside every emulator buffer";
+      return false;
+    }
+    const Alloc& a = it->second;
+    out.push_back(ArgBuf{i, elem, p, a.start, a.end, a.zone, a.map});
+  }
+  return true;
+}
+
+// Second line behind the guard pages: a write into the slack before a buffer's start.
+std::string check_canaries(const Launch& L) {
+  for (const ArgBuf& b : L.bufs) {
+    for (uintptr_t q = b.start; q > b.zone; --q) {
+      if (*(const unsigned char*)(q - 1) != kCanary) {
+        long long off = (long long)(q - 1) - (long long)b.ptr;
+        return std::string(L.entry->name) + ": out-of-bounds write of argument " + std::to_string(b.index) + " at byte offset " +
+               std::to_string(off) + " (element " + std::to_string(off / (long long)b.elem - (off % (long long)b.elem != 0)) +
+               ") before the start of its buffer of " + std::to_string((b.end - b.ptr) / b.elem) + " elements (found by the canary)";
+      }
+    }
+  }
+  return {};
+}
+
+// Re-arms the canaries of a launch's buffers (after a failed launch, so one bug is reported once).
+void reset_canaries(const Launch& L) {
+  for (const ArgBuf& b : L.bufs) memset((void*)b.zone, kCanary, b.start - b.zone);
 }
 
 // ---- worker pool ------------------------------------------------------------------------------
@@ -312,6 +471,12 @@ void worker_loop(Pool* p) {
   Worker* w = new Worker();
   t_worker = w;
   ensure_stacks(w);
+  // The fault handler runs here, so that a fiber's stack overflow can be reported too.
+  stack_t alt;
+  alt.ss_size = 64 * 1024;
+  alt.ss_sp = malloc(alt.ss_size);
+  alt.ss_flags = 0;
+  if (alt.ss_sp) sigaltstack(&alt, nullptr);
   unsigned long long seen = 0;
   for (;;) {
     Launch* L;
@@ -410,6 +575,39 @@ unsigned emu_live_lanes(void) {
 
 void* emu_dynamic_smem(void) { return t_worker->smem; }
 
+// Device memory: `bytes` zeroed bytes that end exactly at a guard page (see the top of the file).
+void* emu_alloc(size_t bytes) {
+  install_fault_handler();
+  const size_t page = page_size();
+  size_t body = (bytes + kMinSlack + page - 1) / page * page;
+  size_t len = body + 2 * page;
+  void* m = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  uintptr_t map = (uintptr_t)m;
+  if (mprotect((void*)(map + page), body, PROT_READ | PROT_WRITE) != 0) {
+    munmap(m, len);
+    return nullptr;
+  }
+  Alloc a{map, len, map + page, map + page + body - bytes, map + page + body};
+  memset((void*)a.zone, kCanary, a.start - a.zone);
+  std::lock_guard<std::mutex> lk(g_alloc_m);
+  g_allocs[a.start] = a;
+  return (void*)a.start;
+}
+
+void emu_free(void* p) {
+  Alloc a;
+  {
+    std::lock_guard<std::mutex> lk(g_alloc_m);
+    auto it = g_allocs.find((uintptr_t)p);
+    if (it == g_allocs.end()) return;
+    a = it->second;
+    g_allocs.erase(it);
+  }
+  munmap((void*)a.map, a.map_len);
+}
+
+
 // Sets the schedule for later launches: 0 = forward, 1 = reverse, 2 = random with `seed`.
 void emu_set_schedule(int mode, unsigned long long seed) {
   std::lock_guard<std::mutex> g(g_cfg_m);
@@ -418,7 +616,9 @@ void emu_set_schedule(int mode, unsigned long long seed) {
 }
 
 // Launch by name with cuLaunchKernel's contract: args[i] points at the value of parameter i.
-// Returns 0 on success, 1 for an unknown kernel or a bad configuration, 2 for a deadlock.
+// Returns 0 on success, 1 for an unknown kernel, a bad configuration or a pointer argument outside
+// every buffer, 2 for a deadlock or a fault (out-of-bounds access) in a thread, 3 for a write
+// before a buffer's start found by its canary.
 int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                unsigned smem_bytes, void** args) {
   const EmuKernelEntry* e = find(name);
@@ -435,6 +635,13 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
   e->pack(pk, args);
   Launch L;
   L.entry = e;
+  {
+    std::string err;
+    if (!collect_arg_bufs(e, args, L.bufs, err)) {
+      e->unpack_drop(pk);
+      return fail(1, err);
+    }
+  }
   L.packed = pk;
   L.grid = dim3(gx, gy, gz);
   L.block = dim3(bx, by, bz);
@@ -455,7 +662,10 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
     p->done_cv.wait(pl, [&] { return p->running == 0; });
   }
   e->unpack_drop(pk);
-  if (L.failed.load()) return fail(2, std::string(name) + ": " + L.err);
+  std::string canary = check_canaries(L);
+  if (!canary.empty() || L.failed.load()) reset_canaries(L);
+  if (L.failed.load()) return fail(2, L.err.rfind(name, 0) == 0 ? L.err : std::string(name) + ": " + L.err);
+  if (!canary.empty()) return fail(3, canary);
   return 0;
 }
 

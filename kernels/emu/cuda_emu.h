@@ -150,8 +150,10 @@ static inline int __all_sync(unsigned mask, int pred) {
 }
 
 // ---- atomics: real ones, blocks run on several OS threads ----------------------------------
+// Not instrumented (EMU_ATOMIC): the race detector exempts atomics.
+#define EMU_ATOMIC __attribute__((no_sanitize_address))
 template <class T>
-static inline T atomicAdd(T* a, T v) {
+EMU_ATOMIC static inline T atomicAdd(T* a, T v) {
   if constexpr (std::is_floating_point<T>::value) {
     T old, want;
     __atomic_load(a, &old, __ATOMIC_RELAXED);
@@ -161,25 +163,25 @@ static inline T atomicAdd(T* a, T v) {
     return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);
   }
 }
-template <class T> static inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }
 template <class T>
-static inline T atomicCAS(T* a, T cmp, T v) {
+EMU_ATOMIC static inline T atomicCAS(T* a, T cmp, T v) {
   __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return cmp;
 }
 template <class T>
-static inline T atomicMax(T* a, T v) {
+EMU_ATOMIC static inline T atomicMax(T* a, T v) {
   T old;
   __atomic_load(a, &old, __ATOMIC_RELAXED);
   while (old < v && !__atomic_compare_exchange(a, &old, &v, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {}
   return old;
 }
 template <class T>
-static inline T atomicMin(T* a, T v) {
+EMU_ATOMIC static inline T atomicMin(T* a, T v) {
   T old;
   __atomic_load(a, &old, __ATOMIC_RELAXED);
   while (old > v && !__atomic_compare_exchange(a, &old, &v, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {}

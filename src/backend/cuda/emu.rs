@@ -12,17 +12,31 @@ extern "C" {
     fn emu_launch(name: *const c_char, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, smem: u32, args: *mut *mut c_void) -> i32;
     fn emu_last_error() -> *const c_char;
     fn emu_set_schedule(mode: i32, seed: u64);
+    fn emu_set_race_check(on: i32) -> i32;
+    fn emu_hook_calls() -> u64;
+    fn emu_instrumented() -> i32;
     fn emu_alloc(bytes: usize) -> *mut c_void;
     fn emu_free(p: *mut c_void);
 }
 
 /// Order in which a block's threads run between barriers. Forward order hides races in which a
-/// later thread reads an earlier one's write; reverse and random orders expose them.
+/// later thread reads an earlier one's write; reverse and random orders expose them. `Preempt`
+/// is a random order that also switches threads at shared-memory accesses (one in four), so
+/// orders inside a barrier interval vary as well (needs instrumented kernels, see
+/// `instrumented`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
     Forward,
     Reverse,
     Random(u64),
+    Preempt(u64),
+}
+
+impl Schedule {
+    /// The schedules the suite runs under: forward, reverse, random(seed).
+    pub fn all(seed: u64) -> [Schedule; 3] {
+        [Schedule::Forward, Schedule::Reverse, Schedule::Random(seed)]
+    }
 }
 
 /// Sets the schedule of every later emulator launch in this process.
@@ -31,9 +45,30 @@ pub fn set_schedule(s: Schedule) {
         Schedule::Forward => (0, 1),
         Schedule::Reverse => (1, 1),
         Schedule::Random(seed) => (2, seed),
+        Schedule::Preempt(seed) => (3, seed),
     };
     // SAFETY: plain FFI call; the runtime guards its configuration with a mutex.
     unsafe { emu_set_schedule(mode, seed) }
+}
+
+/// Turns the race detector (shared memory per barrier interval, global write-write across
+/// blocks) on or off for later launches; returns the previous setting. Default: off unless
+/// EMU_RACE=1 (it slows kernels 2–10×, see kernels/README.md). Works only where `instrumented()`.
+pub fn set_race_check(on: bool) -> bool {
+    // SAFETY: plain FFI call; the runtime guards its configuration with a mutex.
+    unsafe { emu_set_race_check(on as i32) > 0 }
+}
+
+/// Whether build.rs built the instrumented copy of the kernels (race detector, preemption points).
+pub fn instrumented() -> bool {
+    // SAFETY: plain FFI call.
+    unsafe { emu_instrumented() != 0 }
+}
+
+/// Kernel memory accesses seen by the instrumentation hooks so far (a probe that they run).
+pub fn hook_calls() -> u64 {
+    // SAFETY: plain FFI call reading an atomic counter.
+    unsafe { emu_hook_calls() }
 }
 
 /// A zeroed host allocation standing in for device memory, between guard pages (its start is

@@ -2,12 +2,14 @@
 //! input gradient — runs on the CUDA backend and is compared with the PyTorch fixture and with the
 //! CPU backend. Without a GPU the CUDA backend runs over the CPU emulator of CUDA (the real
 //! kernels/*.cu and the real launch code), under the emulator's forward, reverse and random thread
-//! schedules, since a race that forward order hides shows up in the others. With
+//! schedules, since a race that forward order hides shows up in the others; where the emulator is
+//! built with its instrumented kernels, also with the race detector on and under preemption
+//! points (switches at shared-memory accesses). With
 //! `--features gpu-tests` (benches/gpu.sh) the same table runs on the real device.
 
 mod common;
 use common::*;
-use ran::backend::cuda::emu::{set_schedule, Schedule};
+use ran::backend::cuda::emu::{instrumented, set_race_check, set_schedule, Schedule};
 use ran::backend::cuda::EmulatedCuda;
 use ran::{Backend, Cpu};
 
@@ -45,14 +47,25 @@ fn check_backend<B: Backend>(b: &B, label: &str, atol_scale: f64) -> (usize, Vec
 fn emulated_cuda_matches_pytorch_and_cpu_under_every_schedule() {
     let gpu = EmulatedCuda::emulated();
     let mut failures = Vec::new();
-    for sched in [Schedule::Forward, Schedule::Reverse, Schedule::Random(7)] {
+    let mut counts = Vec::new();
+    // the race detector costs ~5× here (kernels/README.md): worth it on the op table
+    let was = set_race_check(true);
+    let mut schedules = Schedule::all(7).to_vec();
+    if instrumented() {
+        schedules.push(Schedule::Preempt(7));
+    }
+    for sched in schedules {
         set_schedule(sched);
         let (checked, f) = check_backend(&gpu, &format!("emulator {sched:?}"), 1.0);
-        assert!(checked >= 180, "{sched:?}: only {checked} comparisons ran");
+        counts.push((sched, checked));
         failures.extend(f);
     }
     set_schedule(Schedule::Forward);
+    set_race_check(was);
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    for (sched, checked) in counts {
+        assert!(checked >= 180, "{sched:?}: only {checked} comparisons ran");
+    }
 }
 
 /// On the device, FMA contraction and the math library's last-ulp differences are the GPU's own:

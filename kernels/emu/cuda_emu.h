@@ -150,8 +150,10 @@ static inline int __all_sync(unsigned mask, int pred) {
 }
 
 // ---- atomics: real ones, blocks run on several OS threads ----------------------------------
+// Not instrumented (EMU_ATOMIC): the race detector exempts atomics.
+#define EMU_ATOMIC __attribute__((no_sanitize_address))
 template <class T>
-static inline T atomicAdd(T* a, T v) {
+EMU_ATOMIC static inline T atomicAdd(T* a, T v) {
   if constexpr (std::is_floating_point<T>::value) {
     T old, want;
     __atomic_load(a, &old, __ATOMIC_RELAXED);
@@ -161,25 +163,25 @@ static inline T atomicAdd(T* a, T v) {
     return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);
   }
 }
-template <class T> static inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }
-template <class T> static inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }
 template <class T>
-static inline T atomicCAS(T* a, T cmp, T v) {
+EMU_ATOMIC static inline T atomicCAS(T* a, T cmp, T v) {
   __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return cmp;
 }
 template <class T>
-static inline T atomicMax(T* a, T v) {
+EMU_ATOMIC static inline T atomicMax(T* a, T v) {
   T old;
   __atomic_load(a, &old, __ATOMIC_RELAXED);
   while (old < v && !__atomic_compare_exchange(a, &old, &v, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {}
   return old;
 }
 template <class T>
-static inline T atomicMin(T* a, T v) {
+EMU_ATOMIC static inline T atomicMin(T* a, T v) {
   T old;
   __atomic_load(a, &old, __ATOMIC_RELAXED);
   while (old > v && !__atomic_compare_exchange(a, &old, &v, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {}
@@ -221,6 +223,8 @@ template <class T> static inline T __ldg(const T* p) { return *p; }
 // ---- the registry: how the runtime launches a kernel by name ------------------------------
 struct EmuKernelEntry {
   const char* name;
+  // Per parameter: the pointee's size in bytes for a pointer, 0 otherwise (bounds messages).
+  const unsigned char* elem_sizes;
   void (*invoke)(const void* packed);          // runs the kernel body for the current fiber
   void (*pack)(void* out, void* const* args);  // copies the arguments once per launch
   void (*unpack_drop)(void* packed);           // destroys the packed tuple
@@ -233,6 +237,16 @@ struct EmuKernelTable {
 };
 
 namespace emu {
+template <class T>
+constexpr unsigned char elem_size_of() {
+  if constexpr (std::is_pointer<T>::value) {
+    using E = std::remove_cv_t<std::remove_pointer_t<T>>;
+    if constexpr (std::is_void<E>::value) return 1;
+    else return (unsigned char)(sizeof(E) < 255 ? sizeof(E) : 255);
+  } else {
+    return 0;
+  }
+}
 template <auto Fn, class Sig>
 struct Entry;
 template <auto Fn, class... A>
@@ -247,7 +261,8 @@ struct Entry<Fn, void (*)(A...)> {
   static void call_seq(const Tup& t, std::index_sequence<I...>) { Fn(std::get<I>(t)...); }
   static void invoke(const void* p) { call_seq(*static_cast<const Tup*>(p), std::index_sequence_for<A...>{}); }
   static void drop(void* p) { static_cast<Tup*>(p)->~Tup(); }
-  static constexpr EmuKernelEntry make(const char* n) { return {n, &invoke, &pack, &drop, sizeof(Tup), sizeof...(A)}; }
+  static constexpr unsigned char elem_sizes[sizeof...(A) + 1] = {elem_size_of<std::decay_t<A>>()..., 0};
+  static constexpr EmuKernelEntry make(const char* n) { return {n, elem_sizes, &invoke, &pack, &drop, sizeof(Tup), sizeof...(A)}; }
 };
 }  // namespace emu
 #define EMU_KERNEL_ENTRY(fn) (::emu::Entry<&fn, decltype(&fn)>::make(#fn))

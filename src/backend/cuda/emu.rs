@@ -1,25 +1,42 @@
 //! The CPU emulator of CUDA as a `Device`: buffers are host allocations whose addresses serve as
 //! device pointers, and launches go to `emu_launch` (kernels/emu/emu_runtime.cpp), which runs the
 //! same .cu kernels compiled by the host C++ compiler, one fiber per CUDA thread.
+//! Buffers come from the runtime's `emu_alloc`: each ends at a guard page, so an access past the
+//! end (or far before the start) is a launch error naming the kernel, argument, element and size.
 
 use super::device::{Arg, Device, LaunchCfg};
 use crate::{Error, Result};
-use std::alloc::Layout;
 use std::ffi::{c_char, c_void, CStr, CString};
 
 extern "C" {
     fn emu_launch(name: *const c_char, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, smem: u32, args: *mut *mut c_void) -> i32;
     fn emu_last_error() -> *const c_char;
     fn emu_set_schedule(mode: i32, seed: u64);
+    fn emu_set_race_check(on: i32) -> i32;
+    fn emu_hook_calls() -> u64;
+    fn emu_instrumented() -> i32;
+    fn emu_alloc(bytes: usize) -> *mut c_void;
+    fn emu_free(p: *mut c_void);
 }
 
 /// Order in which a block's threads run between barriers. Forward order hides races in which a
-/// later thread reads an earlier one's write; reverse and random orders expose them.
+/// later thread reads an earlier one's write; reverse and random orders expose them. `Preempt`
+/// is a random order that also switches threads at shared-memory accesses (one in four), so
+/// orders inside a barrier interval vary as well (needs instrumented kernels, see
+/// `instrumented`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
     Forward,
     Reverse,
     Random(u64),
+    Preempt(u64),
+}
+
+impl Schedule {
+    /// The schedules the suite runs under: forward, reverse, random(seed).
+    pub fn all(seed: u64) -> [Schedule; 3] {
+        [Schedule::Forward, Schedule::Reverse, Schedule::Random(seed)]
+    }
 }
 
 /// Sets the schedule of every later emulator launch in this process.
@@ -28,14 +45,34 @@ pub fn set_schedule(s: Schedule) {
         Schedule::Forward => (0, 1),
         Schedule::Reverse => (1, 1),
         Schedule::Random(seed) => (2, seed),
+        Schedule::Preempt(seed) => (3, seed),
     };
     // SAFETY: plain FFI call; the runtime guards its configuration with a mutex.
     unsafe { emu_set_schedule(mode, seed) }
 }
 
-const ALIGN: usize = 256; // cudaMalloc's alignment
+/// Turns the race detector (shared memory per barrier interval, global write-write across
+/// blocks) on or off for later launches; returns the previous setting. Default: off unless
+/// EMU_RACE=1 (it slows kernels 2–10×, see kernels/README.md). Works only where `instrumented()`.
+pub fn set_race_check(on: bool) -> bool {
+    // SAFETY: plain FFI call; the runtime guards its configuration with a mutex.
+    unsafe { emu_set_race_check(on as i32) > 0 }
+}
 
-/// A zeroed host allocation standing in for device memory. Kernels write through its address
+/// Whether build.rs built the instrumented copy of the kernels (race detector, preemption points).
+pub fn instrumented() -> bool {
+    // SAFETY: plain FFI call.
+    unsafe { emu_instrumented() != 0 }
+}
+
+/// Kernel memory accesses seen by the instrumentation hooks so far (a probe that they run).
+pub fn hook_calls() -> u64 {
+    // SAFETY: plain FFI call reading an atomic counter.
+    unsafe { emu_hook_calls() }
+}
+
+/// A zeroed host allocation standing in for device memory, between guard pages (its start is
+/// only as aligned as its size: the end must touch the guard page). Kernels write through its address
 /// while Rust holds only shared references, like device memory behind a CUdeviceptr.
 pub struct EmuBuf {
     ptr: *mut u8,
@@ -48,12 +85,9 @@ unsafe impl Send for EmuBuf {}
 unsafe impl Sync for EmuBuf {}
 
 impl EmuBuf {
-    fn layout(bytes: usize) -> Layout {
-        Layout::from_size_align(bytes.max(ALIGN), ALIGN).expect("buffer layout")
-    }
     fn new_zeroed(bytes: usize) -> Result<Self> {
-        // SAFETY: non-zero size (at least ALIGN bytes) and a valid power-of-two alignment.
-        let ptr = unsafe { std::alloc::alloc_zeroed(Self::layout(bytes)) };
+        // SAFETY: plain FFI call; the runtime returns fresh zeroed memory or null.
+        let ptr = unsafe { emu_alloc(bytes) } as *mut u8;
         if ptr.is_null() {
             return Err(Error::Backend { backend: "cuda-emulator", msg: format!("out of memory allocating {bytes} bytes") });
         }
@@ -63,8 +97,8 @@ impl EmuBuf {
 
 impl Drop for EmuBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in new_zeroed with the same layout.
-        unsafe { std::alloc::dealloc(self.ptr, Self::layout(self.bytes)) }
+        // SAFETY: allocated by emu_alloc in new_zeroed and freed once.
+        unsafe { emu_free(self.ptr as *mut c_void) }
     }
 }
 

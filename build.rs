@@ -107,8 +107,16 @@ fn build_emulator(root: &Path, out: &Path, files: &[KernelFile]) {
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-unused-function")
         .include(root.join("kernels/emu"))
-        .include(root.join("kernels"))
-        .file(root.join("kernels/emu/emu_runtime.cpp"));
+        .include(root.join("kernels"));
+    // A second copy of every kernel, instrumented: GCC's address-sanitizer instrumentation in
+    // callback mode calls __asan_{load,store}N_noabort (defined by the runtime, emu_race.inc) on
+    // every load and store, for the race detector and preemption points. The runtime uses it
+    // only when one of those is on, so ordinary tests keep the plain copy's speed.
+    let mut checked = b.clone();
+    for f in ["-fsanitize=kernel-address", "--param=asan-instrumentation-with-call-threshold=0", "--param=asan-stack=0", "--param=asan-globals=0"] {
+        checked.flag(f);
+    }
+    b.file(root.join("kernels/emu/emu_runtime.cpp"));
     let mut registry = String::from("#include \"cuda_emu.h\"\n");
     for f in files.iter().filter(|f| !f.kernels.is_empty()) {
         let mut s = String::from("#include \"cuda_emu.h\"\n");
@@ -122,15 +130,28 @@ fn build_emulator(root: &Path, out: &Path, files: &[KernelFile]) {
         }
         writeln!(s, "}};").unwrap();
         let p = out.join(format!("emu_{}.cpp", f.stem));
-        std::fs::write(&p, s).unwrap();
+        std::fs::write(&p, &s).unwrap();
         b.file(p);
         writeln!(registry, "extern \"C\" const EmuKernelEntry emu_entries_{}[];", f.stem).unwrap();
+        let cs = s.replace("emu_kernel_", "emu_kernel_checked_").replace("emu_entries_", "emu_checked_entries_");
+        let cp = out.join(format!("emu_checked_{}.cpp", f.stem));
+        std::fs::write(&cp, cs).unwrap();
+        checked.file(cp);
+        writeln!(registry, "extern \"C\" const EmuKernelEntry emu_checked_entries_{}[];", f.stem).unwrap();
     }
+    b.objects(checked.compile_intermediates());
     registry.push_str("extern \"C\" const EmuKernelTable emu_kernel_tables[] = {\n");
     for f in files.iter().filter(|f| !f.kernels.is_empty()) {
         writeln!(registry, "  {{emu_entries_{}, {}}},", f.stem, f.kernels.len()).unwrap();
     }
     registry.push_str("  {nullptr, 0}};\n");
+    registry.push_str("extern \"C\" const EmuKernelTable emu_kernel_tables_checked[] = {\n");
+    for f in files.iter().filter(|f| !f.kernels.is_empty()) {
+        writeln!(registry, "  {{emu_checked_entries_{}, {}}},", f.stem, f.kernels.len()).unwrap();
+    }
+    registry.push_str("  {nullptr, 0}};\n");
+    println!("cargo:rustc-cfg=emu_instrumented");
+    println!("cargo::rustc-check-cfg=cfg(emu_instrumented)");
     let rp = out.join("emu_registry.cpp");
     std::fs::write(&rp, registry).unwrap();
     b.file(rp);

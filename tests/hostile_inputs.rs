@@ -183,8 +183,8 @@ fn pickle_nesting_is_bounded_without_overflowing_the_stack() {
     let n = 1_000_000;
     // 10^6 nested lists: ] ] ] ... then APPEND each into the one below
     let mut lists = vec![0x80, 2];
-    lists.extend(std::iter::repeat(b']').take(n));
-    lists.extend(std::iter::repeat(b'a').take(n - 1));
+    lists.extend(std::iter::repeat_n(b']', n));
+    lists.extend(std::iter::repeat_n(b'a', n - 1));
     lists.push(b'.');
     // nested dicts: } K0 } K0 ... N then SETITEM each into the one below; 3·10^5 stay under the
     // stack bound (so the nesting bound answers), 10^6 (the 4 MB case) exceed it
@@ -194,7 +194,7 @@ fn pickle_nesting_is_bounded_without_overflowing_the_stack() {
             p.extend_from_slice(b"}K\x00");
         }
         p.push(b'N');
-        p.extend(std::iter::repeat(b's').take(n));
+        p.extend(std::iter::repeat_n(b's', n));
         p.push(b'.');
         p
     };
@@ -210,7 +210,7 @@ fn pickle_nesting_is_bounded_without_overflowing_the_stack() {
 fn pickle_stack_is_bounded() {
     // 4 MB of EMPTY_LIST would otherwise be 4·10^6 values (~400 MB) held at once
     let mut p = vec![0x80, 2];
-    p.extend(std::iter::repeat(b']').take(4_000_000));
+    p.extend(std::iter::repeat_n(b']', 4_000_000));
     p.push(b'.');
     let d = tmp_dir("pt-stack");
     let e = err_text(PtFile::open(pt_file(&d, "stack.pt", &p, &FOUR_FLOATS)));
@@ -322,6 +322,8 @@ fn safetensors_sparse_4gib_tensor_is_refused_by_shape_before_it_is_read() {
     let e = err_text(Loader::new(&st, &Cpu).host_shaped("w", &[16]));
     assert!(e.contains("the model expects [16]"), "{e}");
     assert!(peak_rss().saturating_sub(before) < (1 << 30), "the 4 GiB tensor was read");
+    drop(st);
+    let _ = std::fs::remove_dir_all(&d); // the sparse file looks 4 GiB long to tools that list /tmp
 }
 
 /// A weight source that hands out whatever values it is given (NaN included), to show that the

@@ -26,10 +26,14 @@ seed() {
     esac
 }
 
+# built once, then each binary run directly (`cargo fuzz run` would rebuild ran for every target)
+cargo fuzz build --fuzz-dir fuzz
+BIN="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
 for t in $TARGETS; do
     seed "$t"
+    mkdir -p "fuzz/artifacts/$t"
     echo "== $t: ${SECONDS_EACH}s"
     # -rss_limit_mb: an input that makes a reader allocate past 2 GiB is a finding too
-    cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=20 -max_len=1048576
+    "$BIN/$t" -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=20 -max_len=1048576 -print_final_stats=1 "fuzz/corpus/$t"
 done
 echo "fuzz: all targets ran clean for ${SECONDS_EACH}s each"

@@ -18,14 +18,16 @@ fuzz_target!(|data: &[u8]| {
         let p = parent.join(NAMES[op[2] as usize % NAMES.len()]);
         let ok = match op[0] % 5 {
             0 | 1 => std::fs::create_dir_all(&p).is_ok(),
-            2 => std::fs::write(&p, [op[1], op[2]]).is_ok(),
+            // new files only: writing to an existing name could open a FIFO made earlier and
+            // block this harness (ran's readers never open one)
+            2 => p.symlink_metadata().is_err() && std::fs::write(&p, [op[1], op[2]]).is_ok(),
             3 => {
                 let target = &made[op[2] as usize % made.len()];
                 std::os::unix::fs::symlink(target, &p).is_ok()
             }
             _ => std::process::Command::new("mkfifo").arg(&p).status().map(|s| s.success()).unwrap_or(false),
         };
-        if ok && p.is_dir() {
+        if ok && p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             made.push(p);
         }
     }

@@ -45,6 +45,10 @@ fn closed_options_are_refused_at_parse_time() {
     refused(&["fit-padim", "--train", "d", "--backbone", "b.pth", "--out", "o", "--dtype", "bf16"], "bf16", "--dtype");
     refused(&["fit-padim", "--train", "d", "--backbone", "b.pth", "--out", "o", "--arch", "resnet19"], "resnet19", "--arch");
     refused(&["reconstruct", "--demo", "--device", "tpu"], "tpu", "--device");
+    // α outside [0, 1] or not a number (NaN would write null scores and skew eval's metrics)
+    for bad in ["nan", "inf", "-1", "2", "x"] {
+        refused(&["detect", "--demo", "--alpha", bad], bad, "--alpha");
+    }
     // the valid spellings still parse: cuda:N is open-ended (this machine may have no GPU: any exit but a parse error)
     let (rc, _, se, _) = ran(&["detect", "--demo", "--device", "cuda:3", "--ensemble", "calibrated", "/nonexistent.png"]);
     assert!(!se.contains("invalid value"), "{rc}: {se}");

@@ -1,5 +1,5 @@
 //! Gaussian diffusion against upstream guided_diffusion (tests/fixtures/diffusion.safetensors from
-//! tools/reference/make_diffusion_fixtures.py) and against the spec's own reference table (§7):
+//! tools/reference/make_diffusion_fixtures.py) and against the reference table of docs/method.md §7:
 //! schedule tables in f64, and the per-element step math on the CPU backend and on the CUDA
 //! backend over the emulator (kernels/scheduler.cu).
 
@@ -62,7 +62,7 @@ fn schedule_tables_match_upstream() {
     }
 }
 
-/// spec §7's table (numpy float64, printed to 7 significant digits) for linear 1000 → "250".
+/// docs/method.md §7's table (numpy float64, printed to 7 significant digits) for linear 1000 → "250".
 #[test]
 fn respaced_linear_schedule_matches_the_spec_table() {
     let d = Diffusion::new(BetaSchedule::Linear, 1000, "250").unwrap();

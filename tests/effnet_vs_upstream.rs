@@ -2,7 +2,7 @@
 //! (tests/fixtures/effnet_small.*, made by tools/reference/make_effnet_fixtures.py): a scaled-down
 //! network with static padding for 76 fed 64×64 inputs (like B4's 380 vs 256), loaded from
 //! safetensors and from the torch.save'd .pth, on CPU and emulated CUDA; and B4's structure
-//! (parameter count from efficientnet-pytorch, stage ends, the spec's paddings and channels).
+//! (parameter count from efficientnet-pytorch, stage ends, the paddings and channels of docs/method.md §2).
 
 mod common;
 use common::*;
@@ -64,13 +64,13 @@ fn b4_structure_matches_the_package_and_the_spec() {
     let cfg = EffNetConfig::from_name("efficientnet-b4").unwrap();
     let ends: Vec<usize> = serde_json::from_str(&fx.metadata()["b4_stage_ends"]).unwrap();
     assert_eq!(cfg.stage_ends(), ends);
-    assert_eq!(cfg.tap_channels(), vec![24, 32, 56, 160], "spec §2: 272 channels");
+    assert_eq!(cfg.tap_channels(), vec![24, 32, 56, 160], "docs/method.md §2: 272 channels");
     let l = Loader::synthetic(&Cpu, Synthetic { seed: 3, shapes: Default::default() });
     let net = EfficientNet::load(&cfg, &l).unwrap();
     // parameters only (the package's named_parameters excludes BN running statistics)
     let params: usize = l.loaded().iter().filter(|(n, _)| !n.contains("running_")).map(|(_, s)| s.iter().product::<usize>()).sum();
     assert_eq!(params, fx.metadata()["b4_feature_params"].parse::<usize>().unwrap(), "B4 parameters through the last tap (block 21)");
-    // spec §2: static padding for 380 — stem and 3×3/s2 depthwise (blocks 2, 10) (0,1,0,1), 5×5/s2 (block 6) 2
+    // docs/method.md §2: static padding for 380 — stem and 3×3/s2 depthwise (blocks 2, 10) (0,1,0,1), 5×5/s2 (block 6) 2
     let asym = Padding2d::lrtb(0, 1, 0, 1);
     assert_eq!(net.stem_padding(), asym);
     let p = net.depthwise_paddings();

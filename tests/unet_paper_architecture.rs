@@ -1,6 +1,6 @@
 //! The paper's 553M-parameter guided-diffusion 256² UNet (+ the anomaly feature head) instantiates
-//! from its flags (spec §6) with exactly the spec's parameter and tensor counts, and its layer
-//! layout matches the spec's table at the points the method relies on.
+//! from its flags (docs/method.md §6) with exactly the documented parameter and tensor counts, and its layer
+//! layout matches the table of docs/method.md §6 at the points the method relies on.
 
 use ran::io::flags::ModelFlags;
 use ran::models::unet::UNet;
@@ -21,7 +21,7 @@ fn paper_unet_has_the_spec_parameter_count() {
     let m = UNet::load(&flags, &l).unwrap();
     let loaded = l.loaded();
     let params: usize = loaded.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-    // spec §6: "552,970,006 parameters in 571 tensors"
+    // docs/method.md §6: "552,970,006 parameters in 571 tensors"
     assert_eq!(loaded.len(), 571, "tensor count");
     assert_eq!(params, 552_970_006, "parameter count");
     assert!(m.feat_head.is_some());

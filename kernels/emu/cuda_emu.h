@@ -1,6 +1,6 @@
 // CPU emulator of the CUDA execution model: the shim that lets g++ compile our unmodified .cu
 // kernels. Each CUDA thread is a fiber; a block's fibers run cooperatively on one OS thread
-// (emu_runtime.cpp). Design: ../shared/design/emulator.md in the team folder. No standard
+// (emu_runtime.cpp). Design: docs/emulator.md. No standard
 // header may be included after this one (it defines CUDA's keywords as macros).
 #pragma once
 

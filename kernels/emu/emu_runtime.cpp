@@ -1,6 +1,6 @@
 // Runtime of the CPU emulator of CUDA: fibers for threads, cooperative scheduling of a block on
 // one OS thread, block and warp barriers, a worker pool over blocks, and launch by name with the
-// cuLaunchKernel contract. See cuda_emu.h and ../shared/design/emulator.md.
+// cuLaunchKernel contract. See cuda_emu.h and docs/emulator.md.
 //
 // Environment: EMU_THREADS (workers, default = cores), EMU_STACK_KB (per fiber, default 64),
 // EMU_SCHED=fwd|rev|rand and EMU_SEED (order in which a block's threads run between barriers).

@@ -1,4 +1,4 @@
-//! The paper's anomaly scores (spec §1–§3): the KL map, the feature map, their ensemble and the
+//! The paper's anomaly scores (docs/method.md §1–§3): the KL map, the feature map, their ensemble and the
 //! image score; seeded noise so that the same seed gives the same map. Around them: the settings
 //! they are computed with, the loaded detector, calibration and classes.
 

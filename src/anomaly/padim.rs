@@ -1,4 +1,4 @@
-//! PaDiM (Defard et al. 2020) as the loss of the paper's gradient denoising (spec §4): ResNet
+//! PaDiM (Defard et al. 2020) as the loss of the paper's gradient denoising (docs/method.md §4): ResNet
 //! layer1–3 features, layers 2 and 3 bilinearly resized (align_corners=False) to layer1's size
 //! and concatenated (1792 channels for wide_resnet50_2), a random subset of D channels, a
 //! Gaussian per position — mean μ_p and Σ_p = Σ(f−μ)(f−μ)ᵀ/(N−1) + ε·I — and the anomaly map

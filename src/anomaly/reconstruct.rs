@@ -1,4 +1,4 @@
-//! The paper's gradient denoising (Algorithm 1, spec §4): an anomalous image is walked toward a
+//! The paper's gradient denoising (Algorithm 1, docs/method.md §4): an anomalous image is walked toward a
 //! normal one by normalised gradient steps on the PaDiM loss with weight decay, and every N_d
 //! steps one diffusion denoising step at respaced index k pulls it back onto the image manifold:
 //!

@@ -1,4 +1,4 @@
-//! Pixel and image scores (spec §1–§3):
+//! Pixel and image scores (docs/method.md §1–§3):
 //! - KL map: for each k in the timesteps (indices of the respaced schedule), x_k = q_sample(x0, k, ε_k),
 //!   one UNet pass at τ_k, KL(q(x_{k−1}|x_k,x0) ‖ p(x_{k−1}|x_k)) in bits per element with x̂0
 //!   clipped, z-scored per image (unbiased std); averaged over k and channels.
@@ -42,7 +42,7 @@ pub enum Ensemble {
     /// feature + KL (the released test.sh)
     Sum,
     /// α·(F−μ_F)/σ_F + (1−α)·(K−μ_K)/σ_K with pixel statistics of normal images: the paper's sum
-    /// lets the raw squared error outweigh the z-scored KL map (spec §3); this puts both on the
+    /// lets the raw squared error outweigh the z-scored KL map (docs/method.md §3); this puts both on the
     /// scale of their normal variation, one affine map per category, so neither score's own
     /// ranking changes and images stay comparable (unlike a per-image normalisation).
     Calibrated(f32, Calibration),

@@ -97,6 +97,15 @@ pub fn parse_threshold(s: &str) -> Result<Threshold, String> {
     Threshold::parse(s).map_err(|e| e.to_string())
 }
 
+/// A weight of the ensemble: a finite number in [0, 1] (NaN, ±inf or −1 would write null scores).
+pub fn parse_alpha(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(_) => Err("α must be a number in [0, 1]".into()),
+        Err(_) => Err("not a number".into()),
+    }
+}
+
 /// `--shard i/n` with 0 ≤ i < n.
 pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     match s.split_once('/').map(|(i, n)| (i.parse::<usize>(), n.parse::<usize>())) {

@@ -33,7 +33,7 @@ pub struct ScoreOpts {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Weight of the feature score in the ensemble.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = crate::cli::options::parse_alpha, allow_hyphen_values = true)]
     pub alpha: f32,
     /// How the KL and feature maps combine; calibrated: eval uses --calibration-images training
     /// images per category, detect the images --calibrate [default: weighted; the demo: calibrated]

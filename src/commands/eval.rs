@@ -1,5 +1,5 @@
 //! `ran eval`: scores every test image of MVTec-AD / BTAD categories and reports pixel AUROC,
-//! AU-PRO (FPR ≤ 0.3) and image AUROC per category at the model's resolution (spec §3, §9).
+//! AU-PRO (FPR ≤ 0.3) and image AUROC per category at the model's resolution (docs/method.md §3, §9).
 //! Maps are cached per image (src/eval/cache.rs), so an interrupted run resumes; `--shard i/n`
 //! scores every n-th image only, and `--merge` computes the metrics from the cached maps of all
 //! shards.
@@ -49,7 +49,8 @@ fn model_for(model: &Path, cat: &str) -> Result<PathBuf> {
 /// The image size of a model, from its flags (for --merge, which loads no model).
 fn image_size_of(model: &Path) -> Result<usize> {
     let st = crate::io::safetensors::SafeTensors::open(model)?;
-    Ok(crate::io::flags::ModelFlags::parse(st.metadata().get("model_flags").map(|s| s.as_str()).unwrap_or(""))?.image_size)
+    let flags = crate::io::flags::ModelFlags::parse(st.metadata().get("model_flags").map(|s| s.as_str()).unwrap_or("")).map_err(|e| crate::models::in_model_file(model, e))?;
+    Ok(flags.image_size)
 }
 
 pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
@@ -89,7 +90,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             None => MVTEC_CLASSES.to_vec(),
         };
         let samples = test_set(&a.data, cat, layout)?;
-        check_cache_settings(&a.out, cat, &cache_settings(s, &model))?;
+        check_cache_settings(&a.out, cat, &cache_settings(s, &model, &a.data))?;
         let cache = CacheOf { out: &a.out, data: &a.data, category: cat };
         let label = names.iter().position(|n| n == cat);
         let px = size * size;

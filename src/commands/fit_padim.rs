@@ -1,4 +1,4 @@
-//! `ran fit-padim`: the PaDiM statistics of a category's normal images (spec §4), written with
+//! `ran fit-padim`: the PaDiM statistics of a category's normal images (docs/method.md §4), written with
 //! the backbone into one file for `ran reconstruct`.
 
 use crate::anomaly::padim::{fit_stats_streamed, host_features, random_channels, split_ids, COV_EPS};

@@ -2,9 +2,9 @@
 //! methods can be compared with one evaluator. Input: a safetensors file (`maps` [N,H,W], `masks`
 //! [N,H,W], optional `image_labels` [N]) or folders of PNG maps and masks paired by name.
 
-use crate::error::AtPath;
 use crate::eval::metrics::auroc;
 use crate::eval::pro_variant::ProVariant;
+use crate::io::files;
 use crate::io::image::load_gray;
 use crate::io::safetensors::SafeTensors;
 use crate::{Error, Result};
@@ -25,25 +25,34 @@ pub fn load_input(input: Option<&Path>, maps: Option<&Path>, gt: Option<&Path>) 
         if ms.len() != 3 || ms != ks {
             return Err(Error::BadFile { path: p.to_path_buf(), msg: format!("maps {ms:?} and masks {ks:?} must both be [N,H,W]") });
         }
-        let labels = if st.contains("image_labels") { Some(st.get("image_labels")?.1.iter().map(|&v| v != 0.0).collect()) } else { None };
+        let labels: Option<Vec<bool>> = if st.contains("image_labels") { Some(st.get("image_labels")?.1.iter().map(|&v| v != 0.0).collect()) } else { None };
+        if let Some(l) = &labels {
+            if l.len() != ms[0] {
+                return Err(Error::BadFile { path: p.to_path_buf(), msg: format!("image_labels has {} values for {} maps", l.len(), ms[0]) });
+            }
+        }
         return Ok((m, k.iter().map(|&v| (v != 0.0) as u8).collect(), labels, [ms[0], ms[1], ms[2]]));
     }
     let (Some(md), Some(gd)) = (maps, gt) else { return Err(Error::InvalidArgument("give --input FILE, or --maps DIR and --gt DIR".into())) };
-    let mut files: Vec<_> = std::fs::read_dir(md).at_path(md)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
-    files.sort();
+    let files: Vec<_> = files::read_dir_sorted(md)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
     if files.is_empty() {
         return Err(Error::InvalidArgument(format!("{}: no PNG maps", md.display())));
     }
     let (mut maps_v, mut masks_v, mut dims) = (Vec::new(), Vec::new(), None);
     for f in files {
         let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let img = image::open(&f).map_err(|e| Error::BadFile { path: f.clone(), msg: format!("cannot decode map: {e}") })?.to_luma16();
+        let bytes = files::read_regular(&f)?;
+        let img = image::load_from_memory(&bytes).map_err(|e| Error::BadFile { path: f.clone(), msg: format!("cannot decode map: {e}") })?.to_luma16();
         let (w, h) = (img.width() as usize, img.height() as usize);
         if *dims.get_or_insert((h, w)) != (h, w) {
             return Err(Error::BadFile { path: f.clone(), msg: format!("map is {w}x{h}, the others {}x{}", dims.map(|d| d.1).unwrap_or(0), dims.map(|d| d.0).unwrap_or(0)) });
         }
-        // a map without a mask file is a normal image
-        let mask_path = [format!("{stem}_mask.png"), format!("{stem}.png")].iter().map(|n| gd.join(n)).find(|p| p.is_file());
+        // a map without a mask file is a normal image; a mask name that exists but is no regular
+        // file (a dangling link, a folder, a FIFO) is an error, not a normal image
+        let mask_path = [format!("{stem}_mask.png"), format!("{stem}.png")].iter().map(|n| gd.join(n)).find(|p| p.symlink_metadata().is_ok());
+        if let Some(mp) = &mask_path {
+            files::check_regular(mp)?;
+        }
         let mask = match mask_path {
             Some(mp) => {
                 let m = load_gray(&mp)?;

@@ -92,18 +92,21 @@ pub fn run<B: Backend>(b: &B, reference: &Path, atol: f64, rtol: f64, opts: &Sco
 }
 
 /// Per sample: x_t = q_sample(x0, k, noise), one UNet pass at τ_k, p(x_{k−1}|x_k) with x̂0
-/// clipped, KL(q ‖ p) in bits per element (spec §1).
+/// clipped, KL(q ‖ p) in bits per element (docs/method.md §1).
 fn kl_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64) -> Result<Vec<Row>> {
     let dflags = r.metadata().get("diffusion_flags").cloned().unwrap_or_default();
-    let f = ModelFlags::parse(&format!("{} {}", m.flags.source, dflags))?;
+    let f = ModelFlags::parse(&format!("{} {}", m.flags.source, dflags)).map_err(|e| crate::models::in_model_file(r.path(), e))?;
     let d = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, &f.timestep_respacing)?;
     let var = if f.learn_sigma { VarType::LearnedRange } else if f.sigma_small { VarType::FixedSmall } else { VarType::FixedLarge };
     let (shape, x0) = r.get("x0")?;
     let noise = r.get("noise")?.1;
     let ks: Vec<usize> = r.get("k")?.1.iter().map(|&v| v as usize).collect();
     let y = labels(r, "y")?;
-    let (n, per) = (shape[0], shape[1..].iter().product::<usize>());
-    if ks.len() != n || noise.len() != x0.len() {
+    let Some((&n, rest)) = shape.split_first() else {
+        return Err(Error::BadFile { path: r.path().to_path_buf(), msg: format!("x0 has shape {shape:?}: want [N, C, H, W]") });
+    };
+    let per = rest.iter().product::<usize>();
+    if n == 0 || ks.len() != n || noise.len() != x0.len() {
         return Err(Error::BadFile { path: r.path().to_path_buf(), msg: "k, noise and x0 disagree on the batch".into() });
     }
     let one = [1usize].iter().chain(&shape[1..]).copied().collect::<Vec<_>>();
@@ -125,7 +128,7 @@ fn kl_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64
     Ok(vec![compare("kl", &kl, &r.get("kl")?.1, atol, rtol), compare("pred_xstart", &px0, &r.get("pred_xstart")?.1, atol, rtol)])
 }
 
-/// The whole scoring pipeline on the reference's images and noises (spec §1–§3).
+/// The whole scoring pipeline on the reference's images and noises (docs/method.md §1–§3).
 fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64, o: &ScoreSettings, model: &Path) -> Result<Vec<Row>> {
     use crate::anomaly::score::{ScoreConfig, Scorer};
     let eff = match &o.effnet {
@@ -133,7 +136,7 @@ fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol:
         None => None,
     };
     let dflags = r.metadata().get("diffusion_flags").cloned().unwrap_or_default();
-    let f = ModelFlags::parse(&format!("{} {}", m.flags.source, dflags))?;
+    let f = ModelFlags::parse(&format!("{} {}", m.flags.source, dflags)).map_err(|e| crate::models::in_model_file(r.path(), e))?;
     let d = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, &f.timestep_respacing)?;
     let ks: Vec<usize> = r.metadata().get("timesteps").map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect()).unwrap_or_else(|| vec![5, 50, 100]);
     let load = |k: &str| -> Result<crate::Tensor<B>> {
@@ -147,7 +150,7 @@ fn detect_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol:
     let cat = |f: &dyn Fn(&crate::anomaly::score::ImageScores) -> Vec<f32>| s.iter().flat_map(f).collect::<Vec<f32>>();
     let mut rows = vec![compare("kl_map", &cat(&|i| i.kl_map.clone()), &r.get("kl_map")?.1, atol, rtol)];
     if r.contains("feat_map") {
-        match s[0].feat_map {
+        match s.first().ok_or_else(|| Error::BadFile { path: r.path().to_path_buf(), msg: "an empty batch (x0 with no image)".into() })?.feat_map {
             Some(_) => rows.push(compare("feat_map", &cat(&|i| i.feat_map.clone().unwrap_or_default()), &r.get("feat_map")?.1, atol, rtol)),
             None => rows.push(Row { name: "feat_map (no --effnet or no head)".into(), max_abs: f64::NAN, max_rel: f64::NAN, pass: false }),
         }

@@ -8,20 +8,29 @@ use std::path::{Path, PathBuf};
 
 /// Where the maps of `image` (under the data set `root`) are cached.
 pub fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> PathBuf {
-    let rel = image.strip_prefix(root).unwrap_or(image).to_string_lossy().replace(['/', '\\'], "__");
+    // components joined by "__", with "%" and "_" inside a component escaped, so two images never
+    // share a cache file (test/x__y/000.png and test/x/y__000.png did)
+    let rel = image
+        .strip_prefix(root)
+        .unwrap_or(image)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().replace('%', "%25").replace('_', "%5F"))
+        .collect::<Vec<_>>()
+        .join("__");
     out.join("cache").join(category).join(format!("{rel}.f32"))
 }
 
 /// What the cached maps of a category depend on: the model file (path, size, modification time),
+/// the data set's root (maps cached from another set with the same file names must not answer),
 /// the extractor and the scoring settings of the KL and feature maps. Kept as `cache/<category>/settings.json`.
-pub fn cache_settings(s: &ScoreSettings, model: &Path) -> serde_json::Value {
+pub fn cache_settings(s: &ScoreSettings, model: &Path, data: &Path) -> serde_json::Value {
     let file = |p: &Path| {
         let m = std::fs::metadata(p).ok();
         let mtime = m.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
         serde_json::json!({"path": std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string(), "bytes": m.map(|m| m.len()), "modified": mtime})
     };
     serde_json::json!({
-        "model": file(model), "effnet": s.effnet.as_deref().map(file), "effnet_arch": s.effnet_arch.clone().unwrap_or_default(), "effnet_image_size": s.effnet_image_size,
+        "model": file(model), "data": std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf()).display().to_string(), "effnet": s.effnet.as_deref().map(file), "effnet_arch": s.effnet_arch.clone().unwrap_or_default(), "effnet_image_size": s.effnet_image_size,
         "kl_only": s.kl_only, "timesteps": s.timesteps, "respacing": s.respacing, "seed": s.seed, "feature_timestep": s.feature_timestep.name(),
         // not the ensemble, α or top-k: the metrics remake those from the cached KL and feature maps
     })
@@ -32,7 +41,11 @@ pub fn cache_settings(s: &ScoreSettings, model: &Path) -> serde_json::Value {
 pub fn check_cache_settings(out: &Path, category: &str, settings: &serde_json::Value) -> Result<()> {
     let dir = out.join("cache").join(category);
     let p = dir.join("settings.json");
-    match std::fs::read_to_string(&p) {
+    let found = match p.symlink_metadata() {
+        Err(_) => Err(()),
+        Ok(_) => Ok(String::from_utf8_lossy(&crate::io::files::read_regular(&p)?).into_owned()),
+    };
+    match found {
         Ok(old) => {
             let old: serde_json::Value = serde_json::from_str(&old).map_err(|e| Error::BadFile { path: p.clone(), msg: format!("not JSON ({e}): delete the cache") })?;
             if &old == settings {
@@ -68,8 +81,12 @@ pub fn write_maps(p: &Path, score: f32, maps: &[&[f32]]) -> Result<()> {
 /// (image score, maps) of a cached image, None when not cached yet.
 pub fn read_maps(p: &Path, px: usize) -> Result<Option<(f32, Vec<Vec<f32>>)>> {
     let bad = || Error::BadFile { path: p.to_path_buf(), msg: "cached maps do not fit (another model or resolution?): delete the cache".into() };
-    match std::fs::read(p) {
-        Err(_) => Ok(None),
+    if p.symlink_metadata().is_err() {
+        return Ok(None);
+    }
+    // a FIFO or folder in the cache is an error naming it, never a blocking read
+    match crate::io::files::read_regular(p) {
+        Err(e) => Err(e),
         Ok(b) => {
             let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let k = *v.first().ok_or_else(bad)? as usize;
@@ -78,5 +95,23 @@ pub fn read_maps(p: &Path, px: usize) -> Result<Option<(f32, Vec<Vec<f32>>)>> {
             }
             Ok(Some((v[1], (0..k).map(|i| v[2 + i * px..2 + (i + 1) * px].to_vec()).collect())))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_path;
+    use std::path::Path;
+
+    /// Two images never share a cache file, whatever their names (test/x__y/000.png and
+    /// test/x/y__000.png did when "/" simply became "__").
+    #[test]
+    fn cache_names_are_injective() {
+        let (out, root) = (Path::new("/o"), Path::new("/d"));
+        let a = cache_path(out, "c", Path::new("/d/c/test/x__y/000.png"), root);
+        let b = cache_path(out, "c", Path::new("/d/c/test/x/y__000.png"), root);
+        assert_ne!(a, b);
+        // plain names keep their readable form
+        assert_eq!(cache_path(out, "carpet", Path::new("/d/carpet/test/good/000.png"), root), Path::new("/o/cache/carpet/carpet__test__good__000.png.f32"));
     }
 }

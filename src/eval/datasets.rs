@@ -21,11 +21,11 @@ pub enum Layout {
     Btad,
 }
 
-/// MVTec-AD's categories in the official label order (spec §5).
+/// MVTec-AD's categories in the official label order (docs/method.md §5).
 pub const MVTEC_CLASSES: [&str; 15] =
     ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"];
 
-/// BTAD's categories in label order (spec §5).
+/// BTAD's categories in label order (docs/method.md §5).
 pub const BTAD_CLASSES: [&str; 3] = ["01", "02", "03"];
 
 /// The image files of folder `d`, sorted. An entry with an image's name that is not a regular

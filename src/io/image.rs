@@ -1,7 +1,7 @@
 //! Images in: decoding (PNG 8/16-bit, JPEG, BMP; grayscale and RGBA converted to RGB like the
 //! official code's `.convert("RGB")`) and the official preprocessing, bit-exact with Pillow:
 //! `center_crop_arr` = BOX-halve while the short side is at least twice the target, BICUBIC
-//! resize of the short side to the target, centre crop (spec §3). Pillow's resampling is
+//! resize of the short side to the target, centre crop (docs/method.md §3). Pillow's resampling is
 //! reproduced exactly: separable passes (horizontal first), coefficients normalised in f64 then
 //! rounded to 22-bit fixed point, an 8-bit intermediate image, clipping to 0..255.
 

@@ -1,5 +1,5 @@
 //! EfficientNet (lukemelas `efficientnet-pytorch` layout and parameter names, the paper's feature
-//! extractor; spec §2): B0–B7 from their compound coefficients, or any width/depth, and the
+//! extractor; docs/method.md §2): B0–B7 from their compound coefficients, or any width/depth, and the
 //! EfficientNet-Lite variants of `efficientnet-lite-pytorch` (same names; ReLU6, no SE), with static
 //! "same" padding computed for a configured image size (380 for B4, as the paper's code) whatever
 //! the input size; BatchNorm folded for inference (eps 1e-3), swish, squeeze-excite. `features`

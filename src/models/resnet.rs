@@ -1,6 +1,6 @@
 //! ResNet in torchvision's layout and parameter names, up to layer3, BatchNorm folded for
 //! inference (eps 1e-5): Bottleneck (wide_resnet50_2 — PaDiM's backbone in the paper's gradient
-//! denoising, spec §4 — resnet50, wide_resnet101_2) and BasicBlock (resnet18, resnet34) networks.
+//! denoising, docs/method.md §4 — resnet50, wide_resnet101_2) and BasicBlock (resnet18, resnet34) networks.
 //! Input in [-1, 1] without ImageNet normalisation, as the paper's code. `layers` returns layer1,
 //! layer2 and layer3 (strides 4, 8, 16); `layers_taped` + `layers_x_backward` give the input
 //! gradient by a manual backward pass that keeps only the block outputs it needs.

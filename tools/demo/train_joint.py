@@ -1,4 +1,4 @@
-"""Fine-tunes the demo model jointly, as the paper trains (spec §5): UNet and feature head
+"""Fine-tunes the demo model jointly, as the paper trains (docs/method.md §5): UNet and feature head
 together with loss = mse(ε) + vb + feat_mse, from the separately trained UNet + head
 (tools/demo/train.py, then train_head.py), EMA 0.997 initialised from the loaded weights.
 The feature term uses samples with t < 400 (the timesteps the demo scores at, τ ≤ 401); the

@@ -8,7 +8,7 @@ that ran reproduces it.
 
 kind=unet: tensors x [N,3,H,W], t [N] (the value the model receives), [y]; expected out [, feat]
 kind=kl:   tensors x0, k [N] (respaced index), noise, [y]; metadata diffusion_flags; expected kl
-           (bits per element, KL(q(x_{k-1}|x_k,x0) || p(x_{k-1}|x_k)) with x̂0 clipped; spec §1)
+           (bits per element, KL(q(x_{k-1}|x_k,x0) || p(x_{k-1}|x_k)) with x̂0 clipped; docs/method.md §1)
            and pred_xstart.
 The checkpoint may be a torch.save'd state_dict (.pt/.pth) or safetensors; a `feat_rec1.*` head in
 it is run too (kind=unet). Inputs are random with --seed (x in [-1, 1]).

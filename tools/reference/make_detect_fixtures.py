@@ -1,4 +1,4 @@
-"""Reference for ran's whole scoring pipeline (spec §1–§3), built from the upstream packages with
+"""Reference for ran's whole scoring pipeline (docs/method.md §1–§3), built from the upstream packages with
 identical noise: guided_diffusion (SpacedDiffusion "250", q_sample, p_mean_variance with x̂0
 clipped, q_posterior, normal_kl), the paper's feature head, and efficientnet-pytorch.
 

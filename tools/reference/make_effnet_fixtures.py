@@ -5,7 +5,7 @@ tests/fixtures/effnet_small.safetensors: a scaled-down EfficientNet (width 0.5, 
 "same" padding computed for image_size 76 while the input is 64×64, as the paper pads for 380 and
 feeds 256), every parameter and BN statistic random (float16-exact), eval mode; inputs x in [-1, 1]
 (no ImageNet normalisation, as the paper); expected `tap{i}` outputs of the last block of stages
-0, 1, 2 and 4 and `features` = the taps bilinearly resized to 8×8 and concatenated (spec §2).
+0, 1, 2 and 4 and `features` = the taps bilinearly resized to 8×8 and concatenated (docs/method.md §2).
 Metadata: the config, and efficientnet-pytorch's own parameter count of B4's feature part.
 tests/fixtures/effnet_small.pth: the same state_dict torch.save'd (with BN num_batches_tracked and the
 conv head, without the classifier _fc).

@@ -1,6 +1,6 @@
 """Reference for ran's image preprocessing: Pillow's resampling and the official code's
 `center_crop_arr` (guided-diffusion image_datasets.py: BOX-halve while the short side is at least
-twice the target, BICUBIC resize of the short side to the target, centre crop; spec §3).
+twice the target, BICUBIC resize of the short side to the target, centre crop; docs/method.md §3).
 
 Writes small PNG/JPEG inputs to tests/fixtures/images/ and, in
 tests/fixtures/preprocess.safetensors, Pillow's outputs (uint8):
@@ -66,7 +66,7 @@ def main():
     for size in (64, 100):
         t[f"crop.a_gray.{size}"] = torch.from_numpy(center_crop_arr(Image.open(os.path.join(IMG, "a_gray.png")).convert("RGB"), size))
         t[f"crop.a_rgba.{size}"] = torch.from_numpy(center_crop_arr(Image.open(os.path.join(IMG, "a_rgba.png")).convert("RGB"), size))
-    # a ground-truth mask: 0/255 regions; after the geometry only exact 255 counts (spec §3)
+    # a ground-truth mask: 0/255 regions; after the geometry only exact 255 counts (docs/method.md §3)
     m = np.zeros((240, 320), dtype=np.uint8)
     m[60:130, 90:200] = 255
     m[170:180, 20:300] = 255

@@ -1,4 +1,4 @@
-"""Reference for ran's PaDiM loss, its input gradient and the paper's Algorithm 1 (spec §4), from
+"""Reference for ran's PaDiM loss, its input gradient and the paper's Algorithm 1 (docs/method.md §4), from
 PyTorch autograd (float64) — the official code's own formulation, independent of ran's:
 
 Backbone: torchvision's ResNet with Bottleneck blocks (the class of wide_resnet50_2), scaled down,

@@ -1,4 +1,4 @@
-"""Reference for ran's ResNet feature extractor (PaDiM's backbone, spec §4): torchvision's ResNet
+"""Reference for ran's ResNet feature extractor (PaDiM's backbone, docs/method.md §4): torchvision's ResNet
 with Bottleneck blocks — the class wide_resnet50_2 and resnet50 are built from (PyPI torchvision
 0.29.2) — scaled down (blocks [2, 1, 2], width_per_group 16) so the fixture stays small, every
 parameter and BN statistic random (float16-exact), eval mode; input 64×64 in [-1, 1] (no ImageNet

@@ -1,7 +1,7 @@
 """Reference fixtures for ran's UNet: small configurations of upstream guided_diffusion's
 UNetModel (PyPI guided-diffusion-sdk 1.0.0) with every parameter randomised, plus the anomaly
 feature head of the paper's code (GroupNorm32 → SiLU → 1×1 conv to 272 channels on the output of
-output_blocks[10], bilinearly resized to feat_shape²; spec §2), built here from torch modules.
+output_blocks[10], bilinearly resized to feat_shape²; docs/method.md §2), built here from torch modules.
 
 For each configuration writes tests/fixtures/unet_<name>.safetensors holding the weights (the
 PyTorch state_dict names), `__metadata__` {kind: "unet", model_flags: <flag string>}, the inputs

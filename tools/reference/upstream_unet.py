@@ -1,5 +1,5 @@
 """Shared by the reference scripts: upstream guided_diffusion's UNetModel built from ran-style flag
-strings, the paper code's feature head (spec §2), and a forward pass that also returns the
+strings, the paper code's feature head (docs/method.md §2), and a forward pass that also returns the
 head's output. Kept in one place so fixtures and `dump_reference.py` agree.
 """
 import torch
@@ -47,7 +47,7 @@ def make_model(flags, num_classes=1000):
 
 
 class FeatHead(torch.nn.Module):
-    """The paper code's `feat_rec1` (spec §2)."""
+    """The paper code's `feat_rec1` (docs/method.md §2)."""
 
     def __init__(self, ch, out=272):
         super().__init__()

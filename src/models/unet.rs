@@ -361,15 +361,16 @@ impl<B: Backend> UNet<B> {
         Ok(UNet { flags: flags.clone(), model_channels: mc, num_classes, time_embed, label_emb, input_blocks, middle, output_blocks, out_norm, out_conv, feat_head })
     }
 
-    /// x [N,3,H,W]; t [N] the timestep values the model receives; y the class labels of a
-    /// class-conditional model.
-    pub fn forward(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<UNetOutput<B>> {
+    /// (timestep embedding, time_embed.0's output, the embedding before the blocks' SiLU) for a
+    /// batch x of N images at timesteps t [N] with labels y (for a class-conditional model).
+    fn embeddings(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
         let n = x.dims().first().copied().unwrap_or(0);
         if t.numel() != n {
             return Err(Error::shape("unet", format!("{} timesteps for a batch of {n}", t.numel())));
         }
         let temb = b.timestep_embedding(t, self.model_channels, 10000.0)?;
-        let mut emb = self.time_embed.1.forward(b, &b.activation(&self.time_embed.0.forward(b, &temb)?, crate::backend::Activation::Silu)?)?;
+        let e1 = self.time_embed.0.forward(b, &temb)?;
+        let mut emb = self.time_embed.1.forward(b, &b.activation(&e1, crate::backend::Activation::Silu)?)?;
         match (&self.label_emb, y) {
             (Some(table), Some(y)) => {
                 if y.len() != n {
@@ -381,6 +382,13 @@ impl<B: Backend> UNet<B> {
             (None, Some(_)) => return Err(Error::InvalidArgument("the model is not class-conditional: labels given".into())),
             (None, None) => {}
         }
+        Ok((temb, e1, emb))
+    }
+
+    /// x [N,3,H,W]; t [N] the timestep values the model receives; y the class labels of a
+    /// class-conditional model.
+    pub fn forward(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<UNetOutput<B>> {
+        let (_, _, emb) = self.embeddings(b, x, t, y)?;
         let semb = b.activation(&emb, crate::backend::Activation::Silu)?;
         let mut hs = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.clone();

@@ -213,24 +213,7 @@ impl<B: Backend> UNet<B> {
         if self.flags.use_new_attention_order {
             return Err(Error::InvalidArgument("training a model with --use_new_attention_order True is not supported (the paper's models use the legacy order)".into()));
         }
-        let n = x.dims().first().copied().unwrap_or(0);
-        if t.numel() != n {
-            return Err(Error::shape("unet", format!("{} timesteps for a batch of {n}", t.numel())));
-        }
-        let temb = b.timestep_embedding(t, self.model_channels, 10000.0)?;
-        let e1 = self.time_embed.0.forward(b, &temb)?;
-        let mut emb = self.time_embed.1.forward(b, &b.activation(&e1, Activation::Silu)?)?;
-        match (&self.label_emb, y) {
-            (Some(table), Some(y)) => {
-                if y.len() != n {
-                    return Err(Error::shape("unet", format!("{} labels for a batch of {n}", y.len())));
-                }
-                emb = b.add(&emb, &b.embedding(table, y)?)?;
-            }
-            (Some(_), None) => return Err(Error::InvalidArgument("the model is class-conditional: give class labels".into())),
-            (None, Some(_)) => return Err(Error::InvalidArgument("the model is not class-conditional: labels given".into())),
-            (None, None) => {}
-        }
+        let (temb, e1, emb) = self.embeddings(b, x, t, y)?;
         let semb = b.activation(&emb, Activation::Silu)?;
         let mut hs = Vec::with_capacity(self.input_blocks.len());
         let mut input_blocks = Vec::with_capacity(self.input_blocks.len());

@@ -8,6 +8,7 @@
 //! 4. generates the Rust side of the kernel contract (build_contract.rs): parameter structs and
 //!    launch constants from kernels/contract.cuh, a typed launch function per kernel;
 //! 5. records the git commit for `ran info`.
+//!
 //! It never probes GPU hardware and never needs nvcc.
 
 #[path = "build_contract.rs"]
@@ -75,11 +76,7 @@ fn kernel_decls(src: &str) -> Vec<(String, String)> {
 }
 
 fn scan(dir: &Path) -> Vec<KernelFile> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("kernels/ directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
-        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("kernels/ directory").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "cu")).collect();
     files.sort();
     let mut all = Vec::new();
     let mut seen = std::collections::BTreeSet::new();

@@ -69,7 +69,10 @@ pub fn parse_contract(path: &Path) -> Contract {
 /// One kernel parameter, as the generated launch function takes it.
 enum Param {
     /// a device pointer (`const T*` read, `T*` written)
-    Buf { written: bool, elem: String },
+    Buf {
+        written: bool,
+        elem: String,
+    },
     Scalar(&'static str),
     Struct(String),
 }
@@ -77,7 +80,7 @@ enum Param {
 fn parse_param(kernel: &str, p: &str, contract: &Contract) -> (String, Param) {
     let p = p.replace("__restrict__", " ");
     let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
-    let (ty, name) = match p.rfind(|c: char| c == ' ' || c == '*') {
+    let (ty, name) = match p.rfind([' ', '*']) {
         Some(i) => (p[..=i].trim().to_string(), p[i + 1..].to_string()),
         None => panic!("kernel {kernel}: cannot read parameter `{p}`"),
     };
@@ -174,12 +177,7 @@ fn rust_launchers(files: &[KernelFile], c: &Contract) -> String {
 
 /// The headers in kernels/ (every `*.cuh`), by file name, sorted.
 pub fn header_names(kernels: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(kernels)
-        .expect("kernels/")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".cuh"))
-        .collect();
+    let mut v: Vec<String> = std::fs::read_dir(kernels).expect("kernels/").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".cuh")).collect();
     v.sort();
     v
 }

@@ -72,9 +72,7 @@ impl Nvrtc {
     /// Compiles one source for `arch` ("compute_80" → PTX, "sm_90" → CUBIN).
     fn compile(&self, name: &str, src: &str, headers: &[(String, String)], arch: &str, extra: &[&str]) -> Result<Output, String> {
         unsafe {
-            let sym = |n: &[u8]| -> Result<*const (), String> {
-                self.lib.get::<*const ()>(n).map(|s| *s).map_err(|e| format!("NVRTC lacks {}: {e}", String::from_utf8_lossy(n)))
-            };
+            let sym = |n: &[u8]| -> Result<*const (), String> { self.lib.get::<*const ()>(n).map(|s| *s).map_err(|e| format!("NVRTC lacks {}: {e}", String::from_utf8_lossy(n))) };
             let create: Create = std::mem::transmute(sym(b"nvrtcCreateProgram")?);
             let compile: Compile = std::mem::transmute(sym(b"nvrtcCompileProgram")?);
             let log_size: GetSize = std::mem::transmute(sym(b"nvrtcGetProgramLogSize")?);
@@ -82,9 +80,9 @@ impl Nvrtc {
             let destroy: Destroy = std::mem::transmute(sym(b"nvrtcDestroyProgram")?);
             let ptx = arch.starts_with("compute_");
             let (size_f, data_f): (GetSize, GetData) = if ptx {
-                (std::mem::transmute(sym(b"nvrtcGetPTXSize")?), std::mem::transmute(sym(b"nvrtcGetPTX")?))
+                (std::mem::transmute::<*const (), GetSize>(sym(b"nvrtcGetPTXSize")?), std::mem::transmute::<*const (), GetData>(sym(b"nvrtcGetPTX")?))
             } else {
-                (std::mem::transmute(sym(b"nvrtcGetCUBINSize")?), std::mem::transmute(sym(b"nvrtcGetCUBIN")?))
+                (std::mem::transmute::<*const (), GetSize>(sym(b"nvrtcGetCUBINSize")?), std::mem::transmute::<*const (), GetData>(sym(b"nvrtcGetCUBIN")?))
             };
             let c_src = CString::new(src).map_err(|e| e.to_string())?;
             let c_name = CString::new(name).unwrap();
@@ -212,14 +210,7 @@ pub fn compile_and_embed(root: &Path, out: &Path, files: &[KernelFile]) {
             ),
             None => ("None".into(), "&[]".into()),
         };
-        writeln!(
-            s,
-            "    KernelSource {{ file: {:?}, kernels: &{:?}, source: include_str!({:?}), ptx: {ptx}, cubins: {cubins} }},",
-            f.stem,
-            f.kernels,
-            f.path.display().to_string()
-        )
-        .unwrap();
+        writeln!(s, "    KernelSource {{ file: {:?}, kernels: &{:?}, source: include_str!({:?}), ptx: {ptx}, cubins: {cubins} }},", f.stem, f.kernels, f.path.display().to_string()).unwrap();
         if let Some(b) = b {
             writeln!(report, "== {}.cu (sm_{REPORT_ARCH})", f.stem).unwrap();
             report.push_str(b.report.trim_end());

@@ -10,8 +10,8 @@ use ran::anomaly::noise::gaussian;
 use ran::anomaly::score::{FeatureTimestep, ScoreConfig, Scorer};
 use ran::diffusion::{BetaSchedule, Diffusion};
 use ran::io::flags::ModelFlags;
-use ran::models::efficientnet::{EfficientNet, EffNetConfig};
 use ran::io::safetensors::{write_streaming, Dtype};
+use ran::models::efficientnet::{EffNetConfig, EfficientNet};
 use ran::models::load_unet;
 use ran::models::unet::UNet;
 use ran::models::weights::{synth_values, Loader, Synthetic};
@@ -49,12 +49,8 @@ fn child(path: &str) {
     let eff = EfficientNet::load(&ecfg, &el).unwrap();
     let noise: Vec<_> = [5u64, 50, 100].iter().map(|&k| Cpu.from_host(&[1, 3, 256, 256], &gaussian(0, k, 3 * 256 * 256)).unwrap()).collect();
     for mode in [FeatureTimestep::RespacedIndex, FeatureTimestep::Tau] {
-        let scorer = Scorer {
-            unet: &m,
-            effnet: Some(&eff),
-            diffusion: Diffusion::new(BetaSchedule::Linear, 1000, "250").unwrap(),
-            cfg: ScoreConfig { feature_timestep: mode, ..ScoreConfig::default() },
-        };
+        let scorer =
+            Scorer { unet: &m, effnet: Some(&eff), diffusion: Diffusion::new(BetaSchedule::Linear, 1000, "250").unwrap(), cfg: ScoreConfig { feature_timestep: mode, ..ScoreConfig::default() } };
         let t1 = Instant::now();
         let s = scorer.score(&Cpu, &x, &noise, Some(&[3])).expect("score");
         println!("detect 256² (KL + feature, timesteps 5,50,100, feature timestep {mode:?}): {:.1} s per image (score {:.3})", t1.elapsed().as_secs_f64(), s[0].image_score);

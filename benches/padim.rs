@@ -9,10 +9,10 @@
 
 use ran::anomaly::padim::{random_channels, split_ids, Padim};
 use ran::backend::cpu::mahalanobis::packed_len;
-use ran::models::resnet::{BlockKind, ResNet, ResNetConfig};
-use ran::models::weights::{Loader, Synthetic};
 use ran::backend::cuda::gpu::GpuDevice;
 use ran::backend::cuda::Gpu;
+use ran::models::resnet::{BlockKind, ResNet, ResNetConfig};
+use ran::models::weights::{Loader, Synthetic};
 use ran::{Backend, Cpu};
 use std::time::Instant;
 

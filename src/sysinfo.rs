@@ -35,10 +35,7 @@ pub fn probe_cuda() -> CudaProbe {
             let (mut n, mut v) = (0i32, 0i32);
             count(&mut n);
             ver(&mut v);
-            return CudaProbe {
-                available: n > 0,
-                detail: format!("driver {}.{} with {n} device(s) via {name}", v / 1000, (v % 1000) / 10),
-            };
+            return CudaProbe { available: n > 0, detail: format!("driver {}.{} with {n} device(s) via {name}", v / 1000, (v % 1000) / 10) };
         }
     }
     CudaProbe { available: false, detail: format!("no CUDA driver library (libcuda.so.1) on this machine: {last_err}") }
@@ -48,11 +45,7 @@ pub fn cpu_features() -> String {
     let mut s = String::new();
     #[cfg(target_arch = "x86_64")]
     {
-        for (name, on) in [
-            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
-            ("fma", std::arch::is_x86_feature_detected!("fma")),
-            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
-        ] {
+        for (name, on) in [("avx2", std::arch::is_x86_feature_detected!("avx2")), ("fma", std::arch::is_x86_feature_detected!("fma")), ("avx512f", std::arch::is_x86_feature_detected!("avx512f"))] {
             if on {
                 let _ = write!(s, "{name} ");
             }

@@ -79,7 +79,8 @@ fn verify_the_effnet_and_the_whole_detection() {
     let model = fixture_path("unet_guided_paperlike.safetensors").display().to_string();
     let reference = fixture_path("detect_paperlike.safetensors").display().to_string();
     let effnet = fixture_path("effnet_b4w.safetensors").display().to_string();
-    let (rc, so, se) = ran(&["verify", "--model", &model, "--reference", &reference, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--atol", "1e-4", "--rtol", "1e-4", "--device", "cpu"]);
+    let (rc, so, se) =
+        ran(&["verify", "--model", &model, "--reference", &reference, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--atol", "1e-4", "--rtol", "1e-4", "--device", "cpu"]);
     assert_eq!(rc, 0, "{so}{se}");
     for o in ["kl_map", "feat_map", "score_map", "image_score"] {
         assert!(so.lines().any(|l| l.starts_with(o) && l.ends_with("pass")), "{o}: {so}");

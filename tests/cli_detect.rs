@@ -125,7 +125,24 @@ fn batching_and_per_category_alpha() {
     assert_ne!(r["image_score"], one["images"][0]["image_score"], "α = 1 keeps only the feature score");
     std::fs::write(&table, "grid,0.5\nspaceship,0.3\n").unwrap();
     let o = dir.join("bad").display().to_string();
-    let (rc, _, se) = ran(&["detect", &images, "--model", &model, "--effnet", &effnet, "--effnet-arch", "custom:1.4,0.25,380", "--class", "grid", "--out", &o, "--device", "cpu", "--alpha-table", &table.display().to_string()]);
+    let (rc, _, se) = ran(&[
+        "detect",
+        &images,
+        "--model",
+        &model,
+        "--effnet",
+        &effnet,
+        "--effnet-arch",
+        "custom:1.4,0.25,380",
+        "--class",
+        "grid",
+        "--out",
+        &o,
+        "--device",
+        "cpu",
+        "--alpha-table",
+        &table.display().to_string(),
+    ]);
     assert_eq!(rc, 2);
     assert!(se.contains("unknown category `spaceship`") && se.contains("alpha.json"), "{se}");
 }

@@ -27,7 +27,14 @@ fn tmpdir(name: &str) -> PathBuf {
 fn backbone_file(dir: &Path) -> String {
     let fx = SafeTensors::open(fixture_path("resnet_small.safetensors")).unwrap();
     let keep = ["conv1.", "bn1.", "layer1.", "layer2.", "layer3."];
-    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = fx.names().filter(|n| keep.iter().any(|k| n.starts_with(k))).map(|n| { let (s, v) = fx.get(n).unwrap(); (format!("module.{n}"), s, v) }).collect();
+    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = fx
+        .names()
+        .filter(|n| keep.iter().any(|k| n.starts_with(k)))
+        .map(|n| {
+            let (s, v) = fx.get(n).unwrap();
+            (format!("module.{n}"), s, v)
+        })
+        .collect();
     t.push(("module.fc.weight".into(), vec![10, 2048], vec![0.0; 20480]));
     let p = dir.join("backbone.safetensors");
     let refs: Vec<(&str, &[usize], &[f32])> = t.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice())).collect();

@@ -11,7 +11,7 @@ use ran::backend::cuda::EmulatedCuda;
 use ran::diffusion::{BetaSchedule, Diffusion};
 use ran::io::flags::ModelFlags;
 use ran::io::safetensors::SafeTensors;
-use ran::models::efficientnet::{EfficientNet, EffNetConfig};
+use ran::models::efficientnet::{EffNetConfig, EfficientNet};
 use ran::models::unet::UNet;
 use ran::models::weights::Loader;
 use ran::{Backend, Cpu};

@@ -5,8 +5,8 @@
 
 mod common;
 use common::*;
-use ran::backend::cuda::EmulatedCuda;
 use ran::backend::cuda::emu::{set_schedule, Schedule};
+use ran::backend::cuda::EmulatedCuda;
 use ran::backend::VarType;
 use ran::diffusion::{space_timesteps, BetaSchedule, Diffusion};
 use ran::io::safetensors::SafeTensors;
@@ -18,12 +18,7 @@ fn fixtures() -> SafeTensors {
 }
 
 fn entries(fx: &SafeTensors, kind: &str) -> Vec<(String, Value)> {
-    fx.metadata()
-        .iter()
-        .filter(|(k, _)| !k.starts_with("__"))
-        .map(|(k, v)| (k.clone(), serde_json::from_str::<Value>(v).unwrap()))
-        .filter(|(_, v)| v["kind"] == kind)
-        .collect()
+    fx.metadata().iter().filter(|(k, _)| !k.starts_with("__")).map(|(k, v)| (k.clone(), serde_json::from_str::<Value>(v).unwrap())).filter(|(_, v)| v["kind"] == kind).collect()
 }
 
 fn diffusion_of(p: &Value) -> Diffusion {

@@ -10,7 +10,7 @@ use ran::backend::cuda::EmulatedCuda;
 use ran::backend::Padding2d;
 use ran::io::pt::PtFile;
 use ran::io::safetensors::SafeTensors;
-use ran::models::efficientnet::{EfficientNet, EffNetConfig};
+use ran::models::efficientnet::{EffNetConfig, EfficientNet};
 use ran::models::weights::{Loader, Synthetic, Weights};
 use ran::{Backend, Cpu};
 

@@ -299,7 +299,12 @@ fn safetensors_duplicate_keys_and_shared_bytes_are_refused() {
     let overlap = st_file(&d, "overlap.safetensors", r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 12);
     assert!(err_text(SafeTensors::open(&overlap)).contains("overlaps"));
     // adjacent ranges and empty tensors are fine
-    let ok = st_file(&d, "ok.safetensors", r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#, 12);
+    let ok = st_file(
+        &d,
+        "ok.safetensors",
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[8,12]}}"#,
+        12,
+    );
     let st = SafeTensors::open(&ok).unwrap();
     assert_eq!(st.get("b").unwrap(), (vec![4], vec![0.0; 4]));
     // offsets past the file and sizes that overflow
@@ -394,7 +399,18 @@ fn negative_batchnorm_variance_is_refused_at_load() {
 fn scalar_tensors_where_a_first_dimension_is_read_are_errors() {
     let d = tmp_dir("dim0");
     // ResNetConfig::infer reads layer1.0.conv1.weight's rows (resnet.rs:67 indexed a [] shape)
-    let p = st_tensors(&d, "resnet.safetensors", &[("conv1.weight", vec![], vec![1.0]), ("layer1.0.conv1.weight", vec![], vec![1.0]), ("layer1.0.conv3.weight", vec![1], vec![1.0]), ("layer2.0.conv1.weight", vec![1], vec![1.0]), ("layer3.0.conv1.weight", vec![1], vec![1.0])], &[]);
+    let p = st_tensors(
+        &d,
+        "resnet.safetensors",
+        &[
+            ("conv1.weight", vec![], vec![1.0]),
+            ("layer1.0.conv1.weight", vec![], vec![1.0]),
+            ("layer1.0.conv3.weight", vec![1], vec![1.0]),
+            ("layer2.0.conv1.weight", vec![1], vec![1.0]),
+            ("layer3.0.conv1.weight", vec![1], vec![1.0]),
+        ],
+        &[],
+    );
     let st = SafeTensors::open(&p).unwrap();
     let e = err_text(ran::models::resnet::ResNetConfig::infer(&st));
     assert!(e.contains("resnet.safetensors") && e.contains("`layer1.0.conv1.weight`") && e.contains("shape []"), "{e}");

@@ -48,9 +48,24 @@ fn fixtures_cover_every_op() {
     let fx = ops_fixtures();
     let ops: std::collections::BTreeSet<String> = cases(&fx).iter().map(|c| c.op().to_string()).collect();
     for op in [
-        "conv2d", "linear", "group_norm", "batch_norm", "activation", "add", "mul", "avg_pool2d", "max_pool2d",
-        "global_avg_pool", "upsample_nearest2x", "resize_bilinear", "concat_channels", "slice_channels",
-        "attention_legacy", "timestep_embedding", "embedding", "mean_std",
+        "conv2d",
+        "linear",
+        "group_norm",
+        "batch_norm",
+        "activation",
+        "add",
+        "mul",
+        "avg_pool2d",
+        "max_pool2d",
+        "global_avg_pool",
+        "upsample_nearest2x",
+        "resize_bilinear",
+        "concat_channels",
+        "slice_channels",
+        "attention_legacy",
+        "timestep_embedding",
+        "embedding",
+        "mean_std",
     ] {
         assert!(ops.contains(op), "no fixture case for op {op}");
     }

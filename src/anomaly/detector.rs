@@ -6,7 +6,7 @@ use crate::anomaly::settings::{EnsembleKind, ScoreSettings};
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::image::{to_chw, Image8};
-use crate::models::efficientnet::{EfficientNet, EffNetConfig};
+use crate::models::efficientnet::{EffNetConfig, EfficientNet};
 use crate::models::unet::UNet;
 use crate::models::weights::Loader;
 use crate::models::{load_unet, open_weights};
@@ -70,7 +70,9 @@ impl<B: Backend> Pipeline<B> {
         check_timesteps(&s.timesteps, &diffusion)?;
         let effnet = match (&unet.feat_head, &s.effnet, s.kl_only) {
             (Some(head), Some(p), false) => Some(load_effnet(b, s, p, head.out_channels())?),
-            (Some(_), None, false) => return Err(Error::InvalidArgument("the model has a feature head: give --effnet FILE (EfficientNet weights, e.g. efficientnet-b4-6ed6700e.pth) or --kl-only".into())),
+            (Some(_), None, false) => {
+                return Err(Error::InvalidArgument("the model has a feature head: give --effnet FILE (EfficientNet weights, e.g. efficientnet-b4-6ed6700e.pth) or --kl-only".into()))
+            }
             _ => None,
         };
         if s.ensemble == EnsembleKind::Calibrated && (unet.feat_head.is_none() || effnet.is_none()) {

@@ -14,8 +14,8 @@ pub mod cuda;
 pub mod select;
 
 pub use crate::ops::contract::{AdamwCoefs, DdimCoefs, StepCoefs};
-pub use crate::ops::optim::AdamwParams;
 pub use crate::ops::norm::fold_batch_norm;
+pub use crate::ops::optim::AdamwParams;
 pub use crate::ops::{Activation, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams, VarType};
 pub use compute::Compute;
 
@@ -40,8 +40,9 @@ fn ss_shapes<'a, B: HasStorage>(ss: &ScaleShift<'a, B>) -> Option<(&'a Shape, &'
     ss.map(|(a, b)| (a.shape(), b.shape()))
 }
 
+// from_host takes &self: the backend owns the memory the tensor is created in
+#[allow(clippy::wrong_self_convention)]
 pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
-
     /// Short name and details for `ran info` and logs.
     fn name(&self) -> String;
 

@@ -78,7 +78,17 @@ impl DetectCmd {
         let device = self.score.device;
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let out = self.out.unwrap_or_else(|| "ran-out".into());
-        let args = DetectArgs { score, inputs: self.inputs, out: out.clone(), class: self.class, threshold: self.threshold, alpha_table: self.alpha_table, batch: self.batch, calibrate: self.calibrate, range: self.range };
+        let args = DetectArgs {
+            score,
+            inputs: self.inputs,
+            out: out.clone(),
+            class: self.class,
+            threshold: self.threshold,
+            alpha_table: self.alpha_table,
+            batch: self.batch,
+            calibrate: self.calibrate,
+            range: self.range,
+        };
         let backend = match super::backend(device) {
             Ok(b) => b,
             Err(code) => return code,

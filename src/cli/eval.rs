@@ -55,7 +55,16 @@ impl EvalCmd {
         let device = self.score.device;
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let ensemble = format!("{} (α = {})", score.ensemble, score.alpha);
-        let args = EvalArgs { score, data, out: self.out, categories: self.categories, shard: self.shard, merge: self.merge, pro_variant: self.pro_variant, alpha_sweep: self.alpha_sweep.unwrap_or_default() };
+        let args = EvalArgs {
+            score,
+            data,
+            out: self.out,
+            categories: self.categories,
+            shard: self.shard,
+            merge: self.merge,
+            pro_variant: self.pro_variant,
+            alpha_sweep: self.alpha_sweep.unwrap_or_default(),
+        };
         let backend = match super::backend(device) {
             Ok(b) => b,
             Err(code) => return code,

@@ -40,7 +40,17 @@ pub struct FitPadimCmd {
 
 impl FitPadimCmd {
     pub fn run(self) -> ExitCode {
-        let args = FitArgs { train: self.train, backbone: self.backbone, arch: self.arch, dims: self.dims, seed: self.seed, image_size: self.image_size, out: self.out.clone(), dtype: self.dtype.dtype(), batch: self.batch };
+        let args = FitArgs {
+            train: self.train,
+            backbone: self.backbone,
+            arch: self.arch,
+            dims: self.dims,
+            seed: self.seed,
+            image_size: self.image_size,
+            out: self.out.clone(),
+            dtype: self.dtype.dtype(),
+            batch: self.batch,
+        };
         let backend = match super::backend(self.device) {
             Ok(b) => b,
             Err(code) => return code,

@@ -43,7 +43,8 @@ pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: Dtype, class_names
     }
     if let Some(fe) = feature_extractor {
         let cfg = crate::models::efficientnet::EffNetConfig::from_name(fe)?;
-        let out_ch = model.feat_head.as_ref().map(|h| h.out_channels()).ok_or_else(|| Error::InvalidArgument("--feature-extractor given but the checkpoint has no feature head (feat_rec1.*)".into()))?;
+        let out_ch =
+            model.feat_head.as_ref().map(|h| h.out_channels()).ok_or_else(|| Error::InvalidArgument("--feature-extractor given but the checkpoint has no feature head (feat_rec1.*)".into()))?;
         let taps: usize = cfg.tap_channels().iter().sum();
         if taps != out_ch {
             return Err(Error::InvalidArgument(format!("{fe}'s taps give {taps} channels, the feature head predicts {out_ch}")));

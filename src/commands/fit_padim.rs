@@ -51,7 +51,8 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     }
     let files = collect_inputs(&a.train)?;
     let file = open_weights(&a.backbone)?;
-    let prefix = state_dict_prefix(&*file).ok_or_else(|| Error::BadFile { path: a.backbone.clone(), msg: "not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight under any prefix)".into() })?;
+    let prefix = state_dict_prefix(&*file)
+        .ok_or_else(|| Error::BadFile { path: a.backbone.clone(), msg: "not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight under any prefix)".into() })?;
     let w = Prefixed { inner: &*file, prefix };
     let w = &w;
     let cfg = ResNetConfig::infer(w)?;
@@ -112,7 +113,15 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     }
     // pass 2, streamed into the file: per-position mean and Cholesky-factored inverse covariance
     // (f64), 256 positions at a time
-    let info = PadimInfo { backbone: format!("{:?} {:?} width {}", cfg.block, cfg.blocks, cfg.width_per_group), channels, layer_channels: chans, image_size: (s, s), feature_size: (fh, fw), eps: COV_EPS, n_train: n };
+    let info = PadimInfo {
+        backbone: format!("{:?} {:?} width {}", cfg.block, cfg.blocks, cfg.width_per_group),
+        channels,
+        layer_channels: chans,
+        image_size: (s, s),
+        feature_size: (fh, fw),
+        eps: COV_EPS,
+        n_train: n,
+    };
     let mut meta = std::collections::BTreeMap::new();
     meta.insert("backbone_file".into(), a.backbone.display().to_string());
     meta.insert("train".into(), a.train.join(","));

@@ -6,13 +6,13 @@
 use crate::anomaly::classes::class_of;
 use crate::anomaly::padim_file;
 use crate::anomaly::reconstruct::{reconstruct, ReconstructConfig};
-use crate::eval::reconstruct_results::{write_reconstruct_results, ReconstructRow};
 use crate::anomaly::render::{save_chw, save_heatmap, save_map16, save_strip};
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::error::AtPath;
 use crate::eval::datasets::MVTEC_CLASSES;
 use crate::eval::inputs::collect_inputs;
+use crate::eval::reconstruct_results::{write_reconstruct_results, ReconstructRow};
 use crate::io::image::{center_crop_arr, load_rgb, to_chw};
 use crate::models::load_unet;
 use crate::{Error, Result};

@@ -29,6 +29,7 @@ fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Row {
         let e = (g as f64 - w as f64).abs();
         row.max_abs = row.max_abs.max(e);
         row.max_rel = row.max_rel.max(e / (w as f64).abs().max(1e-12));
+        #[allow(clippy::neg_cmp_op_on_partial_ord)] // a NaN error must fail
         if !(e <= atol + rtol * (w as f64).abs()) {
             row.pass = false;
         }
@@ -97,7 +98,13 @@ fn kl_rows<B: Backend>(b: &B, m: &UNet<B>, r: &SafeTensors, atol: f64, rtol: f64
     let dflags = r.metadata().get("diffusion_flags").cloned().unwrap_or_default();
     let f = ModelFlags::parse(&format!("{} {}", m.flags.source, dflags)).map_err(|e| crate::models::in_model_file(r.path(), e))?;
     let d = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, &f.timestep_respacing)?;
-    let var = if f.learn_sigma { VarType::LearnedRange } else if f.sigma_small { VarType::FixedSmall } else { VarType::FixedLarge };
+    let var = if f.learn_sigma {
+        VarType::LearnedRange
+    } else if f.sigma_small {
+        VarType::FixedSmall
+    } else {
+        VarType::FixedLarge
+    };
     let (shape, x0) = r.get("x0")?;
     let noise = r.get("noise")?.1;
     let ks: Vec<usize> = r.get("k")?.1.iter().map(|&v| v as usize).collect();

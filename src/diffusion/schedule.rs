@@ -74,10 +74,7 @@ pub fn space_timesteps(t: usize, spec: &str) -> Result<Vec<usize>> {
         }
         return Err(Error::InvalidArgument(format!("cannot create exactly {want} steps out of {t} with an integer stride")));
     }
-    let counts: Vec<usize> = spec
-        .split(',')
-        .map(|s| s.trim().parse::<usize>().map_err(|_| Error::InvalidArgument(format!("bad respacing `{spec}`: `{s}` is not a count"))))
-        .collect::<Result<_>>()?;
+    let counts: Vec<usize> = spec.split(',').map(|s| s.trim().parse::<usize>().map_err(|_| Error::InvalidArgument(format!("bad respacing `{spec}`: `{s}` is not a count")))).collect::<Result<_>>()?;
     let (per, extra) = (t / counts.len(), t % counts.len());
     let mut steps = BTreeSet::new();
     let mut start = 0usize;

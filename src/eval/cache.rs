@@ -10,13 +10,7 @@ use std::path::{Path, PathBuf};
 pub fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> PathBuf {
     // components joined by "__", with "%" and "_" inside a component escaped, so two images never
     // share a cache file (test/x__y/000.png and test/x/y__000.png did)
-    let rel = image
-        .strip_prefix(root)
-        .unwrap_or(image)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().replace('%', "%25").replace('_', "%5F"))
-        .collect::<Vec<_>>()
-        .join("__");
+    let rel = image.strip_prefix(root).unwrap_or(image).components().map(|c| c.as_os_str().to_string_lossy().replace('%', "%25").replace('_', "%5F")).collect::<Vec<_>>().join("__");
     out.join("cache").join(category).join(format!("{rel}.f32"))
 }
 
@@ -52,10 +46,7 @@ pub fn check_cache_settings(out: &Path, category: &str, settings: &serde_json::V
                 return Ok(());
             }
             let keys = settings.as_object().map(|o| o.keys().filter(|k| old.get(k.as_str()) != settings.get(k.as_str())).cloned().collect::<Vec<_>>()).unwrap_or_default();
-            Err(Error::BadFile {
-                path: p,
-                msg: format!("the cached maps were made with other settings (different: {}): give another --out or delete {}", keys.join(", "), dir.display()),
-            })
+            Err(Error::BadFile { path: p, msg: format!("the cached maps were made with other settings (different: {}): give another --out or delete {}", keys.join(", "), dir.display()) })
         }
         Err(_) => {
             std::fs::create_dir_all(&dir).at_path(&dir)?;

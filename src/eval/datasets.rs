@@ -22,8 +22,7 @@ pub enum Layout {
 }
 
 /// MVTec-AD's categories in the official label order (docs/method.md §5).
-pub const MVTEC_CLASSES: [&str; 15] =
-    ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"];
+pub const MVTEC_CLASSES: [&str; 15] = ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"];
 
 /// BTAD's categories in label order (docs/method.md §5).
 pub const BTAD_CLASSES: [&str; 3] = ["01", "02", "03"];
@@ -63,12 +62,8 @@ pub fn test_set(root: &Path, category: &str, layout: Layout) -> Result<Vec<Sampl
     let cat = root.join(category);
     let test = cat.join("test");
     let mut out = Vec::new();
-    let mut defects: Vec<String> = std::fs::read_dir(&test)
-        .at_path(&test)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
+    let mut defects: Vec<String> =
+        std::fs::read_dir(&test).at_path(&test)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
     defects.sort();
     let normal = if layout == Layout::Btad { "ok" } else { "good" };
     for d in defects {

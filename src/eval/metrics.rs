@@ -184,9 +184,8 @@ pub fn pro_official_repo(scores: &[f32], masks: &[u8], n: usize, h: usize, w: us
         pts.push((fp, tp, s));
     }
     if pts.len() > 2 {
-        let keep: Vec<bool> = (0..pts.len())
-            .map(|k| k == 0 || k + 1 == pts.len() || pts[k - 1].0 - 2.0 * pts[k].0 + pts[k + 1].0 != 0.0 || pts[k - 1].1 - 2.0 * pts[k].1 + pts[k + 1].1 != 0.0)
-            .collect();
+        let keep: Vec<bool> =
+            (0..pts.len()).map(|k| k == 0 || k + 1 == pts.len() || pts[k - 1].0 - 2.0 * pts[k].0 + pts[k + 1].0 != 0.0 || pts[k - 1].1 - 2.0 * pts[k].1 + pts[k + 1].1 != 0.0).collect();
         pts = pts.into_iter().zip(keep).filter(|(_, k)| *k).map(|(p, _)| p).collect();
     }
     let neg = fp;

@@ -46,7 +46,10 @@ impl Pictures {
                 let (lo, hi) = DisplayRange::Auto.resolve(own, normal_p999);
                 let name = format!("{title}_{i:04}.png");
                 save_overlay(&dir.join(&name), &img, map, lo, hi, None)?;
-                items.push(GalleryItem { overlay: format!("{cat}/{name}"), caption: format!("{} ({}) score {:.3}", s.image.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), s.defect, m.img_scores[i]) });
+                items.push(GalleryItem {
+                    overlay: format!("{cat}/{name}"),
+                    caption: format!("{} ({}) score {:.3}", s.image.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), s.defect, m.img_scores[i]),
+                });
             }
             self.galleries.push((format!("{cat}: {title} images"), items));
         }

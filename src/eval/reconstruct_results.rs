@@ -1,8 +1,8 @@
 //! `ran reconstruct`'s result files: one typed row per image, written as reconstruct.json and
 //! report.html.
 
-use crate::eval::detect_results::failed_rows;
 use crate::error::AtPath;
+use crate::eval::detect_results::failed_rows;
 use crate::eval::report::{write_html, GalleryItem, Table};
 use crate::Result;
 use std::path::{Path, PathBuf};

@@ -14,8 +14,10 @@ pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant) 
     let mean = |f: &dyn Fn(&CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
     let mut means = serde_json::json!({"pixel_auroc": mean(&|m| m.pixel_auroc), "pro": mean(&|m| m.pro), "image_auroc": mean(&|m| m.image_auroc)});
     if r.iter().all(|m| m.kl_only.is_some()) {
-        let mm = |f: &dyn Fn(&CategoryMetrics) -> &ModeMetrics| serde_json::json!({
-            "pixel_auroc": mean(&|m| f(m).pixel_auroc), "pro": mean(&|m| f(m).pro), "image_auroc": mean(&|m| f(m).image_auroc)});
+        let mm = |f: &dyn Fn(&CategoryMetrics) -> &ModeMetrics| {
+            serde_json::json!({
+            "pixel_auroc": mean(&|m| f(m).pixel_auroc), "pro": mean(&|m| f(m).pro), "image_auroc": mean(&|m| f(m).image_auroc)})
+        };
         means["kl_only"] = mm(&|m| m.kl_only.as_ref().expect("checked"));
         means["feature_only"] = mm(&|m| m.feature_only.as_ref().expect("checked"));
     }
@@ -43,27 +45,30 @@ pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant) 
 
 /// report.html: the categories, each defect kind, the α sweep (`alphas`, empty without one), and the pictures.
 pub fn write_report(out: &Path, results: &[CategoryMetrics], alphas: &[f32], pictures: &Pictures) -> Result<()> {
-    let rows: Vec<Vec<String>> = results
-        .iter()
-        .map(|m| vec![m.category.clone(), m.images.to_string(), format!("{:.4}", m.pixel_auroc), format!("{:.4}", m.pro), format!("{:.4}", m.image_auroc)])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        results.iter().map(|m| vec![m.category.clone(), m.images.to_string(), format!("{:.4}", m.pixel_auroc), format!("{:.4}", m.pro), format!("{:.4}", m.image_auroc)]).collect();
     let f = |m: &Option<ModeMetrics>| m.as_ref().map(|m| format!("{:.4}", m.pixel_auroc)).unwrap_or_else(|| "–".into());
     let defect_rows: Vec<Vec<String>> = results
         .iter()
         .flat_map(|m| {
             m.defects.iter().map(|d| {
                 let e = &d.ensemble;
-                vec![format!("{} / {}", m.category, d.defect), d.images.to_string(), format!("{:.4}", e.pixel_auroc), f(&d.kl_only), f(&d.feature_only), format!("{:.4}", e.pro), format!("{:.4}", e.image_auroc)]
+                vec![
+                    format!("{} / {}", m.category, d.defect),
+                    d.images.to_string(),
+                    format!("{:.4}", e.pixel_auroc),
+                    f(&d.kl_only),
+                    f(&d.feature_only),
+                    format!("{:.4}", e.pro),
+                    format!("{:.4}", e.image_auroc),
+                ]
             })
         })
         .collect();
     // the α sweep: pixel AUROC per category at each α (empty without --alpha-sweep)
     let alpha_header: Vec<String> = std::iter::once("category".to_string()).chain(alphas.iter().map(|x| format!("α = {x}"))).collect();
-    let alpha_rows: Vec<Vec<String>> = results
-        .iter()
-        .filter(|m| !m.alpha_sweep.is_empty())
-        .map(|m| std::iter::once(m.category.clone()).chain(m.alpha_sweep.iter().map(|p| format!("{:.4}", p.pixel_auroc))).collect())
-        .collect();
+    let alpha_rows: Vec<Vec<String>> =
+        results.iter().filter(|m| !m.alpha_sweep.is_empty()).map(|m| std::iter::once(m.category.clone()).chain(m.alpha_sweep.iter().map(|p| format!("{:.4}", p.pixel_auroc))).collect()).collect();
     let tables = [
         Table { caption: String::new(), header: vec!["category", "images", "pixel AUROC", "PRO (0.3)", "image AUROC"], rows },
         Table {

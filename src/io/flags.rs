@@ -49,10 +49,33 @@ pub struct ModelFlags {
 }
 
 const KNOWN: &[&str] = &[
-    "family", "image_size", "num_channels", "num_res_blocks", "num_heads", "num_heads_upsample", "num_head_channels",
-    "attention_resolutions", "channel_mult", "dropout", "class_cond", "num_classes", "use_checkpoint", "use_scale_shift_norm",
-    "resblock_updown", "use_fp16", "use_new_attention_order", "learn_sigma", "feat_shape", "diffusion_steps", "noise_schedule",
-    "timestep_respacing", "use_kl", "predict_xstart", "rescale_timesteps", "rescale_learned_sigmas", "sigma_small",
+    "family",
+    "image_size",
+    "num_channels",
+    "num_res_blocks",
+    "num_heads",
+    "num_heads_upsample",
+    "num_head_channels",
+    "attention_resolutions",
+    "channel_mult",
+    "dropout",
+    "class_cond",
+    "num_classes",
+    "use_checkpoint",
+    "use_scale_shift_norm",
+    "resblock_updown",
+    "use_fp16",
+    "use_new_attention_order",
+    "learn_sigma",
+    "feat_shape",
+    "diffusion_steps",
+    "noise_schedule",
+    "timestep_respacing",
+    "use_kl",
+    "predict_xstart",
+    "rescale_timesteps",
+    "rescale_learned_sigmas",
+    "sigma_small",
 ];
 
 fn parse_bool(k: &str, v: &str) -> Result<bool> {

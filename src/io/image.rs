@@ -361,8 +361,8 @@ pub fn resize_window(img: &Image8, w: usize, h: usize, f: Filter, (rx, ry, rw, r
         for xx in 0..rw {
             for ch in 0..c {
                 let mut s = half;
-                for y in 0..n {
-                    s += tmp.data[((y + ymin) * rw + xx) * c + ch] as i64 * vk[yy][y] as i64;
+                for (y, &k) in vk[yy][..n].iter().enumerate() {
+                    s += tmp.data[((y + ymin) * rw + xx) * c + ch] as i64 * k as i64;
                 }
                 out.data[(yy * rw + xx) * c + ch] = clip8(s);
             }

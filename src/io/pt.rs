@@ -147,7 +147,9 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
     let mut copy_budget = MEMO_COPY_BUDGET.saturating_add(16 * d.len() as u64);
     // a memo put or get copies its value: charge the copy against the budget first
     let mut charge = |v: &Val| -> Result<()> {
-        copy_budget = copy_budget.checked_sub(v.cost()).ok_or_else(|| pbad(path, format!("the memo is re-used to build more than {} MiB of objects (a pickle bomb?)", (MEMO_COPY_BUDGET + 16 * d.len() as u64) >> 20)))?;
+        copy_budget = copy_budget
+            .checked_sub(v.cost())
+            .ok_or_else(|| pbad(path, format!("the memo is re-used to build more than {} MiB of objects (a pickle bomb?)", (MEMO_COPY_BUDGET + 16 * d.len() as u64) >> 20)))?;
         Ok(())
     };
     let take = |i: &mut usize, n: usize| -> Result<&[u8]> {
@@ -266,7 +268,7 @@ fn unpickle(path: &Path, d: &[u8]) -> Result<Val> {
                 let items = pop_mark(&mut stack)?;
                 stack.push(tuple(path, items)?)
             }
-            0x85 | 0x86 | 0x87 => {
+            0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 if stack.len() < n {
                     return Err(pbad(path, "stack underflow"));
@@ -400,14 +402,21 @@ impl PtFile {
             return Err(Error::BadFile { path: path.to_path_buf(), msg: why });
         }
         let entries = super::zip::entries(path, &map)?;
-        let pkl = entries.keys().find(|k| k.ends_with("/data.pkl") || k.as_str() == "data.pkl").cloned().ok_or_else(|| Error::BadFile { path: path.to_path_buf(), msg: "no data.pkl in the archive".into() })?;
+        let pkl = entries
+            .keys()
+            .find(|k| k.ends_with("/data.pkl") || k.as_str() == "data.pkl")
+            .cloned()
+            .ok_or_else(|| Error::BadFile { path: path.to_path_buf(), msg: "no data.pkl in the archive".into() })?;
         let prefix = pkl.strip_suffix("data.pkl").unwrap_or("").to_string();
         let root = unpickle(path, &map[entries[&pkl].clone()])?;
         let mut tensors = BTreeMap::new();
         let mut skipped = Vec::new();
         flatten("", &root, &mut tensors, &mut skipped);
         if tensors.is_empty() {
-            return Err(Error::BadFile { path: path.to_path_buf(), msg: format!("no tensors found (a state_dict was expected){}", if skipped.is_empty() { String::new() } else { format!("; unsupported objects: {}", skipped.join(", ")) }) });
+            return Err(Error::BadFile {
+                path: path.to_path_buf(),
+                msg: format!("no tensors found (a state_dict was expected){}", if skipped.is_empty() { String::new() } else { format!("; unsupported objects: {}", skipped.join(", ")) }),
+            });
         }
         Ok(PtFile { path: path.to_path_buf(), map, entries, prefix, tensors })
     }
@@ -458,7 +467,10 @@ impl Weights for PtFile {
             }
         }
         if numel > stored {
-            return Err(tbad(format!("size {:?} with stride {:?} views {numel} elements of a storage of {stored}: overlapping or expanded views are not weights (save a .contiguous() copy)", t.shape, t.stride)));
+            return Err(tbad(format!(
+                "size {:?} with stride {:?} views {numel} elements of a storage of {stored}: overlapping or expanded views are not weights (save a .contiguous() copy)",
+                t.shape, t.stride
+            )));
         }
         let read = |e: usize| -> f32 {
             let b = &raw[e * es..e * es + es];

@@ -169,11 +169,7 @@ impl SafeTensors {
             Dtype::U8 => raw.iter().map(|&b| b as f32).collect(),
         };
         if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-            return Err(Error::BadTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-                msg: format!("value #{i} is {} (weights must be finite)", vals[i]),
-            });
+            return Err(Error::BadTensor { path: self.path.clone(), name: name.to_string(), msg: format!("value #{i} is {} (weights must be finite)", vals[i]) });
         }
         Ok((info.shape.clone(), vals))
     }
@@ -304,13 +300,7 @@ pub fn write_f32(path: impl AsRef<Path>, tensors: &[(&str, &[usize], &[f32])], m
 /// Streams tensors into a safetensors file in `dtype` (F32, F16 or BF16): the header is written
 /// from the shapes first, then each tensor's values, fetched one at a time, so a large model
 /// never sits in memory twice.
-pub fn write_streaming(
-    path: impl AsRef<Path>,
-    entries: &[(String, Vec<usize>)],
-    mut fetch: impl FnMut(&str) -> Result<Vec<f32>>,
-    metadata: &BTreeMap<String, String>,
-    dtype: Dtype,
-) -> Result<()> {
+pub fn write_streaming(path: impl AsRef<Path>, entries: &[(String, Vec<usize>)], mut fetch: impl FnMut(&str) -> Result<Vec<f32>>, metadata: &BTreeMap<String, String>, dtype: Dtype) -> Result<()> {
     write_streaming_chunks(path, entries, |name, sink| sink(&fetch(name)?), metadata, dtype)
 }
 

@@ -37,9 +37,7 @@ pub fn wrong_kind(kind: Kind, wanted: &str) -> Option<String> {
     match kind {
         Kind::Zip => None,
         Kind::EmptyZip => Some(format!("an empty zip archive (no entries), not {wanted}")),
-        Kind::LegacyTorch => Some(format!(
-            "a legacy (non-zip) PyTorch checkpoint, not {wanted}: re-save it with torch.save(obj, path) from torch >= 1.6 (the zip format), then use it"
-        )),
+        Kind::LegacyTorch => Some(format!("a legacy (non-zip) PyTorch checkpoint, not {wanted}: re-save it with torch.save(obj, path) from torch >= 1.6 (the zip format), then use it")),
         Kind::Pickle => Some(format!("a bare Python pickle, not {wanted} (pickles are never run; a torch.save zip checkpoint is read)")),
         Kind::Other => None,
     }

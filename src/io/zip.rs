@@ -52,7 +52,7 @@ pub fn entries(path: &Path, b: &[u8]) -> Result<BTreeMap<String, std::ops::Range
         let clen = le16(b, p + 32).ok_or_else(|| bad("short entry"))? as usize;
         let mut loff = le32(b, p + 42).ok_or_else(|| bad("short entry"))?;
         let name = String::from_utf8_lossy(b.get(p + 46..p + 46 + nlen).ok_or_else(|| bad("short entry name"))?).into_owned(); // p + 46 < len: read above
-        // ZIP64 extra field (id 1): the 0xFFFFFFFF fields, in order usize, csize, offset.
+                                                                                                                               // ZIP64 extra field (id 1): the 0xFFFFFFFF fields, in order usize, csize, offset.
         let mut x = p + 46 + nlen;
         let xend = x + xlen;
         while x + 4 <= xend {

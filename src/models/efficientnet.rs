@@ -195,11 +195,7 @@ impl<B: Backend> EfficientNet<B> {
                 let depthwise = conv_bn(l, &p("_depthwise_conv"), &p("_bn1"), mid, mid, k, stride, mid, size)?;
                 size = size.div_ceil(stride);
                 let sq = (1usize).max((inp as f64 * 0.25) as usize);
-                let se = if cfg.lite {
-                    None
-                } else {
-                    Some((Conv1x1::load(l, &p("_se_reduce"), mid, sq)?, Conv1x1::load(l, &p("_se_expand"), sq, mid)?))
-                };
+                let se = if cfg.lite { None } else { Some((Conv1x1::load(l, &p("_se_reduce"), mid, sq)?, Conv1x1::load(l, &p("_se_expand"), sq, mid)?)) };
                 let project = conv_bn(l, &p("_project_conv"), &p("_bn2"), mid, cout, 1, 1, 1, size)?;
                 blocks.push(MbConv { expand, depthwise, se, project, residual: stride == 1 && inp == cout });
             }

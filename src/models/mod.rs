@@ -39,10 +39,10 @@ pub fn in_model_file(path: &Path, e: Error) -> Error {
 /// A model converted by `ran convert`: safetensors whose metadata carries `model_flags`.
 pub fn load_unet<B: Backend>(path: &Path, backend: &B, ignore: &[&str]) -> Result<unet::UNet<B>> {
     let st = SafeTensors::open(path)?;
-    let flags_s = st.metadata().get("model_flags").ok_or_else(|| Error::BadFile {
-        path: path.to_path_buf(),
-        msg: "no model_flags in the metadata: convert the checkpoint with `ran convert --flags ...` first".into(),
-    })?;
+    let flags_s = st
+        .metadata()
+        .get("model_flags")
+        .ok_or_else(|| Error::BadFile { path: path.to_path_buf(), msg: "no model_flags in the metadata: convert the checkpoint with `ran convert --flags ...` first".into() })?;
     let flags = ModelFlags::parse(flags_s).map_err(|e| in_model_file(path, e))?;
     let l = weights::Loader::new(&st, backend).ignoring(ignore);
     let m = unet::UNet::load(&flags, &l).map_err(|e| in_model_file(path, e))?;

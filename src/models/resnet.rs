@@ -176,11 +176,7 @@ impl<B: Backend> ResNet<B> {
                 let stride = if bi == 0 && li > 0 { 2 } else { 1 };
                 let p = |s: &str| format!("layer{}.{bi}.{s}", li + 1);
                 let out = planes * expansion;
-                let down = if bi == 0 && (stride != 1 || inplanes != out) {
-                    Some(conv_bn(l, &p("downsample.0"), &p("downsample.1"), inplanes, out, 1, stride, 0)?)
-                } else {
-                    None
-                };
+                let down = if bi == 0 && (stride != 1 || inplanes != out) { Some(conv_bn(l, &p("downsample.0"), &p("downsample.1"), inplanes, out, 1, stride, 0)?) } else { None };
                 let convs = match cfg.block {
                     BlockKind::Basic => vec![conv_bn(l, &p("conv1"), &p("bn1"), inplanes, planes, 3, stride, 1)?, conv_bn(l, &p("conv2"), &p("bn2"), planes, planes, 3, 1, 1)?],
                     BlockKind::Bottleneck => {

@@ -186,6 +186,8 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+// a few hundred layers per model, built once: boxing the ResBlock would buy nothing
+#[allow(clippy::large_enum_variant)]
 pub enum Layer<B: Backend> {
     Conv(Conv<B>),
     Res(ResBlock<B>),

@@ -220,18 +220,11 @@ impl<'a, B: Backend> Loader<'a, B> {
     /// Every tensor in the file must have been used (a typo'd or foreign checkpoint fails here).
     pub fn finish(&self) -> Result<()> {
         let used = self.used.borrow();
-        let extra: Vec<String> = self
-            .weights
-            .names()
-            .into_iter()
-            .filter(|n| !used.contains(n) && !self.ignore.contains(n) && !self.ignore_prefixes.iter().any(|p| n.starts_with(p.as_str())))
-            .collect();
+        let extra: Vec<String> =
+            self.weights.names().into_iter().filter(|n| !used.contains(n) && !self.ignore.contains(n) && !self.ignore_prefixes.iter().any(|p| n.starts_with(p.as_str()))).collect();
         if !extra.is_empty() {
             let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
-            return Err(Error::BadFile {
-                path: self.path(),
-                msg: format!("{} tensor(s) the model does not use, e.g. {} (wrong flags or a different model?)", extra.len(), shown.join(", ")),
-            });
+            return Err(Error::BadFile { path: self.path(), msg: format!("{} tensor(s) the model does not use, e.g. {} (wrong flags or a different model?)", extra.len(), shown.join(", ")) });
         }
         Ok(())
     }

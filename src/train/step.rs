@@ -87,15 +87,7 @@ pub fn train_step<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState
     if outh.len() != 2 * x0h.len() {
         return Err(Error::InvalidArgument("training needs a learned-sigma model (--learn_sigma True): its loss trains the variance channels".into()));
     }
-    let batch = Batch {
-        x0: &x0h,
-        xt: &xth,
-        eps: &epsh,
-        dims: [dims[0], dims[1], dims[2], dims[3]],
-        t: inp.t,
-        out: &outh,
-        feat: feat.as_ref().map(|(p, t)| (&p[..], &t[..])),
-    };
+    let batch = Batch { x0: &x0h, xt: &xth, eps: &epsh, dims: [dims[0], dims[1], dims[2], dims[3]], t: inp.t, out: &outh, feat: feat.as_ref().map(|(p, t)| (&p[..], &t[..])) };
     let (terms, g) = diffusion_loss(d, &batch)?;
     let g_out = b.from_host(out.out.dims(), &g.g_out)?;
     let g_feat = match (&g.g_feat, &out.feat) {

@@ -31,6 +31,7 @@ pub fn check_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) 
         let err = (g as f64 - w as f64).abs();
         max_err = max_err.max(err);
         let excess = err - (atol + rtol * (w as f64).abs());
+        #[allow(clippy::neg_cmp_op_on_partial_ord)] // a NaN must fail
         if !(excess <= 0.0) && worst.is_none_or(|(_, e)| excess > e) {
             worst = Some((i, excess));
         }
@@ -71,11 +72,7 @@ impl<'a> Case<'a> {
 }
 
 pub fn cases(fx: &SafeTensors) -> Vec<Case<'_>> {
-    fx.metadata()
-        .iter()
-        .filter(|(k, _)| !k.starts_with("__"))
-        .map(|(k, v)| Case { name: k.clone(), params: serde_json::from_str(v).expect("case metadata is JSON"), fx })
-        .collect()
+    fx.metadata().iter().filter(|(k, _)| !k.starts_with("__")).map(|(k, v)| Case { name: k.clone(), params: serde_json::from_str(v).expect("case metadata is JSON"), fx }).collect()
 }
 
 /// Tolerance per op for f32 results against float64 PyTorch, `(atol, rtol)`.

@@ -46,13 +46,7 @@ fn whiten<T: Real>(f: &[T], mean: &[T], linv: &[T], d: usize, np: usize, ni: usi
 
 /// Distances [N, P].
 pub fn mahalanobis<T: Real>(f: &[T], mean: &[T], linv: &[T], n: usize, d: usize, np: usize) -> Vec<T> {
-    (0..n * np)
-        .into_par_iter()
-        .map_init(
-            || (vec![T::zero(); d], vec![T::zero(); d]),
-            |(diff, z), i| whiten(f, mean, linv, d, np, i / np, i % np, diff, z),
-        )
-        .collect()
+    (0..n * np).into_par_iter().map_init(|| (vec![T::zero(); d], vec![T::zero(); d]), |(diff, z), i| whiten(f, mean, linv, d, np, i / np, i % np, diff, z)).collect()
 }
 
 /// ∂L/∂f [N, D, P] given ∂L/∂d [N, P].

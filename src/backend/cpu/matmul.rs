@@ -70,11 +70,7 @@ pub unsafe fn matmul_raw<T: Real>(m: usize, n: usize, k: usize, dst: *mut T, (ds
         }
         return;
     }
-    let par = if parallel && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = if parallel && rayon::current_num_threads() > 1 { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
     // SAFETY: operands are bounded by the assert above, dst by the caller's contract.
     unsafe {
         gemm::gemm(

@@ -11,6 +11,7 @@ pub mod launch;
 
 use self::device::{Device, LaunchCfg};
 use super::{Compute, GroupNormGrads, ScaleShift};
+use crate::backend::Backend as _;
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{
     AdamwCoefs, BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs, ATTN_BLOCK, EW_BLOCK, EW_MAX_BLOCKS, IGEMM_SMEM_BYTES, IGEMM_THREADS, IGEMM_TM, IGEMM_TN, MAHA_BLOCK,
@@ -19,7 +20,6 @@ use crate::ops::contract::{
 use crate::ops::conv::LinearGeom;
 use crate::ops::padim::MahalanobisGeom;
 use crate::ops::pool::ResizeGeom;
-use crate::backend::Backend as _;
 use crate::ops::Activation;
 use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;

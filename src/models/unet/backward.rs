@@ -198,7 +198,16 @@ fn run_taped<B: Backend>(b: &B, layers: &[Layer<B>], x: &Tensor<B>, semb: &Tenso
 }
 
 /// Backward through one block whose layers are named `{prefix}.{k}`; returns ∂(block input).
-fn block_backward<B: Backend>(g: &mut Grads<B>, layers: &[Layer<B>], inputs: &[Tensor<B>], semb: &Tensor<B>, gy: Tensor<B>, prefix: &str, g_semb: &mut Option<Tensor<B>>, want_gx: bool) -> Result<Option<Tensor<B>>> {
+fn block_backward<B: Backend>(
+    g: &mut Grads<B>,
+    layers: &[Layer<B>],
+    inputs: &[Tensor<B>],
+    semb: &Tensor<B>,
+    gy: Tensor<B>,
+    prefix: &str,
+    g_semb: &mut Option<Tensor<B>>,
+    want_gx: bool,
+) -> Result<Option<Tensor<B>>> {
     let mut gh = Some(gy);
     for (k, (l, x)) in layers.iter().zip(inputs).enumerate().rev() {
         let need = want_gx || k > 0;

@@ -106,3 +106,25 @@ fn convert_checks_the_declared_feature_extractor() {
     let (rc, so, se) = ran(&["convert", "--checkpoint", &d, "--flags", &flags, "--feature-extractor", "efficientnet-lite0", "--out", &tmp("fe.safetensors")]);
     assert_eq!(rc, 0, "{so}{se}");
 }
+
+/// `--out` naming the checkpoint being read is refused and the checkpoint is left as it was
+/// (it used to be truncated under its own memory map).
+#[test]
+fn convert_never_overwrites_its_input() {
+    let src = fixture_path("unet_tiny_pt.pt");
+    let flags = std::fs::read_to_string(fixture_path("unet_tiny_pt.flags")).unwrap().trim().to_string();
+    let pt = tmp("self.pt");
+    std::fs::copy(&src, &pt).unwrap();
+    let before = std::fs::read(&pt).unwrap();
+    let (rc, _, se) = ran(&["convert", "--checkpoint", &pt, "--flags", &flags, "--out", &pt]);
+    assert_eq!(rc, 2, "{se}");
+    assert!(se.contains("is the input"), "{se}");
+    assert_eq!(std::fs::read(&pt).unwrap(), before, "the checkpoint was changed");
+    // a successful conversion leaves no temporary file beside its output
+    let out = tmp("converted.safetensors");
+    let (rc, _, se) = ran(&["convert", "--checkpoint", &pt, "--flags", &flags, "--out", &out]);
+    assert_eq!(rc, 0, "{se}");
+    let dir = std::path::Path::new(&out).parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -17,11 +17,18 @@ fn min_max(m: &[f32]) -> (f32, f32) {
     m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)))
 }
 
+/// Encodes `img` as PNG and writes it atomically (temporary file, then rename).
+pub fn save_png<P: image::Pixel<Subpixel = S> + image::PixelWithColorType, S: image::Primitive>(path: &Path, img: &image::ImageBuffer<P, Vec<S>>) -> Result<()>
+where
+    [S]: image::EncodableLayout,
+{
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| Error::BadFile { path: path.to_path_buf(), msg: format!("cannot encode PNG: {e}") })?;
+    crate::io::files::write_bytes_atomic(path, bytes.into_inner())
+}
+
 fn save_rgb(path: &Path, w: usize, h: usize, data: Vec<u8>) -> Result<()> {
-    image::RgbImage::from_raw(w as u32, h as u32, data)
-        .ok_or_else(|| Error::InvalidArgument("image buffer size".into()))?
-        .save(path)
-        .map_err(|e| Error::BadFile { path: path.to_path_buf(), msg: format!("cannot write PNG: {e}") })
+    save_png(path, &image::RgbImage::from_raw(w as u32, h as u32, data).ok_or_else(|| Error::InvalidArgument("image buffer size".into()))?)
 }
 
 /// Writes the map as 16-bit PNG, (v − min)/(max − min)·65535; returns (min, max).
@@ -29,10 +36,7 @@ pub fn save_map16(path: &Path, m: &[f32], w: usize, h: usize) -> Result<(f32, f3
     let (lo, hi) = min_max(m);
     let span = if hi > lo { hi - lo } else { 1.0 };
     let v: Vec<u16> = m.iter().map(|&x| (((x - lo) / span) * 65535.0).round() as u16).collect();
-    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(w as u32, h as u32, v)
-        .ok_or_else(|| Error::InvalidArgument("map size".into()))?
-        .save(path)
-        .map_err(|e| Error::BadFile { path: path.to_path_buf(), msg: format!("cannot write PNG: {e}") })?;
+    save_png(path, &image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(w as u32, h as u32, v).ok_or_else(|| Error::InvalidArgument("map size".into()))?)?;
     Ok((lo, hi))
 }
 

@@ -1,7 +1,6 @@
 //! `ran metrics` on the command line.
 
 use crate::commands::metrics::Metrics;
-use crate::error::AtPath;
 use crate::eval::pro_variant::ProVariant;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +42,7 @@ impl MetricsCmd {
         println!("pixel AUROC {:.6}\nAU-PRO (0.3, {pv}) {:.6}\nimage AUROC {}", m.pixel_auroc, m.aupro, m.image_auroc.map(|v| format!("{v:.6}")).unwrap_or_else(|| "undefined (one class)".into()));
         if let Some(j) = &self.json {
             let v = serde_json::json!({"pixel_auroc": m.pixel_auroc, "aupro": m.aupro, "image_auroc": m.image_auroc, "pro_variant": pv.name(), "topk": self.topk});
-            std::fs::write(j, serde_json::to_string_pretty(&v).unwrap_or_default()).at_path(j)?;
+            crate::io::files::write_bytes_atomic(j, serde_json::to_string_pretty(&v).unwrap_or_default())?;
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ pub struct Summary {
 /// `dtype`: how the weights are stored (computation stays f32).
 pub fn run(checkpoint: &Path, flags: &str, out: &Path, dtype: Dtype, class_names: &[String], feature_extractor: Option<&str>) -> Result<Summary> {
     let flags = ModelFlags::parse(flags)?;
+    crate::io::files::refuse_overwriting_input(out, &[checkpoint])?;
     let w = open_weights(checkpoint)?;
     // Build the model once: every tensor named, shaped and used as the flags say.
     let l = Loader::new(&*w, &Cpu);

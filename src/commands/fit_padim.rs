@@ -50,6 +50,8 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
         return Err(Error::InvalidArgument(format!("--image-size {}: a positive multiple of 16 (the backbone's layer3 stride)", a.image_size)));
     }
     let files = collect_inputs(&a.train)?;
+    let inputs: Vec<&std::path::Path> = std::iter::once(a.backbone.as_path()).chain(files.iter().map(|p| p.as_path())).collect();
+    crate::io::files::refuse_overwriting_input(&a.out, &inputs)?;
     let file = open_weights(&a.backbone)?;
     let prefix = state_dict_prefix(&*file)
         .ok_or_else(|| Error::BadFile { path: a.backbone.clone(), msg: "not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight under any prefix)".into() })?;

@@ -34,5 +34,5 @@ pub fn write_alpha_table(out: &Path, r: &[CategoryMetrics]) -> Result<()> {
     let table: std::collections::BTreeMap<&str, f32> = r.iter().filter_map(|m| best_alpha(m).map(|p| (m.category.as_str(), p.alpha))).collect();
     std::fs::create_dir_all(out).at_path(out)?;
     let p = out.join("alpha_table.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&table).unwrap_or_default()).at_path(&p)
+    crate::io::files::write_bytes_atomic(&p, serde_json::to_string_pretty(&table).unwrap_or_default())
 }

@@ -50,7 +50,7 @@ pub fn check_cache_settings(out: &Path, category: &str, settings: &serde_json::V
         }
         Err(_) => {
             std::fs::create_dir_all(&dir).at_path(&dir)?;
-            std::fs::write(&p, serde_json::to_string_pretty(settings).unwrap_or_default()).at_path(&p)
+            crate::io::files::write_bytes_atomic(&p, serde_json::to_string_pretty(settings).unwrap_or_default())
         }
     }
 }
@@ -64,9 +64,7 @@ pub fn write_maps(p: &Path, score: f32, maps: &[&[f32]]) -> Result<()> {
     for m in maps {
         v.extend_from_slice(m);
     }
-    let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, bytemuck::cast_slice::<f32, u8>(&v)).at_path(&tmp)?;
-    std::fs::rename(&tmp, p).at_path(p)
+    crate::io::files::write_bytes_atomic(p, bytemuck::cast_slice::<f32, u8>(&v))
 }
 
 /// (image score, maps) of a cached image, None when not cached yet.

@@ -1,7 +1,6 @@
 //! `ran detect`'s result files: one typed row per image, written as results.json, results.csv
 //! and report.html.
 
-use crate::error::AtPath;
 use crate::eval::report::{write_html, GalleryItem, Table};
 use crate::Result;
 use std::path::{Path, PathBuf};
@@ -47,7 +46,7 @@ fn json_number(x: f32) -> String {
 pub fn write_detect_results(out: &Path, settings: serde_json::Value, rows: &[DetectRow], failed: &[(PathBuf, String)]) -> Result<()> {
     let json = serde_json::json!({"settings": settings, "images": rows, "failed": failed_rows(failed)});
     let jp = out.join("results.json");
-    std::fs::write(&jp, serde_json::to_string_pretty(&json).unwrap_or_default()).at_path(&jp)?;
+    crate::io::files::write_bytes_atomic(&jp, serde_json::to_string_pretty(&json).unwrap_or_default())?;
     let mut csv = String::from("file,class,image_score,map_min,map_max,seconds,above_normal\n");
     for r in rows {
         csv.push_str(&format!(
@@ -62,7 +61,7 @@ pub fn write_detect_results(out: &Path, settings: serde_json::Value, rows: &[Det
         ));
     }
     let cp = out.join("results.csv");
-    std::fs::write(&cp, csv).at_path(&cp)?;
+    crate::io::files::write_bytes_atomic(&cp, csv)?;
     write_report(out, rows, failed)
 }
 

@@ -1,7 +1,6 @@
 //! `ran reconstruct`'s result files: one typed row per image, written as reconstruct.json and
 //! report.html.
 
-use crate::error::AtPath;
 use crate::eval::detect_results::failed_rows;
 use crate::eval::report::{write_html, GalleryItem, Table};
 use crate::Result;
@@ -40,7 +39,7 @@ pub fn write_reconstruct_results(out: &Path, header: serde_json::Value, rows: &[
     json["images"] = serde_json::to_value(rows).unwrap_or_default();
     json["failed"] = serde_json::to_value(failed_rows(failed)).unwrap_or_default();
     let jp = out.join("reconstruct.json");
-    std::fs::write(&jp, serde_json::to_string_pretty(&json).unwrap_or_default()).at_path(&jp)?;
+    crate::io::files::write_bytes_atomic(&jp, serde_json::to_string_pretty(&json).unwrap_or_default())?;
     write_report(out, rows, failed)
 }
 

@@ -2,7 +2,6 @@
 //! plotter, no dependency), and report.html with the metric table, the curves and a gallery of the
 //! best and worst overlays.
 
-use crate::error::AtPath;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -47,10 +46,7 @@ pub fn plot(path: &Path, x_max: f64, series: &[([u8; 3], &[f64], &[f64])]) -> Re
             line(&mut img, p[0], p[1], *c);
         }
     }
-    image::RgbImage::from_raw(W as u32, H as u32, img)
-        .ok_or_else(|| Error::InvalidArgument("plot buffer".into()))?
-        .save(path)
-        .map_err(|e| Error::BadFile { path: path.to_path_buf(), msg: format!("cannot write PNG: {e}") })
+    crate::anomaly::render::save_png(path, &image::RgbImage::from_raw(W as u32, H as u32, img).ok_or_else(|| Error::InvalidArgument("plot buffer".into()))?)
 }
 
 /// The ROC curve (fpr, tpr) at every distinct score.
@@ -130,5 +126,5 @@ pub fn write_html(path: &Path, title: &str, tables: &[Table], pictures: &[(Strin
             h.push_str(&format!("<figure><img class=o src=\"{}\"><figcaption>{}</figcaption></figure>", esc(&it.overlay), esc(&it.caption)));
         }
     }
-    std::fs::write(path, h).at_path(path)
+    crate::io::files::write_bytes_atomic(path, h)
 }

@@ -23,7 +23,7 @@ pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant) 
     }
     let json = serde_json::json!({"categories": r, "mean": means, "pro_definition": pro_variant.definition()});
     let p = out.join("metrics.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&json).unwrap_or_default()).at_path(&p)?;
+    crate::io::files::write_bytes_atomic(&p, serde_json::to_string_pretty(&json).unwrap_or_default())?;
     // the KL-only and feature-only columns stay empty when only the KL score ran
     let opt = |m: &Option<ModeMetrics>| m.as_ref().map(|m| format!("{:.6},{:.6},{:.6}", m.pixel_auroc, m.pro, m.image_auroc)).unwrap_or_else(|| ",,".into());
     let mut csv = String::from("category,images,pixel_auroc,pro,image_auroc,kl_pixel_auroc,kl_pro,kl_image_auroc,feature_pixel_auroc,feature_pro,feature_image_auroc\n");
@@ -31,7 +31,7 @@ pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant) 
         csv.push_str(&format!("{},{},{:.6},{:.6},{:.6},{},{}\n", m.category, m.images, m.pixel_auroc, m.pro, m.image_auroc, opt(&m.kl_only), opt(&m.feature_only)));
     }
     let p = out.join("metrics.csv");
-    std::fs::write(&p, csv).at_path(&p)?;
+    crate::io::files::write_bytes_atomic(&p, csv)?;
     let mut csv = String::from("category,defect,images,pixel_auroc,pro,image_auroc,kl_pixel_auroc,kl_pro,kl_image_auroc,feature_pixel_auroc,feature_pro,feature_image_auroc\n");
     for m in r {
         for d in &m.defects {
@@ -40,7 +40,7 @@ pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant) 
         }
     }
     let p = out.join("defects.csv");
-    std::fs::write(&p, csv).at_path(&p)
+    crate::io::files::write_bytes_atomic(&p, csv)
 }
 
 /// report.html: the categories, each defect kind, the α sweep (`alphas`, empty without one), and the pictures.

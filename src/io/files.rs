@@ -170,3 +170,73 @@ pub fn expand_pattern(input: &str) -> Result<Option<Vec<PathBuf>>> {
     v.dedup();
     Ok(Some(v))
 }
+
+/// The temporary name an output is written under before it is renamed into place: beside it
+/// (same file system, so the rename is atomic), hidden, and unique to this process.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes an output atomically: into `temp_beside(path)` through `fill`, then renamed over
+/// `path`. An interrupted run leaves no truncated file under the real name, and an output that
+/// happens to be the file being read (a memory-mapped model) is never truncated under its reader.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<File>) -> Result<()>) -> Result<()> {
+    use std::io::Write;
+    let tmp = temp_beside(path);
+    let io = |p: &Path, e: std::io::Error| Error::Io { path: p.to_path_buf(), source: e };
+    let result = (|| {
+        let mut w = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io(&tmp, e))?);
+        fill(&mut w)?;
+        w.flush().map_err(|e| io(&tmp, e))?;
+        w.get_ref().sync_all().map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `write_atomic` of bytes in memory.
+pub fn write_bytes_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    use std::io::Write;
+    write_atomic(path, |w| w.write_all(bytes.as_ref()).map_err(|e| Error::Io { path: path.to_path_buf(), source: e }))
+}
+
+/// Refuses an output that is one of the inputs (the same file by any name).
+pub fn refuse_overwriting_input(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let Ok(o) = std::fs::canonicalize(out) else { return Ok(()) }; // a new file is no input
+    for i in inputs {
+        if std::fs::canonicalize(i).is_ok_and(|c| c == o) {
+            return Err(Error::InvalidArgument(format!("the output {} is the input {}: choose another --out", out.display(), i.display())));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    /// An output replaced only when it is complete: a failing writer leaves the old file and
+    /// no temporary behind.
+    #[test]
+    fn write_atomic_replaces_only_complete_outputs() {
+        let d = std::env::temp_dir().join(format!("ran-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("out.json");
+        write_bytes_atomic(&p, b"old").unwrap();
+        let e = write_atomic(&p, |w| {
+            use std::io::Write;
+            w.write_all(b"half").unwrap();
+            Err(Error::InvalidArgument("disk full".into()))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert!(!temp_beside(&p).exists(), "temporary left behind");
+        write_bytes_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -294,7 +294,7 @@ pub fn write_f32(path: impl AsRef<Path>, tensors: &[(&str, &[usize], &[f32])], m
     for (_, _, vals) in tensors {
         out.extend_from_slice(bytemuck::cast_slice(vals));
     }
-    std::fs::write(path, out).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+    crate::io::files::write_bytes_atomic(path, &out)
 }
 
 /// Streams tensors into a safetensors file in `dtype` (F32, F16 or BF16): the header is written
@@ -333,27 +333,28 @@ pub fn write_streaming_chunks(
     while h.len() % 8 != 0 {
         h.push(b' ');
     }
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
-    w.write_all(&h).map_err(io)?;
-    for (name, shape) in entries {
-        let want = shape.iter().product::<usize>();
-        let mut written = 0usize;
-        let mut sink = |v: &[f32]| -> Result<()> {
-            written += v.len();
-            if written > want {
-                return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("more than {want} values for shape {shape:?}") });
+    crate::io::files::write_atomic(path, |w| {
+        w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+        w.write_all(&h).map_err(io)?;
+        for (name, shape) in entries {
+            let want = shape.iter().product::<usize>();
+            let mut written = 0usize;
+            let mut sink = |v: &[f32]| -> Result<()> {
+                written += v.len();
+                if written > want {
+                    return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("more than {want} values for shape {shape:?}") });
+                }
+                match dtype {
+                    Dtype::F32 => w.write_all(bytemuck::cast_slice(v)).map_err(io),
+                    Dtype::F16 => w.write_all(&v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>()).map_err(io),
+                    _ => w.write_all(&v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>()).map_err(io),
+                }
+            };
+            produce(name, &mut sink)?;
+            if written != want {
+                return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("{written} values for shape {shape:?}") });
             }
-            match dtype {
-                Dtype::F32 => w.write_all(bytemuck::cast_slice(v)).map_err(io),
-                Dtype::F16 => w.write_all(&v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>()).map_err(io),
-                _ => w.write_all(&v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>()).map_err(io),
-            }
-        };
-        produce(name, &mut sink)?;
-        if written != want {
-            return Err(Error::BadTensor { path: path.to_path_buf(), name: name.clone(), msg: format!("{written} values for shape {shape:?}") });
         }
-    }
-    w.flush().map_err(io)
+        Ok(())
+    })
 }

@@ -7,6 +7,7 @@
 
 use ran::backend::cuda::device::{Arg, Device, LaunchCfg};
 use ran::backend::cuda::emu::{hook_calls, set_race_check, set_schedule, EmuBuf, EmuDevice, Schedule};
+use ran::backend::cuda::launch;
 use std::sync::Mutex;
 
 /// The schedule is process-wide: tests that change it take turns.
@@ -30,7 +31,7 @@ fn warp_intrinsics_and_barrier_counts_match_cuda_semantics() {
     for sched in [Schedule::Forward, Schedule::Reverse, Schedule::Random(3)] {
         set_schedule(sched);
         let out = d.alloc_zeros(4 * n * 4).unwrap();
-        d.launch("selftest_warp_ops_i32", &cfg(1, n as u32, 0), &[Arg::Buf(&out)]).unwrap();
+        launch::selftest_warp_ops_i32(&d, &cfg(1, n as u32, 0), &out).unwrap();
         let v = ints(&d, &out, 4 * n);
         for t in 0..n {
             let warp = t / 32 * 32;
@@ -60,7 +61,7 @@ fn missing_barrier_is_exposed_and_the_correct_kernel_passes() {
         set_schedule(sched);
         for with_barrier in [1, 0] {
             let out = d.alloc_zeros(blocks * n * 4).unwrap();
-            let r = d.launch("selftest_reverse_i32", &cfg(blocks as u32, n as u32, (n * 4) as u32), &[Arg::Buf(&inb), Arg::Buf(&out), Arg::I32(with_barrier)]);
+            let r = launch::selftest_reverse_i32(&d, &cfg(blocks as u32, n as u32, (n * 4) as u32), &inb, &out, with_barrier);
             let got = ints(&d, &out, blocks * n);
             if with_barrier == 1 {
                 r.unwrap();
@@ -83,11 +84,11 @@ fn missing_barrier_is_exposed_and_the_correct_kernel_passes() {
 fn deadlock_is_an_error_not_a_hang() {
     let d = EmuDevice;
     let out = d.alloc_zeros(32 * 4).unwrap();
-    let e = d.launch("selftest_deadlock_i32", &cfg(2, 32, 0), &[Arg::Buf(&out)]).unwrap_err().to_string();
+    let e = launch::selftest_deadlock_i32(&d, &cfg(2, 32, 0), &out).unwrap_err().to_string();
     assert!(e.contains("deadlock") && e.contains("1 threads at __syncthreads") && e.contains("31 at a warp barrier"), "{e}");
     // the emulator is still usable afterwards
     let out = d.alloc_zeros(4 * 32 * 4).unwrap();
-    d.launch("selftest_warp_ops_i32", &cfg(1, 32, 0), &[Arg::Buf(&out)]).unwrap();
+    launch::selftest_warp_ops_i32(&d, &cfg(1, 32, 0), &out).unwrap();
 }
 
 #[test]
@@ -96,9 +97,9 @@ fn bad_launches_are_errors() {
     let out = d.alloc_zeros(64).unwrap();
     let e = d.launch("no_such_kernel_f32", &cfg(1, 32, 0), &[Arg::Buf(&out)]).unwrap_err().to_string();
     assert!(e.contains("no_such_kernel_f32"), "{e}");
-    let e = d.launch("selftest_warp_ops_i32", &cfg(1, 2048, 0), &[Arg::Buf(&out)]).unwrap_err().to_string();
+    let e = launch::selftest_warp_ops_i32(&d, &cfg(1, 2048, 0), &out).unwrap_err().to_string();
     assert!(e.contains("bad launch configuration"), "{e}");
-    let e = d.launch("selftest_reverse_i32", &cfg(1, 32, 300 * 1024), &[Arg::Buf(&out), Arg::Buf(&out), Arg::I32(1)]).unwrap_err().to_string();
+    let e = launch::selftest_reverse_i32(&d, &cfg(1, 32, 300 * 1024), &out, &out, 1).unwrap_err().to_string();
     assert!(e.contains("shared memory"), "{e}");
 }
 
@@ -115,7 +116,7 @@ fn write_past_the_end_of_a_buffer_is_an_error_naming_kernel_argument_element_and
     for sched in [Schedule::Forward, Schedule::Reverse, Schedule::Random(5)] {
         set_schedule(sched);
         let short = d.alloc_zeros((blocks * n - 1) * 4).unwrap(); // one element too short
-        let e = d.launch("selftest_reverse_i32", &cfg(blocks as u32, n as u32, (n * 4) as u32), &[Arg::Buf(&inb), Arg::Buf(&short), Arg::I32(1)]);
+        let e = launch::selftest_reverse_i32(&d, &cfg(blocks as u32, n as u32, (n * 4) as u32), &inb, &short, 1);
         let e = e.expect_err("a store one past the end went unnoticed").to_string();
         let want = ["selftest_reverse_i32", "out-of-bounds write of argument 1", "at element 191 ", "a buffer of 191 elements of 4 bytes"];
         assert!(want.iter().all(|w| e.contains(w)), "{sched:?}: {e}");
@@ -123,7 +124,7 @@ fn write_past_the_end_of_a_buffer_is_an_error_naming_kernel_argument_element_and
     }
     set_schedule(Schedule::Forward);
     let out = d.alloc_zeros(blocks * n * 4).unwrap();
-    d.launch("selftest_reverse_i32", &cfg(blocks as u32, n as u32, (n * 4) as u32), &[Arg::Buf(&inb), Arg::Buf(&out), Arg::I32(1)]).unwrap();
+    launch::selftest_reverse_i32(&d, &cfg(blocks as u32, n as u32, (n * 4) as u32), &inb, &out, 1).unwrap();
     assert_eq!(ints(&d, &out, n)[0], n as i32 - 1);
 }
 
@@ -155,7 +156,7 @@ fn write_before_the_start_of_a_buffer_is_caught_by_the_canary() {
     let e = d.launch("copy_channels_f32", &cfg(1, 256, 0), &[Arg::Buf(&src), a(1), a(0), Arg::Buf(&dst), a(1), a(-1), a(1), a(1), a(s as i32)]);
     let e = e.expect_err("a store before the start went unnoticed").to_string();
     assert!(e.contains("copy_channels_f32: out-of-bounds write of argument 3") && e.contains("before the start") && e.contains("canary"), "{e}");
-    d.launch("copy_channels_f32", &cfg(1, 256, 0), &[Arg::Buf(&src), a(1), a(0), Arg::Buf(&dst), a(1), a(0), a(1), a(1), a(s as i32)]).unwrap();
+    launch::copy_channels_f32(&d, &cfg(1, 256, 0), &src, 1, 0, &dst, 1, 0, 1, 1, s as i32).unwrap();
 }
 
 /// A pointer argument that is not inside any emulator buffer is refused before any thread runs.
@@ -239,7 +240,7 @@ fn preemption_points_vary_the_order_inside_a_barrier_interval() {
     let run = |sched: Schedule, barrier: i32| {
         set_schedule(sched);
         let out = d.alloc_zeros(n * 4).unwrap();
-        d.launch("selftest_reverse_i32", &cfg(1, n as u32, (n * 4) as u32), &[Arg::Buf(&inb), Arg::Buf(&out), Arg::I32(barrier)]).unwrap();
+        launch::selftest_reverse_i32(&d, &cfg(1, n as u32, (n * 4) as u32), &inb, &out, barrier).unwrap();
         ints(&d, &out, n)
     };
     let plain = run(Schedule::Random(9), 0);

@@ -220,6 +220,10 @@ pub fn run_case<B: Backend>(b: &B, c: &Case) -> ran::Result<Outputs> {
             let ids: Vec<usize> = c.params["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
             out.push(("y".into(), host(&b.embedding(&c.load(b, "table"), &ids)?)?));
         }
+        "scale_add_scalar" => {
+            let (alpha, beta) = (c.params["alpha"].as_f64().unwrap() as f32, c.params["beta"].as_f64().unwrap() as f32);
+            out.push(("y".into(), host(&b.scale_add_scalar(&c.load(b, "x"), alpha, beta)?)?));
+        }
         "mean_std" => {
             let (m, s) = b.mean_std(&c.load(b, "x"))?;
             out.push(("y".into(), vec![m as f32, s as f32]));

@@ -215,6 +215,10 @@ def maha_case(name, n, d, h, w):
 maha_case("mahalanobis_d7", 2, 7, 3, 4)
 maha_case("mahalanobis_d70", 1, 70, 2, 3)
 
+# ---- scale_add_scalar: alpha·x + beta (z-scoring, step updates) -----------------------------------
+case("scale_add_scalar_zscore", "scale_add_scalar", {"alpha": 0.37, "beta": -1.25}, {"x": rnd(2, 3, 5, 7, scale=3.0)},
+     lambda x: 0.37 * x - 1.25)
+
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 meta["__generator__"] = json.dumps({"script": "tools/reference/make_op_fixtures.py", "torch": torch.__version__,
                                     "python": sys.version.split()[0]})

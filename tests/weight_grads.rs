@@ -14,6 +14,7 @@
 //! overwrite instead of adding (wembedding_repeat).
 
 mod common;
+use common::fd::{fd_check, Rng};
 use common::{check_close, fixture_path};
 use ran::backend::cpu::{conv2d, embedding, group_norm, linear};
 use ran::backend::cuda::emu::{set_schedule, Schedule};
@@ -188,40 +189,6 @@ fn emulated_cuda_weight_gradients_match_pytorch_and_cpu_under_every_schedule() {
     }
     set_schedule(Schedule::Forward);
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-}
-
-/// Small deterministic generator (xorshift64*), values in [-1, 1).
-struct Rng(u64);
-impl Rng {
-    fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                2.0 * ((self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64) - 1.0
-            })
-            .collect()
-    }
-}
-
-/// `analytic` against the central difference of p ↦ Σ f(p)·gy, in f64 (h = 1e-5: ~1e-9 accurate).
-fn fd_check(name: &str, p: &[f64], gy: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, analytic: &[f64]) {
-    assert_eq!(analytic.len(), p.len(), "{name}: gradient length");
-    let loss = |v: &[f64]| -> f64 { f(v).iter().zip(gy).map(|(a, b)| a * b).sum() };
-    let (h, mut q, mut worst) = (1e-5, p.to_vec(), 0.0f64);
-    for i in 0..p.len() {
-        q[i] = p[i] + h;
-        let lp = loss(&q);
-        q[i] = p[i] - h;
-        let lm = loss(&q);
-        q[i] = p[i];
-        let fd = (lp - lm) / (2.0 * h);
-        let err = (fd - analytic[i]).abs();
-        worst = worst.max(err);
-        assert!(err <= 1e-8 + 1e-6 * fd.abs(), "{name}: d/dp[{i}] analytic {} vs finite difference {fd}", analytic[i]);
-    }
-    println!("ok  {name:<36} {} parameters, max err {worst:.1e}", p.len());
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! runner that executes one fixture case on any `Backend` (the CUDA emulator reuses it).
 #![allow(dead_code)]
 
+pub mod fd;
+
 use ran::backend::{fold_batch_norm, Activation, Backend, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams};
 use ran::io::safetensors::SafeTensors;
 use ran::{Shape, Tensor};

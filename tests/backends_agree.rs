@@ -1,53 +1,36 @@
-//! The cross-backend op suite (ggml's test-backend-ops): every fixture case — every op and every
-//! input gradient — runs on the CUDA backend and is compared with the PyTorch fixture and with the
-//! CPU backend. Without a GPU the CUDA backend runs over the CPU emulator of CUDA (the real
-//! kernels/*.cu and the real launch code), under the emulator's forward, reverse and random thread
-//! schedules, since a race that forward order hides shows up in the others; where the emulator is
-//! built with its instrumented kernels, also with the race detector on and under preemption
-//! points (switches at shared-memory accesses). With
-//! `--features gpu-tests` (benches/gpu.sh) the same table runs on the real device.
+//! The cross-backend suite (ggml's test-backend-ops): every op-table case with an independent
+//! reference — every op, input and weight gradient, optimiser step and diffusion step — runs on
+//! the CUDA backend and is compared with the reference and with the CPU backend. Without a GPU the
+//! CUDA backend runs over the CPU emulator of CUDA (the real kernels/*.cu and the real launch
+//! code) under the emulator's forward, reverse and random thread schedules, with the race
+//! detector on, and where the emulator is built with its instrumented kernels, also under
+//! preemption points (switches at shared-memory accesses). The large cases (several tiles,
+//! 1024-token attention) run once, forward schedule with the race detector. With
+//! `--features gpu-tests` (benches/gpu.sh) the same table runs on the real device, plus the
+//! production-size cases against the CPU.
 
 mod common;
+use common::table::{check_cases, Report};
 use common::*;
 use ran::backend::cuda::emu::{instrumented, set_race_check, set_schedule, Schedule};
 use ran::backend::cuda::EmulatedCuda;
-use ran::{Backend, Cpu};
+use ran::optable::{sizes, OpCase};
 
-/// Runs every case on `b`; returns the number of comparisons and the failures.
-fn check_backend<B: Backend>(b: &B, label: &str, atol_scale: f64) -> (usize, Vec<String>) {
-    let fx = ops_fixtures();
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for c in &cases(&fx) {
-        let (atol, rtol) = tolerance(c.op());
-        let atol = atol * atol_scale;
-        let got = match run_case(b, c) {
-            Ok(o) => o,
-            Err(e) => {
-                failures.push(format!("[{label}] {}: error {e}", c.name));
-                continue;
-            }
-        };
-        let cpu = run_case(&Cpu, c).expect("CPU backend runs every case");
-        for ((k, g), (_, cpu_v)) in got.iter().zip(&cpu) {
-            let (_, want) = c.host(k);
-            for (what, reference) in [("pytorch", &want), ("cpu", cpu_v)] {
-                match check_close(&format!("[{label}] {}.{k} vs {what}", c.name), g, reference, atol, rtol) {
-                    Ok(_) => checked += 1,
-                    Err(e) => failures.push(e),
-                }
-            }
-        }
+fn rows_checked(r: &Report, cases: &[OpCase]) -> Result<(), String> {
+    let want: std::collections::BTreeSet<&str> = cases.iter().flat_map(|c| ran::optable::entries_for(c).map(|e| e.method).collect::<Vec<_>>()).collect();
+    let missing: Vec<_> = want.iter().filter(|m| !r.rows.contains_key(*m)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("rows without a comparison: {missing:?}"))
     }
-    println!("{label}: {checked} comparisons, {} failures", failures.len());
-    (checked, failures)
 }
 
 #[test]
-fn emulated_cuda_matches_pytorch_and_cpu_under_every_schedule() {
+fn emulated_cuda_matches_the_references_and_cpu_under_every_schedule() {
     let gpu = EmulatedCuda::emulated();
+    let (large, small): (Vec<OpCase>, Vec<OpCase>) = fixture_cases().into_iter().partition(|c| c.is_large());
     let mut failures = Vec::new();
-    let mut counts = Vec::new();
     // the race detector costs ~5× here (kernels/README.md): worth it on the op table
     let was = set_race_check(true);
     let mut schedules = Schedule::all(7).to_vec();
@@ -56,27 +39,37 @@ fn emulated_cuda_matches_pytorch_and_cpu_under_every_schedule() {
     }
     for sched in schedules {
         set_schedule(sched);
-        let (checked, f) = check_backend(&gpu, &format!("emulator {sched:?}"), 1.0);
-        counts.push((sched, checked));
-        failures.extend(f);
+        let label = format!("emulator {sched:?}");
+        let r = check_cases(&gpu, &label, &small, 1.0);
+        r.print(&label);
+        failures.extend(r.failures.iter().cloned());
+        failures.extend(rows_checked(&r, &small).err().map(|e| format!("[{label}] {e}")));
     }
     set_schedule(Schedule::Forward);
+    let r = check_cases(&gpu, "emulator large cases", &large, 1.0);
+    r.print("emulator large cases");
+    failures.extend(r.failures.iter().cloned());
+    failures.extend(rows_checked(&r, &large).err());
     set_race_check(was);
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-    for (sched, checked) in counts {
-        assert!(checked >= 180, "{sched:?}: only {checked} comparisons ran");
-    }
 }
 
 /// On the device, FMA contraction and the math library's last-ulp differences are the GPU's own:
 /// the absolute tolerances are 4× the CPU's.
 #[test]
 #[cfg_attr(not(feature = "gpu-tests"), ignore = "needs an NVIDIA GPU: benches/gpu.sh runs it with --features gpu-tests")]
-fn real_gpu_matches_pytorch_and_cpu() {
+fn real_gpu_matches_the_references_and_cpu() {
     let dev = ran::backend::cuda::gpu::GpuDevice::open(0).unwrap_or_else(|e| panic!("gpu-tests asked for a GPU: {e}"));
     let gpu = ran::backend::cuda::Gpu::new(dev);
-    println!("{}", gpu.name());
-    let (checked, failures) = check_backend(&gpu, "gpu", 4.0);
-    assert!(checked >= 180, "only {checked} comparisons ran");
+    println!("{}", ran::Backend::name(&gpu));
+    let cases = fixture_cases();
+    let r = check_cases(&gpu, "gpu", &cases, 4.0);
+    r.print("gpu");
+    let prod = sizes::production_cases();
+    let p = check_cases(&gpu, "gpu production sizes", &prod, 4.0);
+    p.print("gpu production sizes");
+    let mut failures: Vec<String> = r.failures.iter().chain(&p.failures).cloned().collect();
+    failures.extend(rows_checked(&r, &cases).err());
+    failures.extend(rows_checked(&p, &prod).err());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }

@@ -32,6 +32,9 @@ fn conv2d_x_backward_matches_finite_differences() {
     conv_case(&mut r, "pointwise 1x1", [2, 5, 3, 4], [3, 5, 1, 1], Conv2dParams::new(1, 0, 1));
     conv_case(&mut r, "1x1 s2", [1, 4, 7, 7], [2, 4, 1, 1], Conv2dParams::new(2, 0, 1));
     conv_case(&mut r, "7x7 s2 p3", [1, 2, 9, 8], [2, 2, 7, 7], Conv2dParams::new(2, 3, 1));
+    // top ≠ left (and right ≠ bottom): a backward that swaps the two while the forward does not
+    let tl = Conv2dParams { stride: (1, 1), padding: Padding2d::lrtb(0, 1, 2, 0), groups: 1 };
+    conv_case(&mut r, "3x3 top 2 left 0", [1, 2, 6, 5], [3, 2, 3, 3], tl);
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The weight gradients training needs (conv2d_w_backward, linear_w_backward,
-//! group_norm_w_backward, embedding_w_backward): against float64 PyTorch autograd
-//! (tests/fixtures/weight_grads.safetensors, tools/reference/make_weight_grad_fixtures.py) on the
-//! CPU backend and on the CUDA kernels under the emulator's three schedules, and the CPU twins
-//! against central differences in f64.
+//! group_norm_w_backward, embedding_w_backward): the CPU twins against central differences in
+//! f64. Their float64 PyTorch autograd cases (tests/fixtures/weight_grads.safetensors,
+//! tools/reference/make_weight_grad_fixtures.py) are rows of the op table, run on the CPU by
+//! tests/ops_vs_torch.rs and on the CUDA kernels under every schedule by tests/backends_agree.rs.
 //!
-//! Bugs these cases are there to catch: a wrong tap ↔ pixel index in the im2col transpose (any
+//! Bugs the fixture cases are there to catch: a wrong tap ↔ pixel index in the im2col transpose (any
 //! conv case), a second or third GEMM tile in M, N or K never summed (wconv3x3_m70_k220,
 //! wconv3x3_n144, wlinear_130x100_rows150), top and left padding swapped (wconv3x3_s2_top1_left0,
 //! wconv2x4_s3_asym), the depthwise and pointwise paths (wconv_dw*, wconv1x1_pointwise_130px),
@@ -15,181 +15,9 @@
 
 mod common;
 use common::fd::{fd_check, Rng};
-use common::{check_close, fixture_path};
 use ran::backend::cpu::{conv2d, embedding, group_norm, linear};
-use ran::backend::cuda::emu::{set_schedule, Schedule};
-use ran::backend::cuda::EmulatedCuda;
-use ran::backend::{Backend, Conv2dParams, GroupNormParams, Padding2d};
-use ran::io::safetensors::SafeTensors;
-use ran::{Cpu, Shape, Tensor};
-use serde_json::Value;
-
-struct Case<'a> {
-    name: String,
-    params: Value,
-    fx: &'a SafeTensors,
-}
-
-impl Case<'_> {
-    fn op(&self) -> &str {
-        self.params["op"].as_str().unwrap_or("?")
-    }
-    fn has(&self, k: &str) -> bool {
-        self.fx.contains(&format!("{}.{k}", self.name))
-    }
-    fn host(&self, k: &str) -> (Vec<usize>, Vec<f32>) {
-        self.fx.get(&format!("{}.{k}", self.name)).unwrap_or_else(|e| panic!("{e}"))
-    }
-    fn load<B: Backend>(&self, b: &B, k: &str) -> Tensor<B> {
-        let (s, v) = self.host(k);
-        b.from_host(&s, &v).unwrap()
-    }
-    fn usize(&self, k: &str) -> usize {
-        self.params[k].as_u64().unwrap_or_else(|| panic!("{}: param {k}", self.name)) as usize
-    }
-    fn conv_params(&self) -> Conv2dParams {
-        let pad: Vec<usize> = self.params["pad"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-        let s = self.usize("stride");
-        Conv2dParams { stride: (s, s), padding: Padding2d::lrtb(pad[0], pad[1], pad[2], pad[3]), groups: self.usize("groups") }
-    }
-    fn gn_params(&self) -> GroupNormParams {
-        GroupNormParams { groups: self.usize("groups"), eps: self.params["eps"].as_f64().unwrap() as f32, silu: self.params["silu"].as_bool().unwrap() }
-    }
-    fn ids(&self) -> Vec<usize> {
-        self.params["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
-    }
-}
-
-fn fixtures() -> SafeTensors {
-    SafeTensors::open(fixture_path("weight_grads.safetensors")).expect("tests/fixtures/weight_grads.safetensors (tools/reference/make_weight_grad_fixtures.py)")
-}
-
-fn cases(fx: &SafeTensors) -> Vec<Case<'_>> {
-    fx.metadata().iter().filter(|(k, _)| !k.starts_with("__")).map(|(k, v)| Case { name: k.clone(), params: serde_json::from_str(v).unwrap(), fx }).collect()
-}
-
-/// (atol, rtol) against float64 torch, a few times the largest error seen on the CPU and the
-/// emulator (printed by each run: about 40% of the allowance for conv and linear, 25–40% for the
-/// rest): f32 sums of up to 220 products (conv, linear), f32 reductions of up to 300 terms
-/// (group norm; f64 on the CPU).
-fn tolerance(op: &str) -> (f64, f64) {
-    match op {
-        "conv2d_w_backward" | "linear_w_backward" => (2e-5, 1e-5),
-        "group_norm_w_backward" => (4e-6, 2e-6),
-        // sums of a few f32 values
-        _ => (3e-7, 2e-7),
-    }
-}
-
-/// The largest |got − want| / (atol + rtol·|want|): 1.0 is the edge of the tolerance.
-fn used_fraction(got: &[f32], want: &[f32], atol: f64, rtol: f64) -> f64 {
-    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w as f64).abs() / (atol + rtol * (w as f64).abs())).fold(0.0, f64::max)
-}
-
-/// Runs one case; returns (gradient name, values) pairs to compare with the fixture's.
-fn run<B: Backend>(b: &B, c: &Case) -> ran::Result<Vec<(String, Vec<f32>)>> {
-    let gy = c.load(b, "gy");
-    let mut out = Vec::new();
-    match c.op() {
-        "conv2d_w_backward" => {
-            let (x, w) = (c.load(b, "x"), c.load(b, "w"));
-            let (gw, gb) = b.conv2d_w_backward(&gy, &x, w.shape(), &c.conv_params(), c.has("b"))?;
-            assert_eq!(gw.shape(), w.shape(), "{}: ∂w takes w's shape", c.name);
-            out.push(("g_w".into(), b.to_host(&gw)?));
-            if let Some(gb) = gb {
-                out.push(("g_b".into(), b.to_host(&gb)?));
-            }
-        }
-        "linear_w_backward" => {
-            let x = c.load(b, "x");
-            let (gw, gb) = b.linear_w_backward(&gy, &x, c.has("b"))?;
-            out.push(("g_w".into(), b.to_host(&gw)?));
-            if let Some(gb) = gb {
-                out.push(("g_b".into(), b.to_host(&gb)?));
-            }
-        }
-        "group_norm_w_backward" => {
-            let (x, gamma, beta) = (c.load(b, "x"), c.load(b, "gamma"), c.load(b, "beta"));
-            let ss = c.has("scale").then(|| (c.load(b, "scale"), c.load(b, "shift")));
-            let r = b.group_norm_w_backward(&gy, &x, &gamma, &beta, &c.gn_params(), ss.as_ref().map(|(a, s)| (a, s)))?;
-            out.push(("g_gamma".into(), b.to_host(&r.gamma)?));
-            out.push(("g_beta".into(), b.to_host(&r.beta)?));
-            match (r.scale_shift, &ss) {
-                (Some((gs, gsh)), Some((s, _))) => {
-                    assert_eq!(gs.shape(), s.shape(), "{}: ∂scale takes scale's shape", c.name);
-                    out.push(("g_scale".into(), b.to_host(&gs)?));
-                    out.push(("g_shift".into(), b.to_host(&gsh)?));
-                }
-                (None, None) => {}
-                _ => panic!("{}: scale-shift gradients present iff scale-shift is", c.name),
-            }
-        }
-        "embedding_w_backward" => {
-            let table = c.load(b, "table");
-            out.push(("g_table".into(), b.to_host(&b.embedding_w_backward(&gy, &c.ids(), table.dims()[0])?)?));
-        }
-        other => panic!("{}: unknown op {other}", c.name),
-    }
-    Ok(out)
-}
-
-/// Every case on `b` against the fixture (and, for another backend, against the CPU's result);
-/// returns the failures, prints the largest error per op and the tolerance's margin over it.
-fn check<B: Backend>(b: &B, label: &str) -> Vec<String> {
-    let fx = fixtures();
-    let mut failures = Vec::new();
-    let mut worst: std::collections::BTreeMap<String, f64> = Default::default();
-    let mut compared = 0;
-    for c in &cases(&fx) {
-        let (atol, rtol) = tolerance(c.op());
-        let got = match run(b, c) {
-            Ok(o) => o,
-            Err(e) => {
-                failures.push(format!("[{label}] {}: {e}", c.name));
-                continue;
-            }
-        };
-        let cpu = run(&Cpu, c).expect("the CPU backend runs every case");
-        assert_eq!(got.len(), c.params["grads"].as_array().unwrap().len(), "{}: every listed gradient computed", c.name);
-        for ((k, g), (_, cpu_v)) in got.iter().zip(&cpu) {
-            let (_, want) = c.host(k);
-            for (what, reference) in [("pytorch", &want), ("cpu", cpu_v)] {
-                match check_close(&format!("[{label}] {}.{k} vs {what}", c.name), g, reference, atol, rtol) {
-                    Ok(_) => {
-                        compared += 1;
-                        let w = worst.entry(c.op().to_string()).or_default();
-                        *w = w.max(used_fraction(g, reference, atol, rtol));
-                    }
-                    Err(e) => failures.push(e),
-                }
-            }
-        }
-    }
-    for (op, f) in &worst {
-        let (atol, rtol) = tolerance(op);
-        println!("{label}: {op:<24} atol {atol:.0e} rtol {rtol:.0e}: the worst element uses {:.0}% of its allowance ({:.1}× margin)", 100.0 * f, 1.0 / f.max(1e-12));
-    }
-    assert!(compared >= 2 * 30, "{label}: only {compared} comparisons ran");
-    failures
-}
-
-#[test]
-fn cpu_weight_gradients_match_pytorch() {
-    let f = check(&Cpu, "cpu");
-    assert!(f.is_empty(), "{} failures:\n{}", f.len(), f.join("\n"));
-}
-
-#[test]
-fn emulated_cuda_weight_gradients_match_pytorch_and_cpu_under_every_schedule() {
-    let gpu = EmulatedCuda::emulated();
-    let mut failures = Vec::new();
-    for sched in [Schedule::Forward, Schedule::Reverse, Schedule::Random(11)] {
-        set_schedule(sched);
-        failures.extend(check(&gpu, &format!("emulator {sched:?}")));
-    }
-    set_schedule(Schedule::Forward);
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-}
+use ran::backend::{Conv2dParams, GroupNormParams, Padding2d};
+use ran::Shape;
 
 #[test]
 fn conv2d_w_backward_matches_finite_differences() {

@@ -20,8 +20,8 @@ MUTATIONS=(
   "igemm-bound|kernels/igemm.cuh|s#if (n < N) st(m, n, acc\[i\]\[j\]);#if (n <= N) st(m, n, acc[i][j]);#|--test backends_agree|igemm stores one column past N (#19)"
   "attn-stride|kernels/attention.cu|s#for (int j = threadIdx.x; j < t; j += blockDim.x) p\[j\] \*= inv;#if ((int)threadIdx.x < t) p[threadIdx.x] *= inv;#|--test backends_agree|attention normalises only the first blockDim.x keys (#19)"
   "gn-eps|kernels/group_norm.cu|s#gn_stats(xg, len, p.eps,#gn_stats(xg, len, 1e-5f,#|--test backends_agree|group norm ignores its eps (#19)"
-  "kl-const|kernels/scheduler.cu|s#1.0f / 0.6931471805599453f#1.0f / 0.7f#|--test detect_vs_upstream|kl_bits with a wrong ln 2 (#19)"
-  "cpu-pad|src/backend/cpu/conv2d.rs|s#pt: p.padding.top,#pt: p.padding.left,#|--test finite_diff|CPU conv uses the left padding for the top (#19)"
+  "kl-const|kernels/scheduler.cu|s#1.0f / 0.6931471805599453f#1.0f / 0.7f#|--test backends_agree|kl_bits with a wrong ln 2 (#19)"
+  "cpu-pad|src/backend/cpu/conv2d.rs|s#pt: p.padding.top,#pt: p.padding.left,#|--test ops_vs_torch|CPU conv uses the left padding for the top (#19)"
 )
 
 want=("$@")

@@ -1,13 +1,12 @@
-//! Shared test helpers: the fixture file, llm.c-style tolerance checks, and the table-driven
-//! runner that executes one fixture case on any `Backend` (the CUDA emulator reuses it).
+//! Shared test helpers: fixture files, llm.c-style tolerance checks, the op-table checker
+//! (table.rs) and finite differences (fd.rs).
 #![allow(dead_code)]
 
 pub mod fd;
+pub mod table;
 
-use ran::backend::{fold_batch_norm, Activation, Backend, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams};
 use ran::io::safetensors::SafeTensors;
-use ran::{Shape, Tensor};
-use serde_json::Value;
+use ran::Shape;
 
 /// tests/fixtures/NAME; RAN_FIXTURES_DIR overrides the folder (prebuilt test binaries run on
 /// another host, see benches/gpu.sh).
@@ -16,10 +15,6 @@ pub fn fixture_path(name: &str) -> std::path::PathBuf {
         Some(d) => std::path::PathBuf::from(d).join(name),
         None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name),
     }
-}
-
-pub fn ops_fixtures() -> SafeTensors {
-    SafeTensors::open(fixture_path("ops.safetensors")).expect("tests/fixtures/ops.safetensors (run tools/reference/make_op_fixtures.py)")
 }
 
 /// `|got − want| <= atol + rtol·|want|` everywhere; Err names the worst element.
@@ -44,206 +39,10 @@ pub fn check_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) 
     }
 }
 
-/// One fixture case: its name, its JSON parameters, and access to its tensors.
-pub struct Case<'a> {
-    pub name: String,
-    pub params: Value,
-    pub fx: &'a SafeTensors,
-}
-
-impl<'a> Case<'a> {
-    pub fn op(&self) -> &str {
-        self.params["op"].as_str().unwrap_or("?")
-    }
-    pub fn has(&self, k: &str) -> bool {
-        self.fx.contains(&format!("{}.{k}", self.name))
-    }
-    pub fn host(&self, k: &str) -> (Vec<usize>, Vec<f32>) {
-        self.fx.get(&format!("{}.{k}", self.name)).unwrap_or_else(|e| panic!("{e}"))
-    }
-    pub fn load<B: Backend>(&self, b: &B, k: &str) -> Tensor<B> {
-        let (s, v) = self.host(k);
-        b.from_host(&s, &v).unwrap()
-    }
-    pub fn usize(&self, k: &str) -> usize {
-        self.params[k].as_u64().unwrap_or_else(|| panic!("{}: param {k}", self.name)) as usize
-    }
-    pub fn grads(&self) -> Vec<String> {
-        self.params["grads"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
-    }
-}
-
-pub fn cases(fx: &SafeTensors) -> Vec<Case<'_>> {
-    fx.metadata().iter().filter(|(k, _)| !k.starts_with("__")).map(|(k, v)| Case { name: k.clone(), params: serde_json::from_str(v).expect("case metadata is JSON"), fx }).collect()
-}
-
-/// Tolerance per op for f32 results against float64 PyTorch, `(atol, rtol)`.
-pub fn tolerance(op: &str) -> (f64, f64) {
-    match op {
-        // sums of up to a few hundred f32 products
-        "conv2d" | "linear" | "attention_legacy" => (2e-5, 1e-5),
-        // a quadratic form over up to 70 dims: f32 dot products of whitened differences
-        "mahalanobis" => (2e-5, 2e-5),
-        // normalisation: f64 statistics, then an f32 affine
-        "group_norm" | "batch_norm" | "mean_std" => (1e-5, 1e-5),
-        // upstream computes it in f32 with args up to ~1000 rad: one f32 ulp of the argument
-        // (6e-5 at 1000) moves cos/sin by as much, and libm vs. SLEEF differ by an ulp or two
-        "timestep_embedding" => (2e-4, 0.0),
-        // single products / sums of a handful of terms
-        _ => (2e-6, 1e-6),
-    }
-}
-
-/// Results of one case: (tensor name, computed) pairs to compare with the fixture's.
-pub type Outputs = Vec<(String, Vec<f32>)>;
-
-/// Runs a fixture case's forward op and every input gradient it lists on backend `b`.
-pub fn run_case<B: Backend>(b: &B, c: &Case) -> ran::Result<Outputs> {
-    let mut out: Outputs = Vec::new();
-    let host = |t: &Tensor<B>| b.to_host(t);
-    let gy = if c.has("gy") { Some(c.load(b, "gy")) } else { None };
-    let gy = || gy.clone().expect("case lists grads but has no gy");
-    let want_grads = c.grads();
-    let wants = |k: &str| want_grads.iter().any(|g| g == k);
-    match c.op() {
-        "conv2d" => {
-            let pad: Vec<usize> = c.params["pad"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            let s = c.usize("stride");
-            let p = Conv2dParams { stride: (s, s), padding: Padding2d::lrtb(pad[0], pad[1], pad[2], pad[3]), groups: c.usize("groups") };
-            let (x, w) = (c.load(b, "x"), c.load(b, "w"));
-            let bias = c.has("b").then(|| c.load(b, "b"));
-            out.push(("y".into(), host(&b.conv2d(&x, &w, bias.as_ref(), &p)?)?));
-            if wants("x") {
-                out.push(("g_x".into(), host(&b.conv2d_x_backward(&gy(), &w, x.shape(), &p)?)?));
-            }
-        }
-        "linear" => {
-            let (x, w) = (c.load(b, "x"), c.load(b, "w"));
-            let bias = c.has("b").then(|| c.load(b, "b"));
-            out.push(("y".into(), host(&b.linear(&x, &w, bias.as_ref())?)?));
-            if wants("x") {
-                out.push(("g_x".into(), host(&b.linear_x_backward(&gy(), &w)?)?));
-            }
-        }
-        "group_norm" => {
-            let p = GroupNormParams { groups: c.usize("groups"), eps: c.params["eps"].as_f64().unwrap() as f32, silu: c.params["silu"].as_bool().unwrap() };
-            let (x, ga, be) = (c.load(b, "x"), c.load(b, "gamma"), c.load(b, "beta"));
-            let ss = c.has("scale").then(|| (c.load(b, "scale"), c.load(b, "shift")));
-            let ssr = ss.as_ref().map(|(a, s)| (a, s));
-            out.push(("y".into(), host(&b.group_norm(&x, &ga, &be, &p, ssr)?)?));
-            if wants("x") {
-                out.push(("g_x".into(), host(&b.group_norm_x_backward(&gy(), &x, &ga, &be, &p, ssr)?)?));
-            }
-        }
-        "batch_norm" => {
-            let v = |k: &str| c.host(k).1;
-            let (scale, shift) = fold_batch_norm(&v("weight"), &v("bias"), &v("mean"), &v("var"), c.params["eps"].as_f64().unwrap() as f32)?;
-            let x = c.load(b, "x");
-            let (sc, sh) = (b.from_host(&[scale.len()], &scale)?, b.from_host(&[shift.len()], &shift)?);
-            out.push(("y".into(), host(&b.channel_affine(&x, &sc, &sh)?)?));
-            if wants("x") {
-                out.push(("g_x".into(), host(&b.channel_affine_x_backward(&gy(), &sc)?)?));
-            }
-        }
-        "activation" => {
-            let act = Activation::parse(c.params["act"].as_str().unwrap())?;
-            let x = c.load(b, "x");
-            out.push(("y".into(), host(&b.activation(&x, act)?)?));
-            if wants("x") {
-                out.push(("g_x".into(), host(&b.activation_x_backward(&gy(), &x, act)?)?));
-            }
-        }
-        op @ ("add" | "mul") => {
-            let (a, bb) = (c.load(b, "a"), c.load(b, "b"));
-            let y = if op == "add" { b.add(&a, &bb)? } else { b.mul(&a, &bb)? };
-            out.push(("y".into(), host(&y)?));
-            if wants("a") {
-                let (ga, gb) = if op == "add" { b.add_x_backward(&gy(), bb.shape())? } else { b.mul_x_backward(&gy(), &a, &bb)? };
-                out.push(("g_a".into(), host(&ga)?));
-                out.push(("g_b".into(), host(&gb)?));
-            }
-        }
-        op @ ("avg_pool2d" | "max_pool2d") => {
-            let p = Pool2dParams::new(c.usize("kernel"), c.usize("stride"), c.usize("padding"));
-            let x = c.load(b, "x");
-            let avg = op == "avg_pool2d";
-            out.push(("y".into(), host(&if avg { b.avg_pool2d(&x, &p)? } else { b.max_pool2d(&x, &p)? })?));
-            if wants("x") {
-                let g = if avg { b.avg_pool2d_x_backward(&gy(), x.shape(), &p)? } else { b.max_pool2d_x_backward(&gy(), &x, &p)? };
-                out.push(("g_x".into(), host(&g)?));
-            }
-        }
-        "global_avg_pool" => out.push(("y".into(), host(&b.global_avg_pool(&c.load(b, "x"))?)?)),
-        "upsample_nearest2x" => {
-            out.push(("y".into(), host(&b.upsample_nearest2x(&c.load(b, "x"))?)?));
-            if wants("x") {
-                out.push(("g_x".into(), host(&b.upsample_nearest2x_x_backward(&gy())?)?));
-            }
-        }
-        "resize_bilinear" => {
-            let size: Vec<usize> = c.params["size"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            let x = c.load(b, "x");
-            out.push(("y".into(), host(&b.resize_bilinear(&x, size[0], size[1])?)?));
-            if wants("x") {
-                out.push(("g_x".into(), host(&b.resize_bilinear_x_backward(&gy(), x.dims()[2], x.dims()[3])?)?));
-            }
-        }
-        "concat_channels" => {
-            let parts: Vec<Tensor<B>> = ["a", "b", "c"].iter().filter(|k| c.has(k)).map(|k| c.load(b, k)).collect();
-            let refs: Vec<&Tensor<B>> = parts.iter().collect();
-            out.push(("y".into(), host(&b.concat_channels(&refs)?)?));
-            let chans: Vec<usize> = parts.iter().map(|t| t.dims()[1]).collect();
-            for (k, g) in ["a", "b", "c"].iter().zip(b.concat_channels_x_backward(&gy(), &chans)?) {
-                out.push((format!("g_{k}"), host(&g)?));
-            }
-        }
-        "slice_channels" => {
-            let (s, e) = (c.usize("start"), c.usize("end"));
-            let x = c.load(b, "x");
-            out.push(("y".into(), host(&b.slice_channels(&x, s, e)?)?));
-            // ∂/∂x of a slice: the gradient in the slice, zeros elsewhere (concat with zero parts)
-            let (n, ch, rest) = (x.dims()[0], x.dims()[1], &x.dims()[2..]);
-            let zeros = |k: usize| b.zeros(&[&[n, k][..], rest].concat());
-            let (z0, z1) = (zeros(s)?, zeros(ch - e)?);
-            out.push(("g_x".into(), host(&b.concat_channels(&[&z0, &gy(), &z1])?)?));
-        }
-        "attention_legacy" => {
-            let (qkv, h) = (c.load(b, "qkv"), c.usize("heads"));
-            out.push(("y".into(), host(&b.attention_legacy(&qkv, h)?)?));
-            if wants("qkv") {
-                out.push(("g_qkv".into(), host(&b.attention_legacy_x_backward(&gy(), &qkv, h)?)?));
-            }
-        }
-        "timestep_embedding" => {
-            let t = c.load(b, "t");
-            out.push(("y".into(), host(&b.timestep_embedding(&t, c.usize("dim"), c.params["max_period"].as_f64().unwrap() as f32)?)?));
-        }
-        "embedding" => {
-            let ids: Vec<usize> = c.params["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            out.push(("y".into(), host(&b.embedding(&c.load(b, "table"), &ids)?)?));
-        }
-        "scale_add_scalar" => {
-            let (alpha, beta) = (c.params["alpha"].as_f64().unwrap() as f32, c.params["beta"].as_f64().unwrap() as f32);
-            out.push(("y".into(), host(&b.scale_add_scalar(&c.load(b, "x"), alpha, beta)?)?));
-        }
-        "mean_std" => {
-            let (m, s) = b.mean_std(&c.load(b, "x"))?;
-            out.push(("y".into(), vec![m as f32, s as f32]));
-        }
-        "gather_channels" => {
-            let ids: Vec<usize> = c.params["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            let x = c.load(b, "x");
-            out.push(("y".into(), host(&b.gather_channels(&x, &ids)?)?));
-            out.push(("g_x".into(), host(&b.gather_channels_x_backward(&gy(), &ids, x.dims()[1])?)?));
-        }
-        "mahalanobis" => {
-            let (f, mean, linv) = (c.load(b, "f"), c.load(b, "mean"), c.load(b, "linv"));
-            out.push(("y".into(), host(&b.mahalanobis(&f, &mean, &linv)?)?));
-            out.push(("g_f".into(), host(&b.mahalanobis_x_backward(&gy(), &f, &mean, &linv)?)?));
-        }
-        other => panic!("fixture case {} has op `{other}` that the runner does not know", c.name),
-    }
-    Ok(out)
+/// Every op-table case with an independent reference (the fixture files of tools/reference/).
+pub fn fixture_cases() -> Vec<ran::optable::OpCase> {
+    let dir = fixture_path("ops.safetensors");
+    ran::optable::fixtures::all_cases(dir.parent().unwrap()).expect("the op-table fixtures (tools/reference/make_*_fixtures.py)")
 }
 
 /// Shape helper for tests.

@@ -219,6 +219,49 @@ maha_case("mahalanobis_d70", 1, 70, 2, 3)
 case("scale_add_scalar_zscore", "scale_add_scalar", {"alpha": 0.37, "beta": -1.25}, {"x": rnd(2, 3, 5, 7, scale=3.0)},
      lambda x: 0.37 * x - 1.25)
 
+# ---- beyond one tile (docs/emulator.md: what the small cases cannot see) ---------------------------
+# Drawn after every case above, so those stay bit-identical. The GEMM kernels tile 64×64 outputs with
+# K steps of 16: these have M, N and K over two tiles and not multiples of them; attention at 200 and
+# 1024 tokens (the kernels' thread-stride loops; the paper's model has 1024 at 32²) and with logits
+# near 100 (exp overflows without the max subtracted); group norm with more than 256 values per
+# group (a block-stride loop) on small-variance input at two eps (eps ≈ the variance, so a fixed eps
+# shows); Mahalanobis at d = 300; bilinear and pools at odd sizes. "large": the cross-backend suite
+# runs these once (forward schedule, race detector on) instead of under every schedule.
+L = {"large": True}
+conv_case_l = lambda name, x, w, stride, pad, bias: case(
+    name, "conv2d", {"stride": stride, "pad": list(pad), "groups": 1, **L},
+    {"x": x, "w": w, **({"b": rnd(w.shape[0])} if bias else {})},
+    lambda x, w, b=None: F.conv2d(F.pad(x, tuple(pad)), w, b, stride=stride), grads=("x",))
+conv_case_l("big_conv3x3_m100_k216_n286", rnd(2, 24, 13, 11), rnd(100, 24, 3, 3, scale=0.1), 1, (1, 1, 1, 1), True)
+conv_case_l("big_conv1x1_m130_k200_n143", rnd(1, 200, 13, 11), rnd(130, 200, 1, 1, scale=0.07), 1, (0, 0, 0, 0), False)
+conv_case_l("big_conv3x3_s2_top1_left0_m70", rnd(1, 40, 21, 19), rnd(70, 40, 3, 3, scale=0.08), 2, (0, 1, 1, 0), True)
+case("big_linear_200x130_to_100", "linear", dict(L), {"x": rnd(200, 130), "w": rnd(100, 130, scale=0.1), "b": rnd(100)},
+     lambda x, w, b: F.linear(x, w, b), grads=("x",))
+# "tol_scale": logits near 100 have an f32 rounding of ~1e-5 each, which moves the softmax weights by
+# as much: the tolerance (relative to the output's scale already) is 4× the ordinary one
+for name, n, heads, d, t, scale, ts in [("big_attn_h2_d16_t200", 1, 2, 16, 200, 1.0, 1), ("big_attn_h1_d32_t1024", 1, 1, 32, 1024, 1.0, 1),
+                                        ("big_attn_large_logits_h1_d16_t50", 1, 1, 16, 50, 10.0, 4)]:
+    att = QKVAttentionLegacy(heads)
+    case(name, "attention_legacy", {"heads": heads, "tol_scale": ts, **L}, {"qkv": rnd(n, 3 * heads * d, t, scale=scale)},
+         lambda qkv, att=att: att(qkv), grads=("qkv",))
+for eps in (1e-5, 1e-3):
+    x = rnd(2, 64, 12, 12, scale=1e-2) + 0.3
+    c = 64
+    ins = {"x": x, "gamma": 1 + rnd(c, scale=0.2), "beta": rnd(c, scale=0.2), "scale": rnd(2, c, scale=0.3), "shift": rnd(2, c, scale=0.3)}
+
+    def gnf(x, gamma, beta, scale, shift, eps=eps):
+        return F.silu(F.group_norm(x, 32, gamma, beta, eps) * (1 + scale[..., None, None]) + shift[..., None, None])
+    case(f"big_gn32_288_per_group_var1e-4_eps{eps:g}", "group_norm", {"groups": 32, "eps": eps, "silu": True, "scale_shift": True, **L},
+         ins, gnf, grads=("x",))
+maha_case("big_mahalanobis_d300", 1, 300, 2, 3)
+for name, shape, size in [("bilinear_odd_up", (1, 3, 23, 17), (64, 48)), ("bilinear_odd_down", (1, 2, 37, 29), (10, 7))]:
+    case(name, "resize_bilinear", {"size": list(size)}, {"x": rnd(*shape)},
+         lambda x, size=size: F.interpolate(x, size=size, mode="bilinear", align_corners=False), grads=("x",))
+case("avg_pool2x2_13x11", "avg_pool2d", {"kernel": 2, "stride": 2, "padding": 0}, {"x": rnd(2, 3, 13, 11)},
+     lambda x: F.avg_pool2d(x, 2, 2), grads=("x",))
+case("max_pool3x3_s2_p1_15x13", "max_pool2d", {"kernel": 3, "stride": 2, "padding": 1}, {"x": rnd(1, 3, 15, 13)},
+     lambda x: F.max_pool2d(x, 3, 2, 1), grads=("x",))
+
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 meta["__generator__"] = json.dumps({"script": "tools/reference/make_op_fixtures.py", "torch": torch.__version__,
                                     "python": sys.version.split()[0]})

@@ -39,6 +39,30 @@ impl Schedule {
     }
 }
 
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    /// `forward`, `reverse`, `random:SEED`, `preempt:SEED`
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let seed = |v: &str| v.parse::<u64>().map_err(|_| format!("schedule `{s}`: the seed must be an unsigned integer"));
+        match s.split_once(':') {
+            None if s == "forward" => Ok(Schedule::Forward),
+            None if s == "reverse" => Ok(Schedule::Reverse),
+            Some(("random", v)) => Ok(Schedule::Random(seed(v)?)),
+            Some(("preempt", v)) => Ok(Schedule::Preempt(seed(v)?)),
+            _ => Err(format!("schedule `{s}`: expected forward, reverse, random:SEED or preempt:SEED")),
+        }
+    }
+}
+
+/// The schedule named by RAN_EMU_SCHEDULE, if set: .ci/run reruns the model-level emulator tests
+/// under reverse and random orders with it (tests that set a schedule themselves keep theirs).
+pub fn schedule_from_env() -> std::result::Result<Option<Schedule>, String> {
+    match std::env::var("RAN_EMU_SCHEDULE") {
+        Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|e| format!("RAN_EMU_SCHEDULE: {e}")),
+        _ => Ok(None),
+    }
+}
+
 /// Sets the schedule of every later emulator launch in this process.
 pub fn set_schedule(s: Schedule) {
     let (mode, seed) = match s {

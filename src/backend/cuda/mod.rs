@@ -33,7 +33,15 @@ pub type EmulatedCuda = CudaBackend<emu::EmuDevice>;
 pub type Gpu = CudaBackend<gpu::GpuDevice>;
 
 impl EmulatedCuda {
+    /// The emulator; the first call in a process applies RAN_EMU_SCHEDULE (see
+    /// `emu::schedule_from_env`), so every model-level test runs under the schedule CI asks for.
     pub fn emulated() -> Self {
+        static ENV: std::sync::Once = std::sync::Once::new();
+        ENV.call_once(|| match emu::schedule_from_env() {
+            Ok(Some(s)) => emu::set_schedule(s),
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: {e}; the emulator keeps its forward schedule"),
+        });
         CudaBackend { dev: emu::EmuDevice }
     }
 }

@@ -125,13 +125,20 @@ fn eval_runs_resumes_shards_and_merges() {
     assert!(se.contains("003.png") && se.contains("no ground-truth mask"), "{se}");
 }
 
-/// [number of maps, image score, maps...] of a cached image.
+/// The maps of a cache entry, read as its format is documented (src/eval/cache.rs): magic
+/// `RANMAPS2`, u64 content hash, u32 map count, f32 image score, then the maps.
 fn cached(out: &Path, name: &str) -> Vec<Vec<f32>> {
     let b = std::fs::read(out.join("cache/carpet").join(name)).unwrap();
-    let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let k = v[0] as usize;
-    let px = (v.len() - 2) / k;
-    (0..k).map(|i| v[2 + i * px..2 + (i + 1) * px].to_vec()).collect()
+    assert_eq!(&b[..8], b"RANMAPS2", "{name}");
+    let k = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    let v: Vec<f32> = b[24..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let px = v.len() / k;
+    v.chunks(px).map(|m| m.to_vec()).collect()
+}
+
+fn cached_score(out: &Path, name: &str) -> f32 {
+    let b = std::fs::read(out.join("cache/carpet").join(name)).unwrap();
+    f32::from_le_bytes(b[20..24].try_into().unwrap())
 }
 
 fn mean_std(v: &[f32]) -> (f64, f64) {
@@ -306,8 +313,7 @@ fn per_defect_metrics_score_each_kind_against_the_normal_images() {
         let names = ["good__000.png".to_string(), "good__001.png".into(), format!("{kind}__002.png"), format!("{kind}__003.png")];
         let (mut maps, mut labels, mut scores) = (vec![Vec::new(); 3], Vec::new(), Vec::new());
         for (j, n) in names.iter().enumerate() {
-            let b = std::fs::read(o.join("cache/carpet").join(format!("carpet__test__{n}.f32"))).unwrap();
-            scores.push(f32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+            scores.push(cached_score(&o, &format!("carpet__test__{n}.f32")));
             let cm = cached(&o, &format!("carpet__test__{n}.f32"));
             for (k, mk) in cm.iter().enumerate() {
                 maps[k].extend_from_slice(mk);

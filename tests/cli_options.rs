@@ -38,6 +38,9 @@ fn closed_options_are_refused_at_parse_time() {
     refused(&["detect", "--demo", "--threshold", "high"], "high", "--threshold");
     refused(&["detect", "--demo", "--effnet-arch", "efficientnet-b9"], "efficientnet-b9", "--effnet-arch");
     refused(&["eval", "--demo", "--pro-variant", "mvtech"], "mvtech", "--pro-variant");
+    refused(&["detect", "--demo", "--max-pixels", "0"], "0", "--max-pixels");
+    refused(&["detect", "--demo", "--max-pixels", "64Q"], "64Q", "--max-pixels");
+    refused(&["--max-pixels", "1.5M", "detect", "--demo"], "1.5M", "--max-pixels");
     refused(&["eval", "--demo", "--shard", "2/2"], "2/2", "--shard");
     refused(&["metrics", "--input", "x.safetensors", "--pro-variant", "official"], "official", "--pro-variant");
     refused(&["convert", "--checkpoint", "x.pt", "--flags", "--image_size 16", "--out", "y", "--dtype", "f64"], "f64", "--dtype");
@@ -78,4 +81,22 @@ fn the_demo_keeps_what_the_user_set_even_when_it_equals_the_default() {
     // an explicit --iters 100 / --every 10 (the non-demo defaults) used to be taken for "unset"
     let s = demo_reconstruct_settings(&["--iters", "100", "--every", "10"], "explicit");
     assert_eq!((s["iters"].as_u64(), s["every"].as_u64()), (Some(100), Some(10)), "{s}");
+}
+
+/// `--max-pixels` reaches every image a command reads: the demo's images (256×256 and larger)
+/// are refused by name under a 1000-pixel limit, before decoding, and the run says so; the same
+/// flag before the command name works too (it is global).
+#[test]
+fn max_pixels_limits_every_image_a_command_reads() {
+    for args in [&["detect", "--demo", "--device", "cpu", "--max-pixels", "1K", "--out"][..], &["--max-pixels", "1000", "detect", "--demo", "--device", "cpu", "--out"][..]] {
+        let out = std::env::temp_dir().join(format!("ran-maxpx-{}-{}", std::process::id(), args[0]));
+        let mut a: Vec<&str> = args.to_vec();
+        let o = out.display().to_string();
+        a.push(&o);
+        let (rc, so, se, _) = ran(&a);
+        assert_ne!(rc, 0, "{a:?}: every image is over the limit: {so}{se}");
+        assert!(se.contains("exceeds the limit of 1000 (--max-pixels)") && se.contains(".png"), "{a:?}: {se}");
+        assert!(!se.contains("panicked"), "{se}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

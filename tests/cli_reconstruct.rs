@@ -89,6 +89,13 @@ fn fit_padim_errors_are_clear() {
     let (rc, _, se) = ran(&["fit-padim", "--train", &train, "--backbone", &bb, "--dims", "5000", "--image-size", "32", "--out", &out, "--device", "cpu"]);
     assert_eq!(rc, 2);
     assert!(se.contains("--dims 5000") && se.contains("1792"), "{se}");
+    // an image size whose fit cannot fit the machine (65536²: ~1 PB of backbone activations and
+    // features) is refused up front with the estimate, not aborted halfway through
+    let huge = dir.join("huge.safetensors");
+    let (rc, so, se) = ran(&["fit-padim", "--train", &train, "--backbone", &bb, "--dims", "30", "--image-size", "65536", "--out", &huge.display().to_string(), "--device", "cpu"]);
+    assert_eq!(rc, 2, "{so}{se}");
+    assert!(se.contains("fit-padim needs about") && se.contains("GB are available") && se.contains("--image-size"), "{se}");
+    assert!(!huge.exists(), "nothing written");
     let unet = fixture_path("unet_guided_plain.safetensors").display().to_string();
     let (rc, _, se) = ran(&["fit-padim", "--train", &train, "--backbone", &unet, "--out", &out, "--device", "cpu"]);
     assert_eq!(rc, 2);

@@ -21,6 +21,10 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Refuse images that decode to more pixels than this (checked from the file's header, before
+    /// any pixel is decoded or resized): a guard against decompression bombs. K/M/G suffixes.
+    #[arg(long, global = true, value_parser = options::parse_max_pixels, default_value = "64M")]
+    pub max_pixels: u64,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +59,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    crate::io::image::ImageLimits::set_process_default(cli.max_pixels);
     match cli.command {
         Command::Info => info::info(),
         Command::Kernels { report } => info::kernels(report),

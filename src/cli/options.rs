@@ -98,6 +98,23 @@ pub fn parse_threshold(s: &str) -> Result<Threshold, String> {
 }
 
 /// A weight of the ensemble: a finite number in [0, 1] (NaN, ±inf or −1 would write null scores).
+/// `--max-pixels`: a positive pixel count, plainly or with a suffix K, M or G (powers of 1000),
+/// e.g. `64M`; at most 2^40 (the decoders' own bound is lower still).
+pub fn parse_max_pixels(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1_000u64),
+        Some((i, 'm' | 'M')) => (&t[..i], 1_000_000),
+        Some((i, 'g' | 'G')) => (&t[..i], 1_000_000_000),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}`: a pixel count such as 64000000 or 64M"))?;
+    match n.checked_mul(mult) {
+        Some(v) if (1..=1u64 << 40).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}`: between 1 and 2^40 pixels")),
+    }
+}
+
 pub fn parse_alpha(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),

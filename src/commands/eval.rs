@@ -94,12 +94,18 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         let cache = CacheOf { out: &a.out, data: &a.data, category: cat };
         let label = names.iter().position(|n| n == cat);
         let px = size * size;
+        // checked before hours of scoring, not when the metrics run out of memory afterwards
+        crate::sysinfo::check_memory(
+            &format!("eval of `{cat}` ({} images at {size}×{size})", samples.len()),
+            metrics_memory_estimate(samples.len() + s.calibration_images, px),
+            "the model's image size or the images per category",
+        )?;
         let bar = indicatif::ProgressBar::new(samples.len() as u64);
         bar.set_style(indicatif::ProgressStyle::with_template(&format!("{cat:<12} {{bar:30}} {{pos}}/{{len}} ({{eta}}) {{msg}}")).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
         // scores an image into the cache unless it is there already
         let ensure_cached = |image: &Path| -> Result<()> {
             let cp = cache.path(image);
-            if read_maps(&cp, px)?.is_some() {
+            if read_maps(&cp, image, px)?.is_some() {
                 return Ok(());
             }
             let Some(p) = &pipe else { return Ok(()) };
@@ -111,8 +117,8 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             };
             let sc = p.score_images(b, &[&img], y.as_deref(), s.seed)?.remove(0);
             match &sc.feat_map {
-                Some(f) => write_maps(&cp, sc.image_score, &[&sc.score_map, &sc.kl_map, f]),
-                None => write_maps(&cp, sc.image_score, &[&sc.score_map]),
+                Some(f) => write_maps(&cp, image, sc.image_score, &[&sc.score_map, &sc.kl_map, f]),
+                None => write_maps(&cp, image, sc.image_score, &[&sc.score_map]),
             }
         };
         for (i, smp) in samples.iter().enumerate() {
@@ -156,4 +162,11 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         write_report(&a.out, &results, &a.alpha_sweep, &pictures)?;
     }
     Ok(results)
+}
+
+/// An upper estimate of the memory the metrics of one category need, in bytes: per image and
+/// pixel the cached maps (score, KL, feature: 3 f32), the mask, and the pixel-AUROC and PRO
+/// working sets (score–label pairs sorted, component labels: ~16 bytes).
+pub fn metrics_memory_estimate(images: usize, px: usize) -> u64 {
+    (images as u64) * (px as u64) * (3 * 4 + 1 + 16)
 }

@@ -73,14 +73,17 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     let (s, d) = (a.image_size, channels.len());
     let (fh, fw) = (s / 4, s / 4);
     let p = fh * fw;
+    let need = fit_memory_estimate(files.len(), p, d, s, a.batch.max(1), file_bytes(&a.backbone));
     eprintln!(
-        "PaDiM: {} images, {:?} backbone, {d} of {} channels at {fh}×{fw}; features {:.2} GB in memory, inverse factors {:.2} GB streamed to the file",
+        "PaDiM: {} images, {:?} backbone, {d} of {} channels at {fh}×{fw}; features {:.2} GB in memory, inverse factors {:.2} GB streamed to the file; about {:.2} GB of memory in all",
         files.len(),
         cfg.block,
         chans.iter().sum::<usize>(),
         (files.len() * p * d * 4) as f64 / 1e9,
         (p * packed_len(d) * 4) as f64 / 1e9,
+        need as f64 / 1e9,
     );
+    crate::sysinfo::check_memory("fit-padim", need, "--dims, --image-size, --batch or the number of training images")?;
     // pass 1: features of every image, on the host as [N][P][D]
     let pb = bar(files.len() as u64, "images");
     let mut feats: Vec<f32> = Vec::new();
@@ -143,4 +146,24 @@ pub fn run<B: Backend>(b: &B, a: &FitArgs) -> Result<FitOutcome> {
     pb.finish_and_clear();
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
     Ok(FitOutcome { images: n, skipped, info, bytes, peak_rss_mb: crate::sysinfo::peak_rss_mb() })
+}
+
+fn file_bytes(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// An upper estimate of fit-padim's memory, in bytes: the features of every image (f32, kept for
+/// the second pass), per worker thread the f64 working set of one position (centred features and
+/// two d×d matrices), one chunk of 256 positions' factors, the backbone's weights, and its
+/// activations for one batch (the stem to layer3 of a ResNet keep ≈ 60 floats per input pixel
+/// alive at once: 64 channels at ½, 256 at ¼, 512 at ⅛, 1024 at 1/16, with the bottlenecks'
+/// intermediates).
+pub fn fit_memory_estimate(images: usize, positions: usize, dims: usize, image_size: usize, batch: usize, weights_bytes: u64) -> u64 {
+    let threads = rayon::current_num_threads() as u64;
+    let (n, p, d, s, b) = (images as u64, positions as u64, dims as u64, image_size as u64, batch as u64);
+    let feats = n * p * d * 4;
+    let per_thread = (n * d + 2 * d * d) * 8;
+    let chunk = 256 * (d * (d + 1) / 2) * 4;
+    let activations = b * 60 * s * s * 4;
+    feats + threads * per_thread + chunk + weights_bytes + activations
 }

@@ -15,7 +15,7 @@ pub fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> Path
 }
 
 /// What the cached maps of a category depend on: the model file (path, size, modification time),
-/// the data set's root (maps cached from another set with the same file names must not answer),
+/// the data set's root (each entry is also keyed by its image's content hash, see `write_maps`),
 /// the extractor and the scoring settings of the KL and feature maps. Kept as `cache/<category>/settings.json`.
 pub fn cache_settings(s: &ScoreSettings, model: &Path, data: &Path) -> serde_json::Value {
     let file = |p: &Path| {
@@ -55,41 +55,55 @@ pub fn check_cache_settings(out: &Path, category: &str, settings: &serde_json::V
     }
 }
 
-/// Cache file: [number of maps, image score, score map, (KL map, feature map)] as little-endian f32.
-pub fn write_maps(p: &Path, score: f32, maps: &[&[f32]]) -> Result<()> {
+/// Cache file: the magic `RANMAPS2`, the FNV-1a hash of the image file's bytes (u64), the number
+/// of maps k (u32), the image score and k maps [score map, (KL map, feature map)] as f32, all
+/// little-endian. The hash keys the entry to the image's content, not its name: a changed image,
+/// or another data set with the same file names, recomputes instead of answering with old maps.
+const MAGIC: &[u8; 8] = b"RANMAPS2";
+
+pub fn write_maps(p: &Path, image: &Path, score: f32, maps: &[&[f32]]) -> Result<()> {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).at_path(d)?;
     }
-    let mut v = vec![maps.len() as f32, score];
+    let mut v = MAGIC.to_vec();
+    v.extend_from_slice(&crate::io::files::content_hash(image)?.to_le_bytes());
+    v.extend_from_slice(&(maps.len() as u32).to_le_bytes());
+    v.extend_from_slice(&score.to_le_bytes());
     for m in maps {
-        v.extend_from_slice(m);
+        v.extend_from_slice(bytemuck::cast_slice::<f32, u8>(m));
     }
-    crate::io::files::write_bytes_atomic(p, bytemuck::cast_slice::<f32, u8>(&v))
+    crate::io::files::write_bytes_atomic(p, v)
 }
 
-/// (image score, maps) of a cached image, None when not cached yet.
-pub fn read_maps(p: &Path, px: usize) -> Result<Option<(f32, Vec<Vec<f32>>)>> {
+/// (image score, maps) of `image` cached at `p`; None when not cached yet, or cached from other
+/// content of the image (or in the earlier format without the hash): the caller recomputes it.
+pub fn read_maps(p: &Path, image: &Path, px: usize) -> Result<Option<(f32, Vec<Vec<f32>>)>> {
     let bad = || Error::BadFile { path: p.to_path_buf(), msg: "cached maps do not fit (another model or resolution?): delete the cache".into() };
     if p.symlink_metadata().is_err() {
         return Ok(None);
     }
     // a FIFO or folder in the cache is an error naming it, never a blocking read
-    match crate::io::files::read_regular(p) {
-        Err(e) => Err(e),
-        Ok(b) => {
-            let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            let k = *v.first().ok_or_else(bad)? as usize;
-            if b.len() % 4 != 0 || k == 0 || k > 3 || v.len() != 2 + k * px {
-                return Err(bad());
-            }
-            Ok(Some((v[1], (0..k).map(|i| v[2 + i * px..2 + (i + 1) * px].to_vec()).collect())))
-        }
+    let b = crate::io::files::read_regular(p)?;
+    if b.len() < 24 || &b[..8] != MAGIC {
+        return Ok(None);
     }
+    let hash = u64::from_le_bytes(b[8..16].try_into().map_err(|_| bad())?);
+    if hash != crate::io::files::content_hash(image)? {
+        return Ok(None);
+    }
+    let k = u32::from_le_bytes(b[16..20].try_into().map_err(|_| bad())?) as usize;
+    let score = f32::from_le_bytes(b[20..24].try_into().map_err(|_| bad())?);
+    let body = &b[24..];
+    if k == 0 || k > 3 || body.len() != 4 * k * px {
+        return Err(bad());
+    }
+    let v: Vec<f32> = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok(Some((score, v.chunks(px).map(|m| m.to_vec()).collect())))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::cache_path;
+    use super::{cache_path, read_maps, write_maps};
     use std::path::Path;
 
     /// Two images never share a cache file, whatever their names (test/x__y/000.png and
@@ -102,5 +116,29 @@ mod tests {
         assert_ne!(a, b);
         // plain names keep their readable form
         assert_eq!(cache_path(out, "carpet", Path::new("/d/carpet/test/good/000.png"), root), Path::new("/o/cache/carpet/carpet__test__good__000.png.f32"));
+    }
+
+    /// An entry answers only for the image content it was made from: another image under the same
+    /// name (another data set, or the file replaced) is recomputed, not served (eval reported
+    /// pixel AUROC 0.90 from a cache of another set; a fresh run gives 0.53).
+    #[test]
+    fn cached_maps_are_keyed_by_the_image_content() {
+        let dir = std::env::temp_dir().join(format!("ran-cache-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (img, entry) = (dir.join("000.png"), dir.join("c/000.png.f32"));
+        std::fs::write(&img, b"first image bytes").unwrap();
+        write_maps(&entry, &img, 1.5, &[&[1.0, 2.0, 3.0, 4.0]]).unwrap();
+        let (score, maps) = read_maps(&entry, &img, 4).unwrap().expect("cached");
+        assert_eq!((score, maps), (1.5, vec![vec![1.0, 2.0, 3.0, 4.0]]));
+        std::fs::write(&img, b"another image, same name").unwrap();
+        assert!(read_maps(&entry, &img, 4).unwrap().is_none(), "a stale entry answered for new content");
+        // the earlier format (no magic, no hash) is stale too
+        std::fs::write(&entry, bytemuck::cast_slice::<f32, u8>(&[1.0, 1.5, 1.0, 2.0, 3.0, 4.0])).unwrap();
+        assert!(read_maps(&entry, &img, 4).unwrap().is_none());
+        // a damaged entry of the current format is an error naming it
+        write_maps(&entry, &img, 1.5, &[&[1.0, 2.0, 3.0, 4.0]]).unwrap();
+        let e = read_maps(&entry, &img, 9).unwrap_err().to_string();
+        assert!(e.contains("000.png.f32") && e.contains("delete the cache"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

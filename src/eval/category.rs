@@ -38,7 +38,7 @@ pub fn calibration_from_cache(cache: &CacheOf, train: &[PathBuf], px: usize, alp
     let mut cal = Vec::new();
     for t in train {
         let cp = cache.path(t);
-        let (_, maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for the calibration image {}", t.display()) })?;
+        let (_, maps) = read_maps(&cp, t, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for the calibration image {}", t.display()) })?;
         if maps.len() != 3 {
             return Err(without_feature_map(cp));
         }
@@ -70,7 +70,8 @@ impl CategoryMaps {
         let mut m = CategoryMaps { size, scores: Vec::new(), masks: Vec::new(), img_scores: Vec::new(), img_labels: Vec::new(), kl_maps: Vec::new(), feat_maps: Vec::new() };
         for smp in samples {
             let cp = cache.path(&smp.image);
-            let (_, mut maps) = read_maps(&cp, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", smp.image.display()) })?;
+            let (_, mut maps) =
+                read_maps(&cp, &smp.image, px)?.ok_or_else(|| Error::BadFile { path: cp.clone(), msg: format!("no cached map for {} (a shard has not run yet?)", smp.image.display()) })?;
             if calibration.is_some() && maps.len() != 3 {
                 return Err(without_feature_map(cp));
             }

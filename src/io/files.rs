@@ -86,6 +86,12 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// FNV-1a (64 bits) of a regular file's bytes: tells a changed or different file from the one a
+/// cached result was made from (not a defence against deliberate collisions).
+pub fn content_hash(path: &Path) -> Result<u64> {
+    Ok(read_regular(path)?.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)))
+}
+
 /// The entries of a folder, sorted by name.
 pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();

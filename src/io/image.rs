@@ -33,9 +33,20 @@ pub struct ImageLimits {
     pub max_pixels: u64,
 }
 
+/// The process's limit: `--max-pixels` sets it once where the flag enters (src/cli), so every
+/// image any command reads obeys it.
+static MAX_PIXELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+impl ImageLimits {
+    /// Sets the limit `ImageLimits::default()` gives from now on (at least 1 pixel).
+    pub fn set_process_default(max_pixels: u64) {
+        MAX_PIXELS.store(max_pixels.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Default for ImageLimits {
     fn default() -> Self {
-        ImageLimits { max_pixels: DEFAULT_MAX_PIXELS }
+        ImageLimits { max_pixels: MAX_PIXELS.load(std::sync::atomic::Ordering::Relaxed) }
     }
 }
 

@@ -161,3 +161,62 @@ pub fn build<B: Backend>(b: &B, flags: &ModelFlags, w: &dyn Weights) -> Result<U
     l.finish()?;
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAGS: &str = "--image_size 16 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2 --attention_resolutions 2 --num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --class_cond True --learn_sigma True";
+
+    fn stats(v: &[f32]) -> (f64, f64, f64) {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt(), v.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs())))
+    }
+
+    /// Fresh tensors follow upstream's constructors: a wrong rule (a zero_module layer left
+    /// random, a norm not at 1/0, the wrong fan-in) shows up here.
+    #[test]
+    fn fresh_tensors_are_initialised_as_upstream() {
+        let f = ModelFlags::parse(FLAGS).unwrap();
+        let init = initial(&f, 3, None, None, 0).unwrap();
+        let t = |n: &str| &init.weights.tensors[n].1;
+        for zero in ["out.2.weight", "out.2.bias", "input_blocks.1.0.out_layers.3.weight", "middle_block.1.proj_out.weight"] {
+            assert!(t(zero).iter().all(|&x| x == 0.0), "{zero}");
+        }
+        assert!(t("input_blocks.1.0.in_layers.0.weight").iter().all(|&x| x == 1.0));
+        assert!(t("out.0.bias").iter().all(|&x| x == 0.0));
+        // conv 3→32, 3×3: U(±1/√27), std = bound/√3
+        let (mean, std, max) = stats(t("input_blocks.0.0.weight"));
+        let bound = 1.0 / 27f64.sqrt();
+        assert!(max <= bound && mean.abs() < 0.03 && (std - bound / 3f64.sqrt()).abs() < 0.15 * bound, "{mean} {std} {max}");
+        // the bias shares its layer's fan-in
+        assert!(stats(t("time_embed.0.bias")).2 <= 1.0 / 32f64.sqrt());
+        let (mean, std, _) = stats(t("label_emb.weight"));
+        assert_eq!(init.weights.tensors["label_emb.weight"].0, vec![3, 128]);
+        assert!(mean.abs() < 0.1 && (std - 1.0).abs() < 0.1, "{mean} {std}");
+        assert_eq!(init.fresh.len(), init.weights.tensors.len());
+    }
+
+    /// --init supplies what it has; a class table of another size is replaced (and said so),
+    /// any other shape mismatch names the tensor.
+    #[test]
+    fn init_tensors_are_taken_by_name() {
+        let f = ModelFlags::parse(FLAGS).unwrap();
+        let src = initial(&f, 2, None, None, 7).unwrap();
+        let d = std::env::temp_dir().join(format!("ran-init-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("init.safetensors");
+        let list: Vec<(&str, &[usize], &[f32])> = src.weights.tensors.iter().map(|(n, (s, v))| (n.as_str(), &s[..], &v[..])).collect();
+        crate::io::safetensors::write_f32(&p, &list, &BTreeMap::new()).unwrap();
+        let got = initial(&f, 3, None, Some(&p), 0).unwrap();
+        assert_eq!(got.fresh.len(), 1, "{:?}", got.fresh);
+        assert!(got.fresh[0].starts_with("label_emb.weight (the init's has 2 classes, the data 3"), "{:?}", got.fresh);
+        assert_eq!(got.weights.tensors["input_blocks.0.0.weight"], src.weights.tensors["input_blocks.0.0.weight"]);
+        let other = ModelFlags::parse(&FLAGS.replace("--channel_mult 1,2", "--channel_mult 1,1")).unwrap();
+        let e = initial(&other, 2, None, Some(&p), 0).err().expect("a shape mismatch").to_string();
+        assert!(e.contains("input_blocks.3.0.in_layers.2.weight") && e.contains("[64, 32, 3, 3]"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

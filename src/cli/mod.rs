@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod options;
 pub mod reconstruct;
 pub mod score_opts;
+pub mod train;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ pub enum Command {
     Reconstruct(reconstruct::ReconstructCmd),
     /// Metrics for anomaly maps made by any tool: pixel AUROC, AU-PRO (0.3), image AUROC.
     Metrics(metrics::MetricsCmd),
+    /// Train (or fine-tune) a model on normal images with the paper's recipe: ε-MSE + VB +
+    /// feature MSE, AdamW, EMA; checkpoints, --resume, a JSON-lines log and a loss curve.
+    Train(train::TrainCmd),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::FitPadim(c) => c.run(),
         Command::Reconstruct(c) => c.run(),
         Command::Metrics(c) => c.run(),
+        Command::Train(c) => c.run(),
     }
 }
 

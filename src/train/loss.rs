@@ -134,7 +134,12 @@ pub fn diffusion_loss(d: &Diffusion, b: &Batch) -> Result<(LossTerms, LossGrads)
     };
     let loss = (0..n).map(|i| mse[i] + vb[i]).sum::<f64>() / n as f64 + feat_mse.unwrap_or(0.0);
     if !loss.is_finite() {
-        return Err(Error::InvalidArgument(format!("the training loss is not finite (mse {mse:?}, vb {vb:?}, feat_mse {feat_mse:?})")));
+        // name the first term that went bad, so a diverging run says where
+        let term = (0..n)
+            .find_map(|i| [("mse", mse[i]), ("vb", vb[i])].into_iter().find(|(_, v)| !v.is_finite()).map(|(k, v)| format!("{k} of sample {i} is {v}")))
+            .or_else(|| feat_mse.filter(|f| !f.is_finite()).map(|f| format!("feat_mse is {f}")))
+            .unwrap_or_else(|| "their sum overflows".into());
+        return Err(Error::InvalidArgument(format!("the training loss is not finite: {term} (mse {mse:?}, vb {vb:?}, feat_mse {feat_mse:?})")));
     }
     Ok((LossTerms { mse, vb, feat_mse, loss }, LossGrads { g_out, g_feat }))
 }

@@ -1,0 +1,116 @@
+//! `ran train` on the command line.
+
+use super::options::{parse_device, parse_effnet_arch, Device};
+use crate::train::run::{Summary, TrainArgs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct TrainCmd {
+    /// Training images: MVTec category folders (<category>/train/good), a data set root holding
+    /// them, or plain folders of images (searched recursively). Each category is one class,
+    /// named by its folder; several folders train one unified model. Images of any size are
+    /// centre-cropped to the model's image size (as detect sees them).
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// The model file written at the end: the EMA weights, flags and class names in its
+    /// metadata (what `ran detect --model` reads).
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from this checkpoint (.pt/.pth or safetensors, e.g. 256x256_diffusion.pt): every
+    /// tensor the model has is taken from it; the others are initialised fresh and named.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// The model's MODEL_FLAGS, e.g. "--image_size 256 --num_channels 256 ..." [default: those
+    /// of a ran model given as --init, else the paper's train.sh]
+    #[arg(long, allow_hyphen_values = true)]
+    flags: Option<String>,
+    #[arg(long, default_value_t = 10000)]
+    steps: u64,
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// The learning rate falls linearly to 0 over this many steps (0: constant) [default: --steps]
+    #[arg(long)]
+    lr_anneal_steps: Option<u64>,
+    /// EMA rate of the weights written to --out.
+    #[arg(long, default_value_t = 0.997)]
+    ema: f64,
+    /// Resolution of the feature head's targets [default: the flags' --feat_shape, else 64 as the paper's training]
+    #[arg(long)]
+    feat_shape: Option<usize>,
+    /// EfficientNet weights (.pth or safetensors): trains the anomaly feature head against its
+    /// features of the clean image. Without it the model has no head (and an --init with one is refused).
+    #[arg(long)]
+    effnet: Option<PathBuf>,
+    /// efficientnet-b0 … b7, efficientnet-lite0 … lite4, or custom:WIDTH,DEPTH,IMAGE_SIZE
+    /// [default: what a ran --init model declares, else efficientnet-b4 as the paper]
+    #[arg(long, value_parser = parse_effnet_arch)]
+    effnet_arch: Option<String>,
+    /// Random rotation of each training image by up to ±DEG degrees. 0 (the default) is what the
+    /// official code actually does: its loader rotates the PIL image after taking the array, so
+    /// its training sees no rotation; 5 is what the paper says.
+    #[arg(long, default_value_t = 0.0)]
+    rotate: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a checkpoint every N steps (0: only at the end and at Ctrl-C).
+    #[arg(long, default_value_t = 1000)]
+    save_every: u64,
+    /// Continue the run whose folder this is (bit-identical on the CPU backend); its settings
+    /// must be this command's.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// The run's folder: checkpoint.safetensors, settings.json, log.jsonl, loss.png [default: --out
+    /// with the extension .train; with --resume: that folder]
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: Device,
+}
+
+impl TrainCmd {
+    pub fn run(self) -> ExitCode {
+        let args = TrainArgs {
+            data: self.data,
+            out: self.out,
+            init: self.init,
+            flags: self.flags,
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            lr_anneal_steps: self.lr_anneal_steps,
+            ema: self.ema,
+            feat_shape: self.feat_shape,
+            effnet: self.effnet,
+            effnet_arch: self.effnet_arch,
+            rotate: self.rotate,
+            seed: self.seed,
+            save_every: self.save_every,
+            resume: self.resume,
+            run_dir: self.run_dir,
+        };
+        let backend = match super::backend(self.device) {
+            Ok(b) => b,
+            Err(code) => return code,
+        };
+        match crate::with_backend!(backend, |b| crate::train::run::run(b, &args)) {
+            Ok(s) => print(&s, &args),
+            Err(e) => super::fail(e),
+        }
+    }
+}
+
+fn print(s: &Summary, a: &TrainArgs) -> ExitCode {
+    let last =
+        s.last.as_ref().map(|r| format!(", last loss {:.5} (mse {:.5}, vb {:.5}{})", r.loss, r.mse, r.vb, r.feat_mse.map(|f| format!(", feat_mse {f:.5}")).unwrap_or_default())).unwrap_or_default();
+    println!("{} images of {} class(es) ({}); steps {} → {}{last}", s.images, s.classes.len(), s.classes.join(", "), s.start_step, s.step);
+    if s.interrupted {
+        println!("interrupted: checkpoint at step {} in {} (continue with --resume {})", s.step, s.run_dir.display(), s.run_dir.display());
+        return ExitCode::from(130);
+    }
+    println!("wrote {} (EMA weights); checkpoint, log.jsonl and loss.png in {}", a.out.display(), s.run_dir.display());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,304 @@
+//! A whole training run (`ran train`): data, the initial model, the loop of `train_step`s with
+//! the recipe's schedule (docs/method.md §5: uniform t, lr annealed linearly to 0, EMA), the log
+//! and loss curve, checkpoints every `save_every` steps and at Ctrl-C, and the output model (the
+//! EMA weights, in the format `ran detect --model` reads).
+
+use super::checkpoint::{self, Settings};
+use super::data::{self, rotated_chw, TrainData};
+use super::init::{build, initial};
+use super::log::{Log, StepRecord};
+use super::rng::{batch_indices, SplitMix, NOISE, ROTATION, TIMESTEPS};
+use super::step::{train_step, StepInputs, TrainState};
+use super::{interrupt, plot};
+use crate::anomaly::detector::load_extractor;
+use crate::backend::{AdamwParams, Backend};
+use crate::diffusion::{BetaSchedule, Diffusion};
+use crate::io::flags::ModelFlags;
+use crate::io::image::ImageLimits;
+use crate::io::safetensors::{write_streaming, Dtype, SafeTensors};
+use crate::models::efficientnet::{EffNetConfig, EfficientNet};
+use crate::models::unet::{state_dict_shape, UNet};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The paper's MODEL_FLAGS (train.sh), the default without --flags and without a ran model as --init.
+pub const PAPER_FLAGS: &str = "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 256 --learn_sigma True --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --resblock_updown True --use_scale_shift_norm True";
+
+#[derive(Clone, Debug)]
+pub struct TrainArgs {
+    pub data: Vec<PathBuf>,
+    pub out: PathBuf,
+    pub init: Option<PathBuf>,
+    pub flags: Option<String>,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    /// None: `steps`; 0: no annealing
+    pub lr_anneal_steps: Option<u64>,
+    pub ema: f64,
+    /// None: the flags' feat_shape, else 64 (the paper's training)
+    pub feat_shape: Option<usize>,
+    pub effnet: Option<PathBuf>,
+    /// None: the --init model's declared extractor, else efficientnet-b4
+    pub effnet_arch: Option<String>,
+    pub rotate: f64,
+    pub seed: u64,
+    /// 0: only at the end
+    pub save_every: u64,
+    pub resume: Option<PathBuf>,
+    /// the run's folder (checkpoint, log, curve); None: beside --out, `<out>.train`
+    pub run_dir: Option<PathBuf>,
+}
+
+pub struct Summary {
+    pub run_dir: PathBuf,
+    pub classes: Vec<String>,
+    pub images: usize,
+    pub start_step: u64,
+    /// steps completed when the run stopped
+    pub step: u64,
+    pub interrupted: bool,
+    pub fresh: Vec<String>,
+    pub last: Option<StepRecord>,
+}
+
+/// An error of step `step` (1-based), said once, with `note` after it.
+fn at_step(step: u64, e: Error, note: &str) -> Error {
+    let msg = match e {
+        Error::InvalidArgument(m) => m,
+        e => e.to_string(),
+    };
+    Error::InvalidArgument(format!("step {step}: {msg}{note}"))
+}
+
+/// The flags of the run: --flags, else those a ran model given as --init carries, else the
+/// paper's; with the feature resolution of --feat-shape and the checks training needs.
+fn resolve_flags(a: &TrainArgs, head: bool) -> Result<ModelFlags> {
+    let init_meta = |key: &str| -> Option<String> {
+        let p = a.init.as_ref()?;
+        SafeTensors::open(p).ok()?.metadata().get(key).cloned()
+    };
+    let mut s = a.flags.clone().or_else(|| init_meta("model_flags")).unwrap_or_else(|| PAPER_FLAGS.to_string());
+    let given = ModelFlags::parse(&s)?;
+    if head {
+        let in_flags = s.contains("feat_shape");
+        match (a.feat_shape, in_flags) {
+            (Some(f), true) if f != given.feat_shape => return Err(Error::InvalidArgument(format!("--feat-shape {f} but the flags say --feat_shape {}", given.feat_shape))),
+            (_, true) => {}
+            (f, false) => s = format!("{s} --feat_shape {}", f.unwrap_or(64)),
+        }
+    }
+    let f = ModelFlags::parse(&s)?;
+    let refuse = |why: &str| Err(Error::InvalidArgument(format!("training: {why}")));
+    if !f.learn_sigma {
+        return refuse("the paper's loss trains the variance channels: the flags need --learn_sigma True");
+    }
+    if f.use_new_attention_order {
+        return refuse("--use_new_attention_order True is not supported (the paper's model uses the legacy order)");
+    }
+    if f.dropout != 0.0 {
+        return refuse("dropout is not implemented (the paper trains with --dropout 0)");
+    }
+    if f.use_kl || f.predict_xstart {
+        return refuse("the paper's loss is the ε-MSE + VB (--use_kl False --predict_xstart False)");
+    }
+    if f.image_size == 0 {
+        return refuse("--image_size must be positive");
+    }
+    Ok(f)
+}
+
+fn check_args(a: &TrainArgs) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    if a.steps == 0 {
+        return bad("--steps must be at least 1".into());
+    }
+    if a.batch == 0 {
+        return bad("--batch must be at least 1".into());
+    }
+    if !(a.lr.is_finite() && a.lr >= 0.0) {
+        return bad(format!("--lr {}: a finite learning rate ≥ 0", a.lr));
+    }
+    if !(0.0..1.0).contains(&a.ema) {
+        return bad(format!("--ema {}: the EMA rate is in [0, 1)", a.ema));
+    }
+    if !(a.rotate.is_finite() && (0.0..=180.0).contains(&a.rotate)) {
+        return bad(format!("--rotate {}: degrees in [0, 180]", a.rotate));
+    }
+    if a.feat_shape == Some(0) {
+        return bad("--feat-shape must be positive".into());
+    }
+    Ok(())
+}
+
+/// The settings a resumed run must share with the run it continues.
+fn settings(a: &TrainArgs, flags: &ModelFlags, data: &TrainData, anneal: u64, arch: Option<&str>) -> Settings {
+    let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let mut s = BTreeMap::new();
+    s.insert("flags".into(), flags.source.clone());
+    s.insert("data".into(), a.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","));
+    s.insert("classes".into(), data.classes.join(","));
+    s.insert("images".into(), data.images.len().to_string());
+    s.insert("init".into(), name(&a.init));
+    s.insert("batch".into(), a.batch.to_string());
+    s.insert("lr".into(), format!("{:e}", a.lr));
+    s.insert("lr_anneal_steps".into(), anneal.to_string());
+    s.insert("ema".into(), a.ema.to_string());
+    s.insert("effnet".into(), name(&a.effnet));
+    s.insert("effnet_arch".into(), arch.unwrap_or("").to_string());
+    s.insert("rotate".into(), a.rotate.to_string());
+    s.insert("seed".into(), a.seed.to_string());
+    s
+}
+
+/// The extractor whose taps the head learns, with its architecture's name.
+fn extractor<B: Backend>(b: &B, a: &TrainArgs) -> Result<Option<(EfficientNet<B>, String, usize)>> {
+    let Some(p) = &a.effnet else { return Ok(None) };
+    let declared = a.init.as_ref().and_then(|i| SafeTensors::open(i).ok()).and_then(|st| st.metadata().get("feature_extractor").cloned());
+    let arch = a.effnet_arch.clone().or(declared).unwrap_or_else(|| "efficientnet-b4".into());
+    let cfg = EffNetConfig::from_name(&arch)?;
+    let taps = cfg.tap_channels().iter().sum();
+    Ok(Some((load_extractor(b, &cfg, p, &[])?, arch, taps)))
+}
+
+/// The batch of step `step`: x0 [N, 3, S, S] on the host, the labels, timesteps and ε.
+fn draw_batch(a: &TrainArgs, data: &TrainData, d: &Diffusion, step: u64) -> (Vec<f32>, Vec<usize>, Vec<usize>, Vec<f32>) {
+    let idx = batch_indices(a.seed, step, a.batch, data.images.len());
+    let mut rot = SplitMix::stream(a.seed, ROTATION, step);
+    let mut x0 = Vec::with_capacity(a.batch * 3 * data.size * data.size);
+    let mut y = Vec::with_capacity(a.batch);
+    for &i in &idx {
+        let (img, label) = &data.images[i];
+        let deg = if a.rotate > 0.0 { (2.0 * rot.uniform() - 1.0) * a.rotate } else { 0.0 };
+        x0.extend(rotated_chw(img, deg));
+        y.push(*label);
+    }
+    let mut tr = SplitMix::stream(a.seed, TIMESTEPS, step);
+    let t = (0..a.batch).map(|_| tr.below(d.num_steps() as u64) as usize).collect();
+    let mut nr = SplitMix::stream(a.seed, NOISE, step);
+    let eps = (0..x0.len()).map(|_| nr.normal() as f32).collect();
+    (x0, y, t, eps)
+}
+
+/// Writes the EMA weights as a model file detect, eval and reconstruct read.
+fn write_model<B: Backend>(b: &B, out: &Path, model: &mut UNet<B>, state: &TrainState<B>, classes: &[String], arch: Option<&str>, steps: u64) -> Result<()> {
+    let params = model.params()?;
+    let entries: Vec<(String, Vec<usize>)> = params.iter().map(|(n, p)| (n.clone(), state_dict_shape(n, p.dims()))).collect();
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "ran-unet".to_string());
+    meta.insert("model_flags".to_string(), model.flags.source.clone());
+    if model.num_classes.is_some() {
+        meta.insert("class_names".to_string(), classes.join(","));
+    }
+    if let Some(arch) = arch {
+        meta.insert("feature_extractor".to_string(), arch.to_string());
+    }
+    meta.insert("trained_by".to_string(), format!("ran train, {steps} steps (EMA weights)"));
+    write_streaming(out, &entries, |n| b.to_host(&state.ema[n]), &meta, Dtype::F32)
+}
+
+pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
+    check_args(a)?;
+    let inputs: Vec<&Path> = a.init.iter().chain(a.effnet.iter()).map(PathBuf::as_path).collect();
+    crate::io::files::refuse_overwriting_input(&a.out, &inputs)?;
+    let effnet = extractor(b, a)?;
+    let flags = resolve_flags(a, effnet.is_some())?;
+    let data = data::load(&a.data, flags.image_size, &ImageLimits::default())?;
+    let anneal = a.lr_anneal_steps.unwrap_or(a.steps);
+    let arch = effnet.as_ref().map(|e| e.1.as_str());
+    let now = settings(a, &flags, &data, anneal, arch);
+    let run_dir = a.resume.clone().or_else(|| a.run_dir.clone()).unwrap_or_else(|| a.out.with_extension("train"));
+    let d = Diffusion::new(BetaSchedule::parse(&flags.noise_schedule)?, flags.diffusion_steps, "")?;
+
+    let (mut model, mut state, fresh) = match &a.resume {
+        Some(dir) => {
+            let (st, saved, step) = checkpoint::read_header(dir)?;
+            checkpoint::check_same(dir, &saved, &now)?;
+            let (m, s) = checkpoint::restore(b, &st, &flags, step)?;
+            (m, s, Vec::new())
+        }
+        None => {
+            if checkpoint::path_in(&run_dir).exists() {
+                return Err(Error::BadFile { path: run_dir, msg: "holds the checkpoint of an earlier run: continue it with --resume, or remove it".into() });
+            }
+            let init = initial(&flags, data.classes.len(), effnet.as_ref().map(|e| e.2), a.init.as_deref(), a.seed)?;
+            let mut m = build(b, &flags, &init.weights)?;
+            let s = TrainState::new(b, &mut m)?;
+            (m, s, init.fresh)
+        }
+    };
+    if state.step > a.steps {
+        return Err(Error::InvalidArgument(format!("--steps {}: the checkpoint is already at step {}", a.steps, state.step)));
+    }
+    match (&a.init, fresh.len()) {
+        (_, 0) => {}
+        (None, k) => eprintln!("no --init: all {k} tensors initialised fresh"),
+        (Some(_), _) => eprintln!("initialised fresh: {}", fresh.join(", ")),
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::Io { path: run_dir.clone(), source: e })?;
+    let mut log = Log::open(&run_dir, state.step)?;
+    interrupt::install();
+
+    let start = state.step;
+    let n = a.batch;
+    let s = flags.image_size;
+    let y_on = model.num_classes.is_some();
+    let bar = indicatif::ProgressBar::new(a.steps);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {per_sec}, eta {eta} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_position(start);
+    bar.reset_eta();
+    let save = |model: &mut UNet<B>, state: &TrainState<B>, log: &Log| -> Result<()> {
+        checkpoint::save(&run_dir, b, model, state, &now)?;
+        plot::save(&run_dir.join("loss.png"), &log.records)
+    };
+    let mut interrupted = false;
+    let mut last_saved = a.resume.as_ref().map(|_| start);
+    while state.step < a.steps {
+        if interrupt::requested() {
+            interrupted = true;
+            break;
+        }
+        let step = state.step;
+        let t0 = Instant::now();
+        let (x0h, y, t, epsh) = draw_batch(a, &data, &d, step);
+        let x0 = b.from_host(&[n, 3, s, s], &x0h)?;
+        let eps = b.from_host(&[n, 3, s, s], &epsh)?;
+        let target = match (&effnet, &model.feat_head) {
+            (Some((e, _, _)), Some(h)) => Some(e.features(b, &x0, h.feat_shape).map_err(|e| at_step(step + 1, e, ""))?),
+            _ => None,
+        };
+        let lr = if anneal > 0 { a.lr * (1.0 - (step as f64 / anneal as f64).min(1.0)) } else { a.lr };
+        let hp = AdamwParams { lr, ..AdamwParams::default() };
+        let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: if y_on { Some(&y) } else { None }, feat_target: target.as_ref() };
+        let terms = match train_step(b, &mut model, &mut state, &d, &inp, &hp, a.ema as f32) {
+            Ok(t) => t,
+            Err(e) => {
+                bar.abandon();
+                // the weights were not updated: the checkpoint on disk stays the last good one
+                let kept = match last_saved {
+                    Some(k) => format!("; stopped, the last good checkpoint (step {k}) in {} is kept", run_dir.display()),
+                    None => "; stopped, no checkpoint written".to_string(),
+                };
+                return Err(at_step(step + 1, e, &kept));
+            }
+        };
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let rec = StepRecord { step: state.step, lr, mse: mean(&terms.mse), vb: mean(&terms.vb), feat_mse: terms.feat_mse, loss: terms.loss, seconds: t0.elapsed().as_secs_f64() };
+        bar.set_message(format!("loss {:.4} (mse {:.4}, vb {:.4}{})", rec.loss, rec.mse, rec.vb, rec.feat_mse.map(|f| format!(", feat {f:.4}")).unwrap_or_default()));
+        bar.inc(1);
+        log.push(rec)?;
+        if state.step == a.steps || (a.save_every > 0 && state.step % a.save_every == 0) {
+            save(&mut model, &state, &log)?;
+            last_saved = Some(state.step);
+        }
+    }
+    bar.finish_and_clear();
+    if interrupted {
+        save(&mut model, &state, &log)?;
+    } else {
+        write_model(b, &a.out, &mut model, &state, &data.classes, arch, a.steps)?;
+    }
+    Ok(Summary { run_dir, classes: data.classes, images: data.images.len(), start_step: start, step: state.step, interrupted, fresh, last: log.records.last().cloned() })
+}

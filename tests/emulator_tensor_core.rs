@@ -149,7 +149,9 @@ fn ldmatrix_feeds_mma_the_fragments_it_expects() {
 
 /// tests/fixtures/rounding_bf16_f16.bin: (f32 bits, torch's bf16 bits, torch's f16 bits).
 fn rounding_table() -> Vec<(u32, u16, u16)> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rounding_bf16_f16.bin");
+    // RAN_FIXTURES_DIR: prebuilt test binaries run on another host (tests/common/mod.rs)
+    let dir = std::env::var_os("RAN_FIXTURES_DIR").map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"), std::path::PathBuf::from);
+    let p = dir.join("rounding_bf16_f16.bin");
     let raw = std::fs::read(&p).expect("tests/fixtures/rounding_bf16_f16.bin (run tools/reference/make_rounding_table.py)");
     assert_eq!(&raw[..8], b"RNDTBL01", "{}: not a rounding table", p.display());
     let n = u32::from_le_bytes(raw[8..12].try_into().unwrap()) as usize;

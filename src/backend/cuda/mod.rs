@@ -8,6 +8,7 @@ pub mod emu;
 pub mod gpu;
 pub mod kernels;
 pub mod launch;
+pub mod tensor_core;
 
 use self::device::{Device, LaunchCfg};
 use super::{Compute, GroupNormGrads, ScaleShift};

@@ -167,8 +167,11 @@ static inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint3
 // ldmatrix.m8n8 .x{nmat} (.trans) .b16: lanes 8i..8i+7 give the row addresses of matrix i (16
 // bytes each, 16-byte aligned, in shared memory). Lane l receives in r[i] the elements
 // (row l>>2, cols 2(l&3), +1) of matrix i, or with .trans (rows 2(l&3), +1, col l>>2).
+// Each lane reads its own row before the warp meets and publishes the 16 bytes, so the whole
+// read happens at the instruction, as on the GPU (a lane's later store cannot leak into it).
 static inline void ldmatrix(uint32_t* r, int nmat, bool trans, const void* row) {
   const unsigned lane = emu_cur_thread->lane;
+  uint32_t mine[4] = {0, 0, 0, 0};
   if ((int)lane < 8 * nmat) {
     char msg[200];
     if (!emu_is_shared(row, 16)) {
@@ -179,23 +182,20 @@ static inline void ldmatrix(uint32_t* r, int nmat, bool trans, const void* row) 
       snprintf(msg, sizeof msg, "ldmatrix: lane %u's row address %p is not 16-byte aligned (misaligned address)", lane, row);
       emu_fail(msg);
     }
+    memcpy(mine, row, 16);
   }
-  const uint32_t mine[2] = {(uint32_t)(uintptr_t)row, (uint32_t)((uintptr_t)row >> 32)};
-  const uint32_t* area = warp_collective(COLL_LDMATRIX | (uint32_t)nmat << 4 | (uint32_t)trans << 7, mine, 2);
-  auto row_of = [area](unsigned l) {
-    const uint32_t* w = area + l * EMU_COLL_WORDS + 1;
-    return (const uint16_t*)(uintptr_t)((uint64_t)w[0] | (uint64_t)w[1] << 32);
-  };
+  const uint32_t* area = warp_collective(COLL_LDMATRIX | (uint32_t)nmat << 4 | (uint32_t)trans << 7, mine, 4);
+  // element c (0..7) of the row that lane l published
+  auto el = [area](unsigned l, unsigned c) { return (uint16_t)(area[l * EMU_COLL_WORDS + 1 + c / 2] >> (16 * (c & 1))); };
   const unsigned g = lane >> 2, t = lane & 3;
   for (int i = 0; i < nmat; ++i) {
     uint16_t lo, hi;
     if (!trans) {
-      const uint16_t* p = row_of(8 * i + g);
-      lo = p[2 * t];
-      hi = p[2 * t + 1];
+      lo = el(8 * i + g, 2 * t);
+      hi = el(8 * i + g, 2 * t + 1);
     } else {
-      lo = row_of(8 * i + 2 * t)[g];
-      hi = row_of(8 * i + 2 * t + 1)[g];
+      lo = el(8 * i + 2 * t, g);
+      hi = el(8 * i + 2 * t + 1, g);
     }
     r[i] = (uint32_t)lo | (uint32_t)hi << 16;
   }

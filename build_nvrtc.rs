@@ -155,6 +155,7 @@ fn build_file(nv: &Nvrtc, f: &KernelFile, headers: &[(String, String)], out: &Pa
 }
 
 pub fn compile_and_embed(root: &Path, out: &Path, files: &[KernelFile]) {
+    println!("cargo::rustc-check-cfg=cfg(nvrtc_ptx)");
     let headers: Vec<(String, String)> = super::build_contract::header_names(&root.join("kernels"))
         .into_iter()
         .map(|h| {
@@ -195,6 +196,10 @@ pub fn compile_and_embed(root: &Path, out: &Path, files: &[KernelFile]) {
                 }
             }
             status = format!("NVRTC {} from {}: PTX {PTX_ARCH}, CUBIN sm_{}", nv.version(), nv.path, CUBIN_ARCHS.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", sm_"));
+            if built.iter().all(Option::is_some) {
+                // every file has PTX: tests that read it (tests/tensor_core_ptx.rs) can run
+                println!("cargo:rustc-cfg=nvrtc_ptx");
+            }
         }
     }
 

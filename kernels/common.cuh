@@ -33,6 +33,9 @@ __forceinline__ T* dynamic_smem() {
 // Structs kernels take by value and the launch constants the host shares (generated into Rust).
 #include "contract.cuh"
 
+// bf16/f16/tf32, mma.sync, ldmatrix, cp.async, 16-byte vector accesses (inline PTX / emulator).
+#include "tc.cuh"
+
 #define KC_INF (__int_as_float(0x7f800000))
 #define KC_NEG_INF (__int_as_float(0xff800000))
 #define KC_FLT_MAX 3.402823466e+38f

@@ -29,6 +29,14 @@
 #define ATTN_BLOCK 128
 // Mahalanobis: one block per (position, image); its warps share the rows of L⁻¹.
 #define MAHA_BLOCK 256
+// linear_tc.cu (bf16 tensor cores): a TC_TM×TC_TN output tile per block of TC_THREADS (4 warps in
+// 2×2, 32×32 each), K step TC_TK, shared rows padded to TC_LDS bf16, two stages of A and B tiles.
+#define TC_TM 64
+#define TC_TN 64
+#define TC_TK 32
+#define TC_THREADS 128
+#define TC_LDS 40
+#define TC_SMEM_BYTES 20480
 // Shared memory a kernel may use without the cuFuncSetAttribute opt-in.
 #define SMEM_DEFAULT_LIMIT 49152
 
@@ -124,4 +132,9 @@ struct AdamwCoefs {
 static_assert(IGEMM_TM == IGEMM_THREADS * 4 && IGEMM_TN == IGEMM_THREADS * 4, "each igemm thread owns a 4x4 sub-tile");
 static_assert(IGEMM_SMEM_BYTES == 4 * IGEMM_TK * (IGEMM_TM + IGEMM_TN), "igemm keeps one A and one B tile in shared memory");
 static_assert(IGEMM_THREADS * IGEMM_THREADS * 4 == IGEMM_TK * IGEMM_TM, "each thread loads 4 elements of each tile per K step");
+static_assert(TC_TM == 64 && TC_TN == 64 && TC_THREADS == 128, "linear_tc.cu: 4 warps of 32x32 cover the tile");
+static_assert(TC_TM * TC_TK / 8 == 2 * TC_THREADS, "linear_tc.cu: each thread copies two 16-byte chunks of each operand per stage");
+static_assert(TC_LDS >= TC_TK && TC_LDS % 8 == 0, "linear_tc.cu: padded rows stay 16-byte aligned for cp.async and ldmatrix");
+static_assert(TC_SMEM_BYTES == 2 * 2 * TC_TM * TC_LDS * 2, "linear_tc.cu: two stages of an A and a B tile of bf16");
+static_assert(TC_SMEM_BYTES <= SMEM_DEFAULT_LIMIT, "linear_tc.cu needs no shared-memory opt-in");
 #endif

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <new>
@@ -21,10 +22,11 @@ struct dim3 {
   unsigned x = 1, y = 1, z = 1;
   constexpr dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
-struct float2 { float x, y; };
-struct float4 { float x, y, z, w; };
-struct int2 { int x, y; };
-struct int4 { int x, y, z, w; };
+// Aligned like CUDA's vector types (a misaligned float4 access is an error on the GPU).
+struct __attribute__((aligned(8))) float2 { float x, y; };
+struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
+struct __attribute__((aligned(8))) int2 { int x, y; };
+struct __attribute__((aligned(16))) int4 { int x, y, z, w; };
 static inline float2 make_float2(float x, float y) { return {x, y}; }
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
@@ -37,6 +39,7 @@ struct ThreadState {
   unsigned warp = 0;       // linear / 32
   unsigned shfl_parity = 0;
   unsigned bar_parity = 0;
+  unsigned coll_count = 0;  // warp collectives (mma, ldmatrix) this thread has entered
 };
 struct BlockState {
   uint3 bid = {0, 0, 0};
@@ -219,6 +222,9 @@ static inline long long max(long long a, long long b) { return a > b ? a : b; }
 static inline float min(float a, float b) { return fminf(a, b); }
 static inline float max(float a, float b) { return fmaxf(a, b); }
 template <class T> static inline T __ldg(const T* p) { return *p; }
+
+// ---- tensor cores, ldmatrix, cp.async, vector accesses ------------------------------------
+#include "cuda_emu_tc.h"
 
 // ---- the registry: how the runtime launches a kernel by name ------------------------------
 struct EmuKernelEntry {

@@ -73,12 +73,14 @@ enum Sched { FWD = 0, REV = 1, RAND = 2, PREEMPT = 3 };
 
 constexpr unsigned kMaxThreads = 1024;
 constexpr size_t kMaxSmem = 227 * 1024;
+constexpr unsigned kDefaultSmem = 48 * 1024;  // without the cuFuncSetAttribute opt-in
 
 struct Fiber {
   void* sp = nullptr;
   State st = DONE;
   unsigned warp_result = 0;
   emu::ThreadState ts;
+  emu::CpAsyncQueue cpq;  // this thread's cp.async copies in flight (cuda_emu_tc.h)
 };
 
 struct Warp {
@@ -86,6 +88,7 @@ struct Warp {
   unsigned arrived = 0;  // lanes at the current warp barrier
   unsigned mask = 0;     // the barrier's mask (from its first arrival)
   uint64_t slots[2][32];
+  uint32_t coll[2][32 * EMU_COLL_WORDS];  // mma / ldmatrix exchange (cuda_emu_tc.h)
 };
 
 // A pointer argument of a launch and the buffer it points into.
@@ -154,6 +157,9 @@ size_t env_size(const char* name, size_t dflt) {
   long long x = atoll(v);
   return x > 0 ? (size_t)x : dflt;
 }
+
+// cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) per kernel name (emu_func_set_max_dynamic_smem).
+std::map<std::string, unsigned> g_smem_optin;
 
 int g_sched = -1;  // -1: read EMU_SCHED on first launch
 int g_race = -1;   // race detector: -1 = read EMU_RACE (default off, see kernels/README.md) on first launch
@@ -297,6 +303,8 @@ bool run_block(Worker* w, Launch* L, unsigned b) {
     wp.arrived = 0;
     wp.mask = 0;
     memset(wp.slots, 0xFF, sizeof wp.slots);  // lanes that do not exist read as NaN / -1
+    for (unsigned p = 0; p < 2; ++p)             // no collective tag survives from the last block
+      for (unsigned l = 0; l < 32; ++l) wp.coll[p][l * EMU_COLL_WORDS] = 0;
   }
   if (L->smem) memset(w->smem, 0xFF, L->smem);  // uninitialised shared memory is poison
   for (unsigned i = 0; i < n; ++i) {
@@ -308,6 +316,9 @@ bool run_block(Worker* w, Launch* L, unsigned b) {
     f.ts.warp = i / 32;
     f.ts.shfl_parity = 0;
     f.ts.bar_parity = 0;
+    f.ts.coll_count = 0;
+    f.cpq.n = 0;
+    f.cpq.committed = 0;
     // Stagger the tops so hot frames do not all map to the same cache sets.
     uintptr_t top = (uintptr_t)(w->stacks + (size_t)(i + 1) * w->stack_bytes) - (i % 64) * 64;
     top &= ~(uintptr_t)15;
@@ -694,6 +705,14 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
     return fail(1, std::string(name) + ": bad launch configuration (grid " + std::to_string(gx) + "x" + std::to_string(gy) + "x" +
                        std::to_string(gz) + ", block " + std::to_string(bx) + "x" + std::to_string(by) + "x" + std::to_string(bz) + ")");
   if (smem_bytes > kMaxSmem) return fail(1, std::string(name) + ": " + std::to_string(smem_bytes) + " bytes of dynamic shared memory exceed 227 KiB");
+  if (smem_bytes > kDefaultSmem) {
+    std::lock_guard<std::mutex> g(g_cfg_m);
+    auto it = g_smem_optin.find(name);
+    unsigned allowed = it == g_smem_optin.end() ? kDefaultSmem : it->second;
+    if (smem_bytes > allowed)
+      return fail(1, std::string(name) + ": " + std::to_string(smem_bytes) + " bytes of dynamic shared memory exceed the " + std::to_string(allowed) +
+                         " the kernel may use; above 48 KiB a launch must opt in first (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+  }
   std::lock_guard<std::mutex> lk(g_launch_m);
   std::vector<unsigned char> packed(e->packed_size + 16);
   void* pk = (void*)(((uintptr_t)packed.data() + 15) & ~(uintptr_t)15);
@@ -735,6 +754,51 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
   if (!canary.empty()) return fail(3, canary);
   return 0;
 }
+
+// cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes): launches of
+// `name` may then use up to `bytes` of dynamic shared memory (at most 227 KiB, as on sm_90).
+int emu_func_set_max_dynamic_smem(const char* name, unsigned bytes) {
+  if (!find(name, false)) return fail(1, std::string("no kernel named `") + name + "` in the emulator registry");
+  if (bytes > kMaxSmem)
+    return fail(1, std::string(name) + ": cannot opt in to " + std::to_string(bytes) + " bytes of dynamic shared memory (at most 227 KiB = 232448)");
+  std::lock_guard<std::mutex> g(g_cfg_m);
+  g_smem_optin[name] = bytes;
+  return 0;
+}
+
+void emu_fail(const char* msg) {
+  Worker* w = t_worker;
+  if (!w || !w->in_block || !w->launch) {
+    fprintf(stderr, "emu: %s (outside a kernel)\n", msg);
+    abort();
+  }
+  snprintf(w->fault_msg, sizeof w->fault_msg, "%s: %s, by block (%u,%u,%u) thread (%u,%u,%u)", w->launch->entry->name, msg, emu_cur_block.bid.x,
+           emu_cur_block.bid.y, emu_cur_block.bid.z, emu_cur_thread->tid.x, emu_cur_thread->tid.y, emu_cur_thread->tid.z);
+  siglongjmp(w->fault_jmp, 1);
+}
+
+int emu_is_shared(const void* p, unsigned n) {
+  Worker* w = t_worker;
+  uintptr_t a = (uintptr_t)p, sm = (uintptr_t)w->smem;
+  if (a >= sm && a < sm + kMaxSmem) return a + n <= sm + w->launch->smem;
+  return w->tls_hi > w->tls_lo && a >= w->tls_lo && a + n <= w->tls_hi;
+}
+
+unsigned emu_misalignment(const void* p, unsigned align) {
+  Worker* w = t_worker;
+  uintptr_t a = (uintptr_t)p;
+  if (w && w->launch)
+    for (const ArgBuf& b : w->launch->bufs)
+      if (a >= b.start && a < b.end) return (unsigned)((a - b.start) % align);
+  return (unsigned)(a % align);
+}
+
+uint32_t* emu_warp_coll(unsigned parity) {
+  Worker* w = t_worker;
+  return w->warps[current(w)->ts.warp].coll[parity & 1];
+}
+
+emu::CpAsyncQueue* emu_cp_async_queue(void) { return &current(t_worker)->cpq; }
 
 // The message of the last failed launch made by the calling thread.
 const char* emu_last_error(void) { return t_err.c_str(); }

@@ -30,4 +30,8 @@ pub trait Device: Send + Sync + 'static {
     fn upload(&self, bytes: &[u8]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf, out: &mut [u8]) -> Result<()>;
     fn launch(&self, kernel: &'static str, cfg: &LaunchCfg, args: &[Arg<'_, Self::Buf>]) -> Result<()>;
+    /// Lets later launches of `kernel` use up to `bytes` of dynamic shared memory; launches above
+    /// 48 KiB (`SMEM_DEFAULT_LIMIT`) fail without it (cuFuncSetAttribute with
+    /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the emulator enforces the same rule).
+    fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()>;
 }

@@ -15,6 +15,7 @@ extern "C" {
     fn emu_set_race_check(on: i32) -> i32;
     fn emu_hook_calls() -> u64;
     fn emu_instrumented() -> i32;
+    fn emu_func_set_max_dynamic_smem(name: *const c_char, bytes: u32) -> i32;
     fn emu_alloc(bytes: usize) -> *mut c_void;
     fn emu_free(p: *mut c_void);
 }
@@ -186,11 +187,22 @@ impl Device for EmuDevice {
         // SAFETY: `ptrs` holds one valid pointer per kernel parameter, alive for the call; the
         // runtime copies the values before running any thread and the launch is synchronous.
         let rc = unsafe { emu_launch(name.as_ptr(), g.0, g.1, g.2, b.0, b.1, b.2, cfg.smem_bytes, ptrs.as_mut_ptr()) };
-        if rc != 0 {
-            // SAFETY: the runtime returns a NUL-terminated string owned by this thread.
-            let msg = unsafe { CStr::from_ptr(emu_last_error()) }.to_string_lossy().into_owned();
-            return Err(Error::Backend { backend: "cuda-emulator", msg });
-        }
-        Ok(())
+        check(rc)
     }
+
+    fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()> {
+        let name = CString::new(kernel).expect("kernel names have no NUL");
+        // SAFETY: plain FFI call with a NUL-terminated name; the runtime guards its table with a mutex.
+        check(unsafe { emu_func_set_max_dynamic_smem(name.as_ptr(), bytes) })
+    }
+}
+
+/// A runtime return code as a Result, with the runtime's message for the calling thread.
+fn check(rc: i32) -> Result<()> {
+    if rc != 0 {
+        // SAFETY: the runtime returns a NUL-terminated string owned by this thread.
+        let msg = unsafe { CStr::from_ptr(emu_last_error()) }.to_string_lossy().into_owned();
+        return Err(Error::Backend { backend: "cuda-emulator", msg });
+    }
+    Ok(())
 }

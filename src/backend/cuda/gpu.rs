@@ -195,6 +195,13 @@ impl Device for GpuDevice {
         unsafe { b.launch(lc) }.map_err(|e| err(format!("launching {kernel}: {e}")))?;
         Ok(())
     }
+
+    fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()> {
+        use cudarc::driver::sys::CUfunction_attribute_enum as A;
+        let f = self.function(kernel)?;
+        f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+            .map_err(|e| err(format!("{kernel}: cannot allow {bytes} bytes of dynamic shared memory (cuFuncSetAttribute): {e}")))
+    }
 }
 
 #[cfg(test)]

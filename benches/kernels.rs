@@ -4,25 +4,20 @@
 //! GPU the share of the device's fp32 / DRAM peak. PyTorch's side: tools/bench/torch_ops.py;
 //! latest figures: benches/RESULTS.md.
 //!
+//! One convolution is also `ran bench conv` (tools/bench/torch_conv.py).
+//!
 //!   cargo bench --bench kernels            (all)
 //!   cargo bench --bench kernels -- conv    (names containing "conv")
 
 use ran::backend::cuda::gpu::GpuDevice;
 use ran::backend::cuda::Gpu;
-use ran::backend::{Backend, Conv2dParams, GroupNormParams};
+use ran::backend::{Backend, GroupNormParams};
+use ran::bench::workloads;
 use ran::{Cpu, Tensor};
 use std::time::{Duration, Instant};
 
 fn rand<B: Backend>(b: &B, dims: &[usize], seed: u64) -> Tensor<B> {
-    let n: usize = dims.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect();
-    b.from_host(dims, &v).unwrap()
+    workloads::rand_tensor(b, dims, seed).unwrap()
 }
 
 /// Median wall time over at least 5 runs and ~2 s, after one warm-up run; `sync` waits for the
@@ -68,10 +63,10 @@ fn run<B: Backend>(b: &B, want: &dyn Fn(&str) -> bool, sync: &dyn Fn(), r: &Repo
     println!("== {}", b.name());
     for &(c, hw) in &[(256usize, 64usize), (128, 256)] {
         let name = format!("conv2d_3x3 {c}->{c} @{hw}x{hw}");
-        let x = rand(b, &[1, c, hw, hw], 1);
-        let w = rand(b, &[c, c, 3, 3], 2);
-        let bias = rand(b, &[c], 3);
-        let p = Conv2dParams::new(1, 1, 1);
+        let (x, w, bias, p) = {
+            let k = workloads::conv_case(b, 1, [c, hw, hw], c, 3).unwrap();
+            (k.x, k.w, k.bias, k.p)
+        };
         let flops = 2.0 * (c * c * 9 * hw * hw) as f64;
         if want(&name) {
             r.report(&name, time(|| drop(b.conv2d(&x, &w, Some(&bias), &p).unwrap()), sync), Work::Flops(flops));

@@ -8,6 +8,8 @@ use ran::Cpu;
 
 #[test]
 fn cpu_ops_match_pytorch() {
+    // outputs an op claims to write whole come NaN-filled: an element it leaves unwritten fails here
+    ran::backend::cpu::buffers::set_poison(true);
     let fx = ops_fixtures();
     let all = cases(&fx);
     let mut failures = Vec::new();

@@ -67,6 +67,10 @@ pub fn commit() -> String {
     }
 }
 
+fn min_of(v: &[f64]) -> Option<f64> {
+    v.iter().copied().min_by(f64::total_cmp)
+}
+
 /// One benchmark's result.
 pub struct Report {
     /// the subcommand: unet, effnet, wrn50-grad, detect, conv
@@ -100,6 +104,8 @@ impl Report {
             "iters": self.stats.times_ms.len(),
             "warmup": self.warmup,
             "times_ms": self.stats.times_ms,
+            "user_ms": self.stats.user_ms,
+            "sys_ms": self.stats.sys_ms,
             "median_ms": med,
             "min_ms": min,
             "max_ms": self.stats.max_ms(),
@@ -122,6 +128,9 @@ impl Report {
         let (med, min, max) = (self.stats.median_ms(), self.stats.min_ms(), self.stats.max_ms());
         println!("bench {}: {} (batch {}, {} iterations after {} warm-up) on {}", self.bench, self.config, self.batch, self.stats.times_ms.len(), self.warmup, m.device);
         println!("  median {med:.2} ms   min {min:.2} ms   max {max:.2} ms");
+        if let (Some(u), Some(k)) = (min_of(&self.stats.user_ms), min_of(&self.stats.sys_ms)) {
+            println!("  CPU time per iteration, least: user {u:.0} ms, system {k:.0} ms (all threads)");
+        }
         println!(
             "  {:.3} GFLOP per iteration: {:.1} GFLOP/s at the median, {:.1} at the min = {:.0}% of the ceiling {:.0} GFLOP/s",
             self.gflop(),

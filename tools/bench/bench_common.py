@@ -55,23 +55,32 @@ def commit():
     return h + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+CPU_MS = {"user_ms": [], "sys_ms": []}
+
+
 def measure(label, args, f):
-    """(times in ms of the timed runs, FLOPs of one run); f runs the workload once."""
+    """(times in ms of the timed runs, FLOPs of one run); f runs the workload once. The process's
+    user and system CPU time of each timed run go to CPU_MS (as ran's user_ms / sys_ms)."""
+    import resource
     with torch.no_grad():
         with FlopCounterMode(display=False) as fc:
             f()
         flops = fc.get_total_flops()
     times = []
     for i in range(args.warmup + args.iters):
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         f()
         ms = (time.perf_counter() - t0) * 1e3
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         warm = i < args.warmup
         k, n = (i + 1, args.warmup) if warm else (i + 1 - args.warmup, args.iters)
         if not args.quiet:
             print(f"[torch {label}] {'warm-up' if warm else 'iteration'} {k}/{n}: {ms:.1f} ms", file=sys.stderr, flush=True)
         if not warm:
             times.append(ms)
+            CPU_MS["user_ms"].append((r1.ru_utime - r0.ru_utime) * 1e3)
+            CPU_MS["sys_ms"].append((r1.ru_stime - r0.ru_stime) * 1e3)
     return times, flops
 
 
@@ -90,7 +99,7 @@ def report(args, bench, config, batch, times, flops, extra=None):
     out = {"bench": bench, "config": config, "batch": batch, "iters": len(times), "warmup": args.warmup, "times_ms": times,
            "median_ms": med, "min_ms": lo, "max_ms": hi, "gflop": gflop, "gflops_median": rate(med), "gflops_best": rate(lo),
            "ceiling_gflops": args.ceiling, "pct_of_ceiling_best": 100 * rate(lo) / args.ceiling if args.ceiling else None,
-           "threads": threads, "device": f"torch {torch.__version__} cpu", "commit": commit(), "peak_rss_mb": rss, "side": "torch"}
+           "user_ms": CPU_MS["user_ms"], "sys_ms": CPU_MS["sys_ms"], "threads": threads, "device": f"torch {torch.__version__} cpu", "commit": commit(), "peak_rss_mb": rss, "side": "torch"}
     out.update(extra or {})
     if args.json:
         print(json.dumps(out, sort_keys=True))

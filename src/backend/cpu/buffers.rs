@@ -9,7 +9,7 @@
 //! leaves an element unwritten returns NaN instead of a plausible stale number.
 //!
 //! Bounded: buffers under `MIN_LEN` values stay with the allocator (its own free lists are fast
-//! there), and the pool holds at most `RAN_CPU_POOL_MB` MiB (default 1024; 0 turns reuse off);
+//! there), and the pool holds at most `RAN_CPU_POOL_MB` MiB (default 512: at the 553M UNet's 256² forward it kept 3/4 of what 1024 saved in system time for half the extra RSS, benches/RESULTS.md; 0 turns reuse off);
 //! a buffer freed into a full pool is released.
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ use std::sync::{Mutex, OnceLock};
 
 /// 64 KiB of f32: below this, malloc's free lists serve without touching the kernel.
 const MIN_LEN: usize = 16 * 1024;
-const DEFAULT_POOL_MB: usize = 1024;
+const DEFAULT_POOL_MB: usize = 512;
 
 static POISON: AtomicBool = AtomicBool::new(false);
 

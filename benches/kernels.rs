@@ -4,7 +4,7 @@
 //! median time and GFLOP/s (GEMM-like rows: the table's FLOP count) or GB/s (the rest: the least
 //! traffic possible, each input read once and each output written once), and on a GPU the share
 //! of the device's fp32 / DRAM peak. PyTorch's side: tools/bench/torch_ops.py; latest figures:
-//! benches/RESULTS.md.
+//! benches/RESULTS.md. One convolution is also `ran bench conv` (tools/bench/torch_conv.py).
 //!
 //!   cargo bench --bench kernels            (all)
 //!   cargo bench --bench kernels -- conv    (rows or cases whose name contains "conv")

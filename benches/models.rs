@@ -6,22 +6,18 @@
 //!
 //!   cargo bench --bench models
 
-use ran::anomaly::noise::gaussian;
-use ran::anomaly::score::{FeatureTimestep, ScoreConfig, Scorer};
-use ran::diffusion::{BetaSchedule, Diffusion};
+//! (`ran bench unet` / `ran bench detect` time the same workloads without the file round trip.)
+
+use ran::anomaly::score::FeatureTimestep;
+use ran::bench::workloads::{self, PAPER_FLAGS};
 use ran::io::flags::ModelFlags;
 use ran::io::safetensors::{write_streaming, Dtype};
-use ran::models::efficientnet::{EffNetConfig, EfficientNet};
 use ran::models::load_unet;
 use ran::models::unet::UNet;
 use ran::models::weights::{synth_values, Loader, Synthetic};
 use ran::{Backend, Cpu};
 use std::collections::BTreeMap;
 use std::time::Instant;
-
-const PAPER_FLAGS: &str = "--image_size 256 --num_channels 256 --num_res_blocks 2 --attention_resolutions 32,16,8 \
---num_head_channels 64 --resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True \
---num_classes 15 --channel_mult 1,1,2,2,4,4";
 
 fn peak_rss_mb() -> f64 {
     ran::sysinfo::peak_rss_mb().unwrap_or(f64::NAN)
@@ -32,27 +28,24 @@ fn child(path: &str) {
     let t0 = Instant::now();
     let m: UNet<Cpu> = load_unet(std::path::Path::new(path), &Cpu, &[]).expect("load");
     let load_s = t0.elapsed().as_secs_f64();
-    let x = Cpu.from_host(&[1, 3, 256, 256], &synth_values(7, "x", &[1, 3, 256, 256])).unwrap();
-    let t = Cpu.from_host(&[1], &[201.0]).unwrap();
+    let flags = ModelFlags::parse(PAPER_FLAGS).unwrap();
+    let inp = workloads::unet_inputs(&Cpu, &flags, 1).unwrap();
     let mut times = Vec::new();
     for _ in 0..2 {
         let t1 = Instant::now();
-        let o = m.forward(&Cpu, &x, &t, Some(&[3])).expect("forward");
+        let o = m.forward(&Cpu, &inp.x, &inp.t, inp.y.as_deref()).expect("forward");
         times.push(t1.elapsed().as_secs_f64());
         assert_eq!(o.out.dims(), &[1, 6, 256, 256]);
     }
     println!("load {load_s:.1} s; forward 256² (batch 1): {:.2} s, {:.2} s; peak RSS {:.0} MB", times[0], times[1], peak_rss_mb());
 
     // the full detection of one 256² image: KL + feature maps with EfficientNet-B4 (random weights)
-    let ecfg = EffNetConfig::from_name("efficientnet-b4").unwrap();
-    let el = Loader::synthetic(&Cpu, Synthetic { seed: 5, shapes: BTreeMap::new() });
-    let eff = EfficientNet::load(&ecfg, &el).unwrap();
-    let noise: Vec<_> = [5u64, 50, 100].iter().map(|&k| Cpu.from_host(&[1, 3, 256, 256], &gaussian(0, k, 3 * 256 * 256)).unwrap()).collect();
+    let eff = workloads::synthetic_effnet(&Cpu, "efficientnet-b4").unwrap();
     for mode in [FeatureTimestep::RespacedIndex, FeatureTimestep::Tau] {
-        let scorer =
-            Scorer { unet: &m, effnet: Some(&eff), diffusion: Diffusion::new(BetaSchedule::Linear, 1000, "250").unwrap(), cfg: ScoreConfig { feature_timestep: mode, ..ScoreConfig::default() } };
+        let scorer = workloads::scorer(&m, &eff, mode).unwrap();
+        let noise = workloads::detect_noise(&Cpu, &scorer.cfg.timesteps, 1, 256).unwrap();
         let t1 = Instant::now();
-        let s = scorer.score(&Cpu, &x, &noise, Some(&[3])).expect("score");
+        let s = scorer.score(&Cpu, &inp.x, &noise, inp.y.as_deref()).expect("score");
         println!("detect 256² (KL + feature, timesteps 5,50,100, feature timestep {mode:?}): {:.1} s per image (score {:.3})", t1.elapsed().as_secs_f64(), s[0].image_score);
     }
 }
@@ -64,7 +57,7 @@ fn main() {
     let flags = ModelFlags::parse(PAPER_FLAGS).unwrap();
     let mut shapes = BTreeMap::new();
     shapes.insert("label_emb.weight".to_string(), vec![15, 1024]);
-    shapes.insert("feat_rec1.0.weight".to_string(), vec![512]);
+    shapes.insert("feat_rec1.0.weight".to_string(), vec![workloads::feat_tap_channels(&flags).unwrap()]);
     // the parameter list, from building the model once on random weights
     let entries: Vec<(String, Vec<usize>)> = {
         let l = Loader::synthetic(&Cpu, Synthetic { seed: 1, shapes });

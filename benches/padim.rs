@@ -4,6 +4,7 @@
 //! `Padim::loss_and_grad`, what Algorithm 1 runs N_d times per iteration. Also the forward alone.
 //! GFLOP/s counts the convolutions (forward 2·MACs; the backward to the input as much again) and
 //! the Mahalanobis products. PyTorch autograd on the same work: tools/bench/torch_padim_step.py.
+//! The backbone alone is also `ran bench wrn50-grad` (tools/bench/torch_wrn50_grad.py).
 //!
 //!   cargo bench --bench padim
 
@@ -11,8 +12,8 @@ use ran::anomaly::padim::{random_channels, split_ids, Padim};
 use ran::backend::cpu::mahalanobis::packed_len;
 use ran::backend::cuda::gpu::GpuDevice;
 use ran::backend::cuda::Gpu;
-use ran::models::resnet::{BlockKind, ResNet, ResNetConfig};
-use ran::models::weights::{Loader, Synthetic};
+use ran::bench::workloads;
+use ran::models::resnet::{BlockKind, ResNetConfig};
 use ran::{Backend, Cpu};
 use std::time::Instant;
 
@@ -55,8 +56,7 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
 /// Times the map, the gradient step and the backbone alone on backend `b`.
 fn run<B: Backend>(b: &B, label: &str) {
     let cfg = ResNetConfig::from_name("wide_resnet50_2").unwrap();
-    let l = Loader::synthetic(b, Synthetic { seed: 3, shapes: Default::default() });
-    let resnet = ResNet::load(&cfg, &l).unwrap();
+    let resnet = workloads::synthetic_resnet(b, "wide_resnet50_2").unwrap();
     let (s, d) = (256usize, 500usize);
     let p = (s / 4) * (s / 4);
     let ids = split_ids(&random_channels(1792, d, 0).unwrap(), resnet.channels()).unwrap();
@@ -82,10 +82,7 @@ fn run<B: Backend>(b: &B, label: &str) {
     });
     // the backbone alone: forward to layer3 and the input gradient of Σ layer outputs
     let t_bb = time(reps, || {
-        let (outs, tape) = padim.resnet.layers_taped(b, &x).unwrap();
-        let ones: Vec<_> = outs.iter().map(|o| b.from_host(o.dims(), &vec![1.0; o.numel()]).unwrap()).collect();
-        let g = padim.resnet.layers_x_backward(b, &tape, [Some(&ones[0]), Some(&ones[1]), Some(&ones[2])]).unwrap();
-        b.mean_std(&g).unwrap();
+        workloads::backbone_grad(b, &padim.resnet, &x).unwrap();
     });
     let conv = 2.0 * conv_macs(&cfg, s);
     let maha = 2.0 * (p * packed_len(d)) as f64; // one packed mat-vec per position

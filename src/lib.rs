@@ -5,6 +5,7 @@
 
 pub mod anomaly;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod diffusion;

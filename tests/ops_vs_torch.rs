@@ -14,6 +14,8 @@ use std::collections::BTreeSet;
 
 #[test]
 fn cpu_matches_every_reference_case() {
+    // outputs an op claims to write whole come NaN-filled: an element it leaves unwritten fails here
+    ran::backend::cpu::buffers::set_poison(true);
     let cases = fixture_cases();
     let r = check_cases(&Cpu, "cpu", &cases, 1.0);
     r.print("cpu");

@@ -52,6 +52,8 @@ fn check_config<B: Backend>(b: &B, name: &str) -> Vec<String> {
 
 #[test]
 fn unet_matches_upstream_on_cpu() {
+    // whole-written outputs come NaN-filled from the buffer pool: an unwritten element fails here
+    ran::backend::cpu::buffers::set_poison(true);
     let f: Vec<String> = CONFIGS.iter().flat_map(|c| check_config(&Cpu, c)).collect();
     assert!(f.is_empty(), "{}", f.join("\n"));
 }

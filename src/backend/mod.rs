@@ -196,29 +196,35 @@ impl<K: Compute> Backend for K {
 
     fn conv2d(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, p: &Conv2dParams) -> Result<Tensor<Self>> {
         let g = ops::conv::conv2d(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+        ops::flops::conv2d(&g);
         Compute::conv2d(self, x, w, bias, &g)
     }
     fn conv2d_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>, x_shape: &Shape, p: &Conv2dParams) -> Result<Tensor<Self>> {
         let g = ops::conv::conv2d_x_backward(gy.shape(), w.shape(), x_shape, p)?;
+        ops::flops::conv2d(&g);
         Compute::conv2d_x_backward(self, gy, w, &g)
     }
     fn linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>) -> Result<Tensor<Self>> {
         let g = ops::conv::linear(x.shape(), w.shape(), bias.map(|b| b.shape()))?;
+        ops::flops::linear(&g);
         Compute::linear(self, x, w, bias, &g)
     }
     fn linear_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>) -> Result<Tensor<Self>> {
         let g = ops::conv::linear_x_backward(gy.shape(), w.shape())?;
+        ops::flops::linear(&g);
         Compute::linear_x_backward(self, gy, w, &g)
     }
 
     fn conv2d_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, w_shape: &Shape, p: &Conv2dParams, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
         let g = ops::conv::conv2d_w_backward(gy.shape(), x.shape(), w_shape, p)?;
+        ops::flops::conv2d(&g);
         let gw = Compute::conv2d_w_backward(self, gy, x, &g)?;
         let gb = if with_bias { Some(self.channel_sum(gy, g.n(), g.o(), g.ho() * g.wo())?) } else { None };
         Ok((Tensor::from_parts(w_shape.clone(), gw.storage().clone()), gb))
     }
     fn linear_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
         let g = ops::conv::linear_w_backward(gy.shape(), x.shape())?;
+        ops::flops::linear(&g);
         let gw = Compute::linear_w_backward(self, gy, x, &g)?;
         let gb = if with_bias { Some(self.channel_sum(gy, g.rows, g.fout, 1)?) } else { None };
         Ok((gw, gb))
@@ -357,10 +363,12 @@ impl<K: Compute> Backend for K {
 
     fn attention_legacy(&self, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {
         let g = ops::attention::attention_legacy("attention_legacy", qkv.shape(), heads)?;
+        ops::flops::attention(&g, 2);
         Compute::attention_legacy(self, qkv, &g)
     }
     fn attention_legacy_x_backward(&self, gy: &Tensor<Self>, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {
         let g = ops::attention::attention_legacy_x_backward(gy.shape(), qkv.shape(), heads)?;
+        ops::flops::attention(&g, 4);
         Compute::attention_legacy_x_backward(self, gy, qkv, &g)
     }
 

@@ -1,6 +1,7 @@
 //! The `ran` command line: typed arguments per command (parse-time checks), the demo's settings,
 //! and one printing function per command. main.rs parses and calls `run`.
 
+pub mod bench;
 pub mod convert;
 pub mod demo;
 pub mod detect;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Train (or fine-tune) a model on normal images with the paper's recipe: ε-MSE + VB +
     /// feature MSE, AdamW, EMA; checkpoints, --resume, a JSON-lines log and a loss curve.
     Train(train::TrainCmd),
+    /// Time a workload on random weights (UNet, EfficientNet, the ResNet gradient, detection, one
+    /// conv): median/min/max ms, GFLOP/s, % of the machine's ceiling; `--json` for scripts.
+    Bench(bench::BenchCmd),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -75,6 +79,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reconstruct(c) => c.run(),
         Command::Metrics(c) => c.run(),
         Command::Train(c) => c.run(),
+        Command::Bench(c) => c.run(),
     }
 }
 

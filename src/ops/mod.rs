@@ -14,6 +14,7 @@ pub mod conv;
 pub mod diffusion;
 pub mod elementwise;
 pub mod embedding;
+pub mod flops;
 pub mod layout;
 pub mod norm;
 pub mod optim;

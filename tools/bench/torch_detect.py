@@ -1,63 +1,82 @@
-"""PyTorch CPU side of the detection benchmark in benches/models.rs: the paper's pipeline built
-from the upstream packages (guided_diffusion 553M UNet + the feature head, efficientnet-pytorch
-B4, random weights) on one 256² image, timesteps 5, 50, 100, in both feature-timestep modes
-(the official code's second pass at k, or τ_k sharing the KL pass's UNet call), same threads.
+"""PyTorch side of `ran bench detect`: the paper's pipeline built from the upstream packages —
+guided_diffusion's UNet of MODEL_FLAGS with the paper code's feature head, efficientnet-pytorch
+B4 (random weights) — on seeded images: timesteps 5, 50, 100 of the linear 1000-step schedule
+respaced to 250, KL map + feature map, α = 0.5. `--feature-timestep index` is the official code
+(the head sees k: a second UNet pass per k); `tau` lets the KL pass's UNet call (at τ_k) serve
+both. The same options and JSON fields as ran's (bench_common.py).
 
-    python tools/bench/torch_detect.py --threads 2
+    python tools/bench/torch_detect.py [--flags "<MODEL_FLAGS>"] [--feature-timestep index|tau] [--threads 2] [--json]
 """
 import argparse
-import os
-import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from efficientnet_pytorch import EfficientNet
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
-from guided_diffusion import gaussian_diffusion as gd  # noqa: E402
-from guided_diffusion.script_util import create_gaussian_diffusion  # noqa: E402
-from upstream_effnet import features  # noqa: E402
-from upstream_unet import FeatHead, forward, make_model  # noqa: E402
+from bench_common import PAPER_FLAGS, add_common, measure, report, setup
+from guided_diffusion import gaussian_diffusion as gd
+from guided_diffusion.script_util import create_gaussian_diffusion
+from upstream_effnet import features
+from upstream_unet import FeatHead, forward, make_model, parse_flags, truthy
 
-FLAGS = ("--image_size 256 --num_channels 256 --num_res_blocks 2 --attention_resolutions 32,16,8 --num_head_channels 64 "
-         "--resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True --channel_mult 1,1,2,2,4,4")
+FEAT_TAP = 10
+EFFNET_TAPS = (1, 5, 9, 21)  # the last blocks of B4's stages 0, 1, 2, 4
+
+
+def feat_tap_channels(model):
+    """Channels of output_blocks[FEAT_TAP]'s output: its last module's out_channels."""
+    blk = model.output_blocks[FEAT_TAP]
+    for m in reversed(list(blk.modules())):
+        if isinstance(m, torch.nn.Conv2d):
+            return m.out_channels
+    raise SystemExit("no conv in output_blocks[10]")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flags", default=PAPER_FLAGS)
+    ap.add_argument("--feature-timestep", choices=("index", "tau"), default="index")
+    ap.add_argument("--batch", type=int, default=1)
+    add_common(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = make_model(FLAGS, 15).float().eval()
-    head = FeatHead(512).float().eval()
+    setup(args)
+    f = parse_flags(args.flags)
+    model = make_model(args.flags).float().eval()
+    head = FeatHead(feat_tap_channels(model)).float().eval()
+    feat_shape = int(f.get("feat_shape", 16))
     eff = EfficientNet.from_name("efficientnet-b4").eval()
-    diff = create_gaussian_diffusion(steps=1000, learn_sigma=True, noise_schedule="linear", timestep_respacing="250")
-    x0 = torch.rand(1, 3, 256, 256) * 2 - 1
-    y = torch.tensor([3])
-    with torch.no_grad():
-        for mode in ("index", "tau"):
-            t0 = time.perf_counter()
-            tgt = features(eff, x0, (1, 5, 9, 21), 16)
+    diff = create_gaussian_diffusion(steps=1000, learn_sigma=truthy(f.get("learn_sigma", "False")), noise_schedule="linear", timestep_respacing="250")
+    s, n = int(f.get("image_size", 64)), args.batch
+    x0 = torch.rand(n, 3, s, s) * 2 - 1
+    y = torch.tensor([(3 + i) % model.num_classes for i in range(n)]) if model.num_classes is not None else None
+    noise = {k: torch.randn(n, 3, s, s) for k in (5, 50, 100)}
+    mode = args.feature_timestep
+
+    def run():
+        with torch.no_grad():
+            tgt = features(eff, x0, EFFNET_TAPS, feat_shape)
             vb, dsum = 0, 0
             for k in (5, 50, 100):
-                t = torch.tensor([k])
-                xt = diff.q_sample(x0, t, noise=torch.randn_like(x0))
-                tau = torch.tensor([float(diff.timestep_map[k])])
-                out, feat = forward(model, head, xt, tau, y, 16)
+                t = torch.full((n,), k)
+                xt = diff.q_sample(x0, t, noise=noise[k])
+                tau = torch.full((n,), float(diff.timestep_map[k]))
+                out, feat = forward(model, head, xt, tau, y, feat_shape)
                 o = diff.p_mean_variance(lambda *_a, **_k: out, xt, t, clip_denoised=True)
                 tm, _, tlv = diff.q_posterior_mean_variance(x0, xt, t)
                 kl = gd.normal_kl(tm, tlv, o["mean"], o["log_variance"]) / np.log(2.0)
                 vb = vb + (kl - kl.mean()) / kl.std()
                 if mode == "index":
-                    _, feat = forward(model, head, xt, t.float(), y, 16)
+                    _, feat = forward(model, head, xt, t.float(), y, feat_shape)
                 d = ((feat - tgt) ** 2).mean(1, keepdim=True)
-                dsum = dsum + F.interpolate(d, size=(256, 256), mode="bilinear", align_corners=False)
+                dsum = dsum + F.interpolate(d, size=(s, s), mode="bilinear", align_corners=False)
             score = 0.5 * (vb / 3).mean(1) + 0.5 * (dsum / 3)[:, 0]
-            s = score.reshape(-1).topk(64).values.mean().item()
-            print(f"torch {torch.__version__}, {args.threads} threads: detect 256² (feature timestep {mode}): "
-                  f"{time.perf_counter() - t0:.1f} s per image (score {s:.3f})")
+            score.reshape(n, -1).topk(64, dim=1).values.mean(1)
+
+    times, flops = measure("detect", args, run)
+    config = (f"detect (KL + feature maps, EfficientNet-B4, timesteps 5,50,100, feature timestep {mode}) at {s}x{s}, "
+              f"flags `{args.flags}`")
+    report(args, "detect", config, n, times, flops)
 
 
 if __name__ == "__main__":

@@ -1,48 +1,40 @@
-"""PyTorch CPU side of benches/models.rs: upstream guided_diffusion's 553M UNet with the paper's
-flags (random weights, float32), one forward at 256², same thread count; prints the time, the FLOP
-count of the forward (torch.utils.flop_counter) and the peak RSS.
+"""PyTorch side of `ran bench unet`: upstream guided_diffusion's UNetModel of MODEL_FLAGS (random
+weights, float32, no feature head), one forward of a [batch, 3, S, S] image at t = 201, the same
+options and JSON fields as ran's (bench_common.py).
 
-    python tools/bench/torch_unet.py --threads 2
+    python tools/bench/torch_unet.py [--flags "<MODEL_FLAGS>"] [--batch 1] [--iters 5] [--threads 2] [--json]
 """
 import argparse
-import os
-import resource
-import sys
-import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
-from upstream_unet import make_model  # noqa: E402
-
-FLAGS = ("--image_size 256 --num_channels 256 --num_res_blocks 2 --attention_resolutions 32,16,8 --num_head_channels 64 "
-         "--resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True --channel_mult 1,1,2,2,4,4")
+from bench_common import PAPER_FLAGS, add_common, measure, report, setup
+from upstream_unet import make_model, parse_flags
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flags", default=PAPER_FLAGS)
+    ap.add_argument("--batch", type=int, default=1)
+    add_common(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = make_model(FLAGS, 15).float().eval()
+    setup(args)
+    f = parse_flags(args.flags)
+    model = make_model(args.flags).float().eval()
     n = sum(p.numel() for p in model.parameters())
-    x = torch.randn(1, 3, 256, 256)
-    t = torch.tensor([201])
-    y = torch.tensor([3])
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
+    s = int(f.get("image_size", 64))
+    x = torch.randn(args.batch, 3, s, s)
+    t = torch.full((args.batch,), 201)
+    y = None
+    if model.num_classes is not None:
+        y = torch.tensor([(3 + i) % model.num_classes for i in range(args.batch)])
+
+    def run():
+        with torch.no_grad():
             model(x, t, y)
-        flops = fc.get_total_flops()
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            model(x, t, y)
-            times.append(time.perf_counter() - t0)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"torch {torch.__version__}, {args.threads} threads: UNet {n} params (no feature head), "
-          f"forward 256²: {times[0]:.2f} s, {times[1]:.2f} s; {flops / 1e9:.1f} GFLOP per forward "
-          f"({flops / 1e9 / min(times):.1f} GFLOP/s); peak RSS {rss:.0f} MB")
+
+    times, flops = measure("unet", args, run)
+    report(args, "unet", f"UNet forward at {s}x{s}, flags `{args.flags}`", args.batch, times, flops, {"params": n})
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ fn grad_one<T: Real>(g: T, x: T, act: Activation) -> T {
 }
 
 pub fn activation<T: Real>(x: &[T], act: Activation) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
+    let mut y = T::for_overwrite(x.len());
     y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
         yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = forward_one(x, act));
     });

@@ -34,7 +34,8 @@ fn head<T: Real>(qkv: &[T], b: usize, d: usize, t: usize) -> (&[T], &[T], &[T]) 
 }
 
 pub fn attention_legacy<T: Real>(qkv: &[T], n: usize, heads: usize, d: usize, t: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); n * heads * d * t];
+    // every (c, t) of every head is written by one query block's product
+    let mut out = T::for_overwrite(n * heads * d * t);
     let blocks_per_head = t.div_ceil(QUERY_BLOCK);
     let dst = SendPtr(out.as_mut_ptr());
     (0..n * heads * blocks_per_head).into_par_iter().for_each(|task| {

@@ -29,7 +29,7 @@ fn row_offsets(a: &[usize], b: &[usize]) -> Vec<usize> {
 }
 
 fn map2<T: Real>(a: &[T], ad: &[usize], b: &[T], bd: &[usize], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut y = vec![T::zero(); a.len()];
+    let mut y = T::for_overwrite(a.len());
     if a.len() == b.len() {
         y.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(y, (&x, &z))| *y = f(x, z));
         return y;
@@ -87,7 +87,7 @@ pub fn mul_x_backward<T: Real>(gy: &[T], a: &[T], ad: &[usize], b: &[T], bd: &[u
 
 /// y = x·scale[c] + shift[c] over [N, C, S] (inference batch norm, folded).
 pub fn channel_affine<T: Real>(x: &[T], scale: &[T], shift: &[T], c: usize, s: usize) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
+    let mut y = T::for_overwrite(x.len());
     y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(i, (yp, xp))| {
         let (a, b) = (scale[i % c], shift[i % c]);
         yp.iter_mut().zip(xp).for_each(|(y, &x)| *y = x * a + b);

@@ -2,6 +2,7 @@
 //! loop for depthwise (one input channel per group), and plain GEMM for 1×1 stride-1 convs.
 //! Bands keep the column buffer small (≈ `BAND_COLS` output pixels) whatever the image size.
 
+use super::buffers::Pooled;
 use super::matmul::{matmul, matmul_raw, MatRef, SendPtr};
 use super::real::Real;
 use crate::ops::contract::Conv2dGeom;
@@ -24,17 +25,23 @@ impl Conv2dGeom {
         let ho = self.ho();
         (0..ho).step_by(rows).map(move |r0| (r0, (r0 + rows).min(ho)))
     }
+    /// Output pixels of the largest band (the column buffers' width).
+    fn max_band_cols(&self) -> usize {
+        self.bands().map(|(r0, r1)| (r1 - r0) * self.wo()).max().unwrap_or(0)
+    }
 }
 
 /// y = conv2d(x, w) + bias. Shapes were validated by `Conv2dParams::out_shape`.
 pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> Vec<T> {
     let plane = g.ho() * g.wo();
-    let mut y = vec![T::zero(); g.n() * g.o() * plane];
+    // every element is written: by the GEMM (not accumulating) or the depthwise loop
+    let mut y = T::for_overwrite(g.n() * g.o() * plane);
     if g.cg() == 1 && !g.pointwise() {
         conv2d_depthwise(x, w, &mut y, g);
     } else {
         let (cg, og, kk, hw) = (g.cg(), g.og(), g.kk(), g.h() * g.w());
-        let mut col: Vec<T> = Vec::new();
+        let col_len = kk * g.max_band_cols();
+        let mut col: Option<Pooled<T>> = None;
         for ni in 0..g.n() {
             for gi in 0..g.groups() {
                 let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
@@ -48,18 +55,22 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> 
                 if bands.len() >= rayon::current_num_threads() && bands.len() > 1 {
                     // Enough bands to keep every thread busy: one band per task, single-threaded GEMM.
                     let dst = SendPtr(yg.as_mut_ptr());
-                    bands.par_iter().for_each_init(Vec::new, |col: &mut Vec<T>, &(r0, r1)| {
-                        let cols = (r1 - r0) * g.wo();
-                        col.resize(kk * cols, T::zero());
-                        im2col_band(xg, g, r0, r1, col);
-                        // SAFETY: bands cover disjoint output rows, so tasks write disjoint columns
-                        // of the [og, plane] block, all inside `yg`.
-                        unsafe { matmul_raw(og, cols, kk, dst.at(r0 * g.wo()), (plane, 1), wg, MatRef::row_major(col, cols), false, false) };
-                    });
+                    // column buffers from the pool: im2col writes every element of the band's part
+                    bands.par_iter().for_each_init(
+                        || Pooled::for_overwrite(col_len),
+                        |col: &mut Pooled<T>, &(r0, r1)| {
+                            let cols = (r1 - r0) * g.wo();
+                            let col = &mut col[..kk * cols];
+                            im2col_band(xg, g, r0, r1, col);
+                            // SAFETY: bands cover disjoint output rows, so tasks write disjoint columns
+                            // of the [og, plane] block, all inside `yg`.
+                            unsafe { matmul_raw(og, cols, kk, dst.at(r0 * g.wo()), (plane, 1), wg, MatRef::row_major(col, cols), false, false) };
+                        },
+                    );
                 } else {
+                    let col = col.get_or_insert_with(|| Pooled::for_overwrite(col_len));
                     for (r0, r1) in bands {
                         let cols = (r1 - r0) * g.wo();
-                        col.resize(kk * cols, T::zero());
                         im2col(xg, g, r0, r1, &mut col[..kk * cols]);
                         matmul(og, cols, kk, &mut yg[r0 * g.wo()..], plane, wg, MatRef::row_major(&col[..kk * cols], cols), false, true);
                     }
@@ -143,13 +154,14 @@ fn conv2d_depthwise<T: Real>(x: &[T], w: &[T], y: &mut [T], g: &Conv2dGeom) {
 /// ∂L/∂x = col2im(wᵀ · ∂L/∂y), band by band; each task owns one input plane, so no races.
 pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &Conv2dGeom) -> Vec<T> {
     let hw = g.h() * g.w();
-    let mut gx = vec![T::zero(); g.n() * g.c() * hw];
+    let mut gx = T::zeroed(g.n() * g.c() * hw);
     if g.cg() == 1 && !g.pointwise() {
         conv2d_depthwise_x_backward(gy, w, &mut gx, g);
         return gx;
     }
     let (cg, og, kk, plane) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo());
-    let mut colg: Vec<T> = Vec::new();
+    // the GEMM (not accumulating) writes every element of the band's part
+    let mut colg: Pooled<T> = Pooled::for_overwrite(if g.pointwise() { 0 } else { kk * g.max_band_cols() });
     for ni in 0..g.n() {
         for gi in 0..g.groups() {
             let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
@@ -161,7 +173,6 @@ pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &Conv2dGeom) -> Vec<T> {
             }
             for (r0, r1) in g.bands() {
                 let cols = (r1 - r0) * g.wo();
-                colg.resize(kk * cols, T::zero());
                 let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
                 matmul(kk, cols, og, &mut colg[..kk * cols], cols, wt, gyb, false, true);
                 col2im_add(&colg[..kk * cols], g, r0, r1, gxg);
@@ -236,7 +247,7 @@ pub fn conv2d_w_backward<T: Real>(gy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
         conv2d_depthwise_w_backward(gy, x, &mut gw, g);
         return gw;
     }
-    let mut col: Vec<T> = Vec::new();
+    let mut col: Pooled<T> = Pooled::for_overwrite(if g.pointwise() { 0 } else { kk * g.max_band_cols() });
     for ni in 0..g.n() {
         for gi in 0..g.groups() {
             let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
@@ -248,7 +259,6 @@ pub fn conv2d_w_backward<T: Real>(gy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
             }
             for (r0, r1) in g.bands() {
                 let cols = (r1 - r0) * g.wo();
-                col.resize(kk * cols, T::zero());
                 im2col(xg, g, r0, r1, &mut col[..kk * cols]);
                 let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
                 matmul(og, kk, cols, gwg, kk, gyb, MatRef::transposed(&col[..kk * cols], cols), true, true);

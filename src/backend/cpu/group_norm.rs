@@ -28,7 +28,7 @@ fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
 
 pub fn group_norm<T: Real>(x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GroupNormGeom) -> Vec<T> {
     let cpg = g.c() / g.groups();
-    let mut y = vec![T::zero(); x.len()];
+    let mut y = T::for_overwrite(x.len());
     y.par_chunks_mut(cpg * g.s()).zip(x.par_chunks(cpg * g.s())).enumerate().for_each(|(idx, (yg, xg))| {
         let (ni, gi) = (idx / g.groups(), idx % g.groups());
         let (mean, rstd) = stats(xg, g.eps as f64);

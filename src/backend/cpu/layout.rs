@@ -5,19 +5,23 @@ use super::real::Real;
 /// torch.cat(parts, dim=1); each part is (data, channels), all with the same N and S.
 pub fn concat_channels<T: Real>(parts: &[(&[T], usize)], n: usize, s: usize) -> Vec<T> {
     let ctot: usize = parts.iter().map(|p| p.1).sum();
-    let mut y = Vec::with_capacity(n * ctot * s);
+    // the parts tile every image's channels, so every element is written
+    let mut y = T::for_overwrite(n * ctot * s);
+    let mut at = 0;
     for ni in 0..n {
         for &(d, c) in parts {
-            y.extend_from_slice(&d[ni * c * s..][..c * s]);
+            y[at..at + c * s].copy_from_slice(&d[ni * c * s..][..c * s]);
+            at += c * s;
         }
     }
     y
 }
 
 pub fn slice_channels<T: Real>(x: &[T], n: usize, c: usize, s: usize, start: usize, end: usize) -> Vec<T> {
-    let mut y = Vec::with_capacity(n * (end - start) * s);
-    for ni in 0..n {
-        y.extend_from_slice(&x[(ni * c + start) * s..(ni * c + end) * s]);
+    let len = (end - start) * s;
+    let mut y = T::for_overwrite(n * len);
+    for (ni, yn) in y.chunks_mut(len.max(1)).enumerate().take(n) {
+        yn.copy_from_slice(&x[(ni * c + start) * s..(ni * c + end) * s]);
     }
     y
 }

@@ -4,7 +4,7 @@ use super::matmul::{matmul, MatRef};
 use super::real::Real;
 
 pub fn linear<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, n: usize, fin: usize, fout: usize) -> Vec<T> {
-    let mut y = vec![T::zero(); n * fout];
+    let mut y = T::for_overwrite(n * fout);
     matmul(n, fout, fin, &mut y, fout, MatRef::row_major(x, fin), MatRef::transposed(w, fin), false, true);
     if let Some(b) = bias {
         for row in y.chunks_mut(fout) {

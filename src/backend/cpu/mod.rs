@@ -1,11 +1,13 @@
 //! The CPU backend: the reference every other backend is checked against, and the fallback when
 //! no GPU is there. Storage is a shared row-major f32 buffer; the op bodies live in one file per
 //! op family, generic over f32/f64 (the f64 instances serve the finite-difference checks).
+//! Output buffers are reused across ops (`buffers`).
 //! Shapes arrive checked (`backend::Backend` asks `ops` first).
 
 pub mod activation;
 pub mod attention;
 pub mod broadcast;
+pub mod buffers;
 pub mod conv2d;
 pub mod diffusion_step;
 pub mod embedding;
@@ -29,6 +31,7 @@ use crate::ops::pool::ResizeGeom;
 use crate::ops::Activation;
 use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;
+use buffers::Pooled;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
@@ -37,12 +40,13 @@ pub struct Cpu;
 pub type CpuTensor = Tensor<Cpu>;
 
 fn data(t: &CpuTensor) -> &[f32] {
-    t.storage().as_slice()
+    t.storage()
 }
 
+/// A tensor owning `v`; the buffer goes back to `buffers`' pool when the last handle drops.
 fn make(dims: &[usize], v: Vec<f32>) -> CpuTensor {
     debug_assert_eq!(v.len(), dims.iter().product::<usize>());
-    Tensor::from_parts(Shape::new(dims), Arc::new(v))
+    Tensor::from_parts(Shape::new(dims), Arc::new(Pooled::new(v)))
 }
 
 fn scale_shift<'a>(ss: ScaleShift<'a, Cpu>) -> Option<(&'a [f32], &'a [f32])> {
@@ -50,7 +54,7 @@ fn scale_shift<'a>(ss: ScaleShift<'a, Cpu>) -> Option<(&'a [f32], &'a [f32])> {
 }
 
 impl HasStorage for Cpu {
-    type Storage = Arc<Vec<f32>>;
+    type Storage = Arc<Pooled<f32>>;
 }
 
 impl Compute for Cpu {
@@ -59,7 +63,9 @@ impl Compute for Cpu {
     }
 
     fn upload(&self, dims: &[usize], v: &[f32]) -> Result<CpuTensor> {
-        Ok(make(dims, v.to_vec()))
+        let mut buf = <f32 as buffers::Alloc>::for_overwrite(v.len());
+        buf.copy_from_slice(v);
+        Ok(make(dims, buf))
     }
 
     fn upload_vec(&self, dims: &[usize], v: Vec<f32>) -> Result<CpuTensor> {

@@ -1,9 +1,10 @@
 //! The CPU ops are written once, generic over f32 (what the engine runs) and f64 (what the
 //! finite-difference gradient checks run, so that their truncation error stays far below f32's).
 
+use super::buffers::Alloc;
 use num_traits::{Float, NumAssign};
 
-pub trait Real: Float + NumAssign + FastExp + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static {
+pub trait Real: Float + NumAssign + FastExp + Alloc + Send + Sync + Default + std::fmt::Debug + std::iter::Sum + 'static {
     fn of(v: f64) -> Self;
     fn of_usize(v: usize) -> Self {
         Self::of(v as f64)

@@ -7,7 +7,7 @@ use super::real::Real;
 use rayon::prelude::*;
 
 pub fn upsample_nearest2x<T: Real>(x: &[T], h: usize, w: usize) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len() * 4];
+    let mut y = T::for_overwrite(x.len() * 4);
     y.par_chunks_mut(4 * h * w).zip(x.par_chunks(h * w)).for_each(|(yp, xp)| {
         for oy in 0..2 * h {
             for ox in 0..2 * w {
@@ -47,7 +47,7 @@ pub fn bilinear_taps<T: Real>(inp: usize, out: usize) -> Vec<(usize, usize, T, T
 
 pub fn resize_bilinear<T: Real>(x: &[T], h: usize, w: usize, ho: usize, wo: usize) -> Vec<T> {
     let (ty, tx) = (bilinear_taps::<T>(h, ho), bilinear_taps::<T>(w, wo));
-    let mut y = vec![T::zero(); x.len() / (h * w) * ho * wo];
+    let mut y = T::for_overwrite(x.len() / (h * w) * ho * wo);
     y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each(|(yp, xp)| {
         for (oy, &(y0, y1, a0, a1)) in ty.iter().enumerate() {
             let (r0, r1) = (&xp[y0 * w..][..w], &xp[y1 * w..][..w]);

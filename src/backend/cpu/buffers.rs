@@ -1,0 +1,219 @@
+//! Reuse of the CPU backend's large buffers, so a forward pass does not pay the kernel for fresh
+//! zeroed pages on every op's output (perf put that at ~7% of the 553M UNet's forward): a freed
+//! tensor's buffer goes back to a pool by its exact length (a model's forward repeats the same
+//! sizes, layer after layer and call after call) and the next op wanting that length takes it.
+//!
+//! Ops whose body writes every element of the output take it with `for_overwrite` (stale values,
+//! never read); ops that accumulate into it take `zeroed`. The contract is checked by the tests
+//! with `set_poison(true)`, which fills every `for_overwrite` buffer with NaN first, so an op that
+//! leaves an element unwritten returns NaN instead of a plausible stale number.
+//!
+//! Bounded: buffers under `MIN_LEN` values stay with the allocator (its own free lists are fast
+//! there), and the pool holds at most `RAN_CPU_POOL_MB` MiB (default 512: at the 553M UNet's 256² forward it kept 3/4 of what 1024 saved in system time for half the extra RSS, benches/RESULTS.md; 0 turns reuse off);
+//! a buffer freed into a full pool is released.
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// 64 KiB of f32: below this, malloc's free lists serve without touching the kernel.
+const MIN_LEN: usize = 16 * 1024;
+const DEFAULT_POOL_MB: usize = 512;
+
+static POISON: AtomicBool = AtomicBool::new(false);
+
+/// Tests: fill every `for_overwrite` buffer with NaN before handing it out.
+pub fn set_poison(on: bool) {
+    POISON.store(on, Ordering::Relaxed);
+}
+
+struct Pool {
+    free: BTreeMap<usize, Vec<Vec<f32>>>,
+    bytes: usize,
+    cap_bytes: usize,
+}
+
+fn pool() -> &'static Mutex<Pool> {
+    static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let mb = std::env::var("RAN_CPU_POOL_MB").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(DEFAULT_POOL_MB);
+        Mutex::new(Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: mb.saturating_mul(1 << 20) })
+    })
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Pool> {
+    // a panic elsewhere while holding the lock leaves the map consistent (every update is one step)
+    pool().lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    fn take(&mut self, n: usize) -> Option<Vec<f32>> {
+        let list = self.free.get_mut(&n)?;
+        let v = list.pop()?;
+        if list.is_empty() {
+            self.free.remove(&n);
+        }
+        self.bytes -= n * 4;
+        Some(v)
+    }
+    /// Keeps `v` unless that would exceed the cap; gives it back otherwise (to be released).
+    fn put(&mut self, v: Vec<f32>) -> Option<Vec<f32>> {
+        let bytes = v.len() * 4;
+        if self.bytes + bytes > self.cap_bytes {
+            return Some(v);
+        }
+        self.bytes += bytes;
+        self.free.entry(v.len()).or_default().push(v);
+        None
+    }
+}
+
+fn take(n: usize) -> Option<Vec<f32>> {
+    if n < MIN_LEN {
+        return None;
+    }
+    lock().take(n)
+}
+
+fn give_back(v: Vec<f32>) {
+    if v.len() >= MIN_LEN {
+        // a refused buffer is freed at the end of this block, after the lock is released
+        let _refused = lock().put(v);
+    }
+}
+
+/// How the op bodies (generic over f32, which the engine runs, and f64, which the
+/// finite-difference checks run) get their output buffers; only f32 is pooled.
+pub trait Alloc: Copy + Send + Sync + 'static {
+    /// `n` values that the caller writes, every one, before anything reads them.
+    fn for_overwrite(n: usize) -> Vec<Self>;
+    /// `n` zeros, for outputs that are accumulated into.
+    fn zeroed(n: usize) -> Vec<Self>;
+    /// Hands a buffer back for reuse.
+    fn recycle(v: Vec<Self>);
+}
+
+impl Alloc for f32 {
+    fn for_overwrite(n: usize) -> Vec<f32> {
+        match take(n) {
+            Some(mut v) => {
+                if POISON.load(Ordering::Relaxed) {
+                    v.fill(f32::NAN);
+                }
+                v
+            }
+            None if POISON.load(Ordering::Relaxed) => vec![f32::NAN; n],
+            // calloc: fresh pages from the kernel, already zero
+            None => vec![0.0; n],
+        }
+    }
+    fn zeroed(n: usize) -> Vec<f32> {
+        match take(n) {
+            Some(mut v) => {
+                v.fill(0.0);
+                v
+            }
+            None => vec![0.0; n],
+        }
+    }
+    fn recycle(v: Vec<f32>) {
+        give_back(v)
+    }
+}
+
+impl Alloc for f64 {
+    fn for_overwrite(n: usize) -> Vec<f64> {
+        if POISON.load(Ordering::Relaxed) {
+            vec![f64::NAN; n]
+        } else {
+            vec![0.0; n]
+        }
+    }
+    fn zeroed(n: usize) -> Vec<f64> {
+        vec![0.0; n]
+    }
+    fn recycle(_: Vec<f64>) {}
+}
+
+/// A buffer that goes back to the pool when dropped: a CPU tensor's storage, or an op's scratch.
+pub struct Pooled<T: Alloc>(Vec<T>);
+
+impl<T: Alloc> Pooled<T> {
+    pub fn new(v: Vec<T>) -> Self {
+        Pooled(v)
+    }
+    pub fn for_overwrite(n: usize) -> Self {
+        Pooled(T::for_overwrite(n))
+    }
+}
+
+impl<T: Alloc> Deref for Pooled<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T: Alloc> DerefMut for Pooled<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+impl<T: Alloc> Drop for Pooled<T> {
+    fn drop(&mut self) {
+        T::recycle(std::mem::take(&mut self.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // one test touches the global pool, so the counts below are not disturbed by a sibling
+    #[test]
+    fn buffers_come_back_by_exact_length_poisoned_or_zeroed() {
+        let n = MIN_LEN + 12_345;
+        let a = f32::for_overwrite(n);
+        let ptr = a.as_ptr();
+        f32::recycle(a);
+        // another length does not get it; the same length does
+        let b = f32::for_overwrite(n + 1);
+        assert_ne!(b.as_ptr(), ptr);
+        let mut c = f32::for_overwrite(n);
+        assert_eq!((c.as_ptr(), c.len()), (ptr, n));
+        c.fill(3.0);
+        f32::recycle(c);
+        let z = f32::zeroed(n);
+        assert_eq!(z.as_ptr(), ptr);
+        assert!(z.iter().all(|&v| v == 0.0));
+        f32::recycle(z);
+        set_poison(true);
+        let p = f32::for_overwrite(n);
+        set_poison(false);
+        assert_eq!(p.as_ptr(), ptr);
+        assert!(p.iter().all(|v| v.is_nan()));
+        // small buffers are the allocator's
+        let s = f32::for_overwrite(MIN_LEN - 1);
+        let sp = s.as_ptr();
+        f32::recycle(s);
+        assert!(take(MIN_LEN - 1).is_none(), "{sp:?} was pooled");
+        drop(b);
+        // a Pooled storage returns its buffer on drop
+        let q = Pooled::new(p);
+        drop(q);
+        assert_eq!(take(n).map(|v| v.as_ptr()), Some(ptr));
+    }
+
+    #[test]
+    fn the_pool_refuses_buffers_beyond_its_cap() {
+        let mut p = Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: 8 * MIN_LEN };
+        assert!(p.put(vec![0.0; MIN_LEN]).is_none());
+        assert!(p.put(vec![0.0; MIN_LEN]).is_none());
+        assert_eq!(p.put(vec![0.0; MIN_LEN]).map(|v| v.len()), Some(MIN_LEN), "a third would exceed 8·MIN_LEN bytes");
+        assert_eq!((p.bytes, p.free[&MIN_LEN].len()), (8 * MIN_LEN, 2));
+        assert!(p.take(MIN_LEN).is_some() && p.take(MIN_LEN).is_some() && p.take(MIN_LEN).is_none());
+        assert_eq!((p.bytes, p.free.len()), (0, 0));
+    }
+}

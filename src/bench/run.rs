@@ -1,0 +1,83 @@
+//! The five workloads of `ran bench`, each built from `workloads`, timed by `measure` and
+//! returned as a `Report`. Every timed closure ends by reading a result back to the host, which
+//! waits for an asynchronous device.
+
+use super::measure::{measure, Plan};
+use super::report::Report;
+use super::workloads;
+use crate::anomaly::score::FeatureTimestep;
+use crate::backend::Backend;
+use crate::io::flags::ModelFlags;
+use crate::{Error, Result};
+
+fn report(bench: &str, config: String, batch: usize, plan: Plan, f: impl FnMut() -> Result<()>) -> Result<Report> {
+    let m = measure(bench, plan, f)?;
+    Ok(Report { bench: bench.into(), config, batch, warmup: plan.warmup, stats: m.stats, flops: m.flops, peak_rss_mb: crate::sysinfo::peak_rss_mb() })
+}
+
+fn positive(name: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::InvalidArgument(format!("{name} must be at least 1")));
+    }
+    Ok(())
+}
+
+/// One UNet forward (no feature head, as upstream's UNetModel) of `flags` at batch `batch`.
+pub fn unet<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result<Report> {
+    positive("--batch", batch)?;
+    let f = ModelFlags::parse(flags)?;
+    let model = workloads::synthetic_unet(b, &f, false, 1)?;
+    let inp = workloads::unet_inputs(b, &f, batch)?;
+    let config = format!("UNet forward at {0}x{0}, flags `{flags}`", f.image_size);
+    report("unet", config, batch, plan, || {
+        let o = model.forward(b, &inp.x, &inp.t, inp.y.as_deref())?;
+        b.to_host(&o.out).map(drop)
+    })
+}
+
+/// `efficientnet-<variant>` to its last tapped block (what the feature score runs), the taps
+/// resized to 16² and concatenated, at `image_size`².
+pub fn effnet<B: Backend>(b: &B, variant: &str, image_size: usize, batch: usize, plan: Plan) -> Result<Report> {
+    positive("--batch", batch)?;
+    positive("--image-size", image_size)?;
+    let name = if variant.starts_with("efficientnet-") || variant.starts_with("custom:") { variant.to_string() } else { format!("efficientnet-{variant}") };
+    let eff = workloads::synthetic_effnet(b, &name)?;
+    let x = workloads::images(b, batch, image_size)?;
+    let config = format!("{name} features (to the last tap, resized to 16x16) at {image_size}x{image_size}");
+    report("effnet", config, batch, plan, || b.to_host(&eff.features(b, &x, 16)?).map(drop))
+}
+
+/// wide_resnet50_2 to layer3, forward + the input gradient of the summed layer outputs.
+pub fn wrn50_grad<B: Backend>(b: &B, image_size: usize, batch: usize, plan: Plan) -> Result<Report> {
+    positive("--batch", batch)?;
+    positive("--image-size", image_size)?;
+    let resnet = workloads::synthetic_resnet(b, "wide_resnet50_2")?;
+    let x = workloads::images(b, batch, image_size)?;
+    let config = format!("wide_resnet50_2 to layer3, forward + input gradient at {image_size}x{image_size}");
+    report("wrn50-grad", config, batch, plan, || workloads::backbone_grad(b, &resnet, &x).map(drop))
+}
+
+/// The full detection of `batch` images: the UNet of `flags` with the feature head,
+/// EfficientNet-B4, timesteps 5, 50, 100, KL + feature maps.
+pub fn detect<B: Backend>(b: &B, flags: &str, mode: FeatureTimestep, batch: usize, plan: Plan) -> Result<Report> {
+    positive("--batch", batch)?;
+    let f = ModelFlags::parse(flags)?;
+    let unet = workloads::synthetic_unet(b, &f, true, 1)?;
+    let eff = workloads::synthetic_effnet(b, "efficientnet-b4")?;
+    let scorer = workloads::scorer(&unet, &eff, mode)?;
+    let s = f.image_size;
+    let inp = workloads::unet_inputs(b, &f, batch)?;
+    let noise = workloads::detect_noise(b, &scorer.cfg.timesteps, batch, s)?;
+    let config = format!("detect (KL + feature maps, EfficientNet-B4, timesteps 5,50,100, feature timestep {}) at {s}x{s}, flags `{flags}`", mode.name());
+    report("detect", config, batch, plan, || scorer.score(b, &inp.x, &noise, inp.y.as_deref()).map(drop))
+}
+
+/// conv2d of x [batch, c, h, w] with `out` filters of k×k, stride 1, padding k/2, with bias.
+pub fn conv<B: Backend>(b: &B, [c, h, w]: [usize; 3], out: usize, k: usize, batch: usize, plan: Plan) -> Result<Report> {
+    for (n, v) in [("--batch", batch), ("--kernel", k), ("--out", out), ("channels", c), ("height", h), ("width", w)] {
+        positive(n, v)?;
+    }
+    let case = workloads::conv_case(b, batch, [c, h, w], out, k)?;
+    let config = format!("conv2d {c}->{out} {k}x{k} stride 1 padding {} at {h}x{w}", k / 2);
+    report("conv", config, batch, plan, || b.to_host(&b.conv2d(&case.x, &case.w, Some(&case.bias), &case.p)?).map(drop))
+}

@@ -1,0 +1,100 @@
+//! `ran bench`: every subcommand runs at tiny sizes and ends with one JSON object holding the
+//! fields tools/bench/compare.sh pairs with the PyTorch side; the FLOP count is checked against
+//! counts computed here (conv) and against torch.utils.flop_counter on the same architectures
+//! (UNet, EfficientNet, the ResNet gradient), and bad options fail with a message.
+
+use serde_json::Value;
+use std::process::Command;
+
+fn ran(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Runs `ran bench <args> --json --iters 1 --threads 1` and returns the last line's JSON after
+/// checking the fields every bench prints.
+fn bench(args: &[&str]) -> Value {
+    let mut a: Vec<&str> = vec!["bench"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--json", "--iters", "1", "--threads", "1"]);
+    let (rc, so, se) = ran(&a);
+    assert_eq!(rc, 0, "{a:?}: {so}{se}");
+    assert!(se.contains("iteration 1/1"), "a progress line on stderr: {se}");
+    let last = so.lines().last().expect("output");
+    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{a:?}: last line is not JSON ({e}): {last}"));
+    for f in ["median_ms", "min_ms", "max_ms", "gflop", "threads", "commit"] {
+        assert!(v.get(f).is_some_and(|x| !x.is_null()), "{a:?}: no `{f}` in {v}");
+    }
+    let (med, min, max) = (v["median_ms"].as_f64().unwrap(), v["min_ms"].as_f64().unwrap(), v["max_ms"].as_f64().unwrap());
+    assert!(min > 0.0 && min <= med && med <= max, "{a:?}: min {min} median {med} max {max}");
+    assert_eq!(v["times_ms"].as_array().map(Vec::len), Some(1), "{a:?}: one timed iteration: {v}");
+    assert_eq!(v["threads"], 1, "{a:?}: --threads 1: {v}");
+    assert!(!v["commit"].as_str().unwrap().is_empty());
+    // the words come first, and exactly one line of JSON
+    assert_eq!(so.lines().filter(|l| l.starts_with('{')).count(), 1, "{so}");
+    assert!(so.contains("median") && so.contains("GFLOP/s") && so.contains("% of the ceiling"), "{so}");
+    v
+}
+
+fn gflop(v: &Value) -> f64 {
+    v["gflop"].as_f64().unwrap()
+}
+
+#[test]
+fn conv_counts_direct_convolution_flops() {
+    // 2 · N · O · C · K² · Ho · Wo with padding K/2, stride 1: Ho = H, Wo = W for odd K
+    for (shape, k, out, batch) in [("8x10x12", 3usize, 5usize, 2usize), ("16x7x9", 1, 16, 1), ("4x9x9", 5, 6, 1), ("3x6x8", 4, 2, 1)] {
+        let d: Vec<usize> = shape.split('x').map(|s| s.parse().unwrap()).collect();
+        let (c, h, w) = (d[0], d[1], d[2]);
+        let (ho, wo) = (h + 2 * (k / 2) - k + 1, w + 2 * (k / 2) - k + 1);
+        let want = 2.0 * (batch * out * c * k * k * ho * wo) as f64 / 1e9;
+        let (ks, os, bs) = (k.to_string(), out.to_string(), batch.to_string());
+        let v = bench(&["conv", "--shape", shape, "--kernel", &ks, "--out", &os, "--batch", &bs]);
+        assert!((gflop(&v) - want).abs() <= 1e-15 + 1e-12 * want, "{shape} k{k}: gflop {} want {want}", gflop(&v));
+        let rate = v["gflops_best"].as_f64().unwrap();
+        assert!((rate - want / (v["min_ms"].as_f64().unwrap() / 1e3)).abs() <= 1e-9 * rate, "{v}");
+    }
+}
+
+/// The references are torch.utils.flop_counter.FlopCounterMode's totals for the same
+/// architectures (tools/bench/torch_unet.py, torch_effnet.py, torch_wrn50_grad.py with these
+/// shapes): matrix products and convolutions, 2 FLOPs per multiply-add, as ran counts.
+#[test]
+fn model_flop_counts_match_torch_flop_counter() {
+    const TINY: &str = "--image_size 16 --num_channels 32 --num_res_blocks 2 --attention_resolutions 8 --num_head_channels 32 \
+--learn_sigma True --class_cond True --num_classes 3 --channel_mult 1,1,2,2";
+    let v = bench(&["unet", "--flags", TINY]);
+    assert_eq!(v["bench"], "unet");
+    assert!((gflop(&v) - 0.121761792).abs() < 1e-12, "unet: {v}");
+    let v = bench(&["unet", "--flags", TINY, "--batch", "2"]);
+    assert!((gflop(&v) - 2.0 * 0.121761792).abs() < 1e-12, "unet batch 2: {v}");
+    let v = bench(&["effnet", "--variant", "b4", "--image-size", "64"]);
+    assert!((gflop(&v) - 0.151428288).abs() < 1e-12, "effnet: {v}");
+    let v = bench(&["wrn50-grad", "--image-size", "64"]);
+    assert!((gflop(&v) - 2.999713792).abs() < 1e-12, "wrn50-grad: {v}");
+    // detect: both feature-timestep modes run; index makes a second UNet pass per timestep
+    let idx = bench(&["detect", "--flags", TINY, "--feature-timestep", "index"]);
+    let tau = bench(&["detect", "--flags", TINY, "--feature-timestep", "tau"]);
+    let unet3 = 3.0 * (0.121761792 + 2.0 * 32.0 * 272.0 * 64.0 / 1e9/* head: 1×1 conv 32→272 at its 8² input */);
+    assert!(gflop(&idx) > gflop(&tau) + 0.9 * unet3 - 1e-9, "index {} tau {}", gflop(&idx), gflop(&tau));
+}
+
+#[test]
+fn bad_options_fail_with_a_message() {
+    for (args, says) in [
+        (&["bench", "conv", "--shape", "0x4x4"][..], "CxHxW"),
+        (&["bench", "conv", "--shape", "4x4"][..], "CxHxW"),
+        (&["bench", "conv", "--iters", "0"][..], "--iters"),
+        (&["bench", "conv", "--kernel", "0"][..], "--kernel"),
+        (&["bench", "conv", "--threads", "0"][..], "--threads"),
+        (&["bench", "conv", "--ceiling", "0"][..], "--ceiling"),
+        (&["bench", "conv", "--ceiling=-3"][..], "--ceiling"),
+        (&["bench", "unet", "--flags", "--image_size 16 --num_channels 30"][..], "error"),
+        (&["bench", "effnet", "--variant", "b9"][..], "b9"),
+        (&["bench", "detect", "--feature-timestep", "tua"][..], "tua"),
+    ] {
+        let (rc, so, se) = ran(args);
+        assert_eq!(rc, 2, "{args:?}: {so}{se}");
+        assert!(se.contains(says) && !se.contains("panicked"), "{args:?}: {se}");
+    }
+}

@@ -31,7 +31,7 @@ fn check<B: Backend>(b: &B) -> Vec<String> {
     let flags = ModelFlags::parse(&fx.metadata()["model_flags"]).unwrap();
     let hyper: Value = serde_json::from_str(&fx.metadata()["hyper"]).unwrap();
     let h = |k: &str| hyper[k].as_f64().unwrap();
-    let l = Loader::new(&fx, b).ignoring(&["x0", "eps", "t", "y", "feat_target", "mse", "vb", "feat_mse", "loss"]).ignoring_prefixes(&["idx.", "after.", "ema."]);
+    let l = Loader::new(&fx, b).ignoring(&["x0", "eps", "t", "y", "feat_target", "mse", "vb", "feat_mse", "loss"]).ignoring_prefixes(&["idx.", "after.", "ema.", "grad."]);
     let mut model = UNet::load(&flags, &l).unwrap();
     l.finish().unwrap();
     let load = |k: &str| {

@@ -34,9 +34,11 @@ impl VerifyCmd {
 }
 
 fn print(rows: &[Row], atol: f64, rtol: f64) -> ExitCode {
-    println!("{:<14} {:>12} {:>12}  result (atol {atol:e}, rtol {rtol:e})", "output", "max abs err", "max rel err");
+    // as wide as the longest name (a train_step reference names parameters)
+    let w = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).max(14);
+    println!("{:<w$} {:>12} {:>12}  result (atol {atol:e}, rtol {rtol:e})", "output", "max abs err", "max rel err");
     for r in rows {
-        println!("{:<14} {:>12.3e} {:>12.3e}  {}", r.name, r.max_abs, r.max_rel, if r.pass { "pass" } else { "FAIL" });
+        println!("{:<w$} {:>12.3e} {:>12.3e}  {}", r.name, r.max_abs, r.max_rel, if r.pass { "pass" } else { "FAIL" });
     }
     super::status(rows.iter().all(|r| r.pass))
 }

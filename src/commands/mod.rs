@@ -7,3 +7,4 @@ pub mod fit_padim;
 pub mod metrics;
 pub mod reconstruct;
 pub mod verify;
+pub mod verify_train;

@@ -5,6 +5,8 @@
 //!   kind=kl:   x0, k, noise, [y] + metadata diffusion_flags → kl (bits per element), pred_xstart
 //!   kind=effnet: x → features [N, C, S, S] (weights from --effnet, or --model)
 //!   kind=detect: x0, noise_k5/50/100, [y] → kl_map, feat_map, score_map, image_score
+//!   kind=train_step: x0, eps, t, [y], [feat_target] + metadata hyper → one training step's loss
+//!     terms, named gradients, weights after AdamW and after EMA (verify_train.rs)
 
 use crate::anomaly::settings::ScoreSettings;
 use crate::backend::{Backend, VarType};
@@ -23,7 +25,7 @@ pub struct Row {
     pub pass: bool,
 }
 
-fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Row {
+pub(super) fn compare(name: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Row {
     let mut row = Row { name: name.to_string(), max_abs: 0.0, max_rel: 0.0, pass: got.len() == want.len() };
     for (&g, &w) in got.iter().zip(want) {
         let e = (g as f64 - w as f64).abs();
@@ -58,13 +60,16 @@ fn load_effnet<B: Backend>(b: &B, path: &Path, arch: Option<&str>, model: &Path)
 pub fn run<B: Backend>(b: &B, reference: &Path, atol: f64, rtol: f64, opts: &ScoreSettings) -> Result<Vec<Row>> {
     let model = opts.model.as_path();
     let r = SafeTensors::open(reference)?;
-    let kind = r.metadata().get("kind").cloned().ok_or_else(|| Error::BadFile { path: reference.to_path_buf(), msg: "no `kind` in the metadata (unet, kl, effnet, detect)".into() })?;
+    let kind = r.metadata().get("kind").cloned().ok_or_else(|| Error::BadFile { path: reference.to_path_buf(), msg: "no `kind` in the metadata (unet, kl, effnet, detect, train_step)".into() })?;
     if kind == "effnet" {
         let e = load_effnet(b, opts.effnet.as_deref().unwrap_or(model), opts.effnet_arch.as_deref(), model)?;
         let (xs, xv) = r.get("x")?;
         let (fs, want) = r.get("features")?;
         let f = e.features(b, &b.from_host(&xs, &xv)?, *fs.last().unwrap_or(&16))?;
         return Ok(vec![compare("features", &b.to_host(&f)?, &want, atol, rtol)]);
+    }
+    if kind == "train_step" {
+        return super::verify_train::rows(b, model, &r, atol, rtol);
     }
     // A fixture can carry the weights next to the reference tensors: ignore its data tensors.
     let m = load_unet(model, b, &["x", "t", "y", "out", "feat", "x0", "k", "noise", "kl", "pred_xstart"])?;
@@ -88,7 +93,7 @@ pub fn run<B: Backend>(b: &B, reference: &Path, atol: f64, rtol: f64, opts: &Sco
         }
         "kl" => kl_rows(b, &m, &r, atol, rtol),
         "detect" => detect_rows(b, &m, &r, atol, rtol, opts, model_path),
-        other => Err(Error::BadFile { path: reference.to_path_buf(), msg: format!("unknown reference kind `{other}` (unet, kl, effnet, detect)") }),
+        other => Err(Error::BadFile { path: reference.to_path_buf(), msg: format!("unknown reference kind `{other}` (unet, kl, effnet, detect, train_step)") }),
     }
 }
 

@@ -60,6 +60,14 @@ fn q_sample_batch(d: &Diffusion, x0: &[f32], eps: &[f32], t: &[usize]) -> Vec<f3
 /// Runs one step: updates the model's weights, the moments and the EMA; returns the loss terms.
 /// `hp.lr` is this step's learning rate (the caller anneals it).
 pub fn train_step<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState<B>, d: &Diffusion, inp: &StepInputs<B>, hp: &AdamwParams, ema_rate: f32) -> Result<LossTerms> {
+    let (terms, grads) = loss_and_gradients(b, model, d, inp)?;
+    apply_gradients(b, model, state, &grads, hp, ema_rate)?;
+    Ok(terms)
+}
+
+/// The forward pass, the loss terms and ∂loss/∂w by parameter name (`ran verify` compares them);
+/// the weights are left as they are.
+pub fn loss_and_gradients<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp: &StepInputs<B>) -> Result<(LossTerms, BTreeMap<String, Tensor<B>>)> {
     let dims = inp.x0.dims().to_vec();
     if dims.len() != 4 || inp.eps.dims() != &dims[..] || inp.t.len() != dims[0] {
         return Err(Error::shape("train_step", format!("x0 {:?}, ε {:?} and {} timesteps do not describe one batch", dims, inp.eps.dims(), inp.t.len())));
@@ -95,6 +103,11 @@ pub fn train_step<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState
         _ => None,
     };
     let grads = model.backward(b, &tape, &g_out, g_feat.as_ref())?;
+    Ok((terms, grads))
+}
+
+/// One AdamW step on every parameter a gradient reaches, then the EMA update.
+pub fn apply_gradients<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState<B>, grads: &BTreeMap<String, Tensor<B>>, hp: &AdamwParams, ema_rate: f32) -> Result<()> {
     state.step += 1;
     let k = hp.at_step(state.step)?;
     let TrainState { moments, ema, .. } = state;
@@ -112,5 +125,5 @@ pub fn train_step<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState
         ema.insert(name.to_string(), e2);
         Ok(())
     })?;
-    Ok(terms)
+    Ok(())
 }

@@ -5,8 +5,8 @@ feat_mse, backward, one torch.optim.AdamW step over every parameter, one EMA upd
 (guided_diffusion's update_ema), all in float64.
 
 Writes tests/fixtures/train_step.safetensors: the initial weights (state_dict names, float16-exact),
-x0, eps, t, y, feat_target, the loss terms, and per parameter "after.<name>" and "ema.<name>" at
-the flat indices "idx.<name>": up to 256 elements whose gradient is above 1e-3 of the tensor's
+x0, eps, t, y, feat_target, the loss terms, and per parameter "after.<name>" and "ema.<name>" (and
+"grad.<name>", ∂loss/∂w, for the GRAD_PARAMS) at the flat indices "idx.<name>": up to 256 elements whose gradient is above 1e-3 of the tensor's
 largest and 1e-6 of the largest of all (none for a parameter whose true gradient is 0). (AdamW's first step moves every weight by about lr·sign(g), so a gradient upstream gets as
 exactly zero and float32 gets as 1e-7 would move by lr either way: those elements say nothing
 about the step.)
@@ -29,6 +29,10 @@ FLAGS = ("--image_size 16 --num_channels 32 --num_res_blocks 2 --channel_mult 1,
          "--num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --class_cond True "
          "--learn_sigma True --feat_shape 4")
 LR, BETAS, EPS, WD, EMA_RATE = 1e-3, (0.9, 0.999), 1e-8, 0.0, 0.9
+# the parameters whose gradients the fixture holds: one per kind of layer, first to last
+GRAD_PARAMS = ["input_blocks.0.0.weight", "time_embed.0.weight", "label_emb.weight", "input_blocks.3.0.emb_layers.1.weight",
+               "middle_block.1.qkv.weight", "middle_block.1.proj_out.weight", "output_blocks.11.0.out_layers.3.weight",
+               "out.2.weight", "out.2.bias", "feat_rec1.2.weight"]
 
 gen = torch.Generator().manual_seed(20261205)
 model = make_model(FLAGS, 15).float()
@@ -71,6 +75,7 @@ opt.step()
 update_ema(ema, list(params.values()), rate=EMA_RATE)
 
 tensors = {k: v.half().contiguous() for k, v in weights.items()}
+assert set(GRAD_PARAMS) <= set(params), set(GRAD_PARAMS) - set(params)
 g_all = max(g.abs().max().item() for g in grads.values())
 for (k, p), e in zip(params.items(), ema):
     g = grads[k].flatten()
@@ -81,6 +86,8 @@ for (k, p), e in zip(params.items(), ema):
     tensors[f"idx.{k}"] = idx.float()
     tensors[f"after.{k}"] = p.detach().flatten()[idx].float()
     tensors[f"ema.{k}"] = e.flatten()[idx].float()
+    if k in GRAD_PARAMS:
+        tensors[f"grad.{k}"] = g[idx].float()
 tensors.update({"x0": x0.float(), "eps": eps.float(), "t": t.float(), "y": y.float(), "feat_target": feat_target.float(),
                 "mse": terms["mse"].detach().float(), "vb": terms["vb"].detach().float(), "feat_mse": feat_mse.detach().float().reshape(1),
                 "loss": loss.detach().float().reshape(1)})

@@ -1,6 +1,7 @@
 //! The `ran` command line: typed arguments per command (parse-time checks), the demo's settings,
 //! and one printing function per command. main.rs parses and calls `run`.
 
+pub mod calibrate;
 pub mod convert;
 pub mod demo;
 pub mod detect;
@@ -52,6 +53,9 @@ pub enum Command {
     Reconstruct(reconstruct::ReconstructCmd),
     /// Metrics for anomaly maps made by any tool: pixel AUROC, AU-PRO (0.3), image AUROC.
     Metrics(metrics::MetricsCmd),
+    /// Calibrate the calibrated ensemble once, into a file: per class the normal map statistics,
+    /// the colour scale and the image threshold of the `defective` verdict (F1-optimal with --val).
+    Calibrate(calibrate::CalibrateCmd),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::FitPadim(c) => c.run(),
         Command::Reconstruct(c) => c.run(),
         Command::Metrics(c) => c.run(),
+        Command::Calibrate(c) => c.run(),
     }
 }
 

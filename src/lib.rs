@@ -13,6 +13,7 @@ pub mod eval;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod serve;
 pub mod sysinfo;
 pub mod tensor;
 pub mod train;

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod options;
 pub mod reconstruct;
 pub mod score_opts;
+pub mod serve;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ pub enum Command {
     /// Calibrate the calibrated ensemble once, into a file: per class the normal map statistics,
     /// the colour scale and the image threshold of the `defective` verdict (F1-optimal with --val).
     Calibrate(calibrate::CalibrateCmd),
+    /// An inspection service: POST images to /v1/detect for a score, a verdict, a heatmap and an
+    /// overlay; batches requests for the model; /healthz, /readyz, /metrics, a web page at /.
+    Serve(serve::ServeCmd),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reconstruct(c) => c.run(),
         Command::Metrics(c) => c.run(),
         Command::Calibrate(c) => c.run(),
+        Command::Serve(c) => c.run(),
     }
 }
 

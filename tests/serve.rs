@@ -3,13 +3,22 @@
 //! the same images (the reference), under concurrent load with batching, and with batching off
 //! (then bit for bit); limits, tokens, a full queue and SIGTERM under load.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "common/http.rs"]
+mod http;
+use http::{request, start_server, Reply, Server};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Starts `ran serve --demo` with the reference calibration and `extra` flags, ready.
+fn start(extra: &[&str]) -> Server {
+    let cal = reference().cal.display().to_string();
+    let mut args = vec!["serve", "--demo", "--device", "cpu", "--bind", "127.0.0.1:0", "--calibration", &cal];
+    args.extend_from_slice(extra);
+    start_server(bin(), &args)
+}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ran")
@@ -61,98 +70,6 @@ fn reference() -> &'static Reference {
         let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
         Reference { cal, rows: j["images"].as_array().unwrap().clone() }
     })
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `ran serve --demo` with the reference calibration and `extra` flags; returns once
-/// /readyz says the model is loaded (at most a minute).
-fn start(extra: &[&str]) -> Server {
-    let cal = reference().cal.display().to_string();
-    let mut args = vec!["serve", "--demo", "--device", "cpu", "--bind", "127.0.0.1:0", "--calibration", &cal];
-    args.extend_from_slice(extra);
-    let mut child = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its address").parse().unwrap();
-    let server = Server { child, addr };
-    let t0 = Instant::now();
-    while get(&server, "/readyz", &[]).0 != 200 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "not ready within a minute");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
-
-struct Reply {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One HTTP/1.1 request on its own connection (Connection: close), read to the end.
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(90)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    // the server may answer (413) before reading all of a large body: a failed write is no error here
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("no header end in {} bytes", raw.len())))?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.lines();
-    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("status line"))?;
-    let headers: BTreeMap<String, String> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
-    let mut body = raw[end + 4..].to_vec();
-    if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-        body = dechunk(&body);
-    }
-    Ok(Reply { status, headers, body })
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[i + 2..i + 2 + n]);
-        b = &b[i + 2 + n + 2..];
-    }
-    out
 }
 
 fn get(s: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {

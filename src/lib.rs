@@ -15,6 +15,7 @@ pub mod io;
 pub mod models;
 pub mod ops;
 pub mod optable;
+pub mod serve;
 pub mod sysinfo;
 pub mod tensor;
 pub mod train;

@@ -268,7 +268,10 @@ fn calibrated_ensemble_standardises_each_map_on_normal_images() {
     assert!((got - image_max).abs() <= 1e-4 + 1e-4 * image_max.abs(), "normal_image_max {got} vs {image_max}");
     let img0 = &r6["images"][0];
     assert_eq!(img0["above_normal"].as_bool().unwrap(), img0["image_score"].as_f64().unwrap() > got);
-    assert!(std::fs::read_to_string(dir.join("d6/results.csv")).unwrap().starts_with("file,class,image_score,map_min,map_max,seconds,above_normal\n"));
+    // without a calibration file the image threshold is the largest normal score: defective is above_normal
+    assert_eq!(img0["image_threshold"].as_f64().unwrap(), got);
+    assert_eq!(img0["defective"], img0["above_normal"]);
+    assert!(std::fs::read_to_string(dir.join("d6/results.csv")).unwrap().starts_with("file,class,image_score,map_min,map_max,seconds,above_normal,defective\n"));
     // outlines: a fixed score, or the class's normal 99.9th percentile (only when calibrated)
     let (rc, msg) = d(&["--ensemble", "calibrated", "--calibrate", &train_dir, "--threshold", "normal"], "d7");
     assert_eq!(rc, 0, "{msg}");

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 /// A class's calibration: the map statistics of its normal images, and where their calibrated
 /// ensemble reaches (at the class's α): the 99.9th percentile of the pixels (top of the colour
 /// scale) and the highest image score.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct ClassCalibration {
     pub statistics: Calibration,
     pub normal_p999: f32,

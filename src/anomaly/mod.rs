@@ -4,6 +4,7 @@
 
 pub mod alpha_table;
 pub mod calibration;
+pub mod calibration_file;
 pub mod class_score;
 pub mod classes;
 pub mod detector;
@@ -14,3 +15,4 @@ pub mod reconstruct;
 pub mod render;
 pub mod score;
 pub mod settings;
+pub mod threshold;

@@ -52,6 +52,11 @@ pub fn save_heatmap(path: &Path, m: &[f32], w: usize, h: usize, lo: f32, hi: f32
 
 /// 50/50 blend of the heatmap over the image; pixels on the boundary of {m > threshold} are red.
 pub fn save_overlay(path: &Path, img: &Image8, m: &[f32], lo: f32, hi: f32, threshold: Option<f32>) -> Result<()> {
+    save_rgb(path, img.w, img.h, overlay_rgb(img, m, lo, hi, threshold))
+}
+
+/// The overlay's RGB pixels (see `save_overlay`).
+pub fn overlay_rgb(img: &Image8, m: &[f32], lo: f32, hi: f32, threshold: Option<f32>) -> Vec<u8> {
     let (w, h) = (img.w, img.h);
     let hm = heat(m, lo, hi);
     let mut out: Vec<u8> = img.data.iter().zip(&hm).map(|(&a, &b)| ((a as u16 + b as u16) / 2) as u8).collect();
@@ -69,7 +74,15 @@ pub fn save_overlay(path: &Path, img: &Image8, m: &[f32], lo: f32, hi: f32, thre
             }
         }
     }
-    save_rgb(path, w, h, out)
+    out
+}
+
+/// RGB pixels as PNG bytes in memory (what `save_png` writes).
+pub fn encode_png_rgb(w: usize, h: usize, data: Vec<u8>) -> Result<Vec<u8>> {
+    let img = image::RgbImage::from_raw(w as u32, h as u32, data).ok_or_else(|| Error::InvalidArgument("image buffer size".into()))?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png).map_err(|e| Error::InvalidArgument(format!("cannot encode PNG: {e}")))?;
+    Ok(bytes.into_inner())
 }
 
 /// An image in [−1, 1], [3, H, W] planes, as RGB8 (the inverse of `to_chw`, rounded).

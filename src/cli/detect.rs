@@ -40,8 +40,12 @@ pub struct DetectCmd {
     batch: usize,
     /// Normal images of the product (a folder or a pattern such as 'train/*/good/*.png') for
     /// `--ensemble calibrated`: --calibration-images of each class [demo: its training images]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "calibration")]
     calibrate: Option<PathBuf>,
+    /// A calibration file made by `ran calibrate` for this model and settings: its statistics,
+    /// colour scale and image thresholds instead of calibrating again (implies --ensemble calibrated).
+    #[arg(long)]
+    calibration: Option<PathBuf>,
 }
 
 impl DetectCmd {
@@ -53,7 +57,7 @@ impl DetectCmd {
         let Some(cats) = crate::models::class_names(&model)? else {
             return Err(crate::Error::BadFile { path: model, msg: "the model names no classes (ran convert --class-names): the demo picks its sample images by class".into() });
         };
-        if self.score.ensemble == Some(EnsembleKind::Calibrated) && self.calibrate.is_none() {
+        if self.score.ensemble == Some(EnsembleKind::Calibrated) && self.calibrate.is_none() && self.calibration.is_none() {
             self.calibrate = Some(imgs.join("*").join("train").join("good").join("*.png"));
         }
         if self.inputs.is_empty() {
@@ -70,6 +74,9 @@ impl DetectCmd {
     }
 
     pub fn run(mut self) -> ExitCode {
+        if self.calibration.is_some() {
+            self.score.ensemble.get_or_insert(EnsembleKind::Calibrated);
+        }
         if self.demo {
             if let Err(e) = self.apply_demo() {
                 return super::fail(e);
@@ -87,6 +94,7 @@ impl DetectCmd {
             alpha_table: self.alpha_table,
             batch: self.batch,
             calibrate: self.calibrate,
+            calibration: self.calibration,
             range: self.range,
         };
         let backend = match super::backend(device) {
@@ -107,6 +115,9 @@ fn print(o: &Outcome, out: &Path) -> ExitCode {
     println!("{} image(s) scored, {} failed; results in {} (results.csv, report.html beside it)", o.processed, o.failed.len(), out.join("results.json").display());
     if let Some(k) = o.above_normal {
         println!("{k} of them score above every normal calibration image of their class (above_normal in results.json)");
+    }
+    if let Some(k) = o.defective {
+        println!("{k} of them are defective: above their class's image threshold (defective in results.json)");
     }
     super::status(o.failed.is_empty())
 }

@@ -2,6 +2,7 @@
 //! and one printing function per command. main.rs parses and calls `run`.
 
 pub mod bench;
+pub mod calibrate;
 pub mod convert;
 pub mod demo;
 pub mod detect;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod options;
 pub mod reconstruct;
 pub mod score_opts;
+pub mod serve;
 pub mod train;
 pub mod verify;
 
@@ -64,6 +66,12 @@ pub enum Command {
     /// Time a workload on random weights (UNet, EfficientNet, the ResNet gradient, detection, one
     /// conv): median/min/max ms, GFLOP/s, % of the machine's ceiling; `--json` for scripts.
     Bench(bench::BenchCmd),
+    /// Calibrate the calibrated ensemble once, into a file: per class the normal map statistics,
+    /// the colour scale and the image threshold of the `defective` verdict (F1-optimal with --val).
+    Calibrate(calibrate::CalibrateCmd),
+    /// An inspection service: POST images to /v1/detect for a score, a verdict, a heatmap and an
+    /// overlay; batches requests for the model; /healthz, /readyz, /metrics, a web page at /.
+    Serve(serve::ServeCmd),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -80,6 +88,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Metrics(c) => c.run(),
         Command::Train(c) => c.run(),
         Command::Bench(c) => c.run(),
+        Command::Calibrate(c) => c.run(),
+        Command::Serve(c) => c.run(),
     }
 }
 

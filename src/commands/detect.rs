@@ -1,17 +1,20 @@
 //! `ran detect`: images → anomaly maps, heatmaps, overlays and a results table.
 
 use crate::anomaly::alpha_table::read_alpha_table;
-use crate::anomaly::calibration::{calibrate, CalibrationImages};
+use crate::anomaly::calibration::{calibrate, CalibrationImages, ClassCalibration};
+use crate::anomaly::calibration_file::CalibrationFile;
 use crate::anomaly::class_score::{rescore_for_class, ClassAlphas};
 use crate::anomaly::classes::class_of;
 use crate::anomaly::detector::Pipeline;
 use crate::anomaly::render::{save_heatmap, save_map16, save_overlay, DisplayRange, Threshold};
 use crate::anomaly::settings::{EnsembleKind, ScoreSettings};
+use crate::anomaly::threshold::is_defective;
 use crate::backend::Backend;
 use crate::error::AtPath;
 use crate::eval::datasets::MVTEC_CLASSES;
 use crate::eval::detect_results::{write_detect_results, DetectRow};
 use crate::eval::inputs::collect_inputs;
+use crate::io::hash::sha256_file;
 use crate::io::image::{center_crop_arr, load_rgb, Image8};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -33,6 +36,8 @@ pub struct DetectArgs {
     pub batch: usize,
     /// normal images whose map statistics calibrate `--ensemble calibrated`
     pub calibrate: Option<PathBuf>,
+    /// a calibration file (`ran calibrate`) instead of `calibrate`
+    pub calibration: Option<PathBuf>,
     /// colour scale of heatmaps and overlays
     pub range: DisplayRange,
 }
@@ -43,6 +48,8 @@ pub struct Outcome {
     pub kl_only: bool,
     /// with the calibrated ensemble: how many images score above every normal calibration image
     pub above_normal: Option<usize>,
+    /// with the calibrated ensemble: how many images are `defective` (above their class's image threshold)
+    pub defective: Option<usize>,
 }
 
 pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
@@ -59,14 +66,39 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
     }
     let alphas = ClassAlphas { default: s.alpha, table: a.alpha_table.as_deref().map(|p| read_alpha_table(p, &classes)).transpose()? };
     let alpha_of = |y: Option<usize>| alphas.of(y.and_then(|c| classes.get(c)).map(|c| c.as_str()));
-    let calibrations = match (calibrated, &a.calibrate) {
-        (true, Some(dir)) => {
+    // per class: the calibration and the image threshold of the `defective` verdict
+    let mut calibration_id = None;
+    let calibrations: Option<BTreeMap<Option<usize>, (ClassCalibration, f32)>> = match (calibrated, &a.calibrate, &a.calibration) {
+        (_, Some(_), Some(_)) => return Err(Error::InvalidArgument("give --calibrate DIR or --calibration FILE, not both".into())),
+        (true, Some(dir), None) => {
             let normal = collect_inputs(&[dir.display().to_string()])?;
-            Some(calibrate(b, &pipe, s, &CalibrationImages { files: &normal, class: a.class.as_deref(), classes: &classes }, &alpha_of)?)
+            let cs = calibrate(b, &pipe, s, &CalibrationImages { files: &normal, class: a.class.as_deref(), classes: &classes }, &alpha_of)?;
+            // without a validation set the threshold is the largest normal score (as `above_normal`)
+            Some(cs.into_iter().map(|(y, c)| (y, (c, c.normal_image_max))).collect())
         }
-        (true, None) => return Err(Error::InvalidArgument("--ensemble calibrated: give --calibrate DIR, a folder of normal images of the product".into())),
-        (false, Some(_)) => return Err(Error::InvalidArgument("--calibrate is for --ensemble calibrated".into())),
-        (false, None) => None,
+        (true, None, Some(file)) => {
+            let (f, id) = CalibrationFile::read(file)?;
+            f.check_matches(file, s, &sha256_file(&s.model)?, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
+            for (y, e) in &f.classes {
+                if e.alpha != alpha_of(*y) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: class {} was calibrated at α = {}, this run weighs it {}",
+                        file.display(),
+                        e.name.as_deref().unwrap_or("all"),
+                        e.alpha,
+                        alpha_of(*y)
+                    )));
+                }
+            }
+            calibration_id = Some(id);
+            Some(f.classes.into_iter().map(|(y, e)| (y, (e.calibration, e.threshold))).collect())
+        }
+        (true, None, None) => {
+            return Err(Error::InvalidArgument("--ensemble calibrated: give --calibrate DIR, a folder of normal images of the product, or --calibration FILE (ran calibrate)".into()))
+        }
+        (false, Some(_), _) => return Err(Error::InvalidArgument("--calibrate is for --ensemble calibrated".into())),
+        (false, None, Some(_)) => return Err(Error::InvalidArgument("--calibration is for --ensemble calibrated".into())),
+        (false, None, None) => None,
     };
     let kl_only = !scorer.has_features();
     std::fs::create_dir_all(&a.out).at_path(&a.out)?;
@@ -98,7 +130,8 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                 };
                 if calibrations.as_ref().is_some_and(|cs| !cs.contains_key(&y)) {
                     let class = y.and_then(|c| classes.get(c).cloned()).unwrap_or_default();
-                    return Err(Error::InvalidArgument(format!("no normal image of class `{class}` among --calibrate")));
+                    let source = if a.calibration.is_some() { "in --calibration" } else { "among --calibrate" };
+                    return Err(Error::InvalidArgument(format!("no normal image of class `{class}` {source}")));
                 }
                 Ok((img, y))
             })();
@@ -127,7 +160,7 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
             for ((i, path, img, y), mut sc) in ok.iter().zip(scores) {
                 let category = y.and_then(|c| classes.get(c).cloned());
                 // checked when the image was read: its class has a calibration
-                let class_cal = calibrations.as_ref().and_then(|cs| cs.get(y).copied());
+                let (class_cal, image_threshold) = calibrations.as_ref().and_then(|cs| cs.get(y).copied()).unzip();
                 let alpha = rescore_for_class(&mut sc, scorer.cfg.ensemble, &alphas, category.as_deref(), class_cal.map(|c| c.statistics), s.topk);
                 // index, parent folder and name: MVTec-style trees repeat file names per folder
                 let parent = path.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -150,6 +183,8 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
                     threshold: outline,
                     normal_p999: class_cal.map(|c| c.normal_p999),
                     above_normal: class_cal.map(|c| sc.image_score > c.normal_image_max),
+                    image_threshold,
+                    defective: image_threshold.map(|t| is_defective(sc.image_score, t)),
                     map16: p("map16").display().to_string(),
                     heatmap: p("heatmap").display().to_string(),
                     overlay: p("overlay").display().to_string(),
@@ -181,10 +216,13 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         "threshold": a.threshold.map(|t| t.to_string()), "backend": b.name(), "image_size": size, "batch": a.batch,
         "alpha_table": a.alpha_table.as_ref().map(|p| p.display().to_string()),
         "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "range": a.range.to_string(),
-        "calibration": calibrations.as_ref().map(|cs| cs.iter().map(|(y, c)| (y.and_then(|y| classes.get(y).cloned()).unwrap_or_else(|| "all".into()), *c)).collect::<BTreeMap<_, _>>()),
+        "calibration_file": a.calibration.as_ref().map(|p| p.display().to_string()), "calibration_id": calibration_id,
+        "calibration": calibrations.as_ref().map(|cs| cs.iter().map(|(y, (c, _))| (y.and_then(|y| classes.get(y).cloned()).unwrap_or_else(|| "all".into()), *c)).collect::<BTreeMap<_, _>>()),
+        "image_thresholds": calibrations.as_ref().map(|cs| cs.iter().map(|(y, (_, t))| (y.and_then(|y| classes.get(y).cloned()).unwrap_or_else(|| "all".into()), *t)).collect::<BTreeMap<_, _>>()),
         "map16_scale": "value = map_min + v16 / 65535 * (map_max - map_min)",
     });
     write_detect_results(&a.out, settings, &rows, &failed)?;
     let above_normal = calibrations.as_ref().map(|_| rows.iter().filter(|r| r.above_normal == Some(true)).count());
-    Ok(Outcome { processed: rows.len(), failed, kl_only, above_normal })
+    let defective = calibrations.as_ref().map(|_| rows.iter().filter(|r| r.defective == Some(true)).count());
+    Ok(Outcome { processed: rows.len(), failed, kl_only, above_normal, defective })
 }

@@ -1,5 +1,6 @@
 //! The `ran` subcommands (one file each); main.rs only parses arguments and dispatches.
 
+pub mod calibrate;
 pub mod convert;
 pub mod detect;
 pub mod eval;

@@ -20,6 +20,11 @@ pub struct DetectRow {
     pub normal_p999: Option<f32>,
     /// above every normal calibration image of its class: worth a look
     pub above_normal: Option<bool>,
+    /// the class's image threshold (calibrated ensemble): the largest normal calibration score,
+    /// or the F1-optimal one of a calibration file made with a validation set
+    pub image_threshold: Option<f32>,
+    /// the verdict: the image score is above `image_threshold`
+    pub defective: Option<bool>,
     pub map16: String,
     pub heatmap: String,
     pub overlay: String,
@@ -47,17 +52,18 @@ pub fn write_detect_results(out: &Path, settings: serde_json::Value, rows: &[Det
     let json = serde_json::json!({"settings": settings, "images": rows, "failed": failed_rows(failed)});
     let jp = out.join("results.json");
     crate::io::files::write_bytes_atomic(&jp, serde_json::to_string_pretty(&json).unwrap_or_default())?;
-    let mut csv = String::from("file,class,image_score,map_min,map_max,seconds,above_normal\n");
+    let mut csv = String::from("file,class,image_score,map_min,map_max,seconds,above_normal,defective\n");
     for r in rows {
         csv.push_str(&format!(
-            "\"{}\",{},{},{},{},{:.3},{}\n",
+            "\"{}\",{},{},{},{},{:.3},{},{}\n",
             r.file.replace('"', "\"\""),
             r.class.map(|c| c.to_string()).unwrap_or_default(),
             json_number(r.image_score),
             json_number(r.map_min),
             json_number(r.map_max),
             r.seconds,
-            r.above_normal.map(|b| b.to_string()).unwrap_or_default()
+            r.above_normal.map(|b| b.to_string()).unwrap_or_default(),
+            r.defective.map(|b| b.to_string()).unwrap_or_default()
         ));
     }
     let cp = out.join("results.csv");
@@ -110,6 +116,8 @@ mod tests {
             threshold: None,
             normal_p999: None,
             above_normal: above,
+            image_threshold: None,
+            defective: above,
             map16: s("a_map16.png"),
             heatmap: s("a_heatmap.png"),
             overlay: s("a_overlay.png"),
@@ -128,19 +136,37 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
         let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "file,class,image_score,map_min,map_max,seconds,above_normal");
-        assert_eq!(lines[1], "\"low \"\"q\"\".png\",3,0.10000000149011612,-0.10000000149011612,2.5,0.250,false");
-        assert_eq!(lines[3], "\"nan.png\",3,null,-0.10000000149011612,2.5,0.250,");
+        assert_eq!(lines[0], "file,class,image_score,map_min,map_max,seconds,above_normal,defective");
+        assert_eq!(lines[1], "\"low \"\"q\"\".png\",3,0.10000000149011612,-0.10000000149011612,2.5,0.250,false,false");
+        assert_eq!(lines[3], "\"nan.png\",3,null,-0.10000000149011612,2.5,0.250,,");
         let img = &json["images"];
         assert_eq!(img[0]["image_score"].to_string(), "0.10000000149011612");
         assert_eq!(img[2]["image_score"], serde_json::Value::Null);
         assert_eq!(img[1]["above_normal"], true);
         assert_eq!(img[0]["display_range"], serde_json::json!([0.0, 2.5]));
         let keys: Vec<&str> = img[0].as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        for k in ["file", "class", "category", "alpha", "image_score", "map_min", "map_max", "display_range", "threshold", "normal_p999", "above_normal", "map16", "heatmap", "overlay", "seconds"] {
+        for k in [
+            "file",
+            "class",
+            "category",
+            "alpha",
+            "image_score",
+            "map_min",
+            "map_max",
+            "display_range",
+            "threshold",
+            "normal_p999",
+            "above_normal",
+            "image_threshold",
+            "defective",
+            "map16",
+            "heatmap",
+            "overlay",
+            "seconds",
+        ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
-        assert_eq!(keys.len(), 15);
+        assert_eq!(keys.len(), 17);
         assert_eq!(json["failed"], serde_json::json!([{"file": "bad.png", "error": "not an image"}]));
         let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
         let (hi, lo) = (html.find("high.png").unwrap(), html.find("low &quot;q&quot;.png").or_else(|| html.find("low \"q\".png")).unwrap());

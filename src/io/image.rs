@@ -89,9 +89,17 @@ fn decode(path: &Path, lim: &ImageLimits, what: &str) -> Result<Decoded> {
         return Err(bad(path, format!("{} bytes: larger than any image within the limit of {} pixels", meta.len(), lim.max_pixels)));
     }
     let bytes = super::files::read_regular(path)?;
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..])).with_guessed_format().map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    decode_bytes(path, &bytes, lim, what)
+}
+
+/// Decodes an image held in memory within `lim`; `path` names it in errors (an upload's name).
+fn decode_bytes(path: &Path, bytes: &[u8], lim: &ImageLimits, what: &str) -> Result<Decoded> {
+    if bytes.len() as u64 > lim.max_file_bytes() {
+        return Err(bad(path, format!("{} bytes: larger than any image within the limit of {} pixels", bytes.len(), lim.max_pixels)));
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
-        return decode_jpeg(path, &bytes, lim, what);
+        return decode_jpeg(path, bytes, lim, what);
     }
     let mut reader = reader;
     let mut limits = image::Limits::default();
@@ -224,6 +232,12 @@ pub fn load_rgb_limited(path: &Path, lim: &ImageLimits) -> Result<Image8> {
 
 /// Decodes `path` and applies the official preprocessing to `size`×`size` (`center_crop_arr`),
 /// refusing an output size of 0 or beyond the pixel limit: the one call for a model's input.
+/// An image file's bytes (PNG, JPEG, BMP) decoded to RGB within `lim`, as `load_rgb_limited`
+/// would decode the file; `name` names it in errors.
+pub fn decode_rgb_bytes(name: &Path, bytes: &[u8], lim: &ImageLimits) -> Result<Image8> {
+    Ok(pillow_rgb(decode_bytes(name, bytes, lim, "image")?))
+}
+
 pub fn load_preprocessed(path: &Path, size: usize, lim: &ImageLimits) -> Result<Image8> {
     if size == 0 || (size as u64).saturating_mul(size as u64) > lim.max_pixels {
         return Err(Error::InvalidArgument(format!("image size {size}: 1 … {} for the pixel limit of {}", (lim.max_pixels as f64).sqrt() as u64, lim.max_pixels)));

@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod flags;
+pub mod hash;
 pub mod image;
 pub mod pt;
 pub mod safetensors;

@@ -271,6 +271,11 @@ fn parse_entry(path: &Path, name: &str, v: &serde_json::Value, data_len: usize) 
 /// Writes f32 tensors (name, shape, values) and string metadata as one safetensors file.
 pub fn write_f32(path: impl AsRef<Path>, tensors: &[(&str, &[usize], &[f32])], metadata: &BTreeMap<String, String>) -> Result<()> {
     let path = path.as_ref();
+    crate::io::files::write_bytes_atomic(path, encode_f32(path, tensors, metadata)?)
+}
+
+/// The bytes of the safetensors file `write_f32` writes (`path` names it in errors).
+pub fn encode_f32(path: &Path, tensors: &[(&str, &[usize], &[f32])], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| bad(path, e.to_string()))?);
@@ -294,7 +299,7 @@ pub fn write_f32(path: impl AsRef<Path>, tensors: &[(&str, &[usize], &[f32])], m
     for (_, _, vals) in tensors {
         out.extend_from_slice(bytemuck::cast_slice(vals));
     }
-    crate::io::files::write_bytes_atomic(path, &out)
+    Ok(out)
 }
 
 /// Streams tensors into a safetensors file in `dtype` (F32, F16 or BF16): the header is written

@@ -109,6 +109,13 @@ fn build_emulator(root: &Path, out: &Path, files: &[KernelFile]) {
     // callback mode calls __asan_{load,store}N_noabort (defined by the runtime, emu_race.inc) on
     // every load and store, for the race detector and preemption points. The runtime uses it
     // only when one of those is on, so ordinary tests keep the plain copy's speed.
+    // Not under a Rust sanitizer (cargo fuzz): cc then compiles every C++ file with
+    // -fsanitize=address, which excludes -fsanitize=kernel-address, and the real ASan runtime
+    // owns the __asan_* hooks. The fuzz targets need no race detector; instrumented() is false.
+    let sanitized = std::env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("sanitizer"));
+    if sanitized {
+        b.define("EMU_NO_ASAN_HOOKS", None);
+    }
     let mut checked = b.clone();
     for f in ["-fsanitize=kernel-address", "--param=asan-instrumentation-with-call-threshold=0", "--param=asan-stack=0", "--param=asan-globals=0"] {
         checked.flag(f);
@@ -130,25 +137,30 @@ fn build_emulator(root: &Path, out: &Path, files: &[KernelFile]) {
         std::fs::write(&p, &s).unwrap();
         b.file(p);
         writeln!(registry, "extern \"C\" const EmuKernelEntry emu_entries_{}[];", f.stem).unwrap();
+        if sanitized {
+            continue;
+        }
         let cs = s.replace("emu_kernel_", "emu_kernel_checked_").replace("emu_entries_", "emu_checked_entries_");
         let cp = out.join(format!("emu_checked_{}.cpp", f.stem));
         std::fs::write(&cp, cs).unwrap();
         checked.file(cp);
         writeln!(registry, "extern \"C\" const EmuKernelEntry emu_checked_entries_{}[];", f.stem).unwrap();
     }
-    b.objects(checked.compile_intermediates());
+    println!("cargo::rustc-check-cfg=cfg(emu_instrumented)");
+    if !sanitized {
+        b.objects(checked.compile_intermediates());
+        registry.push_str("extern \"C\" const EmuKernelTable emu_kernel_tables_checked[] = {\n");
+        for f in files.iter().filter(|f| !f.kernels.is_empty()) {
+            writeln!(registry, "  {{emu_checked_entries_{}, {}}},", f.stem, f.kernels.len()).unwrap();
+        }
+        registry.push_str("  {nullptr, 0}};\n");
+        println!("cargo:rustc-cfg=emu_instrumented");
+    }
     registry.push_str("extern \"C\" const EmuKernelTable emu_kernel_tables[] = {\n");
     for f in files.iter().filter(|f| !f.kernels.is_empty()) {
         writeln!(registry, "  {{emu_entries_{}, {}}},", f.stem, f.kernels.len()).unwrap();
     }
     registry.push_str("  {nullptr, 0}};\n");
-    registry.push_str("extern \"C\" const EmuKernelTable emu_kernel_tables_checked[] = {\n");
-    for f in files.iter().filter(|f| !f.kernels.is_empty()) {
-        writeln!(registry, "  {{emu_checked_entries_{}, {}}},", f.stem, f.kernels.len()).unwrap();
-    }
-    registry.push_str("  {nullptr, 0}};\n");
-    println!("cargo:rustc-cfg=emu_instrumented");
-    println!("cargo::rustc-check-cfg=cfg(emu_instrumented)");
     let rp = out.join("emu_registry.cpp");
     std::fs::write(&rp, registry).unwrap();
     b.file(rp);

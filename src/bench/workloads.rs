@@ -111,15 +111,7 @@ pub fn detect_noise<B: Backend>(b: &B, timesteps: &[usize], batch: usize, s: usi
 
 /// Uniform values in [−0.5, 0.5) from a seeded LCG (kernel benchmarks: only the work matters).
 pub fn rand_tensor<B: Backend>(b: &B, dims: &[usize], seed: u64) -> Result<Tensor<B>> {
-    let n: usize = dims.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect();
-    b.from_host(dims, &v)
+    b.from_host_vec(dims, crate::optable::sizes::uniform(dims.iter().product(), seed))
 }
 
 /// One convolution: x [batch, c, h, w], w [o, c, k, k], bias [o], stride 1, padding k/2 ("same"

@@ -20,6 +20,7 @@ pub mod norm;
 pub mod optim;
 pub mod padim;
 pub mod pool;
+pub mod precision;
 pub mod reduce;
 
 pub use conv::{Conv2dParams, Padding2d};
@@ -27,6 +28,7 @@ pub use diffusion::VarType;
 pub use elementwise::Activation;
 pub use norm::GroupNormParams;
 pub use pool::Pool2dParams;
+pub use precision::Precision;
 
 use crate::tensor::Shape;
 use crate::{Error, Result};

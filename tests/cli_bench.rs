@@ -98,3 +98,54 @@ fn bad_options_fail_with_a_message() {
         assert!(se.contains(says) && !se.contains("panicked"), "{args:?}: {se}");
     }
 }
+
+/// A UNet small enough for the emulator in a second or two.
+const EMU_TINY: &str = "--image_size 16 --num_channels 32 --num_res_blocks 1 --attention_resolutions 8 --num_head_channels 32 \
+--learn_sigma True --class_cond True --num_classes 3 --channel_mult 1,2 --resblock_updown True --use_scale_shift_norm True";
+
+fn count(v: &Value, run: &str, what: &str) -> u64 {
+    v[run][what].as_u64().unwrap_or_else(|| panic!("no {run}.{what} in {v}"))
+}
+
+/// On the emulator `ran bench unet` counts driver calls per forward: the first run fills the
+/// allocator cache, the next one allocates nothing and zeroes nothing (no op of the forward needs
+/// zeros), so it makes its launches, the class ids' upload and the read-back (copy + sync) only.
+#[test]
+fn unet_bench_on_the_emulator_counts_driver_calls() {
+    let v = bench(&["unet", "--device", "emulator", "--flags", EMU_TINY, "--warmup", "1"]);
+    let (first, per) = ("driver_first_run", "driver_per_run");
+    assert!(count(&v, first, "allocs") > 10, "the first run allocates: {v}");
+    assert_eq!(count(&v, per, "allocs"), 0, "the cache serves every buffer of the second forward: {v}");
+    assert_eq!(count(&v, per, "memsets"), 0, "{v}");
+    assert_eq!(count(&v, per, "frees"), 0, "{v}");
+    assert_eq!((count(&v, per, "copies"), count(&v, per, "syncs")), (2, 1), "{v}");
+    let launches = count(&v, per, "launches");
+    assert!(launches > 50 && launches == count(&v, first, "launches"), "{v}");
+    assert_eq!(count(&v, per, "calls"), launches + 3, "{v}");
+    let (_, so, _) = ran(&["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "0", "--quiet"]);
+    assert!(so.contains(&format!("per run, steady state: {} driver calls: {launches} launches", launches + 3)), "{so}");
+}
+
+/// RAN_CUDA_SYNC=1 synchronises after every launch; RAN_EMU_MEM_LIMIT makes the emulator's
+/// memory small, and running out is a clear error, not a panic.
+#[test]
+fn unet_bench_on_the_emulator_sync_and_out_of_memory() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ran"))
+        .args(["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "0", "--json", "--quiet"])
+        .env("RAN_CUDA_SYNC", "1")
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{so}{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(so.lines().last().unwrap()).unwrap();
+    assert_eq!(count(&v, "driver_per_run", "syncs"), count(&v, "driver_per_run", "launches") + 1, "{v}");
+
+    let o = Command::new(env!("CARGO_BIN_EXE_ran"))
+        .args(["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "0", "--quiet"])
+        .env("RAN_EMU_MEM_LIMIT", "100000")
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !se.contains("panicked"), "{se}");
+    assert!(se.contains("out of device memory allocating") && se.contains("free of 0.1 MiB") && se.contains("reduce the batch"), "{se}");
+}

@@ -16,6 +16,11 @@ type T<B> = Tensor<B>;
 
 pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn name(&self) -> String;
+    /// Driver calls made so far, for backends that count them (the CUDA backend); subtract two
+    /// snapshots for a scope.
+    fn driver_counts(&self) -> Option<crate::backend::driver_counts::DriverCounts> {
+        None
+    }
 
     // ---- transfers (element count checked) ----
     fn upload(&self, dims: &[usize], data: &[f32]) -> Result<T<Self>>;

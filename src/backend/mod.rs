@@ -11,6 +11,7 @@
 pub mod compute;
 pub mod cpu;
 pub mod cuda;
+pub mod driver_counts;
 pub mod select;
 
 pub use crate::ops::contract::{AdamwCoefs, DdimCoefs, StepCoefs};
@@ -45,6 +46,10 @@ fn ss_shapes<'a, B: HasStorage>(ss: &ScaleShift<'a, B>) -> Option<(&'a Shape, &'
 pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     /// Short name and details for `ran info` and logs.
     fn name(&self) -> String;
+    /// Driver calls so far where the backend counts them (CUDA: launches, allocs, copies…).
+    fn driver_counts(&self) -> Option<driver_counts::DriverCounts> {
+        None
+    }
 
     // ---- transfers -----------------------------------------------------------------------------
     fn from_host(&self, dims: &[usize], data: &[f32]) -> Result<Tensor<Self>>;
@@ -174,6 +179,9 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
 impl<K: Compute> Backend for K {
     fn name(&self) -> String {
         Compute::name(self)
+    }
+    fn driver_counts(&self) -> Option<driver_counts::DriverCounts> {
+        Compute::driver_counts(self)
     }
 
     fn from_host(&self, dims: &[usize], data: &[f32]) -> Result<Tensor<Self>> {

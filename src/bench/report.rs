@@ -3,6 +3,7 @@
 //! too, so tools/bench/compare.sh can pair the two sides).
 
 use super::measure::Stats;
+use crate::backend::driver_counts::DriverCounts;
 use serde_json::{json, Value};
 
 /// The f32 FLOP rate the percentages are taken of, and where the number comes from.
@@ -83,6 +84,19 @@ pub struct Report {
     /// FLOPs of one iteration (`ops::flops`: conv/linear/attention products, 2 per multiply-add)
     pub flops: u64,
     pub peak_rss_mb: Option<f64>,
+    /// Driver calls of the first run (cold allocator cache) and the last (steady state), where
+    /// the backend counts them (CUDA and the emulator).
+    pub driver: Option<DriverPerRun>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct DriverPerRun {
+    pub first: DriverCounts,
+    pub last: DriverCounts,
+}
+
+fn counts_json(c: &DriverCounts) -> Value {
+    json!({"calls": c.calls(), "launches": c.launches, "allocs": c.allocs, "frees": c.frees, "memsets": c.memsets, "copies": c.copies, "syncs": c.syncs, "other": c.other})
 }
 
 impl Report {
@@ -120,6 +134,8 @@ impl Report {
             "commit": m.commit,
             "peak_rss_mb": self.peak_rss_mb,
             "side": "ran",
+            "driver_first_run": self.driver.map(|d| counts_json(&d.first)),
+            "driver_per_run": self.driver.map(|d| counts_json(&d.last)),
         })
     }
 
@@ -142,6 +158,10 @@ impl Report {
         println!("  ceiling: {}", m.ceiling.source);
         if let Some(r) = self.peak_rss_mb {
             println!("  peak RSS {r:.0} MB (the whole process)");
+        }
+        if let Some(d) = self.driver {
+            println!("  per run, steady state: {}", d.last);
+            println!("  first run (empty allocator cache): {}", d.first);
         }
         println!("  {} threads, commit {}", m.threads, m.commit);
         if json {

@@ -3,7 +3,7 @@
 //! waits for an asynchronous device.
 
 use super::measure::{measure, Plan};
-use super::report::Report;
+use super::report::{DriverPerRun, Report};
 use super::workloads;
 use crate::anomaly::score::FeatureTimestep;
 use crate::backend::Backend;
@@ -12,7 +12,7 @@ use crate::{Error, Result};
 
 fn report(bench: &str, config: String, batch: usize, plan: Plan, f: impl FnMut() -> Result<()>) -> Result<Report> {
     let m = measure(bench, plan, f)?;
-    Ok(Report { bench: bench.into(), config, batch, warmup: plan.warmup, stats: m.stats, flops: m.flops, peak_rss_mb: crate::sysinfo::peak_rss_mb() })
+    Ok(Report { bench: bench.into(), config, batch, warmup: plan.warmup, stats: m.stats, flops: m.flops, peak_rss_mb: crate::sysinfo::peak_rss_mb(), driver: None })
 }
 
 fn positive(name: &str, v: usize) -> Result<()> {
@@ -29,10 +29,21 @@ pub fn unet<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result<
     let model = workloads::synthetic_unet(b, &f, false, 1)?;
     let inp = workloads::unet_inputs(b, &f, batch)?;
     let config = format!("UNet forward at {0}x{0}, flags `{flags}`", f.image_size);
-    report("unet", config, batch, plan, || {
+    // driver calls of each run (forward + read-back), where the backend counts them
+    let mut per_run = Vec::new();
+    let mut r = report("unet", config, batch, plan, || {
+        let before = b.driver_counts();
         let o = model.forward(b, &inp.x, &inp.t, inp.y.as_deref())?;
-        b.to_host(&o.out).map(drop)
-    })
+        b.to_host(&o.out).map(drop)?;
+        if let (Some(a), Some(z)) = (before, b.driver_counts()) {
+            per_run.push(z - a);
+        }
+        Ok(())
+    })?;
+    if let (Some(first), Some(last)) = (per_run.first(), per_run.last()) {
+        r.driver = Some(DriverPerRun { first: *first, last: *last });
+    }
+    Ok(r)
 }
 
 /// `efficientnet-<variant>` to its last tapped block (what the feature score runs), the taps

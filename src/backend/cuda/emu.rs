@@ -96,8 +96,8 @@ pub fn hook_calls() -> u64 {
     unsafe { emu_hook_calls() }
 }
 
-/// A zeroed host allocation standing in for device memory, between guard pages (its start is
-/// only as aligned as its size: the end must touch the guard page). Kernels write through its address
+/// A host allocation standing in for device memory, between guard pages (its start is only as
+/// aligned as its size: the end must touch the guard page). Kernels write through its address
 /// while Rust holds only shared references, like device memory behind a CUdeviceptr.
 pub struct EmuBuf {
     ptr: *mut u8,
@@ -109,20 +109,38 @@ pub struct EmuBuf {
 unsafe impl Send for EmuBuf {}
 unsafe impl Sync for EmuBuf {}
 
+/// What a fresh or reused buffer holds: f32 quiet NaN (0x7FC00000) in every whole word and 0xFF
+/// in a trailing partial one, so any value a kernel reads without having written it is NaN.
+pub const FRESH_WORD: u32 = 0x7FC0_0000;
+
 impl EmuBuf {
-    fn new_zeroed(bytes: usize) -> Result<Self> {
-        // SAFETY: plain FFI call; the runtime returns fresh zeroed memory or null.
-        let ptr = unsafe { emu_alloc(bytes) } as *mut u8;
-        if ptr.is_null() {
-            return Err(Error::Backend { backend: "cuda-emulator", msg: format!("out of memory allocating {bytes} bytes") });
+    /// The buffer's address, its "device pointer" (tests tell buffers apart by it).
+    pub fn addr(&self) -> usize {
+        self.ptr as usize
+    }
+
+    fn fill_nan(&self) {
+        let words = self.bytes / 4;
+        let nan = FRESH_WORD.to_le_bytes();
+        // SAFETY: the allocation holds `bytes` bytes and no launch is running (launches are
+        // synchronous); the start is 4-aligned when bytes is a multiple of 4 (the buffer ends at a
+        // page boundary), else the fill goes byte by byte.
+        unsafe {
+            if self.bytes % 4 == 0 && (self.ptr as usize) % 4 == 0 {
+                std::slice::from_raw_parts_mut(self.ptr as *mut u32, words).fill(FRESH_WORD);
+            } else {
+                let all = std::slice::from_raw_parts_mut(self.ptr, self.bytes);
+                for (i, b) in all.iter_mut().enumerate() {
+                    *b = if i < words * 4 { nan[i % 4] } else { 0xFF };
+                }
+            }
         }
-        Ok(EmuBuf { ptr, bytes })
     }
 }
 
 impl Drop for EmuBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated by emu_alloc in new_zeroed and freed once.
+        // SAFETY: allocated by emu_alloc in try_alloc and freed once.
         unsafe { emu_free(self.ptr as *mut c_void) }
     }
 }
@@ -141,15 +159,37 @@ impl Device for EmuDevice {
         "CUDA emulator on the CPU (kernels/*.cu built by the host compiler, one fiber per thread)".into()
     }
 
-    fn alloc_zeros(&self, bytes: usize) -> Result<EmuBuf> {
-        EmuBuf::new_zeroed(bytes)
+    fn try_alloc(&self, bytes: usize) -> Result<Option<EmuBuf>> {
+        // SAFETY: plain FFI call; the runtime returns fresh memory or null.
+        let ptr = unsafe { emu_alloc(bytes) } as *mut u8;
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        let b = EmuBuf { ptr, bytes };
+        b.fill_nan();
+        Ok(Some(b))
     }
 
-    fn upload(&self, bytes: &[u8]) -> Result<EmuBuf> {
-        let b = EmuBuf::new_zeroed(bytes.len())?;
-        // SAFETY: fresh allocation of at least bytes.len() bytes, not aliased.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.ptr, bytes.len()) };
-        Ok(b)
+    fn buf_bytes(&self, buf: &EmuBuf) -> usize {
+        buf.bytes
+    }
+
+    fn memset_zeros(&self, buf: &EmuBuf, bytes: usize) -> Result<()> {
+        if bytes > buf.bytes {
+            return Err(Error::Backend { backend: "cuda-emulator", msg: format!("memset of {bytes} bytes on a {}-byte buffer", buf.bytes) });
+        }
+        // SAFETY: bounds checked above; launches are synchronous, so no kernel is writing.
+        unsafe { std::ptr::write_bytes(buf.ptr, 0, bytes) };
+        Ok(())
+    }
+
+    fn write(&self, buf: &EmuBuf, bytes: &[u8]) -> Result<()> {
+        if bytes.len() > buf.bytes {
+            return Err(Error::Backend { backend: "cuda-emulator", msg: format!("upload of {} bytes into a {}-byte buffer", bytes.len(), buf.bytes) });
+        }
+        // SAFETY: bounds checked above; the source is host memory distinct from the buffer.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.ptr, bytes.len()) };
+        Ok(())
     }
 
     fn download(&self, buf: &EmuBuf, out: &mut [u8]) -> Result<()> {
@@ -194,6 +234,20 @@ impl Device for EmuDevice {
         let name = CString::new(kernel).expect("kernel names have no NUL");
         // SAFETY: plain FFI call with a NUL-terminated name; the runtime guards its table with a mutex.
         check(unsafe { emu_func_set_max_dynamic_smem(name.as_ptr(), bytes) })
+    }
+
+    /// Launches run to completion before `emu_launch` returns: nothing is ever in flight.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Host memory has no device size; a limit is the caching layer's (`CacheOptions::mem_limit`).
+    fn mem_info(&self) -> Option<(usize, usize)> {
+        None
+    }
+
+    fn poison(&self, buf: &EmuBuf) {
+        buf.fill_nan();
     }
 }
 

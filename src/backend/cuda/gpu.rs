@@ -1,12 +1,15 @@
 //! The real GPU as a `Device`, through cudarc's driver API (loaded at run time). Modules are loaded
 //! lazily per kernel file: the CUBIN built for this device's compute capability if build.rs made
 //! one, else the compute_80 PTX (JIT by the driver), else the CUDA source compiled here by NVRTC
-//! (when the build machine had no NVRTC). One stream; every failure is an `Error`, never a panic.
+//! (when the build machine had no NVRTC). One owned (non-blocking) stream carries every launch,
+//! copy, memset, allocation and free, in order; cudarc's per-buffer event tracking is off, since
+//! one stream orders everything (see backend/cuda/cached.rs on reuse). Every failure is an
+//! `Error`, never a panic.
 
 use super::device::{Arg, Device, LaunchCfg};
 use super::kernels::{file_of, KernelSource, HEADERS};
 use crate::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,7 +47,10 @@ impl GpuDevice {
         let (major, minor) = ctx.compute_capability().map_err(err)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let total_mem = ctx.total_mem().unwrap_or(0);
-        let stream = ctx.default_stream();
+        // SAFETY: nothing has been allocated yet, and every buffer of this device lives on the one
+        // stream below, so no cross-stream synchronisation (what the events are for) is needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| err(format!("cannot create a stream on GPU {ordinal}: {e}")))?;
         Ok(GpuDevice { ctx, stream, sm: (major * 10 + minor) as u32, name, total_mem, modules: Mutex::new(HashMap::new()), functions: Mutex::new(HashMap::new()) })
     }
 
@@ -151,15 +157,46 @@ impl Device for GpuDevice {
         format!("{} (sm_{}, {:.1} GiB)", self.name, self.sm, self.total_mem as f64 / (1u64 << 30) as f64)
     }
 
-    fn alloc_zeros(&self, bytes: usize) -> Result<CudaSlice<u8>> {
-        self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(|e| err(format!("allocating {bytes} bytes: {e}")))
+    fn try_alloc(&self, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
+        // SAFETY: the contents are undefined until written; callers write before they read
+        // (or ask for memset_zeros).
+        match unsafe { self.stream.alloc::<u8>(bytes.max(1)) } {
+            Ok(b) => Ok(Some(b)),
+            Err(DriverError(sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY)) => Ok(None),
+            Err(e) => Err(err(format!("allocating {bytes} bytes: {e}"))),
+        }
     }
 
-    fn upload(&self, bytes: &[u8]) -> Result<CudaSlice<u8>> {
-        if bytes.is_empty() {
-            return self.alloc_zeros(0);
+    fn buf_bytes(&self, buf: &CudaSlice<u8>) -> usize {
+        buf.len()
+    }
+
+    fn memset_zeros(&self, buf: &CudaSlice<u8>, bytes: usize) -> Result<()> {
+        if bytes > buf.len() {
+            return Err(err(format!("memset of {bytes} bytes on a {}-byte buffer", buf.len())));
         }
-        self.stream.clone_htod(bytes).map_err(|e| err(format!("upload of {} bytes: {e}", bytes.len())))
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(err)?;
+        let (ptr, _guard) = buf.device_ptr(&self.stream);
+        // SAFETY: `ptr` addresses at least `bytes` bytes of this context's memory; the memset is
+        // ordered on the device's one stream with every other use of the buffer.
+        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }.map_err(|e| err(format!("memset of {bytes} bytes: {e}")))
+    }
+
+    fn write(&self, buf: &CudaSlice<u8>, bytes: &[u8]) -> Result<()> {
+        if bytes.len() > buf.len() {
+            return Err(err(format!("upload of {} bytes into a {}-byte buffer", bytes.len(), buf.len())));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(err)?;
+        let (ptr, _guard) = buf.device_ptr(&self.stream);
+        // SAFETY: the destination holds bytes.len() bytes; from pageable host memory the call
+        // returns once the source has been staged, so the caller may drop it afterwards.
+        unsafe { result::memcpy_htod_async(ptr, bytes, self.stream.cu_stream()) }.map_err(|e| err(format!("upload of {} bytes: {e}", bytes.len())))
     }
 
     fn download(&self, buf: &CudaSlice<u8>, out: &mut [u8]) -> Result<()> {
@@ -168,7 +205,19 @@ impl Device for GpuDevice {
         }
         let view = buf.try_slice(0..out.len()).ok_or_else(|| err(format!("download of {} bytes from a {}-byte buffer", out.len(), buf.len())))?;
         self.stream.memcpy_dtoh(&view, out).map_err(err)?;
-        self.synchronize()
+        GpuDevice::synchronize(self)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        GpuDevice::synchronize(self)
+    }
+
+    fn mem_info(&self) -> Option<(usize, usize)> {
+        self.ctx.mem_get_info().ok()
+    }
+
+    fn size_class(&self, bytes: usize) -> usize {
+        super::cached::gpu_size_class(bytes)
     }
 
     fn launch(&self, kernel: &'static str, cfg: &LaunchCfg, args: &[Arg<'_, CudaSlice<u8>>]) -> Result<()> {

@@ -3,6 +3,7 @@
 //! same code drives a real GPU (`gpu`, through cudarc) and the CPU emulator of CUDA (`emu`) that
 //! runs the kernels in the test suite. Shapes arrive checked (`backend::Backend` asks `ops`).
 
+pub mod cached;
 pub mod device;
 pub mod emu;
 pub mod gpu;
@@ -10,8 +11,10 @@ pub mod kernels;
 pub mod launch;
 pub mod tensor_core;
 
+use self::cached::{CacheOptions, CachedBuf, CachedDevice};
 use self::device::{Device, LaunchCfg};
 use super::{Compute, GroupNormGrads, ScaleShift};
+use crate::backend::driver_counts::DriverCounts;
 use crate::backend::Backend as _;
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{
@@ -26,9 +29,15 @@ use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;
 use std::sync::Arc;
 
+/// Every device call goes through `cached` (buffer reuse, driver-call counts, RAN_CUDA_SYNC).
 pub struct CudaBackend<D: Device> {
-    dev: D,
+    dev: CachedDevice<D>,
 }
+
+/// Cached bytes kept for reuse where the device does not say its size (the emulator: host memory
+/// shared with the rest of the test suite); a GPU keeps up to its whole memory and trims on
+/// out-of-memory.
+const EMU_RELEASE_THRESHOLD: usize = 1 << 30;
 
 pub type EmulatedCuda = CudaBackend<emu::EmuDevice>;
 pub type Gpu = CudaBackend<gpu::GpuDevice>;
@@ -43,7 +52,7 @@ impl EmulatedCuda {
             Ok(None) => {}
             Err(e) => eprintln!("warning: {e}; the emulator keeps its forward schedule"),
         });
-        CudaBackend { dev: emu::EmuDevice }
+        CudaBackend::new(emu::EmuDevice)
     }
 }
 
@@ -76,7 +85,7 @@ fn per_block(blocks: usize, threads: u32, smem_bytes: usize) -> LaunchCfg {
 }
 
 /// The device buffer behind a tensor.
-fn b<D: Device>(t: &T<D>) -> &D::Buf {
+fn b<D: Device>(t: &T<D>) -> &CachedBuf<D> {
     t.storage().as_ref()
 }
 
@@ -86,14 +95,39 @@ fn i(v: usize) -> i32 {
 }
 
 impl<D: Device> CudaBackend<D> {
+    /// The backend over `dev`, its caching options from the environment (`CacheOptions::from_env`;
+    /// a bad value is reported and ignored).
     pub fn new(dev: D) -> Self {
-        CudaBackend { dev }
+        let threshold = dev.mem_info().map_or(EMU_RELEASE_THRESHOLD, |(_, total)| total);
+        let emulated = dev.kind() == "cuda-emulator";
+        let opts = CacheOptions::from_env(threshold, emulated).unwrap_or_else(|e| {
+            eprintln!("warning: {e}; ignored");
+            CacheOptions { release_threshold: threshold, mem_limit: None, sync_each_launch: false }
+        });
+        Self::with_options(dev, opts)
     }
+    pub fn with_options(dev: D, opts: CacheOptions) -> Self {
+        CudaBackend { dev: CachedDevice::new(dev, opts) }
+    }
+    /// The device underneath the caching layer.
     pub fn device(&self) -> &D {
+        self.dev.raw()
+    }
+    /// The caching layer: its counts, cache statistics and trim.
+    pub fn driver(&self) -> &CachedDevice<D> {
         &self.dev
     }
 
+    /// An output the kernel writes in full: a (cached) buffer with undefined contents — NaN in
+    /// the emulator, so a kernel that leaves elements unwritten fails the cross-backend tests.
     fn alloc(&self, dims: &[usize]) -> Result<T<D>> {
+        let n: usize = dims.iter().product();
+        let buf = self.dev.alloc(n * 4)?;
+        Ok(Tensor::from_parts(Shape::new(dims), Arc::new(buf)))
+    }
+
+    /// An output the kernel accumulates into (atomics) or writes only in part: zeroed first.
+    fn alloc_zeroed(&self, dims: &[usize]) -> Result<T<D>> {
         let n: usize = dims.iter().product();
         let buf = self.dev.alloc_zeros(n * 4)?;
         Ok(Tensor::from_parts(Shape::new(dims), Arc::new(buf)))
@@ -122,19 +156,23 @@ impl<D: Device> CudaBackend<D> {
     }
 
     /// Small index lists go up as an i32 buffer.
-    fn upload_ids(&self, ids: &[usize]) -> Result<D::Buf> {
+    fn upload_ids(&self, ids: &[usize]) -> Result<CachedBuf<D>> {
         let ids32: Vec<i32> = ids.iter().map(|&v| v as i32).collect();
         self.dev.upload(bytemuck::cast_slice(&ids32))
     }
 }
 
 impl<D: Device> HasStorage for CudaBackend<D> {
-    type Storage = Arc<D::Buf>;
+    type Storage = Arc<CachedBuf<D>>;
 }
 
 impl<D: Device> Compute for CudaBackend<D> {
     fn name(&self) -> String {
         format!("{}: {}", self.dev.kind(), self.dev.describe())
+    }
+
+    fn driver_counts(&self) -> Option<DriverCounts> {
+        Some(self.dev.counts())
     }
 
     fn upload(&self, dims: &[usize], v: &[f32]) -> Result<T<D>> {
@@ -399,7 +437,7 @@ impl<D: Device> Compute for CudaBackend<D> {
 
     fn resize_bilinear_x_backward(&self, gy: &T<D>, g: &ResizeGeom) -> Result<T<D>> {
         // the kernel scatters with atomics into the zeroed output, one thread per output pixel
-        let gx = self.alloc(&[g.n, g.c, g.h, g.w])?;
+        let gx = self.alloc_zeroed(&[g.n, g.c, g.h, g.w])?;
         if gy.numel() > 0 {
             launch::resize_bilinear_x_backward_f32(&self.dev, &ew(gy.numel()), b(gy), b(&gx), i(g.n * g.c), i(g.h), i(g.w), i(g.ho), i(g.wo))?;
         }
@@ -434,7 +472,7 @@ impl<D: Device> Compute for CudaBackend<D> {
     }
 
     fn gather_channels_x_backward(&self, gy: &T<D>, ids: &[usize], dims: &[usize]) -> Result<T<D>> {
-        let gx = self.alloc(dims)?;
+        let gx = self.alloc_zeroed(dims)?; // zero: channels not in ids get no gradient
         if gy.numel() > 0 {
             let (n, c, s) = Shape::new(dims).ncs();
             let idb = self.upload_ids(ids)?;
@@ -444,7 +482,8 @@ impl<D: Device> Compute for CudaBackend<D> {
     }
 
     fn mahalanobis(&self, f: &T<D>, mean: &T<D>, linv: &T<D>, g: &MahalanobisGeom) -> Result<T<D>> {
-        let y = self.alloc(&g.dist_dims())?;
+        // with no features (d = 0) nothing is launched and every distance is 0
+        let y = if g.d == 0 { self.alloc_zeroed(&g.dist_dims())? } else { self.alloc(&g.dist_dims())? };
         if y.numel() > 0 && g.d > 0 {
             let cfg = LaunchCfg { grid: (g.p as u32, g.n as u32, 1), block: (MAHA_BLOCK, 1, 1), smem_bytes: g.smem_bytes(2) as u32 };
             launch::mahalanobis_f32(&self.dev, &cfg, b(f), b(mean), b(linv), b(&y), i(g.d), i(g.p))?;
@@ -472,7 +511,7 @@ impl<D: Device> Compute for CudaBackend<D> {
     }
 
     fn attention_legacy_x_backward(&self, gy: &T<D>, qkv: &T<D>, g: &AttentionGeom) -> Result<T<D>> {
-        let gq = self.alloc(qkv.dims())?; // zero: gK and gV accumulate atomically
+        let gq = self.alloc_zeroed(qkv.dims())?; // zero: gK and gV accumulate atomically
         if g.n * g.heads * g.t > 0 {
             let cfg = LaunchCfg { grid: (g.t as u32, (g.n * g.heads) as u32, 1), block: (ATTN_BLOCK, 1, 1), smem_bytes: ((2 * g.t + 32) * 4) as u32 };
             allow_smem(&self.dev, "attention_legacy_x_backward_f32", &cfg)?;
@@ -501,7 +540,7 @@ impl<D: Device> Compute for CudaBackend<D> {
     }
 
     fn embedding_w_backward(&self, gy: &T<D>, ids: &[usize], rows: usize, dim: usize) -> Result<T<D>> {
-        let gt = self.alloc(&[rows, dim])?; // zero: repeated ids add atomically
+        let gt = self.alloc_zeroed(&[rows, dim])?; // zero: repeated ids add atomically, rows not in ids stay zero
         if gy.numel() > 0 {
             let idb = self.upload_ids(ids)?;
             launch::embedding_w_backward_f32(&self.dev, &ew(gy.numel()), b(gy), &idb, b(&gt), i(ids.len()), i(dim))?;

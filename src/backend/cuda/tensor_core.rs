@@ -2,6 +2,7 @@
 //! operands on mma.sync (kernels/linear_tc.cu). Shapes the kernel cannot take fall back to the
 //! f32 kernel, never to a wrong answer.
 
+use super::cached::CachedBuf;
 use super::device::{Device, LaunchCfg};
 use super::{b, ew, i, launch, CudaBackend, T};
 use crate::backend::Compute as _;
@@ -34,9 +35,9 @@ impl<D: Device> CudaBackend<D> {
     }
 
     /// The bf16 bits of a tensor's values, in a scratch device buffer.
-    fn to_bf16(&self, t: &T<D>) -> Result<D::Buf> {
+    fn to_bf16(&self, t: &T<D>) -> Result<CachedBuf<D>> {
         let n = t.numel();
-        let out = self.dev.alloc_zeros(n * 2)?;
+        let out = self.dev.alloc(n * 2)?; // the cast writes every element
         launch::cast_f32_to_bf16(&self.dev, &ew(n), b(t), &out, n as i64)?;
         Ok(out)
     }

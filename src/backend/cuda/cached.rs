@@ -1,0 +1,368 @@
+//! The layer between the CUDA backend and a `Device`: a caching allocator and the count of every
+//! driver call. Buffers are kept by size class (`Device::size_class`) when dropped and handed out
+//! again to the next request of that class, within a forward and across forwards; cached bytes
+//! above `release_threshold` go back to the device, and an allocation the device refuses first
+//! frees every cached buffer and tries once more. The same code runs over the GPU and over the
+//! emulator (whose classes are exact sizes, so its guard pages stay exact).
+//!
+//! Stream order makes reuse safe without events: each device has one owned stream and every
+//! launch, copy and memset is enqueued on it. A buffer dropped on the host may still be read by a
+//! kernel the GPU has not run yet, but whoever gets it next can only enqueue work behind that
+//! kernel on the same stream, so it never overwrites data still in use. (With a second stream this
+//! would need an event per buffer.) A buffer reaches the cache only when its last handle is
+//! dropped, so a live tensor's memory is never handed out twice.
+
+use super::device::{Arg, Device, LaunchCfg};
+use crate::backend::driver_counts::DriverCounts;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Cached (free) bytes above this are released to the device at once.
+    pub release_threshold: usize,
+    /// The device's memory size as this layer enforces it (the emulator's RAN_EMU_MEM_LIMIT):
+    /// allocations that would hold more fail as out of memory. None: the device decides.
+    pub mem_limit: Option<usize>,
+    /// Synchronise after every launch, so an asynchronous fault is reported against its kernel
+    /// (RAN_CUDA_SYNC=1).
+    pub sync_each_launch: bool,
+}
+
+impl CacheOptions {
+    /// Keep up to `release_threshold` cached bytes; RAN_CUDA_SYNC=1 turns on per-launch sync and,
+    /// when `emulated`, RAN_EMU_MEM_LIMIT (bytes) sets the device's memory size.
+    pub fn from_env(release_threshold: usize, emulated: bool) -> std::result::Result<Self, String> {
+        let sync_each_launch = match std::env::var("RAN_CUDA_SYNC").as_deref() {
+            Err(_) | Ok("") | Ok("0") => false,
+            Ok("1") => true,
+            Ok(v) => return Err(format!("RAN_CUDA_SYNC=`{v}`: expected 0 or 1")),
+        };
+        let mem_limit = match std::env::var("RAN_EMU_MEM_LIMIT") {
+            Ok(v) if emulated && !v.is_empty() => Some(v.parse::<usize>().map_err(|_| format!("RAN_EMU_MEM_LIMIT=`{v}`: expected a number of bytes"))?),
+            _ => None,
+        };
+        Ok(CacheOptions { release_threshold, mem_limit, sync_each_launch })
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    launches: AtomicU64,
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    memsets: AtomicU64,
+    copies: AtomicU64,
+    syncs: AtomicU64,
+    other: AtomicU64,
+    hits: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+/// Free buffers by size class.
+struct FreeList<B> {
+    by_class: BTreeMap<usize, Vec<B>>,
+    bytes: usize,
+}
+
+struct Shared<D: Device> {
+    dev: D,
+    opts: CacheOptions,
+    free: Mutex<FreeList<D::Buf>>,
+    /// Device bytes this layer holds: live buffers and cached ones.
+    held: AtomicUsize,
+    n: Counters,
+}
+
+impl<D: Device> Shared<D> {
+    fn release(&self, bufs: Vec<(usize, D::Buf)>) {
+        for (class, b) in bufs {
+            drop(b);
+            bump(&self.n.frees);
+            self.held.fetch_sub(class, Relaxed);
+        }
+    }
+
+    /// Takes cached buffers out, largest classes first, until at most `keep` bytes stay cached.
+    fn take_above(&self, keep: usize) -> Vec<(usize, D::Buf)> {
+        let mut out = Vec::new();
+        let Ok(mut fl) = self.free.lock() else { return out };
+        let fl = &mut *fl;
+        while fl.bytes > keep {
+            let Some(mut e) = fl.by_class.last_entry() else { break };
+            let class = *e.key();
+            if let Some(b) = e.get_mut().pop() {
+                fl.bytes -= class;
+                out.push((class, b));
+            }
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        out
+    }
+
+    fn give_back(&self, class: usize, buf: D::Buf) {
+        let over = match self.free.lock() {
+            Ok(mut fl) => {
+                fl.by_class.entry(class).or_default().push(buf);
+                fl.bytes += class;
+                fl.bytes > self.opts.release_threshold
+            }
+            Err(_) => {
+                // a poisoned cache frees instead of caching
+                self.release(vec![(class, buf)]);
+                return;
+            }
+        };
+        if over {
+            let freed = self.take_above(self.opts.release_threshold);
+            self.release(freed);
+        }
+    }
+
+    fn raw_alloc(&self, class: usize) -> Result<Option<D::Buf>> {
+        if let Some(limit) = self.opts.mem_limit {
+            if self.held.load(Relaxed) + class > limit {
+                return Ok(None);
+            }
+        }
+        bump(&self.n.allocs);
+        let b = self.dev.try_alloc(class)?;
+        if b.is_some() {
+            self.held.fetch_add(class, Relaxed);
+        }
+        Ok(b)
+    }
+}
+
+/// A device buffer that returns to its cache when dropped.
+pub struct CachedBuf<D: Device> {
+    raw: Option<D::Buf>,
+    class: usize,
+    bytes: usize,
+    home: Arc<Shared<D>>,
+}
+
+impl<D: Device> CachedBuf<D> {
+    /// The device's own buffer (for device-specific calls; do not keep it past this handle).
+    pub fn raw(&self) -> &D::Buf {
+        self.raw.as_ref().expect("a CachedBuf holds its buffer until dropped")
+    }
+    /// The bytes asked for (the buffer may hold more: its size class).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl<D: Device> Drop for CachedBuf<D> {
+    fn drop(&mut self) {
+        if let Some(b) = self.raw.take() {
+            self.home.give_back(self.class, b);
+        }
+    }
+}
+
+/// A `Device` whose buffers come from the cache and whose calls are counted.
+pub struct CachedDevice<D: Device> {
+    home: Arc<Shared<D>>,
+}
+
+impl<D: Device> CachedDevice<D> {
+    pub fn new(dev: D, opts: CacheOptions) -> Self {
+        let free = Mutex::new(FreeList { by_class: BTreeMap::new(), bytes: 0 });
+        CachedDevice { home: Arc::new(Shared { dev, opts, free, held: AtomicUsize::new(0), n: Counters::default() }) }
+    }
+
+    /// The device underneath.
+    pub fn raw(&self) -> &D {
+        &self.home.dev
+    }
+
+    pub fn options(&self) -> CacheOptions {
+        self.home.opts
+    }
+
+    /// Every driver call made through this layer so far; subtract two snapshots for a scope.
+    pub fn counts(&self) -> DriverCounts {
+        let n = &self.home.n;
+        DriverCounts {
+            launches: n.launches.load(Relaxed),
+            allocs: n.allocs.load(Relaxed),
+            frees: n.frees.load(Relaxed),
+            memsets: n.memsets.load(Relaxed),
+            copies: n.copies.load(Relaxed),
+            syncs: n.syncs.load(Relaxed),
+            other: n.other.load(Relaxed),
+        }
+    }
+
+    /// Allocations served from the cache so far (no driver call).
+    pub fn cache_hits(&self) -> u64 {
+        self.home.n.hits.load(Relaxed)
+    }
+
+    /// Bytes cached (free, kept for reuse) and bytes held on the device (live + cached).
+    pub fn cached_and_held_bytes(&self) -> (usize, usize) {
+        let cached = self.home.free.lock().map(|f| f.bytes).unwrap_or(0);
+        (cached, self.home.held.load(Relaxed))
+    }
+
+    /// Gives every cached buffer back to the device.
+    pub fn trim(&self) {
+        let all = self.home.take_above(0);
+        self.home.release(all);
+    }
+}
+
+impl<D: Device> Device for CachedDevice<D> {
+    type Buf = CachedBuf<D>;
+
+    fn kind(&self) -> &'static str {
+        self.home.dev.kind()
+    }
+
+    fn describe(&self) -> String {
+        self.home.dev.describe()
+    }
+
+    fn try_alloc(&self, bytes: usize) -> Result<Option<CachedBuf<D>>> {
+        let h = &self.home;
+        let class = h.dev.size_class(bytes);
+        let hit = h.free.lock().ok().and_then(|mut fl| {
+            let v = fl.by_class.get_mut(&class)?;
+            let b = v.pop();
+            if v.is_empty() {
+                fl.by_class.remove(&class);
+            }
+            fl.bytes -= class;
+            b
+        });
+        let raw = match hit {
+            Some(b) => {
+                bump(&h.n.hits);
+                h.dev.poison(&b);
+                b
+            }
+            None => match h.raw_alloc(class)? {
+                Some(b) => b,
+                None => {
+                    // out of memory: give the cache back and try once more
+                    self.trim();
+                    match h.raw_alloc(class)? {
+                        Some(b) => b,
+                        None => return Ok(None),
+                    }
+                }
+            },
+        };
+        Ok(Some(CachedBuf { raw: Some(raw), class, bytes, home: h.clone() }))
+    }
+
+    fn buf_bytes(&self, buf: &CachedBuf<D>) -> usize {
+        buf.bytes
+    }
+
+    fn memset_zeros(&self, buf: &CachedBuf<D>, bytes: usize) -> Result<()> {
+        bump(&self.home.n.memsets);
+        self.home.dev.memset_zeros(buf.raw(), bytes)
+    }
+
+    fn write(&self, buf: &CachedBuf<D>, bytes: &[u8]) -> Result<()> {
+        if bytes.len() > buf.bytes {
+            return Err(Error::Backend { backend: self.kind(), msg: format!("upload of {} bytes into a {}-byte buffer", bytes.len(), buf.bytes) });
+        }
+        bump(&self.home.n.copies);
+        self.home.dev.write(buf.raw(), bytes)
+    }
+
+    /// One copy and the wait for it (a download returns finished data).
+    fn download(&self, buf: &CachedBuf<D>, out: &mut [u8]) -> Result<()> {
+        if out.len() > buf.bytes {
+            return Err(Error::Backend { backend: self.kind(), msg: format!("download of {} bytes from a {}-byte buffer", out.len(), buf.bytes) });
+        }
+        bump(&self.home.n.copies);
+        bump(&self.home.n.syncs);
+        self.home.dev.download(buf.raw(), out)
+    }
+
+    fn launch(&self, kernel: &'static str, cfg: &LaunchCfg, args: &[Arg<'_, CachedBuf<D>>]) -> Result<()> {
+        let raw: Vec<Arg<'_, D::Buf>> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Buf(b) => Arg::Buf(b.raw()),
+                Arg::I32(v) => Arg::I32(*v),
+                Arg::I64(v) => Arg::I64(*v),
+                Arg::F32(v) => Arg::F32(*v),
+                Arg::Pod(p) => Arg::Pod(p),
+            })
+            .collect();
+        bump(&self.home.n.launches);
+        self.home.dev.launch(kernel, cfg, &raw)?;
+        if self.home.opts.sync_each_launch {
+            bump(&self.home.n.syncs);
+            self.home.dev.synchronize().map_err(|e| Error::Backend { backend: self.kind(), msg: format!("kernel {kernel} failed (RAN_CUDA_SYNC=1 synchronises after each launch): {e}") })?;
+        }
+        Ok(())
+    }
+
+    fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()> {
+        bump(&self.home.n.other);
+        self.home.dev.set_max_dynamic_smem(kernel, bytes)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        bump(&self.home.n.syncs);
+        self.home.dev.synchronize()
+    }
+
+    /// Under a memory limit, free = limit − held; else the device's own figures.
+    fn mem_info(&self) -> Option<(usize, usize)> {
+        match self.home.opts.mem_limit {
+            Some(limit) => Some((limit.saturating_sub(self.home.held.load(Relaxed)), limit)),
+            None => self.home.dev.mem_info(),
+        }
+    }
+
+    fn poison(&self, buf: &CachedBuf<D>) {
+        self.home.dev.poison(buf.raw())
+    }
+}
+
+/// GPU size classes: multiples of 512 bytes up to 2 KiB, then four classes per power of two
+/// (a buffer wastes under a quarter of its size), so tensors of nearby sizes share buffers.
+pub fn gpu_size_class(bytes: usize) -> usize {
+    if bytes <= 2048 {
+        return bytes.max(1).div_ceil(512) * 512;
+    }
+    let step = 1usize << (usize::BITS - 1 - bytes.leading_zeros() - 2);
+    bytes.div_ceil(step) * step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpu_size_class;
+
+    /// Classes cover the request, waste under a quarter, and nearby sizes share a class.
+    #[test]
+    fn gpu_classes_cover_and_waste_little() {
+        assert_eq!(gpu_size_class(0), 512);
+        assert_eq!(gpu_size_class(1), 512);
+        assert_eq!(gpu_size_class(513), 1024);
+        assert_eq!(gpu_size_class(2048), 2048);
+        assert_eq!(gpu_size_class(2049), 2560); // step 512 in [2 KiB, 4 KiB)
+        assert_eq!(gpu_size_class(1 << 20), 1 << 20);
+        assert_eq!(gpu_size_class((1 << 20) + 1), (1 << 20) + (1 << 18));
+        for b in (1..5_000_000usize).step_by(997) {
+            let c = gpu_size_class(b);
+            assert!(c >= b, "{b} → {c}");
+            assert!(b <= 2048 || (c - b) * 4 < b, "{b} → {c} wastes a quarter or more");
+            assert_eq!(gpu_size_class(c), c, "a class is its own class");
+        }
+    }
+}

@@ -93,6 +93,7 @@ pub struct Report {
 pub struct DriverPerRun {
     pub first: DriverCounts,
     pub last: DriverCounts,
+    pub runs: usize,
 }
 
 fn counts_json(c: &DriverCounts) -> Value {
@@ -160,7 +161,9 @@ impl Report {
             println!("  peak RSS {r:.0} MB (the whole process)");
         }
         if let Some(d) = self.driver {
-            println!("  per run, steady state: {}", d.last);
+            if d.runs > 1 {
+                println!("  per run, steady state (the last of {}): {}", d.runs, d.last);
+            }
             println!("  first run (empty allocator cache): {}", d.first);
         }
         println!("  {} threads, commit {}", m.threads, m.commit);

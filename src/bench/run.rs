@@ -41,7 +41,7 @@ pub fn unet<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result<
         Ok(())
     })?;
     if let (Some(first), Some(last)) = (per_run.first(), per_run.last()) {
-        r.driver = Some(DriverPerRun { first: *first, last: *last });
+        r.driver = Some(DriverPerRun { first: *first, last: *last, runs: per_run.len() });
     }
     Ok(r)
 }

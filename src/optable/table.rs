@@ -241,8 +241,8 @@ pub static TABLE: &[Entry] = &[
     row!("ddim_step", "diffusion_step", ["xt", "pred_xstart", "z"], Fixed(STEP), MinBytes),
 ];
 
-/// Backend methods that are not ops: transfers and views.
-pub const NOT_OPS: &[&str] = &["name", "from_host", "from_host_vec", "to_host", "zeros", "reshape"];
+/// Trait methods that are no ops: the name, the transfers and views, and the driver-call counter.
+pub const NOT_OPS: &[&str] = &["name", "from_host", "from_host_vec", "to_host", "zeros", "reshape", "driver_counts"];
 
 pub fn entry(method: &str) -> Option<&'static Entry> {
     TABLE.iter().find(|e| e.method == method)

@@ -38,6 +38,11 @@ pub struct EvalCmd {
     /// paper's per-category best results: an upper bound, not an estimate.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")]
     alpha_sweep: Option<Vec<f32>>,
+    /// A calibration file made by `ran calibrate` for this model and settings: its statistics
+    /// instead of the training images' (implies --ensemble calibrated), and its image thresholds'
+    /// verdicts (precision, recall, F1 of `defective`) measured on the test set.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
 }
 
 impl EvalCmd {
@@ -52,6 +57,9 @@ impl EvalCmd {
             }
         }
         let Some(data) = self.data else { return super::usage("give --data ROOT (MVTec-AD or BTAD layout) or --demo") };
+        if self.calibration.is_some() && self.score.ensemble.is_none() {
+            self.score.ensemble = Some(crate::anomaly::settings::EnsembleKind::Calibrated);
+        }
         let device = self.score.device;
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let ensemble = format!("{} (α = {})", score.ensemble, score.alpha);
@@ -64,6 +72,7 @@ impl EvalCmd {
             merge: self.merge,
             pro_variant: self.pro_variant,
             alpha_sweep: self.alpha_sweep.unwrap_or_default(),
+            calibration: self.calibration,
         };
         let backend = match super::backend(device) {
             Ok(b) => b,

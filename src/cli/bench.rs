@@ -1,4 +1,4 @@
-//! `ran bench unet|effnet|wrn50-grad|detect|conv`: the options of each workload and the common
+//! `ran bench unet|effnet|wrn50-grad|detect|train|conv`: the options of each workload and the common
 //! ones (iterations, device, threads, ceiling, --json); the work is in src/bench/.
 
 use super::options::{parse_device, Device};
@@ -62,6 +62,16 @@ enum Workload {
         #[command(flatten)]
         common: Common,
     },
+    /// One training step of the UNet with the feature head: the paper's loss, backward, AdamW, EMA.
+    Train {
+        /// guided-diffusion MODEL_FLAGS [default: the demo's config, 32 channels at 64²]
+        #[arg(long, default_value = workloads::DEMO_FLAGS, allow_hyphen_values = true)]
+        flags: String,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// One conv2d, stride 1, padding kernel/2, with bias.
     Conv {
         /// input CxHxW, e.g. 256x64x64
@@ -116,7 +126,12 @@ fn parse_chw(s: &str) -> Result<[usize; 3], String> {
 impl BenchCmd {
     pub fn run(self) -> ExitCode {
         let common = match &self.what {
-            Workload::Unet { common, .. } | Workload::Effnet { common, .. } | Workload::Wrn50Grad { common, .. } | Workload::Detect { common, .. } | Workload::Conv { common, .. } => common,
+            Workload::Unet { common, .. }
+            | Workload::Effnet { common, .. }
+            | Workload::Wrn50Grad { common, .. }
+            | Workload::Detect { common, .. }
+            | Workload::Conv { common, .. }
+            | Workload::Train { common, .. } => common,
         };
         if let Some(n) = common.threads {
             if n == 0 {
@@ -155,6 +170,7 @@ impl Workload {
             Workload::Effnet { variant, image_size, batch, .. } => run::effnet(b, variant, *image_size, *batch, plan),
             Workload::Wrn50Grad { image_size, batch, .. } => run::wrn50_grad(b, *image_size, *batch, plan),
             Workload::Detect { flags, feature_timestep, batch, .. } => run::detect(b, flags, *feature_timestep, *batch, plan),
+            Workload::Train { flags, batch, .. } => run::train(b, flags, *batch, plan),
             Workload::Conv { shape, kernel, out, batch, .. } => run::conv(b, *shape, out.unwrap_or(shape[0]), *kernel, *batch, plan),
         }
     }

@@ -26,6 +26,12 @@
 // Per-(image, group) and per-plane reductions (block_sum needs a multiple of 32, at most 1024).
 #define REDUCE_BLOCK 256
 #define MEAN_STD_BLOCK 1024
+// group_norm.cu, split launches: each (image, group) is cut into chunks of at least GN_MIN_CHUNK
+// values (a multiple of 4), aiming at GN_TARGET_BLOCKS blocks in all (≈ 8 per SM of a 132-SM H200
+// at batch 1); at most GN_BLOCK threads per block, fewer for short chunks (one float4 each).
+#define GN_BLOCK 256
+#define GN_TARGET_BLOCKS 1024
+#define GN_MIN_CHUNK 128
 #define ATTN_BLOCK 128
 // Mahalanobis: one block per (position, image); its warps share the rows of L⁻¹.
 #define MAHA_BLOCK 256
@@ -69,6 +75,13 @@ struct GroupNormGeom {
   float eps;
   int silu;
   int has_ss;  // scale-shift GN(x)·(1+scale)+shift with scale, shift [n, c]
+};
+
+// group_norm.cu, split launches: block i handles chunk i % splits of (image, group) i / splits,
+// values [chunk·(i % splits), min(+chunk, len)) of the group's len = (c/groups)·s.
+struct GroupNormSplit {
+  int splits;
+  int chunk;  // a multiple of 4: every chunk of a 16-byte-aligned group starts aligned
 };
 
 // pool.cu: planes = n·c images of h×w, square window k, stride st, padding p.

@@ -3,11 +3,13 @@
 //! same code drives a real GPU (`gpu`, through cudarc) and the CPU emulator of CUDA (`emu`) that
 //! runs the kernels in the test suite. Shapes arrive checked (`backend::Backend` asks `ops`).
 
+pub mod broadcast;
 pub mod device;
 pub mod emu;
 pub mod gpu;
 pub mod kernels;
 pub mod launch;
+pub mod norm_split;
 pub mod tensor_core;
 
 use self::device::{Device, LaunchCfg};
@@ -119,6 +121,13 @@ impl<D: Device> CudaBackend<D> {
             return Ok(());
         }
         launch::copy_channels_f32(&self.dev, &ew(total), b(src), i(src_c), i(src_off), b(dst), i(dst_c), i(dst_off), i(n), i(c), i(s))
+    }
+
+    /// The first pass of group_norm.cu's split launches: each chunk's mean and M2.
+    fn gn_moments(&self, x: &T<D>, g: &GroupNormGeom, p: &norm_split::Plan) -> Result<T<D>> {
+        let part = self.alloc(&[2 * p.blocks])?; // every entry written
+        launch::group_norm_stats_f32(&self.dev, &p.cfg, b(x), b(&part), g, &p.split)?;
+        Ok(part)
     }
 
     /// Small index lists go up as an i32 buffer.
@@ -247,9 +256,9 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn group_norm(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
         let y = self.alloc(x.dims())?;
         let (sc, sh) = ss.unwrap_or((gamma, beta)); // unread when has_ss = 0
-        let blocks = g.n() * g.groups();
-        if blocks > 0 {
-            launch::group_norm_f32(&self.dev, &per_block(blocks, REDUCE_BLOCK, 0), b(x), b(gamma), b(beta), b(sc), b(sh), b(&y), g)?;
+        if let Some(p) = norm_split::plan(g) {
+            let part = self.gn_moments(x, g, &p)?;
+            launch::group_norm_apply_f32(&self.dev, &p.cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&y), g, &p.split)?;
         }
         Ok(y)
     }
@@ -257,9 +266,11 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn group_norm_x_backward(&self, gy: &T<D>, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
         let gx = self.alloc(x.dims())?;
         let (sc, sh) = ss.unwrap_or((gamma, beta));
-        let blocks = g.n() * g.groups();
-        if blocks > 0 {
-            launch::group_norm_x_backward_f32(&self.dev, &per_block(blocks, REDUCE_BLOCK, 0), b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&gx), g)?;
+        if let Some(p) = norm_split::plan(g) {
+            let part = self.gn_moments(x, g, &p)?;
+            let sums = self.alloc(&[2 * p.blocks])?; // every entry written
+            launch::group_norm_grad_sums_f32(&self.dev, &p.cfg, b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&sums), g, &p.split)?;
+            launch::group_norm_x_backward_f32(&self.dev, &p.cfg, b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&sums), b(&gx), g, &p.split)?;
         }
         Ok(gx)
     }
@@ -299,7 +310,10 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn add(&self, a: &T<D>, bt: &T<D>, g: &BroadcastGeom) -> Result<T<D>> {
         let y = self.alloc(a.dims())?;
         if y.numel() > 0 {
-            launch::add_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?;
+            match broadcast::rows(g) {
+                Some((inner, mid)) => launch::add_rows_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), inner, mid)?,
+                None => launch::add_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?,
+            }
         }
         Ok(y)
     }
@@ -307,7 +321,10 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn mul(&self, a: &T<D>, bt: &T<D>, g: &BroadcastGeom) -> Result<T<D>> {
         let y = self.alloc(a.dims())?;
         if y.numel() > 0 {
-            launch::mul_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?;
+            match broadcast::rows(g) {
+                Some((inner, mid)) => launch::mul_rows_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), inner, mid)?,
+                None => launch::mul_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?,
+            }
         }
         Ok(y)
     }

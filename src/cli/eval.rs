@@ -2,6 +2,7 @@
 
 use super::options::parse_shard;
 use super::score_opts::ScoreOpts;
+use crate::backend::select::PrecisionDefault;
 use crate::commands::eval::EvalArgs;
 use crate::eval::pro_variant::ProVariant;
 use crate::eval::results::CategoryMetrics;
@@ -52,7 +53,7 @@ impl EvalCmd {
             }
         }
         let Some(data) = self.data else { return super::usage("give --data ROOT (MVTec-AD or BTAD layout) or --demo") };
-        let device = self.score.device;
+        let (device, precision) = (self.score.device, self.score.precision);
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let ensemble = format!("{} (α = {})", score.ensemble, score.alpha);
         let args = EvalArgs {
@@ -65,7 +66,7 @@ impl EvalCmd {
             pro_variant: self.pro_variant,
             alpha_sweep: self.alpha_sweep.unwrap_or_default(),
         };
-        let backend = match super::backend(device) {
+        let backend = match super::backend(device, precision, PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(code) => return code,
         };

@@ -113,8 +113,27 @@ pub fn read_maps(p: &Path, image: &Path, px: usize) -> Result<Option<(f32, Vec<V
 
 #[cfg(test)]
 mod tests {
-    use super::{cache_path, read_maps, write_maps};
+    use super::{cache_path, check_cache_settings, read_maps, write_maps};
     use std::path::Path;
+
+    /// Maps made in another precision are refused, naming `precision` — also when the other
+    /// side is f32, whose settings leave the key out (so caches made before it stay valid).
+    #[test]
+    fn a_cache_of_another_precision_is_refused() {
+        let out = std::env::temp_dir().join(format!("ran-cache-precision-{}", std::process::id()));
+        let base = serde_json::json!({"seed": 0});
+        let mut bf16 = base.clone();
+        bf16["precision"] = "bf16".into();
+        check_cache_settings(&out, "c", &base).unwrap();
+        let e = check_cache_settings(&out, "c", &bf16).unwrap_err().to_string();
+        assert!(e.contains("different: precision"), "{e}");
+        std::fs::remove_dir_all(&out).unwrap();
+        check_cache_settings(&out, "c", &bf16).unwrap();
+        let e = check_cache_settings(&out, "c", &base).unwrap_err().to_string();
+        assert!(e.contains("different: precision"), "{e}");
+        check_cache_settings(&out, "c", &bf16).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 
     /// Two images never share a cache file, whatever their names (test/x__y/000.png and
     /// test/x/y__000.png did when "/" simply became "__").

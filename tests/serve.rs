@@ -201,6 +201,12 @@ fn concurrent_requests_are_batched_and_answer_as_detect() {
     }
     // an unknown id is a 404, not another result
     assert_eq!(get(&s, "/v1/results/00000000000000000000000000000000/overlay.png", &[]).0, 404);
+    // the model's information names the backend and the precision it computes in
+    let (st, info) = get(&s, "/v1/info", &[]);
+    assert_eq!(st, 200);
+    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    assert_eq!(info["precision"], "f32", "{info}");
+    assert!(info["backend"].as_str().is_some_and(|b| !b.is_empty()), "{info}");
 }
 
 /// With batching off, every score is detect's bit for bit, and several images in one multipart

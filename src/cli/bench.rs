@@ -3,9 +3,11 @@
 
 use super::options::{parse_device, Device};
 use crate::anomaly::score::FeatureTimestep;
+use crate::backend::select::PrecisionDefault;
 use crate::bench::measure::Plan;
 use crate::bench::report::{commit, Ceiling, Machine, Report};
 use crate::bench::{run, workloads};
+use crate::ops::precision::Precision;
 use crate::Backend;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -100,6 +102,10 @@ struct Common {
     /// cpu, cuda, cuda:N, emulator, auto
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
+    /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
+    /// f32) [default: tf32 on a GPU, f32 on the emulator; the CPU backend computes in f32 only]
+    #[arg(long, value_parser = super::options::parse_precision)]
+    precision: Option<Precision>,
     /// CPU threads (rayon's pool) [default: RAYON_NUM_THREADS, else one per core]
     #[arg(long)]
     threads: Option<usize>,
@@ -146,15 +152,17 @@ impl BenchCmd {
         }
         let plan = Plan { warmup: common.warmup, iters: common.iters, progress: !common.quiet };
         let (json, ceiling) = (common.json, common.ceiling);
-        let any = match super::backend(common.device) {
+        // training has no mixed-precision path yet: f32 unless asked
+        let default = if matches!(self.what, Workload::Train { .. }) { PrecisionDefault::F32 } else { PrecisionDefault::Fast };
+        let any = match super::backend(common.device, common.precision, default) {
             Ok(b) => b,
             Err(code) => return code,
         };
         let threads = rayon::current_num_threads();
-        let result = crate::with_backend!(any, |b| self.what.run(b, plan).map(|r| (r, b.name())));
+        let result = crate::with_backend!(any, |b| self.what.run(b, plan).map(|r| (r, b.name(), b.precision())));
         match result {
-            Ok((r, device)) => {
-                let m = Machine { device, threads, commit: commit(), ceiling: Ceiling::new(ceiling, threads) };
+            Ok((r, device, precision)) => {
+                let m = Machine { device, precision, threads, commit: commit(), ceiling: Ceiling::new(ceiling, threads) };
                 r.print(&m, json);
                 ExitCode::SUCCESS
             }

@@ -2,6 +2,7 @@
 
 use super::options::parse_shard;
 use super::score_opts::ScoreOpts;
+use crate::backend::select::PrecisionDefault;
 use crate::commands::eval::EvalArgs;
 use crate::eval::pro_variant::ProVariant;
 use crate::eval::results::CategoryMetrics;
@@ -60,7 +61,7 @@ impl EvalCmd {
         if self.calibration.is_some() && self.score.ensemble.is_none() {
             self.score.ensemble = Some(crate::anomaly::settings::EnsembleKind::Calibrated);
         }
-        let device = self.score.device;
+        let (device, precision) = (self.score.device, self.score.precision);
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let ensemble = format!("{} (α = {})", score.ensemble, score.alpha);
         let args = EvalArgs {
@@ -74,7 +75,7 @@ impl EvalCmd {
             alpha_sweep: self.alpha_sweep.unwrap_or_default(),
             calibration: self.calibration,
         };
-        let backend = match super::backend(device) {
+        let backend = match super::backend(device, precision, PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(code) => return code,
         };

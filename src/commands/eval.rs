@@ -112,7 +112,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             None => MVTEC_CLASSES.to_vec(),
         };
         let samples = test_set(&a.data, cat, layout)?;
-        check_cache_settings(&a.out, cat, &cache_settings(s, &model, &a.data))?;
+        check_cache_settings(&a.out, cat, &cache_settings(s, &model, &a.data, b.precision()))?;
         let cache = CacheOf { out: &a.out, data: &a.data, category: cat };
         let label = names.iter().position(|n| n == cat);
         // a class-conditional model's calibration is keyed by the class index, else by None
@@ -199,7 +199,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         write_alpha_table(&a.out, &results)?;
     }
     if !results.is_empty() {
-        write_tables(&a.out, &results, a.pro_variant)?;
+        write_tables(&a.out, &results, a.pro_variant, b.precision())?;
         write_report(&a.out, &results, &a.alpha_sweep, &pictures)?;
     }
     Ok(results)

@@ -241,8 +241,9 @@ pub static TABLE: &[Entry] = &[
     row!("ddim_step", "diffusion_step", ["xt", "pred_xstart", "z"], Fixed(STEP), MinBytes),
 ];
 
-/// Backend methods that are not ops: transfers and views.
-pub const NOT_OPS: &[&str] = &["name", "from_host", "from_host_vec", "to_host", "zeros", "reshape"];
+/// Backend methods that are not ops: transfers, views and what the backend says of itself (its
+/// precision's rows are the GEMM rows above, checked per precision by optable::precision).
+pub const NOT_OPS: &[&str] = &["name", "precision", "from_host", "from_host_vec", "to_host", "zeros", "reshape"];
 
 pub fn entry(method: &str) -> Option<&'static Entry> {
     TABLE.iter().find(|e| e.method == method)

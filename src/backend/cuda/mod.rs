@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod launch;
 pub mod norm_split;
+pub mod precision_dispatch;
 pub mod tensor_core;
 
 use self::device::{Device, LaunchCfg};
@@ -23,6 +24,7 @@ use crate::ops::contract::{
 use crate::ops::conv::LinearGeom;
 use crate::ops::padim::MahalanobisGeom;
 use crate::ops::pool::ResizeGeom;
+use crate::ops::precision::Precision;
 use crate::ops::Activation;
 use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;
@@ -30,6 +32,9 @@ use std::sync::Arc;
 
 pub struct CudaBackend<D: Device> {
     dev: D,
+    /// operands of conv2d / linear and their input gradients (precision_dispatch.rs); F32 is the
+    /// f32 kernels exactly as without it
+    precision: Precision,
 }
 
 pub type EmulatedCuda = CudaBackend<emu::EmuDevice>;
@@ -45,7 +50,7 @@ impl EmulatedCuda {
             Ok(None) => {}
             Err(e) => eprintln!("warning: {e}; the emulator keeps its forward schedule"),
         });
-        CudaBackend { dev: emu::EmuDevice }
+        CudaBackend { dev: emu::EmuDevice, precision: Precision::F32 }
     }
 }
 
@@ -89,7 +94,15 @@ fn i(v: usize) -> i32 {
 
 impl<D: Device> CudaBackend<D> {
     pub fn new(dev: D) -> Self {
-        CudaBackend { dev }
+        CudaBackend { dev, precision: Precision::F32 }
+    }
+    /// The backend computing conv2d / linear (and their input gradients) with `p` operands.
+    pub fn with_precision(mut self, p: Precision) -> Self {
+        self.precision = p;
+        self
+    }
+    pub fn set_precision(&mut self, p: Precision) {
+        self.precision = p;
     }
     pub fn device(&self) -> &D {
         &self.dev
@@ -170,6 +183,22 @@ impl<D: Device> Compute for CudaBackend<D> {
             launch::conv2d_f32(&self.dev, &cfg, b(x), b(w), b(bias), b(&y), g)?;
         }
         Ok(y)
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+    fn conv2d_lowp(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::conv2d(self, x, w, bias, g, p)
+    }
+    fn conv2d_x_backward_lowp(&self, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::conv2d_x_backward(self, gy, w, g, p)
+    }
+    fn linear_lowp(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::linear(self, x, w, bias, g, p)
+    }
+    fn linear_x_backward_lowp(&self, gy: &T<D>, w: &T<D>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::linear_x_backward(self, gy, w, g, p)
     }
 
     fn conv2d_x_backward(&self, gy: &T<D>, w: &T<D>, g: &Conv2dGeom) -> Result<T<D>> {

@@ -1,0 +1,71 @@
+//! The one place the CUDA backend maps a lower operand precision (`--precision tf32|bf16|f16`)
+//! to a kernel. `Backend` (backend/mod.rs) sends conv2d, conv2d_x_backward, linear and
+//! linear_x_backward here when `CudaBackend::precision` is not F32; F32 never comes here, so it
+//! stays the f32 kernels exactly. Every fallback below is `Compute`'s f32 method, which is the
+//! plain f32 kernel (never this dispatch again: no recursion, whatever a tensor-core function
+//! falls back to).
+//!
+//! Which shapes and precisions take a tensor-core kernel is said once, by `route`, so the tests
+//! check the dispatch against the same answer (tests/precision_dispatch.rs).
+//!
+//! integrator: replace with tensor_core::{conv2d_tc, conv2d_x_backward_tc, linear_tc,
+//! linear_x_backward_tc} — the four bodies below and `route`. On this branch only bf16 `linear`
+//! exists (`linear_tc_bf16`); everything else computes in f32.
+
+use super::device::Device;
+use super::tensor_core::linear_tc_bf16_supported;
+use super::{CudaBackend, T};
+use crate::backend::Compute;
+use crate::ops::contract::Conv2dGeom;
+use crate::ops::conv::LinearGeom;
+use crate::ops::precision::Precision;
+use crate::Result;
+
+/// The four ops that `--precision` reaches.
+#[derive(Clone, Copy, Debug)]
+pub enum GemmOp<'a> {
+    Conv2d(&'a Conv2dGeom),
+    Conv2dXBackward(&'a Conv2dGeom),
+    Linear(&'a LinearGeom),
+    LinearXBackward(&'a LinearGeom),
+}
+
+/// Where a shape at a precision runs: `TensorCore` rounds the operands to the precision,
+/// `F32` is the f32 kernel (for F32, and for shapes or precisions the tensor-core kernels cannot take).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    TensorCore,
+    F32,
+}
+
+pub fn route(op: GemmOp<'_>, p: Precision) -> Route {
+    // integrator: replace with the tensor-core kernels' own shape predicates
+    match (op, p) {
+        (_, Precision::F32) => Route::F32,
+        (GemmOp::Linear(g), Precision::Bf16) if linear_tc_bf16_supported(g) && g.rows > 0 && g.fout > 0 => Route::TensorCore,
+        _ => Route::F32,
+    }
+}
+
+pub(super) fn conv2d<D: Device>(cb: &CudaBackend<D>, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &Conv2dGeom, _p: Precision) -> Result<T<D>> {
+    // integrator: replace with cb.conv2d_tc(x, w, bias, g, p)
+    Compute::conv2d(cb, x, w, bias, g)
+}
+
+pub(super) fn conv2d_x_backward<D: Device>(cb: &CudaBackend<D>, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, _p: Precision) -> Result<T<D>> {
+    // integrator: replace with cb.conv2d_x_backward_tc(gy, w, g, p)
+    Compute::conv2d_x_backward(cb, gy, w, g)
+}
+
+pub(super) fn linear<D: Device>(cb: &CudaBackend<D>, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+    // integrator: replace with cb.linear_tc(x, w, bias, g, p)
+    match route(GemmOp::Linear(g), p) {
+        Route::TensorCore => cb.linear_tc_bf16(x, w, bias),
+        Route::F32 => Compute::linear(cb, x, w, bias, g),
+    }
+}
+
+pub(super) fn linear_x_backward<D: Device>(cb: &CudaBackend<D>, gy: &T<D>, w: &T<D>, g: &LinearGeom, _p: Precision) -> Result<T<D>> {
+    // integrator: replace with cb.linear_x_backward_tc(gy, w, g, p)
+    Compute::linear_x_backward(cb, gy, w, g)
+}

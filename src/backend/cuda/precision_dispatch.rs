@@ -8,14 +8,12 @@
 //! Which shapes and precisions take a tensor-core kernel is said once, by `route`, so the tests
 //! check the dispatch against the same answer (tests/precision_dispatch.rs).
 //!
-//! integrator: replace with tensor_core::{conv2d_tc, conv2d_x_backward_tc, linear_tc,
-//! linear_x_backward_tc} — the four bodies below and `route`. On this branch only bf16 `linear`
-//! exists (`linear_tc_bf16`); everything else computes in f32.
+//! The tensor-core functions (tensor_core.rs) say themselves which shapes they take (the
+//! `*_supported` predicates) and fall back to the f32 kernel otherwise; `route` is those predicates.
 
 use super::device::Device;
-use super::tensor_core::linear_tc_bf16_supported;
+use super::tensor_core::{conv2d_tc_supported, conv2d_x_backward_tc_supported, linear_tc_supported, linear_x_backward_tc_supported};
 use super::{CudaBackend, T};
-use crate::backend::Compute;
 use crate::ops::contract::Conv2dGeom;
 use crate::ops::conv::LinearGeom;
 use crate::ops::precision::Precision;
@@ -39,33 +37,31 @@ pub enum Route {
 }
 
 pub fn route(op: GemmOp<'_>, p: Precision) -> Route {
-    // integrator: replace with the tensor-core kernels' own shape predicates
-    match (op, p) {
-        (_, Precision::F32) => Route::F32,
-        (GemmOp::Linear(g), Precision::Bf16) if linear_tc_bf16_supported(g) && g.rows > 0 && g.fout > 0 => Route::TensorCore,
-        _ => Route::F32,
+    let tc = match op {
+        GemmOp::Conv2d(g) => conv2d_tc_supported(g, p),
+        GemmOp::Conv2dXBackward(g) => conv2d_x_backward_tc_supported(g, p),
+        GemmOp::Linear(g) => linear_tc_supported(g, p),
+        GemmOp::LinearXBackward(g) => linear_x_backward_tc_supported(g, p),
+    };
+    if tc {
+        Route::TensorCore
+    } else {
+        Route::F32
     }
 }
 
-pub(super) fn conv2d<D: Device>(cb: &CudaBackend<D>, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &Conv2dGeom, _p: Precision) -> Result<T<D>> {
-    // integrator: replace with cb.conv2d_tc(x, w, bias, g, p)
-    Compute::conv2d(cb, x, w, bias, g)
+pub(super) fn conv2d<D: Device>(cb: &CudaBackend<D>, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+    cb.conv2d_tc(x, w, bias, g, p)
 }
 
-pub(super) fn conv2d_x_backward<D: Device>(cb: &CudaBackend<D>, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, _p: Precision) -> Result<T<D>> {
-    // integrator: replace with cb.conv2d_x_backward_tc(gy, w, g, p)
-    Compute::conv2d_x_backward(cb, gy, w, g)
+pub(super) fn conv2d_x_backward<D: Device>(cb: &CudaBackend<D>, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+    cb.conv2d_x_backward_tc(gy, w, g, p)
 }
 
 pub(super) fn linear<D: Device>(cb: &CudaBackend<D>, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
-    // integrator: replace with cb.linear_tc(x, w, bias, g, p)
-    match route(GemmOp::Linear(g), p) {
-        Route::TensorCore => cb.linear_tc_bf16(x, w, bias),
-        Route::F32 => Compute::linear(cb, x, w, bias, g),
-    }
+    cb.linear_tc(x, w, bias, g, p)
 }
 
-pub(super) fn linear_x_backward<D: Device>(cb: &CudaBackend<D>, gy: &T<D>, w: &T<D>, g: &LinearGeom, _p: Precision) -> Result<T<D>> {
-    // integrator: replace with cb.linear_x_backward_tc(gy, w, g, p)
-    Compute::linear_x_backward(cb, gy, w, g)
+pub(super) fn linear_x_backward<D: Device>(cb: &CudaBackend<D>, gy: &T<D>, w: &T<D>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+    cb.linear_x_backward_tc(gy, w, g, p)
 }

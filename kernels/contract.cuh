@@ -26,19 +26,40 @@
 // Per-(image, group) and per-plane reductions (block_sum needs a multiple of 32, at most 1024).
 #define REDUCE_BLOCK 256
 #define MEAN_STD_BLOCK 1024
+// group_norm.cu, split launches: each (image, group) is cut into chunks of at least GN_MIN_CHUNK
+// values (a multiple of 4), aiming at GN_TARGET_BLOCKS blocks in all (≈ 8 per SM of a 132-SM H200
+// at batch 1); at most GN_BLOCK threads per block, fewer for short chunks (one float4 each).
+#define GN_BLOCK 256
+#define GN_TARGET_BLOCKS 1024
+#define GN_MIN_CHUNK 128
 #define ATTN_BLOCK 128
 // Mahalanobis: one block per (position, image); its warps share the rows of L⁻¹.
 #define MAHA_BLOCK 256
-// linear_tc.cu (bf16 tensor cores): a TC_TM×TC_TN output tile per block of TC_THREADS (4 warps in
-// 2×2, 32×32 each), K step TC_TK, shared rows padded to TC_LDS bf16, two stages of A and B tiles.
-#define TC_TM 64
-#define TC_TN 64
-#define TC_TK 32
-#define TC_THREADS 128
-#define TC_LDS 40
-#define TC_SMEM_BYTES 20480
 // Shared memory a kernel may use without the cuFuncSetAttribute opt-in.
 #define SMEM_DEFAULT_LIMIT 49152
+
+// ==== tensor-core implicit GEMM (kernels/tc_gemm.cuh; issue #14 item 2) ==========================
+// Block tiles: large TCG_L_BM×TCG_L_BN with TCG_L_THREADS (8 warps, 64×32 each), small
+// TCG_S_BM×TCG_S_BN with TCG_S_THREADS (4 warps, 32×32 each); K step TCG_BK elements, TCG_STAGES
+// cp.async stages of an A and a B tile. Shared memory per launch: TCG_{L,S}_SMEM_{2,4} for 2-byte
+// (bf16/f16) and 4-byte (tf32) operands; the large tf32 tile needs the opt-in above 48 KiB.
+#define TCG_L_BM 128
+#define TCG_L_BN 128
+#define TCG_L_THREADS 256
+#define TCG_S_BM 64
+#define TCG_S_BN 64
+#define TCG_S_THREADS 128
+#define TCG_BK 32
+#define TCG_STAGES 3
+#define TCG_L_SMEM_2 49152
+#define TCG_L_SMEM_4 98304
+#define TCG_S_SMEM_2 24576
+#define TCG_S_SMEM_4 49152
+// Split-K below this many blocks (~2 waves of the 132 SMs of an H100/H200), each split at least
+// TCG_SPLITK_MIN_STEPS K steps, at most TCG_SPLITK_MAX splits.
+#define TCG_SPLITK_MIN_BLOCKS 264
+#define TCG_SPLITK_MIN_STEPS 4
+#define TCG_SPLITK_MAX 16
 
 // ---- parameter structs -----------------------------------------------------------------------
 // conv2d.cu: x [n,c,h,w], w [o,c/groups,kh,kw], y [n,o,ho,wo]; stride (sh,sw), padding top/left.
@@ -69,6 +90,13 @@ struct GroupNormGeom {
   float eps;
   int silu;
   int has_ss;  // scale-shift GN(x)·(1+scale)+shift with scale, shift [n, c]
+};
+
+// group_norm.cu, split launches: block i handles chunk i % splits of (image, group) i / splits,
+// values [chunk·(i % splits), min(+chunk, len)) of the group's len = (c/groups)·s.
+struct GroupNormSplit {
+  int splits;
+  int chunk;  // a multiple of 4: every chunk of a 16-byte-aligned group starts aligned
 };
 
 // pool.cu: planes = n·c images of h×w, square window k, stride st, padding p.
@@ -128,13 +156,38 @@ struct AdamwCoefs {
   float bc2_sqrt;             // √(1 − β2^t)
 };
 
+
+// ---- tensor-core implicit GEMM (tc_gemm.cuh) ---------------------------------------------------
+// C[m×n] = A[m×k]·B[n×k]ᵀ (both operands rows with k contiguous, in the narrow type). Column n
+// belongs to image n / hw at pixel n % hw; the result goes to out[((n / hw)·m + row)·hw + n % hw]
+// (conv: NCHW; linear: hw = n, so out[row·n + col]). K steps [split·kt_per_split, +kt_per_split)
+// per blockIdx.z; splits > 1 writes f32 partials ws[split][m][n] that tc_splitk_reduce_f32 sums.
+struct TcGemmGeom {
+  int m;
+  int n;
+  int k;
+  int hw;
+  int kt_per_split;
+  int splits;
+  int has_bias;
+  int bias_on_n;  // bias[col] (linear) instead of bias[row] (conv)
+  int has_res;    // out += res (same layout as out), fused after the bias
+};
+
+// tc_support.cu: a 4-D gather-cast. The destination is row-major over dims d; its element
+// (i0, i1, i2, i3) is the f32 source element Σ i_k · ss[k] (ss: source strides, elements), cast to
+// the narrow type: NCHW → NHWC, the weight reorders, transposes.
+struct TcPermute {
+  int d[4];
+  int ss[4];
+};
+
 #ifdef __cplusplus
 static_assert(IGEMM_TM == IGEMM_THREADS * 4 && IGEMM_TN == IGEMM_THREADS * 4, "each igemm thread owns a 4x4 sub-tile");
 static_assert(IGEMM_SMEM_BYTES == 4 * IGEMM_TK * (IGEMM_TM + IGEMM_TN), "igemm keeps one A and one B tile in shared memory");
 static_assert(IGEMM_THREADS * IGEMM_THREADS * 4 == IGEMM_TK * IGEMM_TM, "each thread loads 4 elements of each tile per K step");
-static_assert(TC_TM == 64 && TC_TN == 64 && TC_THREADS == 128, "linear_tc.cu: 4 warps of 32x32 cover the tile");
-static_assert(TC_TM * TC_TK / 8 == 2 * TC_THREADS, "linear_tc.cu: each thread copies two 16-byte chunks of each operand per stage");
-static_assert(TC_LDS >= TC_TK && TC_LDS % 8 == 0, "linear_tc.cu: padded rows stay 16-byte aligned for cp.async and ldmatrix");
-static_assert(TC_SMEM_BYTES == 2 * 2 * TC_TM * TC_LDS * 2, "linear_tc.cu: two stages of an A and a B tile of bf16");
-static_assert(TC_SMEM_BYTES <= SMEM_DEFAULT_LIMIT, "linear_tc.cu needs no shared-memory opt-in");
+static_assert(TCG_L_SMEM_2 == TCG_STAGES * (TCG_L_BM + TCG_L_BN) * TCG_BK * 2 && TCG_L_SMEM_4 == 2 * TCG_L_SMEM_2, "tc_gemm.cuh: stages of an A and a B tile, unpadded (swizzled)");
+static_assert(TCG_S_SMEM_2 == TCG_STAGES * (TCG_S_BM + TCG_S_BN) * TCG_BK * 2 && TCG_S_SMEM_4 == 2 * TCG_S_SMEM_2, "tc_gemm.cuh: stages of an A and a B tile, unpadded (swizzled)");
+static_assert(TCG_L_SMEM_2 <= SMEM_DEFAULT_LIMIT && TCG_S_SMEM_4 <= SMEM_DEFAULT_LIMIT, "only the large tf32 tile opts in");
+static_assert(TCG_L_THREADS == 32 * (TCG_L_BM / 64) * (TCG_L_BN / 32) && TCG_S_THREADS == 32 * (TCG_S_BM / 32) * (TCG_S_BN / 32), "warp tiles 64x32 (large) and 32x32 (small)");
 #endif

@@ -1,16 +1,24 @@
 // Channel copies for concat and slice over [N, C, S]: copy `c` channels starting at src_off of a
 // [N, src_c, S] tensor into channels starting at dst_off of a [N, dst_c, S] tensor.
-// CPU twin: src/backend/cpu/layout.rs.
+// In float4 units when S is a multiple of 4 and both tensors are 16-byte aligned (every plane then
+// starts aligned), else in floats; the image of a unit and its place among the image's c·S
+// values come from a division-free walk (index_walk.cuh). CPU twin: src/backend/cpu/layout.rs.
 #include "common.cuh"
+#include "index_walk.cuh"
 
 extern "C" __global__ void copy_channels_f32(const float* __restrict__ src, int src_c, int src_off, float* __restrict__ dst,
                                              int dst_c, int dst_off, int n, int c, int s) {
-  long long total = (long long)n * c * s;
-  KC_FOR_EACH(i, total) {
-    int p = (int)(i % s);
-    int ch = (int)((i / s) % c);
-    int b = (int)(i / ((long long)s * c));
-    dst[((long long)b * dst_c + dst_off + ch) * s + p] = src[((long long)b * src_c + src_off + ch) * s + p];
+  const int u = (s % 4 == 0 && kc_aligned16(src) && kc_aligned16(dst)) ? 4 : 1;
+  const int su = s / u;
+  const long long total = (long long)n * c * su, t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  KcDivWalk w = kc_div_walk(t0, st, c * su, KC_NO_WRAP);  // q: image, r: unit within its c channels
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(w)) {
+    const long long si = ((long long)w.q * src_c + src_off) * su + w.r, di = ((long long)w.q * dst_c + dst_off) * su + w.r;
+    if (u == 4) {
+      kc_st_float4(dst + 4 * di, kc_ld_float4(src + 4 * si));
+    } else {
+      dst[di] = src[si];
+    }
   }
 }
 

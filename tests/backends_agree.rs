@@ -73,3 +73,60 @@ fn real_gpu_matches_the_references_and_cpu() {
     failures.extend(rows_checked(&p, &prod).err());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The precision dimension (issue #14): every fixture case of conv2d, conv2d_x_backward, linear
+/// and linear_x_backward on the emulator at tf32, bf16 and f16. Where the dispatch routes it to a
+/// tensor-core kernel, the reference is the CPU backend on the operands rounded the same way
+/// (`optable::precision::rounded_case`) with the row's own f32 tolerance — products of rounded
+/// operands are exact, only the summation order differs, so a wrong fragment or an operand not
+/// rounded fails it; where it routes to the f32 kernel (a shape or precision without one), the
+/// reference is the CPU on the case as it is, as in the f32 suite. Forward schedule.
+///
+/// Catches: a low-precision kernel that rounds differently from `Precision::round` (tf32's ties
+/// away from zero, bf16/f16 to even), rounds the bias, or drops a K tile; a fallback that is not f32.
+#[test]
+fn low_precision_rows_match_the_cpu_on_operands_rounded_the_same_way() {
+    use ran::backend::cuda::precision_dispatch::{route, GemmOp, Route};
+    use ran::ops::precision::Precision;
+    use ran::optable::compare::compare;
+    use ran::optable::precision::{geometry, rounded_case, rounded_operands, Geometry};
+    use ran::optable::{entries_for, run_method, Inputs};
+    use ran::{Backend, Cpu};
+    set_schedule(Schedule::Forward);
+    let cases: Vec<OpCase> = fixture_cases().into_iter().filter(|c| !c.is_large()).collect();
+    let mut failures = Vec::new();
+    let mut checked = std::collections::BTreeMap::<(String, &str, &str), (usize, f64)>::new();
+    for p in [Precision::Tf32, Precision::Bf16, Precision::F16] {
+        let gpu = EmulatedCuda::emulated().with_precision(p);
+        for c in &cases {
+            for e in entries_for(c).filter(|e| rounded_operands(e.method).is_some()) {
+                let r = match geometry(c, e.method).unwrap() {
+                    Geometry::Conv(g) if e.method == "conv2d" => route(GemmOp::Conv2d(&g), p),
+                    Geometry::Conv(g) => route(GemmOp::Conv2dXBackward(&g), p),
+                    Geometry::Linear(g) if e.method == "linear" => route(GemmOp::Linear(&g), p),
+                    Geometry::Linear(g) => route(GemmOp::LinearXBackward(&g), p),
+                };
+                let reference = if r == Route::TensorCore { rounded_case(c, e.method, p).unwrap() } else { c.clone() };
+                let got = run_method(&gpu, e.method, c, &Inputs::load(&gpu, c).unwrap()).unwrap_or_else(|err| panic!("{p} {} {}: {err}", c.name, e.method));
+                let want = run_method(&Cpu, e.method, &reference, &Inputs::load(&Cpu, &reference).unwrap()).unwrap();
+                for ((k, gt), (_, wt)) in got.iter().zip(&want) {
+                    let (g, w) = (gpu.to_host(gt).unwrap(), Cpu.to_host(wt).unwrap());
+                    let tol = e.tolerance(c, k, &w);
+                    let cmp = compare(&g, &w, tol).unwrap();
+                    let row = checked.entry((p.to_string(), e.method, if r == Route::TensorCore { "tensor core" } else { "f32" })).or_insert((0, 0.0));
+                    row.0 += 1;
+                    row.1 = row.1.max(cmp.used);
+                    if !cmp.passes() {
+                        failures.push(format!("{p} {} {}.{k} ({r:?}): element {} got {} want {} (atol {:e}, rtol {:e})", c.name, e.method, cmp.worst, g[cmp.worst], w[cmp.worst], tol.atol, tol.rtol));
+                    }
+                }
+            }
+        }
+    }
+    for ((p, m, route), (n, used)) in &checked {
+        println!("  {p:<5} {m:<18} {route:<12} {n:>3} cmp  uses {:5.1}% of tolerance", 100.0 * used);
+    }
+    // every precision reached all four rows
+    assert_eq!(checked.keys().map(|(p, m, _)| (p.clone(), *m)).collect::<std::collections::BTreeSet<_>>().len(), 12, "{checked:?}");
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

@@ -1,7 +1,8 @@
 //! The page at `/` in a real browser: headless Chromium, driven through chromedriver's WebDriver
 //! protocol (plain JSON over HTTP), uploads a demo image, reads the score, the verdict and the
 //! overlay off the page and checks them against the API's answer for the same image; the
-//! threshold slider re-colours the verdict; a screenshot goes to docs/serve_page.png.
+//! threshold slider re-colours the verdict; a screenshot is taken (RAN_SCREENSHOT=docs/serve_page.png
+//! writes it over the README's).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`, so it is ignored by default:
 //! `cargo test --release --test browser -- --ignored` (it fails, never skips, without them).
@@ -124,7 +125,12 @@ fn the_page_scores_an_upload_in_chromium() {
     d.script("const s = document.getElementById('scale'); s.value = '1'; s.dispatchEvent(new Event('input')); return 0");
     let shot = d.call("GET", "/screenshot", json!(null));
     let png = decode_b64(shot.as_str().unwrap());
-    std::fs::write(root.join("docs/serve_page.png"), &png).unwrap();
+    // the page as rendered, a real PNG; RAN_SCREENSHOT=docs/serve_page.png refreshes the README's picture
+    let img = image::load_from_memory(&png).expect("the screenshot is a PNG");
+    assert!(img.width() >= 800 && img.height() >= 400, "screenshot {}×{}", img.width(), img.height());
+    let to = std::env::var_os("RAN_SCREENSHOT").map_or_else(|| std::env::temp_dir().join(format!("ran-serve-page-{}.png", std::process::id())), |p| root.join(p));
+    std::fs::write(&to, &png).unwrap();
+    eprintln!("screenshot: {}", to.display());
 }
 
 /// Standard base64 (the browser's and chromedriver's), for the test's own reading.

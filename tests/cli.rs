@@ -67,6 +67,7 @@ fn demo_detect_and_eval_run_out_of_the_box() {
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(&out).join("metrics.json")).unwrap()).unwrap();
     let cats: Vec<&str> = m["categories"].as_array().unwrap().iter().map(|c| c["category"].as_str().unwrap()).collect();
     assert_eq!(cats, ["brick", "gravel", "moon"]);
+    assert_eq!(m["precision"], "f32", "metrics.json records the precision the maps were made in");
     assert!(so.contains("ensemble: calibrated"), "{so}");
     let mean = m["mean"]["pixel_auroc"].as_f64().unwrap();
     assert!(mean > 0.88, "demo mean pixel AUROC {mean} (README: 0.911)");

@@ -77,6 +77,13 @@ fn model_flop_counts_match_torch_flop_counter() {
     let tau = bench(&["detect", "--flags", TINY, "--feature-timestep", "tau"]);
     let unet3 = 3.0 * (0.121761792 + 2.0 * 32.0 * 272.0 * 64.0 / 1e9/* head: 1×1 conv 32→272 at its 8² input */);
     assert!(gflop(&idx) > gflop(&tau) + 0.9 * unet3 - 1e-9, "index {} tau {}", gflop(&idx), gflop(&tau));
+    // a training step: the forward, then both gradients (x and w) of every product but the first
+    // conv's x: at least 3× the forward's products less that one layer (torch's counter gives
+    // exactly 3× here, tools/bench/torch_train.py); the step's loss is finite or the bench fails
+    let train = bench(&["train", "--flags", &format!("{TINY} --feat_shape 4"), "--batch", "2"]);
+    assert_eq!(train["bench"], "train");
+    let fwd = 2.0 * 0.121761792;
+    assert!(gflop(&train) >= 3.0 * fwd * 0.97, "train {} vs forward {fwd}", gflop(&train));
 }
 
 #[test]

@@ -52,6 +52,18 @@ fn detect_a_folder_writes_maps_pictures_and_tables() {
     assert_eq!(rc, 0);
     let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
     assert_eq!(again["images"][0]["image_score"], imgs[0]["image_score"]);
+    assert_eq!(json["settings"]["precision"], "f32");
+    // another precision on the CPU: one notice, the f32 run bit for bit, and f32 recorded
+    let (rc, _, se) = ran(&[&args[..], &["--precision", "bf16"]].concat());
+    assert_eq!(rc, 0, "{se}");
+    assert_eq!(se.lines().filter(|l| l.starts_with("note: the CPU backend computes in f32")).count(), 1, "{se}");
+    let bf: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
+    assert_eq!(bf["settings"]["precision"], "f32");
+    for (x, y) in bf["images"].as_array().unwrap().iter().zip(imgs) {
+        for k in ["image_score", "map_min", "map_max"] {
+            assert_eq!(x[k], y[k], "{k}");
+        }
+    }
     let mut other = args.to_vec();
     let last = other.len() - 1;
     other[last] = "4";

@@ -400,3 +400,58 @@ fn per_defect_metrics_score_each_kind_against_the_normal_images() {
     assert_eq!(rc, 2, "{so}{se}");
     assert!(se.contains("settings.json") && se.contains("different: seed"), "{se}");
 }
+
+/// `eval --calibration FILE`: the statistics and colour-scale top come from the file (as
+/// `detect --calibration` uses them), and the file's image threshold is measured on the test
+/// set: its verdict counts are those of `ran detect` with the same file on the same images,
+/// counted here from detect's results.json and the folder names (good = normal).
+#[test]
+fn eval_with_a_calibration_file_measures_its_threshold() {
+    let dir = std::env::temp_dir().join(format!("ran-eval-calfile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cal = dir.join("cal.safetensors").display().to_string();
+    let (rc, so, se) = ran(&["calibrate", "--demo", "--device", "cpu", "--calibration-images", "2", "--out", &cal]);
+    assert_eq!(rc, 0, "{so}{se}");
+    let ev = dir.join("eval");
+    let (rc, so, se) = ran(&["eval", "--demo", "--device", "cpu", "--calibration", &cal, "--categories", "brick", "--out", ev.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{so}{se}");
+    assert!(so.contains("`defective` verdicts at the calibration file's image threshold"), "{so}");
+    let m = &metrics(&ev)["categories"][0];
+    // no training image was scored: the file replaced them
+    assert!(!std::fs::read_dir(ev.join("cache")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("__train__")));
+    let tests: Vec<PathBuf> = {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/brick/test");
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().flat_map(|k| std::fs::read_dir(k.unwrap().path()).unwrap().map(|f| f.unwrap().path())).collect();
+        v.sort();
+        v
+    };
+    let det = dir.join("detect");
+    let mut args = vec!["detect".to_string(), "--demo".into(), "--device".into(), "cpu".into(), "--calibration".into(), cal.clone(), "--out".into(), det.display().to_string()];
+    args.extend(tests.iter().map(|p| p.display().to_string()));
+    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(det.join("results.json")).unwrap()).unwrap();
+    let rows = rows["images"].as_array().unwrap();
+    assert_eq!(rows.len(), tests.len());
+    let v = &m["verdicts"];
+    assert_eq!(v["threshold"], rows[0]["image_threshold"], "eval measured another threshold than detect applies");
+    assert_eq!(m["normal_p999"], rows[0]["normal_p999"]);
+    let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
+    for r in rows {
+        let normal = r["file"].as_str().unwrap().contains("/test/good/");
+        match (r["defective"].as_bool().unwrap(), normal) {
+            (true, false) => tp += 1,
+            (true, true) => fp += 1,
+            (false, true) => tn += 1,
+            (false, false) => fn_ += 1,
+        }
+    }
+    assert_eq!((v["true_positives"].as_u64(), v["false_positives"].as_u64(), v["true_negatives"].as_u64(), v["false_negatives"].as_u64()), (Some(tp), Some(fp), Some(tn), Some(fn_)), "{v}");
+    let f1 = 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64;
+    assert!((v["f1"].as_f64().unwrap() - f1).abs() < 1e-12, "{v}");
+    // the file is for the calibrated ensemble only
+    let (rc, _, se) = ran(&["eval", "--demo", "--device", "cpu", "--calibration", &cal, "--ensemble", "weighted", "--categories", "brick", "--out", dir.join("w").to_str().unwrap()]);
+    assert!(rc != 0 && se.contains("--calibration is for --ensemble calibrated"), "{se}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

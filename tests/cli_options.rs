@@ -57,6 +57,65 @@ fn closed_options_are_refused_at_parse_time() {
     assert!(!se.contains("invalid value"), "{rc}: {se}");
 }
 
+/// The commands that run a model, each with the arguments it needs to reach its backend.
+const MODEL_COMMANDS: &[&[&str]] = &[
+    &["detect", "--demo"],
+    &["eval", "--demo"],
+    &["verify", "--model", "m.safetensors", "--reference", "r.safetensors"],
+    &["calibrate", "--demo"],
+    &["serve", "--demo"],
+    &["fit-padim", "--train", "d", "--backbone", "b.pth", "--out", "o"],
+    &["reconstruct", "--demo"],
+    &["train", "--data", "d", "--out", "o"],
+    &["bench", "unet"],
+    &["bench", "effnet"],
+    &["bench", "wrn50-grad"],
+    &["bench", "detect"],
+    &["bench", "conv"],
+];
+
+/// Catches: a model command without `--precision`, or one that takes any string (a typo would
+/// run in another precision than asked, or fail late). Every command with a --device is listed
+/// (src/cli/mod.rs checks that through clap, so a new command cannot be left out).
+#[test]
+fn every_model_command_takes_precision_and_refuses_a_bad_one() {
+    for cmd in MODEL_COMMANDS {
+        let args: Vec<&str> = cmd.iter().copied().chain(["--precision", "fp8"]).collect();
+        let se = refused(&args, "fp8", "--precision");
+        assert!(se.contains("f32") && se.contains("tf32") && se.contains("bf16") && se.contains("f16"), "{cmd:?}: the error lists the choices: {se}");
+        // each of the four spellings parses (--help stops there, after the value is taken)
+        for p in ["f32", "tf32", "bf16", "f16", "BF16"] {
+            let args: Vec<&str> = cmd.iter().copied().chain(["--precision", p, "--help"]).collect();
+            let (rc, so, se, _) = ran(&args);
+            assert_eq!(rc, 0, "{args:?}: {so}{se}");
+            assert!(so.contains("--precision"), "{args:?}: no --precision in the help");
+        }
+    }
+}
+
+/// On the CPU backend another precision is a one-line notice, not an error, and the run is f32
+/// (bench's JSON records the precision it ran at); the emulator runs the one asked for.
+#[test]
+fn the_cpu_backend_notes_that_it_runs_f32() {
+    let bench = |device: &str, p: &str| {
+        let (rc, so, se, _) = ran(&["bench", "conv", "--shape", "8x6x6", "--iters", "1", "--warmup", "0", "--quiet", "--json", "--device", device, "--precision", p]);
+        assert_eq!(rc, 0, "{device} {p}: {so}{se}");
+        let json: serde_json::Value = serde_json::from_str(so.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {so}"));
+        (json["precision"].as_str().unwrap_or("").to_string(), se)
+    };
+    let (p, se) = bench("cpu", "bf16");
+    assert_eq!(p, "f32");
+    let notes: Vec<&str> = se.lines().filter(|l| l.contains("--precision")).collect();
+    assert_eq!(notes.len(), 1, "{se}");
+    assert!(notes[0].starts_with("note: ") && notes[0].contains("bf16") && notes[0].contains("f32"), "{se}");
+    let (p, se) = bench("cpu", "f32");
+    assert_eq!(p, "f32");
+    assert!(!se.contains("note"), "{se}");
+    let (p, se) = bench("emulator", "tf32");
+    assert_eq!(p, "tf32");
+    assert!(!se.contains("note"), "{se}");
+}
+
 /// reconstruct --demo with an input that does not exist: the model and fit are read, the image
 /// is skipped (exit 1), and reconstruct.json records the settings the run would have used,
 /// without a single iteration.

@@ -167,10 +167,12 @@ fn pointer_outside_every_buffer_is_refused() {
     assert!(e.contains("selftest_warp_ops_i32: argument 0 is a pointer outside every emulator buffer"), "{e}");
 }
 
-/// Race detector, shared memory: GroupNorm calls block_sum twice on one `scratch`; the barrier at
-/// the top of block_sum (kernels/common.cuh) keeps the first call's readers from seeing the second
-/// call's writes. Without it the result is right in every order the emulator runs (each interval
-/// finishes its reads before any thread runs ahead), so only the detector can catch it.
+/// Race detector, shared memory: GroupNorm's input gradient (group_norm_grad_sums_f32) calls
+/// block_sum twice on one `scratch`; the barrier at the top of block_sum (kernels/common.cuh) keeps
+/// the first call's readers from seeing the second call's writes. Without it the result is right in
+/// every order the emulator runs (each interval finishes its reads before any thread runs ahead),
+/// so only the detector can catch it. The forward is checked too (its statistics pass merges
+/// moments through static shared memory, one barrier).
 #[test]
 #[cfg_attr(not(emu_instrumented), ignore = "needs the instrumented emulator build (build.rs: kernels/README.md)")]
 fn race_detector_guards_block_sum_scratch_reuse() {
@@ -183,23 +185,34 @@ fn race_detector_guards_block_sum_scratch_reuse() {
     let p = GroupNormParams { groups, eps: 1e-5, silu: false };
     // float64 reference, gamma = 1, beta = 0
     let len = c / groups * hw;
-    let want: Vec<f32> = x
-        .chunks(len)
-        .flat_map(|g| {
-            let m = g.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
-            let var = g.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / len as f64;
-            g.iter().map(move |&v| ((v as f64 - m) / (var + 1e-5).sqrt()) as f32).collect::<Vec<_>>()
-        })
-        .collect();
+    let gy: Vec<f32> = (0..n * c * hw).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.02).collect();
+    let (mut want, mut want_gx) = (Vec::new(), Vec::new());
+    for (g, gyg) in x.chunks(len).zip(gy.chunks(len)) {
+        let m = g.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+        let var = g.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / len as f64;
+        let rstd = 1.0 / (var + 1e-5).sqrt();
+        let xh: Vec<f64> = g.iter().map(|&v| (v as f64 - m) * rstd).collect();
+        // gx = rstd·(gy − mean(gy) − x̂·mean(gy·x̂))
+        let m1 = gyg.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+        let m2 = gyg.iter().zip(&xh).map(|(&v, h)| v as f64 * h).sum::<f64>() / len as f64;
+        want.extend(xh.iter().map(|&h| h as f32));
+        want_gx.extend(gyg.iter().zip(&xh).map(|(&v, h)| (rstd * (v as f64 - m1 - h * m2)) as f32));
+    }
     let emu = EmulatedCuda::emulated();
     for sched in [Schedule::Forward, Schedule::Reverse, Schedule::Random(7), Schedule::Preempt(7)] {
         set_schedule(sched);
         let t = |v: Vec<f32>, d: &[usize]| emu.from_host(d, &v).unwrap();
         let (ga, be) = (t(vec![1.0; c], &[c]), t(vec![0.0; c], &[c]));
-        let y = emu.group_norm(&t(x.clone(), &[n, c, hw]), &ga, &be, &p, None).unwrap_or_else(|e| panic!("{sched:?}: {e}"));
+        let xt = t(x.clone(), &[n, c, hw]);
+        let y = emu.group_norm(&xt, &ga, &be, &p, None).unwrap_or_else(|e| panic!("{sched:?}: {e}"));
         let got = emu.to_host(&y).unwrap();
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(worst < 1e-5, "{sched:?}: group norm differs from the CPU by {worst}");
+        assert!(worst < 1e-5, "{sched:?}: group norm differs from the float64 reference by {worst}");
+        let gx = emu.group_norm_x_backward(&t(gy.clone(), &[n, c, hw]), &xt, &ga, &be, &p, None).unwrap_or_else(|e| panic!("{sched:?}: {e}"));
+        let got = emu.to_host(&gx).unwrap();
+        // gx carries rstd (≈ 1.2 here) times gy's scale (≈ 1)
+        let worst = got.iter().zip(&want_gx).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 2e-5, "{sched:?}: group norm's input gradient differs from the float64 reference by {worst}");
     }
     set_schedule(Schedule::Forward);
     assert!(hook_calls() > 0, "kernels were built without instrumentation: the race detector saw nothing");
@@ -218,11 +231,13 @@ fn race_detector_reports_two_blocks_writing_one_element() {
     let dst = d.alloc_zeros(s * 4).unwrap();
     let a = |v: i32| Arg::I32(v);
     let args = |dst_c: i32| [Arg::Buf(&src), a(1), a(0), Arg::Buf(&dst), a(dst_c), a(0), a(2), a(1), a(s as i32)];
-    let e = d.launch("copy_channels_f32", &cfg(2, 256, 0), &args(0)).expect_err("two blocks wrote one element unnoticed").to_string();
+    // 64 threads a block: the kernel copies float4s (s = 256 is 64 of them per image), so block 0
+    // copies image 0 and block 1 image 1, onto the same elements
+    let e = d.launch("copy_channels_f32", &cfg(2, 64, 0), &args(0)).expect_err("two blocks wrote one element unnoticed").to_string();
     assert!(e.contains("copy_channels_f32: global-memory race: blocks (") && e.contains("of argument 3 in one launch"), "{e}");
-    // one image, one block per element: no race
+    // one image: no race
     let one = [Arg::Buf(&src), a(1), a(0), Arg::Buf(&dst), a(1), a(0), a(1), a(1), a(s as i32)];
-    d.launch("copy_channels_f32", &cfg(2, 256, 0), &one).unwrap();
+    d.launch("copy_channels_f32", &cfg(2, 64, 0), &one).unwrap();
 }
 
 /// Preemption points: with switches at shared-memory accesses, the racy reversal (no barrier,

@@ -6,6 +6,7 @@
 #[path = "common/http.rs"]
 mod http;
 use http::{request, start_server, Reply, Server};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,23 +112,43 @@ fn pixels(png: &[u8]) -> Vec<u8> {
     image::load_from_memory(png).unwrap().to_rgb8().into_raw()
 }
 
-/// 32 requests from 8 threads, batched by the server (up to 8 per pass): every answer is
-/// detect's for that image. Batches reorder f32 sums inside the matrix products, so a batched
-/// score may differ from detect's (batch 1) in the last bits: the tolerance is detect's own for
-/// `--batch` (tests/cli_detect.rs, 1e-5 relative); the verdict and the overlay (±1 level) match.
+/// A load of 256 requests from 16 threads, batched by the server (up to 8 per pass), while other
+/// clients give up mid-upload: every answer is detect's for that image, each request answered
+/// once with its own result id (nothing lost, nothing duplicated). Batches reorder f32 sums inside
+/// the matrix products, so a batched score may differ from detect's (batch 1) in the last bits:
+/// the tolerance is detect's own for `--batch` (tests/cli_detect.rs, 1e-5 relative); the verdict
+/// and the overlay (±1 level) match.
 #[test]
 fn concurrent_requests_are_batched_and_answer_as_detect() {
+    const THREADS: usize = 16;
+    const PER_THREAD: usize = 16;
     let r = reference();
-    let s = start(&["--batch", "8", "--max-wait-ms", "30"]);
+    let s = start(&["--batch", "8", "--max-wait-ms", "30", "--queue", "64"]);
     let imgs = images();
     let addr = s.addr;
-    let handles: Vec<_> = (0..8)
+    // clients that announce a body and vanish after part of it, during the load
+    let quitters: Vec<_> = (0..4)
+        .map(|k| {
+            std::thread::spawn(move || {
+                for _ in 0..4 {
+                    std::thread::sleep(Duration::from_millis(50 * (k + 1)));
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    let head = format!("POST /v1/detect?class=brick HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\nContent-Length: 200000\r\n\r\n");
+                    let _ = c.write_all(head.as_bytes());
+                    let _ = c.write_all(&[0x89, b'P', b'N', b'G', 13, 10, 26, 10]);
+                    let _ = c.write_all(&[7u8; 3000]);
+                    drop(c);
+                }
+            })
+        })
+        .collect();
+    let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let imgs = imgs.clone();
             std::thread::spawn(move || {
-                (0..4)
+                (0..PER_THREAD)
                     .map(|k| {
-                        let i = (t * 4 + k) % imgs.len();
+                        let i = (t * PER_THREAD + k) % imgs.len();
                         let bytes = std::fs::read(&imgs[i].0).unwrap();
                         (i, post_image(addr, &format!("/v1/detect?class={}", imgs[i].1), &bytes, &[]))
                     })
@@ -136,7 +157,8 @@ fn concurrent_requests_are_batched_and_answer_as_detect() {
         })
         .collect();
     let answers: Vec<(usize, Reply)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    assert_eq!(answers.len(), 32);
+    quitters.into_iter().for_each(|q| q.join().unwrap());
+    assert_eq!(answers.len(), THREADS * PER_THREAD);
     let mut ids = std::collections::BTreeSet::new();
     let mut largest_batch = 0;
     let mut worst = 0.0f64;
@@ -168,10 +190,23 @@ fn concurrent_requests_are_batched_and_answer_as_detect() {
     assert!(largest_batch > 1, "8 concurrent clients never shared a model pass");
     eprintln!("largest batch {largest_batch}, largest relative score difference to detect {worst:e}");
     let m = String::from_utf8(get(&s, "/metrics", &[]).1).unwrap();
-    assert!(m.contains("ran_requests_total{route=\"/v1/detect\",status=\"200\"} 32"), "{m}");
-    assert!(m.contains("ran_images_scored_total 32"), "{m}");
+    let n = THREADS * PER_THREAD;
+    assert!(m.contains(&format!("ran_requests_total{{route=\"/v1/detect\",status=\"200\"}} {n}")), "{m}");
+    assert!(m.contains(&format!("ran_images_scored_total {n}")), "the abandoned uploads were scored or answers lost:\n{m}");
+    // the server notices the abandoned connections soon after they close
+    let t0 = Instant::now();
+    while !String::from_utf8(get(&s, "/metrics", &[]).1).unwrap().lines().any(|l| l == "ran_requests_in_flight 0") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "an abandoned upload is still held:\n{}", String::from_utf8(get(&s, "/metrics", &[]).1).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // an unknown id is a 404, not another result
     assert_eq!(get(&s, "/v1/results/00000000000000000000000000000000/overlay.png", &[]).0, 404);
+    // the model's information names the backend and the precision it computes in
+    let (st, info) = get(&s, "/v1/info", &[]);
+    assert_eq!(st, 200);
+    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    assert_eq!(info["precision"], "f32", "{info}");
+    assert!(info["backend"].as_str().is_some_and(|b| !b.is_empty()), "{info}");
 }
 
 /// With batching off, every score is detect's bit for bit, and several images in one multipart

@@ -50,4 +50,18 @@ fn tc_wrappers_emit_the_promised_ptx() {
         tc.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") && tc.contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16") && tc.contains("cp.async.cg.shared.global"),
         "linear_tc_bf16 lost its tensor-core instructions"
     );
+    // the implicit-GEMM convolutions: all three mma kinds, ldmatrix, the zero-filling cp.async and
+    // the 3-stage pipeline's wait (at most one group in flight at the barrier)
+    let conv = KERNEL_FILES.iter().find(|f| f.file == "conv2d_tc").and_then(|f| f.ptx).expect("conv2d_tc PTX");
+    let conv: String = conv.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32",
+        "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+        "cp.async.cg.shared.global",
+        "cp.async.wait_group 1",
+    ] {
+        assert!(conv.contains(want), "conv2d_tc PTX lacks `{want}`");
+    }
 }

@@ -72,9 +72,57 @@ pub fn f1_optimal(scored: &[(f32, bool)]) -> Result<F1Threshold> {
     Ok(best.expect("at least one image"))
 }
 
+/// The verdicts at a given threshold against the true labels (eval with a calibration file):
+/// how the threshold a line would run with does on a labelled test set.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct VerdictQuality {
+    pub threshold: f32,
+    pub true_positives: usize,
+    pub false_positives: usize,
+    pub true_negatives: usize,
+    pub false_negatives: usize,
+    /// 0 when nothing is flagged (scikit-learn's zero_division=0)
+    pub precision: f64,
+    /// 0 when there is no defective image
+    pub recall: f64,
+    pub f1: f64,
+    pub accuracy: f64,
+}
+
+/// Counts the `is_defective` verdicts of (image score, is defective) pairs at `threshold`.
+pub fn verdict_quality(scored: &[(f32, bool)], threshold: f32) -> VerdictQuality {
+    let count = |flag: bool, truth: bool| scored.iter().filter(|(s, d)| is_defective(*s, threshold) == flag && *d == truth).count();
+    let (tp, fp, tn, fn_) = (count(true, true), count(true, false), count(false, false), count(false, true));
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    VerdictQuality {
+        threshold,
+        true_positives: tp,
+        false_positives: fp,
+        true_negatives: tn,
+        false_negatives: fn_,
+        precision: ratio(tp, tp + fp),
+        recall: ratio(tp, tp + fn_),
+        f1: ratio(2 * tp, 2 * tp + fp + fn_),
+        accuracy: ratio(tp + tn, scored.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-worked set below at the cut 3: flags 4 and 5 (defective) only; 2.5 is missed.
+    /// P = 1, R = 2/3, F1 = 4/5, accuracy 5/6; at the cut 9 nothing is flagged: P = 0 by convention.
+    #[test]
+    fn verdict_quality_by_hand() {
+        let s = [(1.0, false), (2.0, false), (3.0, false), (2.5, true), (4.0, true), (5.0, true)];
+        let q = verdict_quality(&s, 3.0);
+        assert_eq!((q.true_positives, q.false_positives, q.true_negatives, q.false_negatives), (2, 0, 3, 1));
+        assert_eq!(q.precision, 1.0);
+        assert!((q.recall - 2.0 / 3.0).abs() < 1e-12 && (q.f1 - 0.8).abs() < 1e-12 && (q.accuracy - 5.0 / 6.0).abs() < 1e-12, "{q:?}");
+        let none = verdict_quality(&s, 9.0);
+        assert_eq!((none.precision, none.recall, none.f1, none.true_negatives), (0.0, 0.0, 0.0, 3));
+    }
 
     /// Worked by hand: normal 1, 2, 3; defective 2.5, 4, 5. Flagging everything above 2 catches
     /// all three defects with one false alarm: P = 3/4, R = 1, F1 = 6/7 (the best cut).

@@ -8,6 +8,7 @@ use crate::ops::contract::{AdamwCoefs, BroadcastGeom, Conv2dGeom, DdimCoefs, Gro
 use crate::ops::conv::LinearGeom;
 use crate::ops::padim::MahalanobisGeom;
 use crate::ops::pool::ResizeGeom;
+use crate::ops::precision::Precision;
 use crate::ops::Activation;
 use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;
@@ -35,6 +36,27 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn conv2d_x_backward(&self, gy: &T<Self>, w: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>>;
     fn linear(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &LinearGeom) -> Result<T<Self>>;
     fn linear_x_backward(&self, gy: &T<Self>, w: &T<Self>, g: &LinearGeom) -> Result<T<Self>>;
+
+    // ---- the same four at a lower operand precision (issue #14) ----
+    /// The precision `Backend` asks the four GEMM-like ops above in; F32 (the default, and the
+    /// CPU backend's only one) calls them as they are, so the f32 path is untouched by the rest.
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+    /// `conv2d` with operands rounded to `p` (never F32: `Backend` routes that to `conv2d`).
+    /// A backend without a lower-precision kernel computes in f32, as here.
+    fn conv2d_lowp(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &Conv2dGeom, _p: Precision) -> Result<T<Self>> {
+        self.conv2d(x, w, bias, g)
+    }
+    fn conv2d_x_backward_lowp(&self, gy: &T<Self>, w: &T<Self>, g: &Conv2dGeom, _p: Precision) -> Result<T<Self>> {
+        self.conv2d_x_backward(gy, w, g)
+    }
+    fn linear_lowp(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &LinearGeom, _p: Precision) -> Result<T<Self>> {
+        self.linear(x, w, bias, g)
+    }
+    fn linear_x_backward_lowp(&self, gy: &T<Self>, w: &T<Self>, g: &LinearGeom, _p: Precision) -> Result<T<Self>> {
+        self.linear_x_backward(gy, w, g)
+    }
     /// ∂L/∂w [O, C/groups, KH, KW].
     fn conv2d_w_backward(&self, gy: &T<Self>, x: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>>;
     /// ∂L/∂w [out, in].

@@ -21,6 +21,7 @@ pub use crate::ops::{Activation, Conv2dParams, GroupNormParams, Padding2d, Pool2
 pub use compute::Compute;
 
 use crate::ops;
+use crate::ops::precision::Precision;
 use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;
 
@@ -50,6 +51,9 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     fn driver_counts(&self) -> Option<driver_counts::DriverCounts> {
         None
     }
+    /// The operand precision of conv2d / linear and their input gradients (issue #14; statistics,
+    /// weight gradients and every other op stay f32): what results.json records.
+    fn precision(&self) -> Precision;
 
     // ---- transfers -----------------------------------------------------------------------------
     fn from_host(&self, dims: &[usize], data: &[f32]) -> Result<Tensor<Self>>;
@@ -183,6 +187,9 @@ impl<K: Compute> Backend for K {
     fn driver_counts(&self) -> Option<driver_counts::DriverCounts> {
         Compute::driver_counts(self)
     }
+    fn precision(&self) -> Precision {
+        Compute::precision(self)
+    }
 
     fn from_host(&self, dims: &[usize], data: &[f32]) -> Result<Tensor<Self>> {
         ops::host_len(dims, data.len())?;
@@ -205,22 +212,34 @@ impl<K: Compute> Backend for K {
     fn conv2d(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, p: &Conv2dParams) -> Result<Tensor<Self>> {
         let g = ops::conv::conv2d(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
         ops::flops::conv2d(&g);
-        Compute::conv2d(self, x, w, bias, &g)
+        match Compute::precision(self) {
+            Precision::F32 => Compute::conv2d(self, x, w, bias, &g),
+            p => Compute::conv2d_lowp(self, x, w, bias, &g, p),
+        }
     }
     fn conv2d_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>, x_shape: &Shape, p: &Conv2dParams) -> Result<Tensor<Self>> {
         let g = ops::conv::conv2d_x_backward(gy.shape(), w.shape(), x_shape, p)?;
         ops::flops::conv2d(&g);
-        Compute::conv2d_x_backward(self, gy, w, &g)
+        match Compute::precision(self) {
+            Precision::F32 => Compute::conv2d_x_backward(self, gy, w, &g),
+            p => Compute::conv2d_x_backward_lowp(self, gy, w, &g, p),
+        }
     }
     fn linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>) -> Result<Tensor<Self>> {
         let g = ops::conv::linear(x.shape(), w.shape(), bias.map(|b| b.shape()))?;
         ops::flops::linear(&g);
-        Compute::linear(self, x, w, bias, &g)
+        match Compute::precision(self) {
+            Precision::F32 => Compute::linear(self, x, w, bias, &g),
+            p => Compute::linear_lowp(self, x, w, bias, &g, p),
+        }
     }
     fn linear_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>) -> Result<Tensor<Self>> {
         let g = ops::conv::linear_x_backward(gy.shape(), w.shape())?;
         ops::flops::linear(&g);
-        Compute::linear_x_backward(self, gy, w, &g)
+        match Compute::precision(self) {
+            Precision::F32 => Compute::linear_x_backward(self, gy, w, &g),
+            p => Compute::linear_x_backward_lowp(self, gy, w, &g, p),
+        }
     }
 
     fn conv2d_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, w_shape: &Shape, p: &Conv2dParams, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
@@ -372,6 +391,8 @@ impl<K: Compute> Backend for K {
     fn attention_legacy(&self, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {
         let g = ops::attention::attention_legacy("attention_legacy", qkv.shape(), heads)?;
         ops::flops::attention(&g, 2);
+        // f32 at every precision for now; a low-precision attention routes here on
+        // `Compute::precision` as conv2d does (softmax statistics stay f32 either way)
         Compute::attention_legacy(self, qkv, &g)
     }
     fn attention_legacy_x_backward(&self, gy: &Tensor<Self>, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {

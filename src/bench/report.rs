@@ -37,6 +37,8 @@ impl Ceiling {
 #[derive(Clone, Debug)]
 pub struct Machine {
     pub device: String,
+    /// the operand precision of conv / linear (`--precision`)
+    pub precision: crate::ops::precision::Precision,
     pub threads: usize,
     pub commit: String,
     pub ceiling: Ceiling,
@@ -132,6 +134,7 @@ impl Report {
             "pct_of_ceiling_best": 100.0 * self.rate(min) / m.ceiling.gflops,
             "threads": m.threads,
             "device": m.device,
+            "precision": m.precision.as_str(),
             "commit": m.commit,
             "peak_rss_mb": self.peak_rss_mb,
             "side": "ran",
@@ -143,7 +146,7 @@ impl Report {
     /// The lines in words; with `json`, the JSON object as the last line.
     pub fn print(&self, m: &Machine, json: bool) {
         let (med, min, max) = (self.stats.median_ms(), self.stats.min_ms(), self.stats.max_ms());
-        println!("bench {}: {} (batch {}, {} iterations after {} warm-up) on {}", self.bench, self.config, self.batch, self.stats.times_ms.len(), self.warmup, m.device);
+        println!("bench {}: {} (batch {}, {} iterations after {} warm-up) on {} ({})", self.bench, self.config, self.batch, self.stats.times_ms.len(), self.warmup, m.device, m.precision);
         println!("  median {med:.2} ms   min {min:.2} ms   max {max:.2} ms");
         if let (Some(u), Some(k)) = (min_of(&self.stats.user_ms), min_of(&self.stats.sys_ms)) {
             println!("  CPU time per iteration, least: user {u:.0} ms, system {k:.0} ms (all threads)");

@@ -1,4 +1,4 @@
-//! The five workloads of `ran bench`, each built from `workloads`, timed by `measure` and
+//! The six workloads of `ran bench`, each built from `workloads`, timed by `measure` and
 //! returned as a `Report`. Every timed closure ends by reading a result back to the host, which
 //! waits for an asynchronous device.
 
@@ -7,7 +7,9 @@ use super::report::{DriverPerRun, Report};
 use super::workloads;
 use crate::anomaly::score::FeatureTimestep;
 use crate::backend::Backend;
+use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::flags::ModelFlags;
+use crate::train::step::{train_step, StepInputs, TrainState};
 use crate::{Error, Result};
 
 fn report(bench: &str, config: String, batch: usize, plan: Plan, f: impl FnMut() -> Result<()>) -> Result<Report> {
@@ -91,4 +93,35 @@ pub fn conv<B: Backend>(b: &B, [c, h, w]: [usize; 3], out: usize, k: usize, batc
     let case = workloads::conv_case(b, batch, [c, h, w], out, k)?;
     let config = format!("conv2d {c}->{out} {k}x{k} stride 1 padding {} at {h}x{w}", k / 2);
     report("conv", config, batch, plan, || b.to_host(&b.conv2d(&case.x, &case.w, Some(&case.bias), &case.p)?).map(drop))
+}
+
+/// One training step of `flags` with the feature head at batch `batch`, as `ran train` runs it:
+/// q_sample, the UNet forward + head, the paper's loss (ε-MSE + VB + feature MSE), the backward
+/// pass, AdamW on every parameter and the EMA update. The feature target is a fixed random
+/// tensor (the EfficientNet forward that makes it is `ran bench effnet`'s).
+pub fn train<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result<Report> {
+    positive("--batch", batch)?;
+    let f = ModelFlags::parse(flags)?;
+    let mut model = workloads::synthetic_unet(b, &f, true, 1)?;
+    let mut state = TrainState::new(b, &mut model)?;
+    let d = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, "")?;
+    let s = f.image_size;
+    let x0 = workloads::rand_tensor(b, &[batch, 3, s, s], 11)?;
+    let eps = workloads::rand_tensor(b, &[batch, 3, s, s], 12)?;
+    // spread over the schedule, the same for every run
+    let t: Vec<usize> = (0..batch).map(|i| (100 + 397 * i) % f.diffusion_steps).collect();
+    let y = workloads::unet_inputs(b, &f, batch)?.y;
+    let head = model.feat_head.as_ref().ok_or_else(|| Error::InvalidArgument("the bench model has no feature head".into()))?;
+    let target = workloads::rand_tensor(b, &[batch, head.out_channels(), head.feat_shape, head.feat_shape], 13)?;
+    let hp = crate::backend::AdamwParams { lr: 1e-4, ..Default::default() };
+    let config = format!("training step (fwd + head + loss + bwd + AdamW + EMA) at {0}x{0}, flags `{flags}`", f.image_size);
+    report("train", config, batch, plan, || {
+        let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: y.as_deref(), feat_target: Some(&target) };
+        let terms = train_step(b, &mut model, &mut state, &d, &inp, &hp, 0.997)?;
+        if terms.loss.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!("the bench's training step gave a non-finite loss {:?}", terms.loss)))
+        }
+    })
 }

@@ -20,6 +20,12 @@ pub const PAPER_FLAGS: &str = "--image_size 256 --num_channels 256 --num_res_blo
 --num_head_channels 64 --resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True \
 --num_classes 15 --channel_mult 1,1,2,2,4,4";
 
+/// The shipped demo model's config (weights/README.md) with its feature head at 16²: the size
+/// `ran train` runs on a CPU.
+pub const DEMO_FLAGS: &str = "--image_size 64 --num_channels 32 --num_res_blocks 2 --channel_mult 1,2,2,2 --attention_resolutions 16,8 \
+--num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True --num_classes 3 \
+--diffusion_steps 1000 --noise_schedule linear --feat_shape 16";
+
 /// Upstream guided_diffusion's class count when the flags name none.
 const UPSTREAM_NUM_CLASSES: usize = 1000;
 

@@ -1,11 +1,13 @@
-//! `ran bench unet|effnet|wrn50-grad|detect|conv`: the options of each workload and the common
+//! `ran bench unet|effnet|wrn50-grad|detect|train|conv`: the options of each workload and the common
 //! ones (iterations, device, threads, ceiling, --json); the work is in src/bench/.
 
 use super::options::{parse_device, Device};
 use crate::anomaly::score::FeatureTimestep;
+use crate::backend::select::PrecisionDefault;
 use crate::bench::measure::Plan;
 use crate::bench::report::{commit, Ceiling, Machine, Report};
 use crate::bench::{run, workloads};
+use crate::ops::precision::Precision;
 use crate::Backend;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -62,6 +64,16 @@ enum Workload {
         #[command(flatten)]
         common: Common,
     },
+    /// One training step of the UNet with the feature head: the paper's loss, backward, AdamW, EMA.
+    Train {
+        /// guided-diffusion MODEL_FLAGS [default: the demo's config, 32 channels at 64²]
+        #[arg(long, default_value = workloads::DEMO_FLAGS, allow_hyphen_values = true)]
+        flags: String,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// One conv2d, stride 1, padding kernel/2, with bias.
     Conv {
         /// input CxHxW, e.g. 256x64x64
@@ -90,6 +102,10 @@ struct Common {
     /// cpu, cuda, cuda:N, emulator, auto
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
+    /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
+    /// f32) [default: tf32 on a GPU, f32 on the emulator; the CPU backend computes in f32 only]
+    #[arg(long, value_parser = super::options::parse_precision)]
+    precision: Option<Precision>,
     /// CPU threads (rayon's pool) [default: RAYON_NUM_THREADS, else one per core]
     #[arg(long)]
     threads: Option<usize>,
@@ -116,7 +132,12 @@ fn parse_chw(s: &str) -> Result<[usize; 3], String> {
 impl BenchCmd {
     pub fn run(self) -> ExitCode {
         let common = match &self.what {
-            Workload::Unet { common, .. } | Workload::Effnet { common, .. } | Workload::Wrn50Grad { common, .. } | Workload::Detect { common, .. } | Workload::Conv { common, .. } => common,
+            Workload::Unet { common, .. }
+            | Workload::Effnet { common, .. }
+            | Workload::Wrn50Grad { common, .. }
+            | Workload::Detect { common, .. }
+            | Workload::Conv { common, .. }
+            | Workload::Train { common, .. } => common,
         };
         if let Some(n) = common.threads {
             if n == 0 {
@@ -131,15 +152,17 @@ impl BenchCmd {
         }
         let plan = Plan { warmup: common.warmup, iters: common.iters, progress: !common.quiet };
         let (json, ceiling) = (common.json, common.ceiling);
-        let any = match super::backend(common.device) {
+        // training has no mixed-precision path yet: f32 unless asked
+        let default = if matches!(self.what, Workload::Train { .. }) { PrecisionDefault::F32 } else { PrecisionDefault::Fast };
+        let any = match super::backend(common.device, common.precision, default) {
             Ok(b) => b,
             Err(code) => return code,
         };
         let threads = rayon::current_num_threads();
-        let result = crate::with_backend!(any, |b| self.what.run(b, plan).map(|r| (r, b.name())));
+        let result = crate::with_backend!(any, |b| self.what.run(b, plan).map(|r| (r, b.name(), b.precision())));
         match result {
-            Ok((r, device)) => {
-                let m = Machine { device, threads, commit: commit(), ceiling: Ceiling::new(ceiling, threads) };
+            Ok((r, device, precision)) => {
+                let m = Machine { device, precision, threads, commit: commit(), ceiling: Ceiling::new(ceiling, threads) };
                 r.print(&m, json);
                 ExitCode::SUCCESS
             }
@@ -155,6 +178,7 @@ impl Workload {
             Workload::Effnet { variant, image_size, batch, .. } => run::effnet(b, variant, *image_size, *batch, plan),
             Workload::Wrn50Grad { image_size, batch, .. } => run::wrn50_grad(b, *image_size, *batch, plan),
             Workload::Detect { flags, feature_timestep, batch, .. } => run::detect(b, flags, *feature_timestep, *batch, plan),
+            Workload::Train { flags, batch, .. } => run::train(b, flags, *batch, plan),
             Workload::Conv { shape, kernel, out, batch, .. } => run::conv(b, *shape, out.unwrap_or(shape[0]), *kernel, *batch, plan),
         }
     }

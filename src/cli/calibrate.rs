@@ -4,6 +4,7 @@ use super::score_opts::ScoreOpts;
 use crate::anomaly::calibration_file::CalibrationFile;
 use crate::anomaly::settings::EnsembleKind;
 use crate::anomaly::threshold::ThresholdSource;
+use crate::backend::select::PrecisionDefault;
 use crate::commands::calibrate::CalibrateArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,10 +56,10 @@ impl CalibrateCmd {
             return super::usage("give --normal DIR (normal images of the product) or --demo");
         }
         let Some(out) = self.out else { return super::usage("give --out FILE.safetensors") };
-        let device = self.score.device;
+        let (device, precision) = (self.score.device, self.score.precision);
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let args = CalibrateArgs { score, normal: self.normal, val: self.val, out: out.clone(), class: self.class };
-        let backend = match super::backend(device) {
+        let backend = match super::backend(device, precision, PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(code) => return code,
         };

@@ -4,6 +4,7 @@ use super::options::{parse_range, parse_threshold};
 use super::score_opts::ScoreOpts;
 use crate::anomaly::render::{DisplayRange, Threshold};
 use crate::anomaly::settings::EnsembleKind;
+use crate::backend::select::PrecisionDefault;
 use crate::commands::detect::{DetectArgs, Outcome};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,7 +83,7 @@ impl DetectCmd {
                 return super::fail(e);
             }
         }
-        let device = self.score.device;
+        let (device, precision) = (self.score.device, self.score.precision);
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let out = self.out.unwrap_or_else(|| "ran-out".into());
         let args = DetectArgs {
@@ -97,7 +98,7 @@ impl DetectCmd {
             calibration: self.calibration,
             range: self.range,
         };
-        let backend = match super::backend(device) {
+        let backend = match super::backend(device, precision, PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(code) => return code,
         };

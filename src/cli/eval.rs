@@ -2,6 +2,7 @@
 
 use super::options::parse_shard;
 use super::score_opts::ScoreOpts;
+use crate::backend::select::PrecisionDefault;
 use crate::commands::eval::EvalArgs;
 use crate::eval::pro_variant::ProVariant;
 use crate::eval::results::CategoryMetrics;
@@ -38,6 +39,11 @@ pub struct EvalCmd {
     /// paper's per-category best results: an upper bound, not an estimate.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1")]
     alpha_sweep: Option<Vec<f32>>,
+    /// A calibration file made by `ran calibrate` for this model and settings: its statistics
+    /// instead of the training images' (implies --ensemble calibrated), and its image thresholds'
+    /// verdicts (precision, recall, F1 of `defective`) measured on the test set.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
 }
 
 impl EvalCmd {
@@ -52,7 +58,10 @@ impl EvalCmd {
             }
         }
         let Some(data) = self.data else { return super::usage("give --data ROOT (MVTec-AD or BTAD layout) or --demo") };
-        let device = self.score.device;
+        if self.calibration.is_some() && self.score.ensemble.is_none() {
+            self.score.ensemble = Some(crate::anomaly::settings::EnsembleKind::Calibrated);
+        }
+        let (device, precision) = (self.score.device, self.score.precision);
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let ensemble = format!("{} (α = {})", score.ensemble, score.alpha);
         let args = EvalArgs {
@@ -64,8 +73,9 @@ impl EvalCmd {
             merge: self.merge,
             pro_variant: self.pro_variant,
             alpha_sweep: self.alpha_sweep.unwrap_or_default(),
+            calibration: self.calibration,
         };
-        let backend = match super::backend(device) {
+        let backend = match super::backend(device, precision, PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(code) => return code,
         };

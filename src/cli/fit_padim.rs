@@ -1,7 +1,9 @@
 //! `ran fit-padim` on the command line.
 
 use super::options::{parse_device, parse_resnet_arch, Device, PadimDtype};
+use crate::backend::select::PrecisionDefault;
 use crate::commands::fit_padim::{FitArgs, FitOutcome};
+use crate::ops::precision::Precision;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -36,6 +38,10 @@ pub struct FitPadimCmd {
     /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: Device,
+    /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
+    /// f32) [default: tf32 on a GPU, f32 on the emulator; the CPU backend computes in f32 only]
+    #[arg(long, value_parser = super::options::parse_precision)]
+    precision: Option<Precision>,
 }
 
 impl FitPadimCmd {
@@ -51,7 +57,7 @@ impl FitPadimCmd {
             dtype: self.dtype.dtype(),
             batch: self.batch,
         };
-        let backend = match super::backend(self.device) {
+        let backend = match super::backend(self.device, self.precision, PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(code) => return code,
         };

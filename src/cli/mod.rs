@@ -93,9 +93,14 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// The backend for `--device`, or the exit status after saying why not.
-pub fn backend(device: options::Device) -> Result<crate::backend::select::AnyBackend, ExitCode> {
-    device.backend().map_err(fail)
+/// The backend for `--device` at `--precision` (or the command's default), or the exit status
+/// after saying why not.
+pub fn backend(
+    device: options::Device,
+    precision: Option<crate::ops::precision::Precision>,
+    default: crate::backend::select::PrecisionDefault,
+) -> Result<crate::backend::select::AnyBackend, ExitCode> {
+    device.backend_at(precision, default).map_err(fail)
 }
 
 /// Says what went wrong; exit status 2.
@@ -116,5 +121,30 @@ pub fn status(all_ok: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Catches: a command that runs a model (it has --device) without --precision — e.g. one
+    /// added later; tests/cli_options.rs runs the flag on each of today's.
+    #[test]
+    fn every_command_with_a_device_takes_a_precision() {
+        fn walk(c: &clap::Command, path: String, found: &mut Vec<String>) {
+            let has = |id: &str| c.get_arguments().any(|a| a.get_id() == id);
+            if has("device") {
+                assert!(has("precision"), "`{path}` has --device but no --precision");
+                found.push(path.clone());
+            }
+            for s in c.get_subcommands() {
+                walk(s, format!("{path} {}", s.get_name()), found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&super::Cli::command(), "ran".into(), &mut found);
+        // detect eval verify calibrate serve fit-padim reconstruct train + 5 bench workloads
+        assert_eq!(found.len(), 13, "{found:?}");
     }
 }

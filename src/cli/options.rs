@@ -3,7 +3,9 @@
 
 use crate::anomaly::render::{DisplayRange, Threshold};
 use crate::backend::select::AnyBackend;
+use crate::backend::select::PrecisionDefault;
 use crate::io::safetensors::Dtype;
+use crate::ops::precision::Precision;
 
 /// `--device`: where the ops run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,15 @@ impl Device {
     pub fn backend(self) -> crate::Result<AnyBackend> {
         AnyBackend::select(&self.to_string())
     }
+    /// The backend at the precision `--precision` asked for, or the command's default.
+    pub fn backend_at(self, precision: Option<Precision>, default: PrecisionDefault) -> crate::Result<AnyBackend> {
+        AnyBackend::select_at(&self.to_string(), precision, default)
+    }
+}
+
+/// `--precision`: f32, tf32, bf16 or f16 (clap names the flag in its error).
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse::<Precision>().map_err(|e| e.to_string())
 }
 
 /// `convert --dtype`: how the weights are stored (computation stays f32).

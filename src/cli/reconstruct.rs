@@ -2,7 +2,9 @@
 
 use super::options::{parse_device, Device};
 use crate::anomaly::reconstruct::ReconstructConfig;
+use crate::backend::select::PrecisionDefault;
 use crate::commands::reconstruct::{Outcome, ReconstructArgs};
+use crate::ops::precision::Precision;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -54,6 +56,10 @@ pub struct ReconstructCmd {
     /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: Device,
+    /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
+    /// f32) [default: tf32 on a GPU, f32 on the emulator; the CPU backend computes in f32 only]
+    #[arg(long, value_parser = super::options::parse_precision)]
+    precision: Option<Precision>,
 }
 
 impl ReconstructCmd {
@@ -86,7 +92,7 @@ impl ReconstructCmd {
         let out = self.out.unwrap_or_else(|| "ran-reconstruct".into());
         let cfg = ReconstructConfig { iters: self.iters.unwrap_or(100), nd: self.nd, lr: self.lr, k: self.k, denoise_noise: self.denoise_noise, seed: self.seed };
         let args = ReconstructArgs { inputs: self.inputs, model, padim, out: out.clone(), cfg, every: self.every.unwrap_or(10), respacing: self.respacing, class: self.class, batch: self.batch };
-        let backend = match super::backend(self.device) {
+        let backend = match super::backend(self.device, self.precision, PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(code) => return code,
         };

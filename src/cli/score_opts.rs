@@ -4,6 +4,7 @@
 use super::options::{parse_device, parse_effnet_arch, Device};
 use crate::anomaly::score::FeatureTimestep;
 use crate::anomaly::settings::{EnsembleKind, ScoreSettings};
+use crate::ops::precision::Precision;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -51,6 +52,10 @@ pub struct ScoreOpts {
     /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: Device,
+    /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
+    /// f32) [default: tf32 on a GPU, f32 on the emulator; verify: f32; the CPU backend computes in f32 only]
+    #[arg(long, value_parser = super::options::parse_precision)]
+    pub precision: Option<Precision>,
 }
 
 impl ScoreOpts {

@@ -90,10 +90,10 @@ impl ServeCmd {
         if let Err(e) = crate::serve::auth::check_bind(&self.bind, token.is_some(), self.insecure) {
             return super::fail(e);
         }
-        let device = self.score.device;
+        let (device, precision) = (self.score.device, self.score.precision);
         let Some(score) = self.score.settings() else { return super::usage("give --model MODEL.safetensors (made by `ran convert`)") };
         let cfg = ServeConfig {
-            worker: WorkerConfig { score, calibration, device, max_batch: self.batch as usize, max_wait: Duration::from_millis(self.max_wait_ms) },
+            worker: WorkerConfig { score, calibration, device, precision, max_batch: self.batch as usize, max_wait: Duration::from_millis(self.max_wait_ms) },
             bind: self.bind,
             token,
             limits: Limits {

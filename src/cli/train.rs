@@ -1,6 +1,8 @@
 //! `ran train` on the command line.
 
 use super::options::{parse_device, parse_effnet_arch, Device};
+use crate::backend::select::PrecisionDefault;
+use crate::ops::precision::Precision;
 use crate::train::run::{Summary, TrainArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +71,10 @@ pub struct TrainCmd {
     /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: Device,
+    /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
+    /// f32) [default: f32 (mixed-precision training is not built); the CPU backend computes in f32 only]
+    #[arg(long, value_parser = super::options::parse_precision)]
+    precision: Option<Precision>,
 }
 
 impl TrainCmd {
@@ -92,7 +98,7 @@ impl TrainCmd {
             resume: self.resume,
             run_dir: self.run_dir,
         };
-        let backend = match super::backend(self.device) {
+        let backend = match super::backend(self.device, self.precision, PrecisionDefault::F32) {
             Ok(b) => b,
             Err(code) => return code,
         };

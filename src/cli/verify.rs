@@ -1,6 +1,7 @@
 //! `ran verify` on the command line.
 
 use super::score_opts::ScoreOpts;
+use crate::backend::select::PrecisionDefault;
 use crate::commands::verify::Row;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,9 +21,9 @@ pub struct VerifyCmd {
 
 impl VerifyCmd {
     pub fn run(self) -> ExitCode {
-        let device = self.score.device;
+        let (device, precision) = (self.score.device, self.score.precision);
         let Some(settings) = self.score.settings() else { return super::usage("give --model MODEL.safetensors") };
-        let backend = match super::backend(device) {
+        let backend = match super::backend(device, precision, PrecisionDefault::F32) {
             Ok(b) => b,
             Err(code) => return code,
         };

@@ -213,7 +213,7 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         "model": s.model.display().to_string(), "model_flags": unet.flags.source, "effnet": s.effnet.as_ref().map(|p| p.display().to_string()),
         "effnet_arch": s.effnet_arch.clone().unwrap_or_default(), "mode": if kl_only { "kl-only" } else { "kl+feature" }, "timesteps": s.timesteps, "respacing": s.respacing,
         "seed": s.seed, "ensemble": s.ensemble.name(), "alpha": s.alpha, "topk": s.topk, "feature_timestep": s.feature_timestep.name(),
-        "threshold": a.threshold.map(|t| t.to_string()), "backend": b.name(), "image_size": size, "batch": a.batch,
+        "threshold": a.threshold.map(|t| t.to_string()), "backend": b.name(), "precision": b.precision().as_str(), "image_size": size, "batch": a.batch,
         "alpha_table": a.alpha_table.as_ref().map(|p| p.display().to_string()),
         "calibrate": a.calibrate.as_ref().map(|p| p.display().to_string()), "range": a.range.to_string(),
         "calibration_file": a.calibration.as_ref().map(|p| p.display().to_string()), "calibration_id": calibration_id,

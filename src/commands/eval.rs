@@ -4,8 +4,11 @@
 //! scores every n-th image only, and `--merge` computes the metrics from the cached maps of all
 //! shards.
 
+use crate::anomaly::calibration::ClassCalibration;
+use crate::anomaly::calibration_file::CalibrationFile;
 use crate::anomaly::detector::Pipeline;
 use crate::anomaly::settings::{EnsembleKind, ScoreSettings};
+use crate::anomaly::threshold::verdict_quality;
 use crate::backend::Backend;
 use crate::eval::alpha_sweep::write_alpha_table;
 use crate::eval::cache::{cache_settings, check_cache_settings, read_maps, write_maps};
@@ -15,6 +18,7 @@ use crate::eval::pictures::Pictures;
 use crate::eval::pro_variant::ProVariant;
 use crate::eval::results::CategoryMetrics;
 use crate::eval::tables::{write_report, write_tables};
+use crate::io::hash::sha256_file;
 use crate::io::image::{center_crop_arr, load_rgb};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -31,6 +35,19 @@ pub struct EvalArgs {
     pub pro_variant: ProVariant,
     /// α values at which to rescore the ensemble from the cached maps (empty: none)
     pub alpha_sweep: Vec<f32>,
+    /// a calibration file (`ran calibrate`): its statistics instead of the training images', and
+    /// its image thresholds' verdicts measured on the test set
+    pub calibration: Option<PathBuf>,
+}
+
+/// A category's entry of the calibration file, checked against this run's model and settings.
+fn file_calibration(file: &Path, f: &CalibrationFile, s: &ScoreSettings, model: &Path, cat: &str, key: Option<usize>) -> Result<(ClassCalibration, f32)> {
+    f.check_matches(file, s, &sha256_file(model)?, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
+    let e = f.classes.get(&key).ok_or_else(|| Error::InvalidArgument(format!("{}: no calibration for category `{cat}`: run `ran calibrate` with its normal images", file.display())))?;
+    if e.alpha != s.alpha {
+        return Err(Error::InvalidArgument(format!("{}: `{cat}` was calibrated at α = {}, this run weighs it {}", file.display(), e.alpha, s.alpha)));
+    }
+    Ok((e.calibration, e.threshold))
 }
 
 /// The model of a category: the one model, or `<category>.safetensors` in a folder of them.
@@ -71,6 +88,11 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
     // one unified model, or a folder with one model per category (<category>.safetensors)
     let per_category = s.model.is_dir();
     let calibrated = s.ensemble == EnsembleKind::Calibrated;
+    let cal_file = match (&a.calibration, calibrated) {
+        (Some(f), true) => Some((f.as_path(), CalibrationFile::read(f)?.0)),
+        (Some(_), false) => return Err(Error::InvalidArgument("--calibration is for --ensemble calibrated".into())),
+        (None, _) => None,
+    };
     let mut results = Vec::new();
     let mut pictures = Pictures::default();
     let mut pipe: Option<Pipeline<B>> = None;
@@ -90,9 +112,20 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             None => MVTEC_CLASSES.to_vec(),
         };
         let samples = test_set(&a.data, cat, layout)?;
-        check_cache_settings(&a.out, cat, &cache_settings(s, &model, &a.data))?;
+        check_cache_settings(&a.out, cat, &cache_settings(s, &model, &a.data, b.precision()))?;
         let cache = CacheOf { out: &a.out, data: &a.data, category: cat };
         let label = names.iter().position(|n| n == cat);
+        // a class-conditional model's calibration is keyed by the class index, else by None
+        let from_file = match cal_file {
+            Some((file, ref f)) => {
+                let key = match (&model_names, pipe.as_ref().and_then(|p| p.unet.num_classes)) {
+                    (None, None) => None,
+                    _ => Some(label.ok_or_else(|| Error::InvalidArgument(format!("the model is class-conditional and `{cat}` is not a known category name")))?),
+                };
+                Some(file_calibration(file, f, s, &model, cat, key)?)
+            }
+            None => None,
+        };
         let px = size * size;
         // checked before hours of scoring, not when the metrics run out of memory afterwards
         crate::sysinfo::check_memory(
@@ -129,7 +162,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
             ensure_cached(&smp.image)?;
         }
         // the calibrated ensemble: map statistics of the first training images (shard 0 scores them)
-        let train = if calibrated { train_images(&a.data, cat, layout, s.calibration_images)? } else { Vec::new() };
+        let train = if calibrated && from_file.is_none() { train_images(&a.data, cat, layout, s.calibration_images)? } else { Vec::new() };
         if a.shard.is_none_or(|(k, _)| k == 0) && !train.is_empty() {
             bar.set_length((samples.len() + train.len()) as u64);
             bar.set_message("calibration");
@@ -142,11 +175,19 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         if a.shard.is_some() && !a.merge {
             continue; // a shard only fills the cache
         }
-        let calibration = if calibrated { Some(calibration_from_cache(&cache, &train, px, s.alpha)?) } else { None };
+        let calibration = match from_file {
+            Some((c, _)) => Some((c.statistics, c.normal_p999)),
+            None if calibrated => Some(calibration_from_cache(&cache, &train, px, s.alpha)?),
+            None => None,
+        };
         let maps = CategoryMaps::from_cache(&cache, &samples, size, s, calibration.map(|c| c.0))?;
         let pro_curve = maps.pro_curve().map_err(|e| Error::InvalidArgument(format!("{cat}: AU-PRO: {e}")))?;
         let how = Measure { pro_variant: a.pro_variant, topk: s.topk, alpha_sweep: &a.alpha_sweep };
-        let metrics = category_metrics(cat, &samples, &maps, &pro_curve, calibration, &how)?;
+        let mut metrics = category_metrics(cat, &samples, &maps, &pro_curve, calibration, &how)?;
+        if let Some((_, threshold)) = from_file {
+            let scored: Vec<(f32, bool)> = maps.img_scores.iter().copied().zip(maps.img_labels.iter().copied()).collect();
+            metrics.verdicts = Some(verdict_quality(&scored, threshold));
+        }
         // pictures: ROC (pixel, image) and PRO curves; overlays of the best and worst images
         pictures.add_category(&a.out, cat, &samples, &maps, &pro_curve, calibration.map(|c| c.1))?;
         results.push(metrics);
@@ -158,7 +199,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
         write_alpha_table(&a.out, &results)?;
     }
     if !results.is_empty() {
-        write_tables(&a.out, &results, a.pro_variant)?;
+        write_tables(&a.out, &results, a.pro_variant, b.precision())?;
         write_report(&a.out, &results, &a.alpha_sweep, &pictures)?;
     }
     Ok(results)

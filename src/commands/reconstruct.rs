@@ -164,7 +164,7 @@ pub fn run<B: Backend>(b: &B, a: &ReconstructArgs) -> Result<Outcome> {
     let c = &a.cfg;
     let header = serde_json::json!({
         "model": a.model.display().to_string(), "padim": a.padim.display().to_string(),
-        "settings": {"iters": c.iters, "nd": c.nd, "lr": c.lr, "k": c.k, "denoise_noise": c.denoise_noise, "seed": c.seed, "every": a.every, "batch": a.batch, "backend": b.name()},
+        "settings": {"iters": c.iters, "nd": c.nd, "lr": c.lr, "k": c.k, "denoise_noise": c.denoise_noise, "seed": c.seed, "every": a.every, "batch": a.batch, "backend": b.name(), "precision": b.precision().as_str()},
     });
     write_reconstruct_results(&a.out, header, &rows, &failed)?;
     Ok(Outcome { processed: rows.len(), failed })

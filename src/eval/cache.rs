@@ -3,6 +3,7 @@
 
 use crate::anomaly::settings::ScoreSettings;
 use crate::error::AtPath;
+use crate::ops::precision::Precision;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -17,17 +18,22 @@ pub fn cache_path(out: &Path, category: &str, image: &Path, root: &Path) -> Path
 /// What the cached maps of a category depend on: the model file (path, size, modification time),
 /// the data set's root (each entry is also keyed by its image's content hash, see `write_maps`),
 /// the extractor and the scoring settings of the KL and feature maps. Kept as `cache/<category>/settings.json`.
-pub fn cache_settings(s: &ScoreSettings, model: &Path, data: &Path) -> serde_json::Value {
+pub fn cache_settings(s: &ScoreSettings, model: &Path, data: &Path, precision: Precision) -> serde_json::Value {
     let file = |p: &Path| {
         let m = std::fs::metadata(p).ok();
         let mtime = m.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
         serde_json::json!({"path": std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string(), "bytes": m.map(|m| m.len()), "modified": mtime})
     };
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "model": file(model), "data": std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf()).display().to_string(), "effnet": s.effnet.as_deref().map(file), "effnet_arch": s.effnet_arch.clone().unwrap_or_default(), "effnet_image_size": s.effnet_image_size,
         "kl_only": s.kl_only, "timesteps": s.timesteps, "respacing": s.respacing, "seed": s.seed, "feature_timestep": s.feature_timestep.name(),
         // not the ensemble, α or top-k: the metrics remake those from the cached KL and feature maps
-    })
+    });
+    // maps made in another precision differ; f32 is left out so the caches of before stay valid
+    if precision != Precision::F32 {
+        v["precision"] = precision.as_str().into();
+    }
+    v
 }
 
 /// Refuses a cache made with other settings (its maps would silently answer for another run);
@@ -45,7 +51,11 @@ pub fn check_cache_settings(out: &Path, category: &str, settings: &serde_json::V
             if &old == settings {
                 return Ok(());
             }
-            let keys = settings.as_object().map(|o| o.keys().filter(|k| old.get(k.as_str()) != settings.get(k.as_str())).cloned().collect::<Vec<_>>()).unwrap_or_default();
+            // the keys of either side (a key only one of them has, e.g. `precision`, differs too)
+            let mut keys: Vec<String> = [settings, &old].iter().filter_map(|v| v.as_object()).flat_map(|o| o.keys().cloned()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.retain(|k| old.get(k.as_str()) != settings.get(k.as_str()));
             Err(Error::BadFile { path: p, msg: format!("the cached maps were made with other settings (different: {}): give another --out or delete {}", keys.join(", "), dir.display()) })
         }
         Err(_) => {
@@ -103,8 +113,27 @@ pub fn read_maps(p: &Path, image: &Path, px: usize) -> Result<Option<(f32, Vec<V
 
 #[cfg(test)]
 mod tests {
-    use super::{cache_path, read_maps, write_maps};
+    use super::{cache_path, check_cache_settings, read_maps, write_maps};
     use std::path::Path;
+
+    /// Maps made in another precision are refused, naming `precision` — also when the other
+    /// side is f32, whose settings leave the key out (so caches made before it stay valid).
+    #[test]
+    fn a_cache_of_another_precision_is_refused() {
+        let out = std::env::temp_dir().join(format!("ran-cache-precision-{}", std::process::id()));
+        let base = serde_json::json!({"seed": 0});
+        let mut bf16 = base.clone();
+        bf16["precision"] = "bf16".into();
+        check_cache_settings(&out, "c", &base).unwrap();
+        let e = check_cache_settings(&out, "c", &bf16).unwrap_err().to_string();
+        assert!(e.contains("different: precision"), "{e}");
+        std::fs::remove_dir_all(&out).unwrap();
+        check_cache_settings(&out, "c", &bf16).unwrap();
+        let e = check_cache_settings(&out, "c", &base).unwrap_err().to_string();
+        assert!(e.contains("different: precision"), "{e}");
+        check_cache_settings(&out, "c", &bf16).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 
     /// Two images never share a cache file, whatever their names (test/x__y/000.png and
     /// test/x/y__000.png did when "/" simply became "__").

@@ -191,6 +191,7 @@ pub fn category_metrics(cat: &str, samples: &[Sample], m: &CategoryMaps, pro_cur
         image_auroc,
         calibration: calibration.map(|c| c.0),
         normal_p999: calibration.map(|c| c.1),
+        verdicts: None,
         defects,
         alpha_sweep,
     })

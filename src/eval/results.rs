@@ -1,6 +1,7 @@
 //! `ran eval`'s results: typed rows, serialised as metrics.json and read by the tables and summary.
 
 use crate::anomaly::score::Calibration;
+use crate::anomaly::threshold::VerdictQuality;
 
 /// The ensemble at one α of a sweep.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -33,6 +34,9 @@ pub struct CategoryMetrics {
     /// with it, the 99.9th percentile of the ensemble on those normal images (top of the colour scale)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub normal_p999: Option<f32>,
+    /// with a calibration file: its image threshold's verdicts on this test set
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdicts: Option<VerdictQuality>,
     /// each defect kind against the normal test images: where the method works and where not
     pub defects: Vec<DefectMetrics>,
     /// `--alpha-sweep`: the ensemble (weighted, or calibrated when that is the ensemble) at each α

@@ -54,5 +54,16 @@ pub fn summary(r: &[CategoryMetrics]) -> String {
         let kinds: Vec<String> = m.defects.iter().map(|d| format!("{} {:.2}/{}/{}", d.defect, d.ensemble.pixel_auroc, f(&d.kl_only), f(&d.feature_only))).collect();
         let _ = writeln!(o, "  {:<12} {}", m.category, kinds.join("  "));
     }
+    if r.iter().any(|m| m.verdicts.is_some()) {
+        let _ = writeln!(o, "`defective` verdicts at the calibration file's image threshold:");
+        for (m, v) in r.iter().filter_map(|m| m.verdicts.map(|v| (m, v))) {
+            let (defects, normal) = (v.true_positives + v.false_negatives, v.true_negatives + v.false_positives);
+            let _ = writeln!(
+                o,
+                "  {:<12} threshold {:.4}: {}/{defects} defective flagged, {}/{normal} normal flagged (precision {:.3}, recall {:.3}, F1 {:.3})",
+                m.category, v.threshold, v.true_positives, v.false_positives, v.precision, v.recall, v.f1
+            );
+        }
+    }
     o
 }

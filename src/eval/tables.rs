@@ -5,11 +5,13 @@ use crate::eval::pictures::Pictures;
 use crate::eval::pro_variant::ProVariant;
 use crate::eval::report::{write_html, Table};
 use crate::eval::results::{CategoryMetrics, ModeMetrics};
+use crate::ops::precision::Precision;
 use crate::Result;
 use std::path::Path;
 
-/// metrics.json (the categories, their means, the PRO definition), metrics.csv and defects.csv.
-pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant) -> Result<()> {
+/// metrics.json (the categories, their means, the PRO definition, the operand precision the
+/// maps were made in: the cache refuses maps of another), metrics.csv and defects.csv.
+pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant, precision: Precision) -> Result<()> {
     std::fs::create_dir_all(out).at_path(out)?;
     let mean = |f: &dyn Fn(&CategoryMetrics) -> f64| r.iter().map(f).sum::<f64>() / r.len() as f64;
     let mut means = serde_json::json!({"pixel_auroc": mean(&|m| m.pixel_auroc), "pro": mean(&|m| m.pro), "image_auroc": mean(&|m| m.image_auroc)});
@@ -21,7 +23,7 @@ pub fn write_tables(out: &Path, r: &[CategoryMetrics], pro_variant: ProVariant) 
         means["kl_only"] = mm(&|m| m.kl_only.as_ref().expect("checked"));
         means["feature_only"] = mm(&|m| m.feature_only.as_ref().expect("checked"));
     }
-    let json = serde_json::json!({"categories": r, "mean": means, "pro_definition": pro_variant.definition()});
+    let json = serde_json::json!({"categories": r, "mean": means, "pro_definition": pro_variant.definition(), "precision": precision.as_str()});
     let p = out.join("metrics.json");
     crate::io::files::write_bytes_atomic(&p, serde_json::to_string_pretty(&json).unwrap_or_default())?;
     // the KL-only and feature-only columns stay empty when only the KL score ran

@@ -35,7 +35,7 @@ impl<B: Backend> Inputs<B> {
 /// Outputs of one method: (name, tensor), named as the fixture names the reference.
 pub type Outputs<B> = Vec<(String, Tensor<B>)>;
 
-fn conv_params(c: &OpCase) -> Result<Conv2dParams> {
+pub(crate) fn conv_params(c: &OpCase) -> Result<Conv2dParams> {
     let pad = c.usizes("pad")?;
     if pad.len() != 4 {
         return Err(Error::InvalidArgument(format!("op case {}: pad must be [left, right, top, bottom]", c.name)));

@@ -241,8 +241,10 @@ pub static TABLE: &[Entry] = &[
     row!("ddim_step", "diffusion_step", ["xt", "pred_xstart", "z"], Fixed(STEP), MinBytes),
 ];
 
-/// Trait methods that are no ops: the name, the transfers and views, and the driver-call counter.
-pub const NOT_OPS: &[&str] = &["name", "from_host", "from_host_vec", "to_host", "zeros", "reshape", "driver_counts"];
+/// Backend methods that are not ops: transfers, views and what the backend says of itself (its
+/// precision's rows are the GEMM rows above, checked per precision by optable::precision; the
+/// driver-call counter).
+pub const NOT_OPS: &[&str] = &["name", "precision", "from_host", "from_host_vec", "to_host", "zeros", "reshape", "driver_counts"];
 
 pub fn entry(method: &str) -> Option<&'static Entry> {
     TABLE.iter().find(|e| e.method == method)

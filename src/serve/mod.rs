@@ -48,7 +48,7 @@ async fn serve(cfg: ServeConfig) -> Result<()> {
         tokio::spawn(async move {
             match ready_rx.await {
                 Ok(Ok(info)) => {
-                    println!("ready: model {}, calibration {}, backend {}", info.model_id, info.calibration_id, info.backend);
+                    println!("ready: model {}, calibration {}, backend {}, precision {}", info.model_id, info.calibration_id, info.backend, info.precision);
                     let _ = st.info.set(info);
                 }
                 Ok(Err(e)) => {

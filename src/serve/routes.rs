@@ -137,7 +137,7 @@ async fn page() -> Response {
 
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     match st.info.get() {
-        Some(i) => (StatusCode::OK, format!("ready: model {}, calibration {}, backend {}\n", i.model_id, i.calibration_id, i.backend)).into_response(),
+        Some(i) => (StatusCode::OK, format!("ready: model {}, calibration {}, backend {}, precision {}\n", i.model_id, i.calibration_id, i.backend, i.precision)).into_response(),
         None => error(StatusCode::SERVICE_UNAVAILABLE, "loading the model"),
     }
 }
@@ -150,7 +150,7 @@ async fn model_info(State(st): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|(y, e)| json!({ "class": y, "name": e.name, "threshold": e.threshold, "threshold_source": e.source, "validation": e.validation, "normal_p999": e.calibration.normal_p999, "normal_images": e.calibration.statistics.images }))
         .collect();
-    let body = json!({ "model_id": i.model_id, "calibration_id": i.calibration_id, "backend": i.backend, "image_size": i.image_size, "classes": classes });
+    let body = json!({ "model_id": i.model_id, "calibration_id": i.calibration_id, "backend": i.backend, "precision": i.precision.as_str(), "image_size": i.image_size, "classes": classes });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 

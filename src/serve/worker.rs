@@ -33,6 +33,8 @@ pub struct ModelInfo {
     pub calibration_id: String,
     pub calibration: BTreeMap<Option<usize>, ClassEntry>,
     pub backend: String,
+    /// the operand precision of conv / linear (`--precision`, or the default)
+    pub precision: crate::ops::precision::Precision,
 }
 
 /// Where the calibration comes from.
@@ -73,6 +75,8 @@ pub struct WorkerConfig {
     pub score: ScoreSettings,
     pub calibration: CalibrationSource,
     pub device: Device,
+    /// `--precision` as given (None: the inference default)
+    pub precision: Option<crate::ops::precision::Precision>,
     pub max_batch: usize,
     pub max_wait: Duration,
 }
@@ -81,7 +85,7 @@ pub struct WorkerConfig {
 /// `jobs` until every sender is gone and the queue is empty.
 pub fn spawn(cfg: WorkerConfig, jobs: Receiver<Job>, metrics: Arc<Metrics>, ready: tokio::sync::oneshot::Sender<Result<Arc<ModelInfo>>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let backend = match cfg.device.backend() {
+        let backend = match cfg.device.backend_at(cfg.precision, crate::backend::select::PrecisionDefault::Fast) {
             Ok(b) => b,
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -140,6 +144,7 @@ fn load<B: Backend>(b: &B, cfg: &WorkerConfig) -> Result<(Pipeline<B>, ModelInfo
         calibration_id,
         calibration: file.classes,
         backend: b.name().to_string(),
+        precision: b.precision(),
     };
     Ok((pipe, info))
 }

@@ -4,6 +4,7 @@
 
 pub mod fd;
 pub mod table;
+pub mod tc;
 
 use ran::io::safetensors::SafeTensors;
 use ran::Shape;

@@ -7,7 +7,7 @@
 #   tools/bench/compare.sh [--threads 2] [--iters 3] [--only conv,unet-mid,...] [--paper] [--quick]
 #
 #   cases: conv (256x64x64, 3x3), unet-mid (128 channels at 64²), effnet (B4 at 256²),
-#          wrn50-grad (256²); with --paper also unet-paper (553M at 256²), detect-index and
+#          wrn50-grad (256²), train-demo and train-mid (one training step, batch 2); with --paper also unet-paper (553M at 256²), detect-index and
 #          detect-tau (paper config, one 256² image); --quick runs tiny shapes, 1 iteration (a smoke test).
 # Environment: RAN (default target/release/ran), PYTHON (default python3; needs torch,
 # guided_diffusion, efficientnet_pytorch, torchvision), OUT (default a fresh temp dir).
@@ -68,6 +68,15 @@ pair conv conv --shape "$CONV_SHAPE" --kernel 3 -- tools/bench/torch_conv.py --s
 pair unet-mid unet --flags "$MID_FLAGS" -- tools/bench/torch_unet.py --flags "$MID_FLAGS"
 pair effnet effnet --variant b4 --image-size "$IMG" -- tools/bench/torch_effnet.py --variant b4 --image-size "$IMG"
 pair wrn50-grad wrn50-grad --image-size "$IMG" -- tools/bench/torch_wrn50_grad.py --image-size "$IMG"
+# one training step (fwd + head + loss + bwd + AdamW + EMA), batch 2: the demo's config, and 128 channels at 64²
+if [ "$QUICK" = 1 ]; then
+  TRAIN_DEMO="$PAPER_FLAGS --feat_shape 4"; TRAIN_MID="$PAPER_FLAGS --feat_shape 4"
+else
+  TRAIN_DEMO="--image_size 64 --num_channels 32 --num_res_blocks 2 --channel_mult 1,2,2,2 --attention_resolutions 16,8 --num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --learn_sigma True --class_cond True --num_classes 3 --feat_shape 16"
+  TRAIN_MID="$MID_FLAGS --feat_shape 16"
+fi
+pair train-demo train --flags "$TRAIN_DEMO" --batch 2 -- tools/bench/torch_train.py --flags "$TRAIN_DEMO" --batch 2
+pair train-mid train --flags "$TRAIN_MID" --batch 2 -- tools/bench/torch_train.py --flags "$TRAIN_MID" --batch 2
 if [ "$PAPER" = 1 ]; then
   pair unet-paper unet --flags "$PAPER_FLAGS" -- tools/bench/torch_unet.py --flags "$PAPER_FLAGS"
   for m in index tau; do

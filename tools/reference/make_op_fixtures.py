@@ -262,6 +262,47 @@ case("avg_pool2x2_13x11", "avg_pool2d", {"kernel": 2, "stride": 2, "padding": 0}
 case("max_pool3x3_s2_p1_15x13", "max_pool2d", {"kernel": 3, "stride": 2, "padding": 1}, {"x": rnd(1, 3, 15, 13)},
      lambda x: F.max_pool2d(x, 3, 2, 1), grads=("x",))
 
+# ---- the split group norm and the vector paths (kernels/README.md, "Group norm", "Elementwise") --------
+# Drawn after every case above, so those stay bit-identical. Group norm is cut into chunks of ≥ 128
+# values, one block each, their moments merged per group: groups of 1024 and 578 values (several
+# chunks, the last one short; 578 = 2·17²: every other group starts off a 16-byte boundary and
+# the aligned ones end in a partial float4; s = 289: no float4 in the apply), batch 3, groups of
+# 50 (every other one off a 16-byte boundary, s = 25), and a mean of 1.5 with σ = 0.01: the
+# one-pass Σx² − (Σx)²/n in f32 keeps about one digit of the variance there (mean² alone rounds
+# by 1e-3 of it). The input is rounded to f32 before the reference sees it (+ 1.5 in float64
+# would give the reference values the f32 fixture cannot hold). The CPU twin folds the affine
+# into x·k + m in f32, which at mean/σ = 150 rounds by ~1e-5: a larger mean would fail the CPU,
+# not the kernels.
+gn_case("gn8_split8_ss_silu", rnd(1, 32, 16, 16), 8, 1e-5, True, True)
+gn_case("gn32_split4_odd17x17", rnd(1, 64, 17, 17, scale=1.5) - 0.7, 32, 1e-5, False, True)
+gn_case("gn4_batch3_ss_silu", rnd(3, 16, 12, 12), 4, 1e-5, True, True)
+gn_case("gn3_unaligned_6x5x5", rnd(1, 6, 5, 5), 3, 1e-5, True, True)
+gn_case("gn4_mean1.5_sigma0.01", (rnd(1, 16, 8, 8, scale=0.01) + 1.5).float().double(), 4, 1e-5, False, False)
+gn_case("gn8_mean1.5_sigma0.01_odd", (rnd(2, 32, 9, 9, scale=0.01) + 1.5).float().double(), 8, 1e-5, True, True)
+# broadcasts by pattern: per row (inner = H·W a multiple of 4: one b value per float4), per channel
+# with wrap ([1,C,1,1] over batch 3), a scalar, a trailing block, the general kernel's [N,1,H,W],
+# odd sizes (the float4 path and its tail, or the scalar path); the scalar b stays small: its gradient
+# is one f32 sum of all of a, which the SIMPLE tolerance does not cover beyond a few dozen terms
+for opname, fn in [("add", torch.add), ("mul", torch.mul)]:
+    f2 = lambda a, b, fn=fn: fn(a, b)  # noqa: E731
+    case(f"{opname}_bcast_nc11_hw16", opname, {}, {"a": rnd(2, 4, 4, 4), "b": rnd(2, 4, 1, 1)}, f2, grads=("a", "b"))
+    case(f"{opname}_bcast_1c11_hw8_batch3", opname, {}, {"a": rnd(3, 4, 4, 2), "b": rnd(1, 4, 1, 1)}, f2, grads=("a", "b"))
+    case(f"{opname}_bcast_scalar", opname, {}, {"a": rnd(1, 2, 2, 4), "b": rnd(1, 1, 1, 1)}, f2, grads=("a", "b"))
+    case(f"{opname}_bcast_scalar_odd", opname, {}, {"a": rnd(1, 3, 5), "b": rnd(1, 1, 1)}, f2, grads=("a", "b"))
+    case(f"{opname}_same_odd", opname, {}, {"a": rnd(3, 5, 7), "b": rnd(3, 5, 7)}, f2, grads=("a", "b"))
+    case(f"{opname}_bcast_n1hw_general", opname, {}, {"a": rnd(2, 3, 4, 5), "b": rnd(2, 1, 4, 5)}, f2, grads=("a", "b"))
+case("act_silu_odd", "activation", {"act": "silu"}, {"x": rnd(3, 5, 7, scale=3.0)}, lambda x: F.silu(x), grads=("x",))
+case("scale_add_scalar_aligned", "scale_add_scalar", {"alpha": -0.61, "beta": 0.25}, {"x": rnd(2, 4, 4, 4, scale=3.0)},
+     lambda x: -0.61 * x + 0.25)
+case("batch_norm_eval_odd", "batch_norm", {"eps": 1e-3},
+     {"x": rnd(1, 3, 5, 5), "weight": 1 + rnd(3, scale=0.2), "bias": rnd(3, scale=0.2),
+      "mean": rnd(3, scale=0.5), "var": torch.rand(3, dtype=torch.float32).double() + 0.5},
+     bn, grads=("x",))
+case("concat2_odd", "concat_channels", {}, {"a": rnd(2, 2, 3, 3), "b": rnd(2, 1, 3, 3)},
+     lambda a, b: torch.cat([a, b], dim=1), grads=("a", "b"))
+case("slice1_4_vec", "slice_channels", {"start": 1, "end": 4}, {"x": rnd(2, 6, 2, 4)},
+     lambda x: x[:, 1:4], grads=("x",))
+
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 meta["__generator__"] = json.dumps({"script": "tools/reference/make_op_fixtures.py", "torch": torch.__version__,
                                     "python": sys.version.split()[0]})

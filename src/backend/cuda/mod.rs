@@ -3,12 +3,15 @@
 //! same code drives a real GPU (`gpu`, through cudarc) and the CPU emulator of CUDA (`emu`) that
 //! runs the kernels in the test suite. Shapes arrive checked (`backend::Backend` asks `ops`).
 
+pub mod broadcast;
 pub mod cached;
 pub mod device;
 pub mod emu;
 pub mod gpu;
 pub mod kernels;
 pub mod launch;
+pub mod norm_split;
+pub mod precision_dispatch;
 pub mod tensor_core;
 
 use self::cached::{CacheOptions, CachedBuf, CachedDevice};
@@ -24,6 +27,7 @@ use crate::ops::contract::{
 use crate::ops::conv::LinearGeom;
 use crate::ops::padim::MahalanobisGeom;
 use crate::ops::pool::ResizeGeom;
+use crate::ops::precision::Precision;
 use crate::ops::Activation;
 use crate::tensor::{HasStorage, Shape, Tensor};
 use crate::Result;
@@ -32,6 +36,9 @@ use std::sync::Arc;
 /// Every device call goes through `cached` (buffer reuse, driver-call counts, RAN_CUDA_SYNC).
 pub struct CudaBackend<D: Device> {
     dev: CachedDevice<D>,
+    /// operands of conv2d / linear and their input gradients (precision_dispatch.rs); F32 is the
+    /// f32 kernels exactly as without it
+    precision: Precision,
 }
 
 /// Cached bytes kept for reuse where the device does not say its size (the emulator: host memory
@@ -106,8 +113,16 @@ impl<D: Device> CudaBackend<D> {
         });
         Self::with_options(dev, opts)
     }
+    /// The backend computing conv2d / linear (and their input gradients) with `p` operands.
+    pub fn with_precision(mut self, p: Precision) -> Self {
+        self.precision = p;
+        self
+    }
+    pub fn set_precision(&mut self, p: Precision) {
+        self.precision = p;
+    }
     pub fn with_options(dev: D, opts: CacheOptions) -> Self {
-        CudaBackend { dev: CachedDevice::new(dev, opts) }
+        CudaBackend { dev: CachedDevice::new(dev, opts), precision: Precision::F32 }
     }
     /// The device underneath the caching layer.
     pub fn device(&self) -> &D {
@@ -155,6 +170,13 @@ impl<D: Device> CudaBackend<D> {
         launch::copy_channels_f32(&self.dev, &ew(total), b(src), i(src_c), i(src_off), b(dst), i(dst_c), i(dst_off), i(n), i(c), i(s))
     }
 
+    /// The first pass of group_norm.cu's split launches: each chunk's mean and M2.
+    fn gn_moments(&self, x: &T<D>, g: &GroupNormGeom, p: &norm_split::Plan) -> Result<T<D>> {
+        let part = self.alloc(&[2 * p.blocks])?; // every entry written
+        launch::group_norm_stats_f32(&self.dev, &p.cfg, b(x), b(&part), g, &p.split)?;
+        Ok(part)
+    }
+
     /// Small index lists go up as an i32 buffer.
     fn upload_ids(&self, ids: &[usize]) -> Result<CachedBuf<D>> {
         let ids32: Vec<i32> = ids.iter().map(|&v| v as i32).collect();
@@ -199,6 +221,22 @@ impl<D: Device> Compute for CudaBackend<D> {
             launch::conv2d_f32(&self.dev, &cfg, b(x), b(w), b(bias), b(&y), g)?;
         }
         Ok(y)
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+    fn conv2d_lowp(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::conv2d(self, x, w, bias, g, p)
+    }
+    fn conv2d_x_backward_lowp(&self, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::conv2d_x_backward(self, gy, w, g, p)
+    }
+    fn linear_lowp(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::linear(self, x, w, bias, g, p)
+    }
+    fn linear_x_backward_lowp(&self, gy: &T<D>, w: &T<D>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::linear_x_backward(self, gy, w, g, p)
     }
 
     fn conv2d_x_backward(&self, gy: &T<D>, w: &T<D>, g: &Conv2dGeom) -> Result<T<D>> {
@@ -285,9 +323,9 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn group_norm(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
         let y = self.alloc(x.dims())?;
         let (sc, sh) = ss.unwrap_or((gamma, beta)); // unread when has_ss = 0
-        let blocks = g.n() * g.groups();
-        if blocks > 0 {
-            launch::group_norm_f32(&self.dev, &per_block(blocks, REDUCE_BLOCK, 0), b(x), b(gamma), b(beta), b(sc), b(sh), b(&y), g)?;
+        if let Some(p) = norm_split::plan(g) {
+            let part = self.gn_moments(x, g, &p)?;
+            launch::group_norm_apply_f32(&self.dev, &p.cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&y), g, &p.split)?;
         }
         Ok(y)
     }
@@ -295,9 +333,11 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn group_norm_x_backward(&self, gy: &T<D>, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
         let gx = self.alloc(x.dims())?;
         let (sc, sh) = ss.unwrap_or((gamma, beta));
-        let blocks = g.n() * g.groups();
-        if blocks > 0 {
-            launch::group_norm_x_backward_f32(&self.dev, &per_block(blocks, REDUCE_BLOCK, 0), b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&gx), g)?;
+        if let Some(p) = norm_split::plan(g) {
+            let part = self.gn_moments(x, g, &p)?;
+            let sums = self.alloc(&[2 * p.blocks])?; // every entry written
+            launch::group_norm_grad_sums_f32(&self.dev, &p.cfg, b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&sums), g, &p.split)?;
+            launch::group_norm_x_backward_f32(&self.dev, &p.cfg, b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&sums), b(&gx), g, &p.split)?;
         }
         Ok(gx)
     }
@@ -337,7 +377,10 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn add(&self, a: &T<D>, bt: &T<D>, g: &BroadcastGeom) -> Result<T<D>> {
         let y = self.alloc(a.dims())?;
         if y.numel() > 0 {
-            launch::add_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?;
+            match broadcast::rows(g) {
+                Some((inner, mid)) => launch::add_rows_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), inner, mid)?,
+                None => launch::add_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?,
+            }
         }
         Ok(y)
     }
@@ -345,7 +388,10 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn mul(&self, a: &T<D>, bt: &T<D>, g: &BroadcastGeom) -> Result<T<D>> {
         let y = self.alloc(a.dims())?;
         if y.numel() > 0 {
-            launch::mul_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?;
+            match broadcast::rows(g) {
+                Some((inner, mid)) => launch::mul_rows_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), inner, mid)?,
+                None => launch::mul_f32(&self.dev, &ew(y.numel()), b(a), b(bt), b(&y), i(y.numel()), g)?,
+            }
         }
         Ok(y)
     }

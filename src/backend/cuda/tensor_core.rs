@@ -1,44 +1,288 @@
-//! Tensor-core paths of the CUDA backend, not the default yet (issue #14): `linear` with bf16
-//! operands on mma.sync (kernels/linear_tc.cu). Shapes the kernel cannot take fall back to the
-//! f32 kernel, never to a wrong answer.
+//! Tensor-core paths of the CUDA backend (issue #14 item 2): conv2d, its input gradient, linear
+//! and its input gradient as implicit GEMMs on mma.sync in bf16, f16 or tf32 with f32
+//! accumulators (kernels/tc_gemm.cuh, conv2d_tc.cu, linear_tc.cu, tc_support.cu). The operands
+//! are cast to the narrow type (round to nearest even; tf32 nearest, ties away) into scratch
+//! buffers in the layouts the engine reads (NHWC activations, tap-major weights); the results are
+//! f32 in the backend's usual NCHW / row-major layouts.
+//!
+//! Each entry point takes the op's checked geometry and a `Precision`. `Precision::F32`, grouped
+//! convolutions, empty shapes and shapes the kernels cannot take (channels not a multiple of
+//! 16 bytes' worth of elements: 8 for bf16/f16, 4 for tf32) go to the f32 `Compute` op — never a
+//! wrong answer. Not wired into the model yet (`--precision` is another change).
 
 use super::cached::CachedBuf;
 use super::device::{Device, LaunchCfg};
-use super::{b, ew, i, launch, CudaBackend, T};
+use super::{allow_smem, b, ew, launch, CudaBackend, T};
 use crate::backend::Compute as _;
-use crate::ops::contract::{TC_SMEM_BYTES, TC_THREADS, TC_TM, TC_TN};
+use crate::ops::contract::{
+    Conv2dGeom, TcGemmGeom, TcPermute, TCG_BK, TCG_L_BM, TCG_L_BN, TCG_L_SMEM_2, TCG_L_SMEM_4, TCG_L_THREADS, TCG_SPLITK_MAX, TCG_SPLITK_MIN_BLOCKS, TCG_SPLITK_MIN_STEPS, TCG_S_BM, TCG_S_BN,
+    TCG_S_SMEM_2, TCG_S_SMEM_4, TCG_S_THREADS,
+};
 use crate::ops::conv::LinearGeom;
+use crate::ops::precision::Precision;
 use crate::Result;
 
-/// Whether `linear_tc_bf16` runs this shape on the tensor cores: the kernel's 16-byte cp.async
-/// rows need `fin` to be a multiple of 8 bf16.
-pub fn linear_tc_bf16_supported(g: &LinearGeom) -> bool {
-    g.fin > 0 && g.fin % 8 == 0
+/// Bytes of one operand element on the tensor cores (tf32 travels as a 32-bit word).
+fn elem_bytes(p: Precision) -> usize {
+    match p {
+        Precision::Bf16 | Precision::F16 => 2,
+        Precision::Tf32 | Precision::F32 => 4,
+    }
+}
+
+/// The multiple of elements a GEMM's k-contiguous rows need: one 16-byte cp.async chunk (8 bf16 /
+/// f16, 4 tf32), so that chunks are aligned and never straddle two taps of a convolution.
+pub fn tc_channel_multiple(p: Precision) -> usize {
+    16 / elem_bytes(p)
+}
+
+fn tc_precision(p: Precision) -> bool {
+    p != Precision::F32
+}
+
+/// Whether `conv2d_tc` runs this geometry on the tensor cores (else the f32 kernel).
+pub fn conv2d_tc_supported(g: &Conv2dGeom, p: Precision) -> bool {
+    tc_precision(p) && g.groups() == 1 && g.c() % tc_channel_multiple(p) == 0 && g.n() * g.o() * g.ho() * g.wo() > 0 && g.c() > 0
+}
+
+/// Whether `conv2d_x_backward_tc` runs this geometry on the tensor cores: the gradient's channels
+/// (`o`) are its GEMM depth.
+pub fn conv2d_x_backward_tc_supported(g: &Conv2dGeom, p: Precision) -> bool {
+    tc_precision(p) && g.groups() == 1 && g.o() % tc_channel_multiple(p) == 0 && g.n() * g.c() * g.h() * g.w() > 0 && g.o() > 0
+}
+
+/// Whether `linear_tc` runs this geometry on the tensor cores (`fin` is the depth).
+pub fn linear_tc_supported(g: &LinearGeom, p: Precision) -> bool {
+    tc_precision(p) && g.fin % tc_channel_multiple(p) == 0 && g.rows * g.fin * g.fout > 0
+}
+
+/// Whether `linear_x_backward_tc` runs this geometry on the tensor cores (`fout` is the depth).
+pub fn linear_x_backward_tc_supported(g: &LinearGeom, p: Precision) -> bool {
+    tc_precision(p) && g.fout % tc_channel_multiple(p) == 0 && g.rows * g.fin * g.fout > 0
+}
+
+/// How one GEMM of M×N×K is launched: the tile, the grid and the split-K.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcPlan {
+    /// The 128×128 tile (else 64×64).
+    pub large: bool,
+    pub grid: (u32, u32, u32),
+    pub splits: usize,
+    pub kt_per_split: usize,
+    pub smem_bytes: u32,
+}
+
+/// The large tile when both M and N exceed the small one (a 64-wide side would leave half of a
+/// 128 tile idle); split-K while the grid has fewer than TCG_SPLITK_MIN_BLOCKS blocks (two waves
+/// of 132 SMs), each split TCG_SPLITK_MIN_STEPS K steps or more, every split non-empty.
+pub fn tc_plan(m: usize, n: usize, k: usize, p: Precision) -> TcPlan {
+    let large = m > TCG_S_BM as usize && n > TCG_S_BN as usize;
+    let (bm, bn) = if large { (TCG_L_BM, TCG_L_BN) } else { (TCG_S_BM, TCG_S_BN) };
+    let (gm, gn) = (m.div_ceil(bm as usize), n.div_ceil(bn as usize));
+    let kt = k.div_ceil(TCG_BK as usize).max(1);
+    let blocks = gm * gn;
+    let mut splits = 1;
+    if blocks < TCG_SPLITK_MIN_BLOCKS as usize {
+        splits = (TCG_SPLITK_MIN_BLOCKS as usize).div_ceil(blocks).min(kt / TCG_SPLITK_MIN_STEPS as usize).clamp(1, TCG_SPLITK_MAX as usize);
+    }
+    let kt_per_split = kt.div_ceil(splits);
+    let splits = kt.div_ceil(kt_per_split);
+    let smem_bytes = match (large, elem_bytes(p)) {
+        (true, 2) => TCG_L_SMEM_2,
+        (true, _) => TCG_L_SMEM_4,
+        (false, 2) => TCG_S_SMEM_2,
+        (false, _) => TCG_S_SMEM_4,
+    };
+    TcPlan { large, grid: (gn as u32, gm as u32, splits as u32), splits, kt_per_split, smem_bytes }
+}
+
+/// One of the GEMM kernel families, for picking the kernel by precision and tile.
+#[derive(Clone, Copy)]
+enum Op {
+    Conv,
+    ConvDgrad,
+    Linear,
+}
+
+fn kernel_name(op: Op, p: Precision, large: bool) -> &'static str {
+    use Precision::*;
+    match (op, large, p) {
+        (Op::Conv, true, Bf16) => "conv2d_tc_bf16",
+        (Op::Conv, true, F16) => "conv2d_tc_f16",
+        (Op::Conv, true, _) => "conv2d_tc_tf32",
+        (Op::Conv, false, Bf16) => "conv2d_tc_small_bf16",
+        (Op::Conv, false, F16) => "conv2d_tc_small_f16",
+        (Op::Conv, false, _) => "conv2d_tc_small_tf32",
+        (Op::ConvDgrad, true, Bf16) => "conv2d_x_backward_tc_bf16",
+        (Op::ConvDgrad, true, F16) => "conv2d_x_backward_tc_f16",
+        (Op::ConvDgrad, true, _) => "conv2d_x_backward_tc_tf32",
+        (Op::ConvDgrad, false, Bf16) => "conv2d_x_backward_tc_small_bf16",
+        (Op::ConvDgrad, false, F16) => "conv2d_x_backward_tc_small_f16",
+        (Op::ConvDgrad, false, _) => "conv2d_x_backward_tc_small_tf32",
+        (Op::Linear, true, Bf16) => "linear_tc_bf16",
+        (Op::Linear, true, F16) => "linear_tc_f16",
+        (Op::Linear, true, _) => "linear_tc_tf32",
+        (Op::Linear, false, Bf16) => "linear_tc_small_bf16",
+        (Op::Linear, false, F16) => "linear_tc_small_f16",
+        (Op::Linear, false, _) => "linear_tc_small_tf32",
+    }
+}
+
+/// The narrow operands and the f32 results of one GEMM launch.
+struct Gemm<'a, B> {
+    a: &'a B,
+    b: &'a B,
+    bias: Option<&'a B>,
+    out: &'a B,
+    t: TcGemmGeom,
 }
 
 impl<D: Device> CudaBackend<D> {
-    /// y = x·wᵀ + bias with x and w rounded to bf16 (nearest even), products summed in f32 on
-    /// the tensor cores. Other shapes (see `linear_tc_bf16_supported`) take the f32 kernel.
-    pub fn linear_tc_bf16(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>) -> Result<T<D>> {
-        let g = crate::ops::conv::linear(x.shape(), w.shape(), bias.map(|t| t.shape()))?;
-        if !linear_tc_bf16_supported(&g) || g.rows == 0 || g.fout == 0 {
-            return self.linear(x, w, bias, &g);
+    /// y = conv2d(x, w) + bias with x and w rounded to `p`, products summed in f32 on the tensor
+    /// cores; groups > 1, `F32`, and channel counts the kernels cannot take use `Compute::conv2d`.
+    pub fn conv2d_tc(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        if !conv2d_tc_supported(g, p) {
+            return self.conv2d(x, w, bias, g);
         }
-        let xb = self.to_bf16(x)?;
-        let wb = self.to_bf16(w)?;
-        let y = self.alloc(&[g.rows, g.fout])?;
-        let cfg = LaunchCfg { grid: (g.fout.div_ceil(TC_TN as usize) as u32, g.rows.div_ceil(TC_TM as usize) as u32, 1), block: (TC_THREADS, 1, 1), smem_bytes: TC_SMEM_BYTES };
-        let has_bias = bias.is_some() as i32;
-        let bias = bias.unwrap_or(x); // a dummy the kernel never reads without has_bias
-        launch::linear_tc_bf16(&self.dev, &cfg, &xb, &wb, b(bias), b(&y), i(g.rows), i(g.fout), i(g.fin), has_bias)?;
+        let (n, c, h, wd, o, kh, kw) = (g.n(), g.c(), g.h(), g.w(), g.o(), g.kh(), g.kw());
+        let xn = self.permute_cast(x, [n, h, wd, c], [c * h * wd, wd, 1, h * wd], p)?; // NHWC
+        let wn = self.permute_cast(w, [o, kh, kw, c], [c * kh * kw, kw, 1, kh * kw], p)?; // [o][kh][kw][c]
+        let y = self.alloc(&g.y_dims())?;
+        let t = gemm_geom(o, n * g.ho() * g.wo(), kh * kw * c, g.ho() * g.wo(), bias.is_some(), false);
+        self.gemm(Op::Conv, p, Some(g), Gemm { a: &wn, b: &xn, bias: bias.map(b), out: b(&y), t })?;
         Ok(y)
     }
 
-    /// The bf16 bits of a tensor's values, in a scratch device buffer.
-    fn to_bf16(&self, t: &T<D>) -> Result<CachedBuf<D>> {
+    /// ∂x of conv2d from ∂y with w rounded to `p` (∂y too), on the tensor cores; fallbacks as for
+    /// `conv2d_tc` (here the depth is `o`, so `o` must be a multiple of `tc_channel_multiple`).
+    pub fn conv2d_x_backward_tc(&self, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        if !conv2d_x_backward_tc_supported(g, p) {
+            return self.conv2d_x_backward(gy, w, g);
+        }
+        let (n, c, h, wd, o, kh, kw) = (g.n(), g.c(), g.h(), g.w(), g.o(), g.kh(), g.kw());
+        let (ho, wo) = (g.ho(), g.wo());
+        let gyn = self.permute_cast(gy, [n, ho, wo, o], [o * ho * wo, wo, 1, ho * wo], p)?; // NHWC
+        let wn = self.permute_cast(w, [c, kh, kw, o], [kh * kw, kw, 1, c * kh * kw], p)?; // [c][kh][kw][o]
+        let gx = self.alloc(&g.x_dims())?;
+        let t = gemm_geom(c, n * h * wd, kh * kw * o, h * wd, false, false);
+        self.gemm(Op::ConvDgrad, p, Some(g), Gemm { a: &wn, b: &gyn, bias: None, out: b(&gx), t })?;
+        Ok(gx)
+    }
+
+    /// y = x·wᵀ + bias (x [rows, fin], w [fout, fin]) with x and w rounded to `p`, on the tensor
+    /// cores; `F32` and `fin` not a multiple of `tc_channel_multiple` use `Compute::linear`.
+    pub fn linear_tc(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+        if !linear_tc_supported(g, p) {
+            return self.linear(x, w, bias, g);
+        }
+        let xn = self.permute_cast(x, [1, 1, g.rows, g.fin], [0, 0, g.fin, 1], p)?;
+        let wn = self.permute_cast(w, [1, 1, g.fout, g.fin], [0, 0, g.fin, 1], p)?;
+        let y = self.alloc(&[g.rows, g.fout])?;
+        let t = gemm_geom(g.rows, g.fout, g.fin, g.fout, bias.is_some(), true);
+        self.gemm(Op::Linear, p, None, Gemm { a: &xn, b: &wn, bias: bias.map(b), out: b(&y), t })?;
+        Ok(y)
+    }
+
+    /// ∂x = ∂y·w (∂y [rows, fout], w [fout, fin]) with both rounded to `p`, on the tensor cores;
+    /// `F32` and `fout` not a multiple of `tc_channel_multiple` use `Compute::linear_x_backward`.
+    pub fn linear_x_backward_tc(&self, gy: &T<D>, w: &T<D>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
+        if !linear_x_backward_tc_supported(g, p) {
+            return self.linear_x_backward(gy, w, g);
+        }
+        let gyn = self.permute_cast(gy, [1, 1, g.rows, g.fout], [0, 0, g.fout, 1], p)?;
+        let wt = self.permute_cast(w, [1, 1, g.fin, g.fout], [0, 0, 1, g.fin], p)?; // wᵀ [fin][fout]
+        let gx = self.alloc(&[g.rows, g.fin])?;
+        let t = gemm_geom(g.rows, g.fin, g.fout, g.fin, false, false);
+        self.gemm(Op::Linear, p, None, Gemm { a: &gyn, b: &wt, bias: None, out: b(&gx), t })?;
+        Ok(gx)
+    }
+
+    /// The former bf16-only entry point: `linear_tc` in bf16 (shape checked here).
+    pub fn linear_tc_bf16(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>) -> Result<T<D>> {
+        let g = crate::ops::conv::linear(x.shape(), w.shape(), bias.map(|t| t.shape()))?;
+        self.linear_tc(x, w, bias, &g, Precision::Bf16)
+    }
+
+    /// Launches one GEMM: the kernel for (op, precision, tile), then split-K's reduction.
+    fn gemm(&self, op: Op, p: Precision, conv: Option<&Conv2dGeom>, gm: Gemm<'_, CachedBuf<D>>) -> Result<()> {
+        let mut t = gm.t;
+        let plan = tc_plan(t.m as usize, t.n as usize, t.k as usize, p);
+        t.splits = plan.splits as i32;
+        t.kt_per_split = plan.kt_per_split as i32;
+        let threads = if plan.large { TCG_L_THREADS } else { TCG_S_THREADS };
+        let cfg = LaunchCfg { grid: plan.grid, block: (threads, 1, 1), smem_bytes: plan.smem_bytes };
+        let name = kernel_name(op, p, plan.large);
+        allow_smem(&self.dev, name, &cfg)?;
+        let ws = if plan.splits > 1 { self.dev.alloc_zeros(plan.splits * t.m as usize * t.n as usize * 4)? } else { self.dev.alloc_zeros(4)? };
+        // dummies for the unread bias / residual: any live buffer (has_bias / has_res say 0)
+        let bias = gm.bias.unwrap_or(gm.a);
+        let res = gm.a;
+        // with split-K the GEMM writes only its partials to ws; the reduction writes `out`
+        launch_by_name(&self.dev, name, &cfg, gm.a, gm.b, bias, res, gm.out, &ws, conv, &t)?;
+        if plan.splits > 1 {
+            launch::splitk_reduce_f32(&self.dev, &ew(t.m as usize * t.n as usize), &ws, bias, res, gm.out, &t)?;
+        }
+        Ok(())
+    }
+
+    /// `t` cast to `p` into a scratch buffer of the narrow type, row-major over `dims`, element
+    /// (i0..i3) taken from t's element Σ i_k·`src_strides`[k] (a reorder of t's elements).
+    fn permute_cast(&self, t: &T<D>, dims: [usize; 4], src_strides: [usize; 4], p: Precision) -> Result<CachedBuf<D>> {
         let n = t.numel();
-        let out = self.dev.alloc(n * 2)?; // the cast writes every element
-        launch::cast_f32_to_bf16(&self.dev, &ew(n), b(t), &out, n as i64)?;
+        debug_assert_eq!(n, dims.iter().product::<usize>());
+        // 2-byte elements go in pairs (one 32-bit word per thread): an odd count gets a padding half
+        let out = self.dev.alloc_zeros(n.div_ceil(2) * 2 * elem_bytes(p))?;
+        let pm = TcPermute { d: dims.map(|v| v as i32), ss: src_strides.map(|v| v as i32) };
+        let cfg = ew(if elem_bytes(p) == 2 { n.div_ceil(2) } else { n });
+        match p {
+            Precision::Bf16 => launch::permute_cast_tc_bf16(&self.dev, &cfg, b(t), &out, &pm)?,
+            Precision::F16 => launch::permute_cast_tc_f16(&self.dev, &cfg, b(t), &out, &pm)?,
+            Precision::Tf32 | Precision::F32 => launch::permute_cast_tc_tf32(&self.dev, &cfg, b(t), &out, &pm)?,
+        }
         Ok(out)
+    }
+}
+
+fn gemm_geom(m: usize, n: usize, k: usize, hw: usize, has_bias: bool, bias_on_n: bool) -> TcGemmGeom {
+    let v = |u: usize| u as i32; // ops bounded every tensor by 2³¹−1 elements
+    TcGemmGeom { m: v(m), n: v(n), k: v(k), hw: v(hw), kt_per_split: 0, splits: 0, has_bias: has_bias as i32, bias_on_n: bias_on_n as i32, has_res: 0 }
+}
+
+/// The typed launch of the kernel `name` (one of `kernel_name`'s).
+#[allow(clippy::too_many_arguments)]
+fn launch_by_name<D: Device>(
+    dev: &D,
+    name: &'static str,
+    cfg: &LaunchCfg,
+    a: &D::Buf,
+    bm: &D::Buf,
+    bias: &D::Buf,
+    res: &D::Buf,
+    out: &D::Buf,
+    ws: &D::Buf,
+    conv: Option<&Conv2dGeom>,
+    t: &TcGemmGeom,
+) -> Result<()> {
+    let conv = || conv.expect("a conv kernel gets its geometry");
+    match name {
+        "conv2d_tc_bf16" => launch::conv2d_tc_bf16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
+        "conv2d_tc_f16" => launch::conv2d_tc_f16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
+        "conv2d_tc_tf32" => launch::conv2d_tc_tf32(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
+        "conv2d_tc_small_bf16" => launch::conv2d_tc_small_bf16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
+        "conv2d_tc_small_f16" => launch::conv2d_tc_small_f16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
+        "conv2d_tc_small_tf32" => launch::conv2d_tc_small_tf32(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
+        "conv2d_x_backward_tc_bf16" => launch::conv2d_x_backward_tc_bf16(dev, cfg, bm, a, res, out, ws, conv(), t),
+        "conv2d_x_backward_tc_f16" => launch::conv2d_x_backward_tc_f16(dev, cfg, bm, a, res, out, ws, conv(), t),
+        "conv2d_x_backward_tc_tf32" => launch::conv2d_x_backward_tc_tf32(dev, cfg, bm, a, res, out, ws, conv(), t),
+        "conv2d_x_backward_tc_small_bf16" => launch::conv2d_x_backward_tc_small_bf16(dev, cfg, bm, a, res, out, ws, conv(), t),
+        "conv2d_x_backward_tc_small_f16" => launch::conv2d_x_backward_tc_small_f16(dev, cfg, bm, a, res, out, ws, conv(), t),
+        "conv2d_x_backward_tc_small_tf32" => launch::conv2d_x_backward_tc_small_tf32(dev, cfg, bm, a, res, out, ws, conv(), t),
+        "linear_tc_bf16" => launch::linear_tc_bf16(dev, cfg, a, bm, bias, res, out, ws, t),
+        "linear_tc_f16" => launch::linear_tc_f16(dev, cfg, a, bm, bias, res, out, ws, t),
+        "linear_tc_tf32" => launch::linear_tc_tf32(dev, cfg, a, bm, bias, res, out, ws, t),
+        "linear_tc_small_bf16" => launch::linear_tc_small_bf16(dev, cfg, a, bm, bias, res, out, ws, t),
+        "linear_tc_small_f16" => launch::linear_tc_small_f16(dev, cfg, a, bm, bias, res, out, ws, t),
+        "linear_tc_small_tf32" => launch::linear_tc_small_tf32(dev, cfg, a, bm, bias, res, out, ws, t),
+        _ => unreachable!("kernel_name returns only these"),
     }
 }

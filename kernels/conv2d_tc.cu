@@ -1,0 +1,71 @@
+// conv2d (groups = 1, any kernel, stride, asymmetric padding) and its input gradient on the tensor
+// cores: implicit GEMMs over the engine of tc_gemm.cuh, operands in NHWC / tap-major narrow layouts
+// made by permute_cast_tc_* (tc_support.cu). Host: CudaBackend::conv2d_tc, conv2d_x_backward_tc
+// (src/backend/cuda/tensor_core.rs), which also picks the tile and the split-K.
+//   forward:  M = o, N = n·ho·wo, K = kh·kw·c: A = w as [o][kh][kw][c], B = im2col(x NHWC)
+//   ∂x:       M = c, N = n·h·w,  K = kh·kw·o: A = w as [c][kh][kw][o], B = im2col(∂y NHWC)
+// Needs c (forward) or o (∂x) a multiple of 16 B / element size, so a chunk never straddles taps.
+#include "common.cuh"
+#include "tc_gemm.cuh"
+
+template <class P, class Tile>
+__device__ __forceinline__ void conv2d_tc_body(const typename P::E* x, const typename P::E* w, const float* bias, const float* res, float* y, float* ws, const Conv2dGeom& a,
+                                               const TcGemmGeom& t) {
+  constexpr int J = Tile::BM * TcChunks<P>::CPR / Tile::THREADS;
+  TcRowsLoader<P, J> la{};  // value-initialised, then the operand
+  la.x = w; la.rows = t.m; la.K = t.k;
+  TcConvFwdLoader<P, J> lb{};  // value-initialised, then the operand
+  lb.x = x; lb.a = a; lb.N = t.n; lb.K = t.k;
+  tc_gemm<P, Tile>(la, lb, TcEpilogue{bias, res, y, ws, t});
+}
+
+template <class P, class Tile>
+__device__ __forceinline__ void conv2d_x_backward_tc_body(const typename P::E* gy, const typename P::E* w, const float* res, float* gx, float* ws, const Conv2dGeom& a,
+                                                          const TcGemmGeom& t) {
+  constexpr int J = Tile::BM * TcChunks<P>::CPR / Tile::THREADS;
+  TcRowsLoader<P, J> la{};  // value-initialised, then the operand
+  la.x = w; la.rows = t.m; la.K = t.k;
+  TcConvDgradLoader<P, J> lb{};  // value-initialised, then the operand
+  lb.gy = gy; lb.a = a; lb.N = t.n; lb.K = t.k;
+  tc_gemm<P, Tile>(la, lb, TcEpilogue{res, res, gx, ws, t});
+}
+
+// ---- forward: large (128×128) and small (64×64) tiles ------------------------------------------
+extern "C" __global__ void __launch_bounds__(TCG_L_THREADS) conv2d_tc_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const float* res, float* y, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_tc_body<TcBf16, TcLarge>(x, w, bias, res, y, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_L_THREADS) conv2d_tc_f16(const uint16_t* x, const uint16_t* w, const float* bias, const float* res, float* y, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_tc_body<TcF16, TcLarge>(x, w, bias, res, y, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_L_THREADS) conv2d_tc_tf32(const uint32_t* x, const uint32_t* w, const float* bias, const float* res, float* y, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_tc_body<TcTf32, TcLarge>(x, w, bias, res, y, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_S_THREADS) conv2d_tc_small_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const float* res, float* y, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_tc_body<TcBf16, TcSmall>(x, w, bias, res, y, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_S_THREADS) conv2d_tc_small_f16(const uint16_t* x, const uint16_t* w, const float* bias, const float* res, float* y, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_tc_body<TcF16, TcSmall>(x, w, bias, res, y, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_S_THREADS) conv2d_tc_small_tf32(const uint32_t* x, const uint32_t* w, const float* bias, const float* res, float* y, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_tc_body<TcTf32, TcSmall>(x, w, bias, res, y, ws, a, t);
+}
+
+// ---- input gradient ----------------------------------------------------------------------------
+extern "C" __global__ void __launch_bounds__(TCG_L_THREADS) conv2d_x_backward_tc_bf16(const uint16_t* gy, const uint16_t* w, const float* res, float* gx, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_x_backward_tc_body<TcBf16, TcLarge>(gy, w, res, gx, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_L_THREADS) conv2d_x_backward_tc_f16(const uint16_t* gy, const uint16_t* w, const float* res, float* gx, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_x_backward_tc_body<TcF16, TcLarge>(gy, w, res, gx, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_L_THREADS) conv2d_x_backward_tc_tf32(const uint32_t* gy, const uint32_t* w, const float* res, float* gx, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_x_backward_tc_body<TcTf32, TcLarge>(gy, w, res, gx, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_S_THREADS) conv2d_x_backward_tc_small_bf16(const uint16_t* gy, const uint16_t* w, const float* res, float* gx, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_x_backward_tc_body<TcBf16, TcSmall>(gy, w, res, gx, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_S_THREADS) conv2d_x_backward_tc_small_f16(const uint16_t* gy, const uint16_t* w, const float* res, float* gx, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_x_backward_tc_body<TcF16, TcSmall>(gy, w, res, gx, ws, a, t);
+}
+extern "C" __global__ void __launch_bounds__(TCG_S_THREADS) conv2d_x_backward_tc_small_tf32(const uint32_t* gy, const uint32_t* w, const float* res, float* gx, float* ws, Conv2dGeom a, TcGemmGeom t) {
+  conv2d_x_backward_tc_body<TcTf32, TcSmall>(gy, w, res, gx, ws, a, t);
+}

@@ -1,0 +1,185 @@
+//! `CudaBackend::with_precision` on the emulator: conv2d, conv2d_x_backward, linear and
+//! linear_x_backward go where `precision_dispatch::route` says. A tensor-core route must match
+//! the CPU backend run on operands rounded with `Precision::round_slice` (the `half` crate's
+//! rounding, independent of the kernels') within the accumulation tolerance, and be told apart
+//! from f32 by it; an f32 route (F32 itself, a shape or precision without a tensor-core kernel)
+//! must be the f32 kernel bit for bit.
+
+use ran::backend::cuda::precision_dispatch::{route, GemmOp, Route};
+use ran::backend::cuda::EmulatedCuda;
+use ran::backend::{Backend, Conv2dParams, Padding2d};
+use ran::ops::conv;
+use ran::ops::precision::Precision;
+use ran::tensor::Shape;
+use ran::{Cpu, Tensor};
+
+fn uniform(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Conv { n: usize, c: usize, h: usize, o: usize, k: usize, stride: usize },
+    ConvX { n: usize, c: usize, h: usize, o: usize, k: usize, stride: usize },
+    Linear { rows: usize, fin: usize, fout: usize },
+    LinearX { rows: usize, fin: usize, fout: usize },
+}
+
+/// The op's two operands (rounded at a low precision) and the bias (never rounded).
+struct Inputs {
+    a: (Vec<usize>, Vec<f32>),
+    w: (Vec<usize>, Vec<f32>),
+    bias: Option<(Vec<usize>, Vec<f32>)>,
+    /// terms per output: the K of the accumulation
+    k: usize,
+}
+
+fn params(k: usize, stride: usize) -> Conv2dParams {
+    Conv2dParams { stride: (stride, stride), padding: Padding2d::lrtb(k / 2, k / 2, k / 2, k / 2), groups: 1 }
+}
+
+fn out_hw(h: usize, k: usize, stride: usize) -> usize {
+    (h + 2 * (k / 2) - k) / stride + 1
+}
+
+fn inputs(op: Op, seed: u64) -> Inputs {
+    let t = |dims: Vec<usize>, s: u64| {
+        let n = dims.iter().product();
+        (dims, uniform(seed * 10 + s, n))
+    };
+    match op {
+        Op::Conv { n, c, h, o, k, .. } => Inputs { a: t(vec![n, c, h, h], 1), w: t(vec![o, c, k, k], 2), bias: Some(t(vec![o], 3)), k: c * k * k },
+        Op::ConvX { n, c, h, o, k, stride } => {
+            let ho = out_hw(h, k, stride);
+            Inputs { a: t(vec![n, o, ho, ho], 1), w: t(vec![o, c, k, k], 2), bias: None, k: o * k * k }
+        }
+        Op::Linear { rows, fin, fout } => Inputs { a: t(vec![rows, fin], 1), w: t(vec![fout, fin], 2), bias: Some(t(vec![fout], 3)), k: fin },
+        Op::LinearX { rows, fin, fout } => Inputs { a: t(vec![rows, fout], 1), w: t(vec![fout, fin], 2), bias: None, k: fout },
+    }
+}
+
+fn run<B: Backend>(b: &B, op: Op, i: &Inputs) -> Vec<f32> {
+    let up = |(d, v): &(Vec<usize>, Vec<f32>)| -> Tensor<B> { b.from_host(d, v).unwrap() };
+    let (a, w) = (up(&i.a), up(&i.w));
+    let bias = i.bias.as_ref().map(up);
+    let y = match op {
+        Op::Conv { k, stride, .. } => b.conv2d(&a, &w, bias.as_ref(), &params(k, stride)),
+        Op::ConvX { n, c, h, k, stride, .. } => b.conv2d_x_backward(&a, &w, &Shape::new(&[n, c, h, h]), &params(k, stride)),
+        Op::Linear { .. } => b.linear(&a, &w, bias.as_ref()),
+        Op::LinearX { .. } => b.linear_x_backward(&a, &w),
+    }
+    .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    b.to_host(&y).unwrap()
+}
+
+fn route_of(op: Op, p: Precision) -> Route {
+    let i = inputs(op, 0);
+    let (a, w, o) = (Shape::new(&i.a.0), Shape::new(&i.w.0), Shape::new(&i.w.0[..1]));
+    match op {
+        Op::Conv { k, stride, .. } => route(GemmOp::Conv2d(&conv::conv2d(&a, &w, Some(&o), &params(k, stride)).unwrap()), p),
+        Op::ConvX { n, c, h, k, stride, .. } => route(GemmOp::Conv2dXBackward(&conv::conv2d_x_backward(&a, &w, &Shape::new(&[n, c, h, h]), &params(k, stride)).unwrap()), p),
+        Op::Linear { .. } => route(GemmOp::Linear(&conv::linear(&a, &w, Some(&o)).unwrap()), p),
+        Op::LinearX { .. } => route(GemmOp::LinearXBackward(&conv::linear_x_backward(&a, &w).unwrap()), p),
+    }
+}
+
+/// |got − ref| ≤ 2·(K/16 + 1)·2⁻²³·Σ|a·w| + 2⁻²³·|ref|: products of rounded operands are exact in
+/// f32 (at most 11 + 11 significant bits), so only the f32 accumulation differs — per 16-wide
+/// mma step one rounding, plus the f32 sum of the steps (as tests/linear_tensor_core.rs).
+/// Σ|a·w| is the same op on |a| and |w| without bias. The largest error / tolerance.
+fn worst_ratio(got: &[f32], want: &[f32], mag: &[f32], k: usize) -> f64 {
+    let u = 2f64.powi(-23);
+    got.iter().zip(want).zip(mag).map(|((&g, &r), &m)| (g as f64 - r as f64).abs() / (2.0 * (k / 16 + 1) as f64 * u * m as f64 + u * (r as f64).abs() + 1e-30)).fold(0.0, f64::max)
+}
+
+fn rounded(i: &Inputs, p: Precision, abs: bool) -> Inputs {
+    let r = |(d, v): &(Vec<usize>, Vec<f32>)| {
+        let mut v = v.clone();
+        p.round_slice(&mut v);
+        if abs {
+            v.iter_mut().for_each(|x| *x = x.abs());
+        }
+        (d.clone(), v)
+    };
+    Inputs { a: r(&i.a), w: r(&i.w), bias: if abs { None } else { i.bias.clone() }, k: i.k }
+}
+
+/// Shapes with channels / features multiples of 8 (what 16-byte tensor-core loads need) and
+/// shapes without (fin 30, 3 input channels): the latter must fall back on every branch.
+const OPS: [Op; 8] = [
+    Op::Conv { n: 2, c: 16, h: 9, o: 24, k: 3, stride: 1 },
+    Op::Conv { n: 1, c: 3, h: 8, o: 8, k: 3, stride: 2 },
+    Op::ConvX { n: 2, c: 16, h: 8, o: 16, k: 3, stride: 1 },
+    Op::ConvX { n: 1, c: 3, h: 7, o: 8, k: 1, stride: 1 },
+    Op::Linear { rows: 33, fin: 64, fout: 40 },
+    Op::Linear { rows: 33, fin: 30, fout: 20 },
+    Op::LinearX { rows: 17, fin: 24, fout: 32 },
+    Op::LinearX { rows: 5, fin: 6, fout: 10 },
+];
+
+/// Catches: a precision the backend was given but did not use (bf16 linear computed in f32), a
+/// tensor-core kernel used for a shape its route says it cannot take, a fallback that is not the
+/// f32 kernel, operands rounded the wrong way (the tolerance is ~2⁸ tighter than bf16's
+/// rounding error and is shown to reject the f32 result), the bias rounded.
+#[test]
+fn each_precision_runs_where_the_route_says() {
+    let f32_emu = EmulatedCuda::emulated();
+    let mut tensor_core_routes = 0;
+    for p in [Precision::Tf32, Precision::Bf16, Precision::F16] {
+        let emu = EmulatedCuda::emulated().with_precision(p);
+        assert_eq!(emu.precision(), p);
+        for (n, &op) in OPS.iter().enumerate() {
+            let i = inputs(op, n as u64);
+            let got = run(&emu, op, &i);
+            let f32_got = run(&f32_emu, op, &i);
+            match route_of(op, p) {
+                Route::F32 => {
+                    assert!(got.iter().zip(&f32_got).all(|(a, b)| a.to_bits() == b.to_bits()), "{p} {op:?}: the f32 route is not the f32 kernel bit for bit");
+                }
+                Route::TensorCore => {
+                    tensor_core_routes += 1;
+                    let want = run(&Cpu, op, &rounded(&i, p, false));
+                    let mag = run(&Cpu, op, &rounded(&i, p, true));
+                    let r = worst_ratio(&got, &want, &mag, i.k);
+                    assert!(r <= 1.0, "{p} {op:?}: {r:.2}× the tolerance off the {p}-rounded reference");
+                    eprintln!("{p} {op:?}: {r:.3}× the tolerance");
+                    assert!(got.iter().zip(&f32_got).any(|(a, b)| a.to_bits() != b.to_bits()), "{p} {op:?}: identical to f32: the operands were not rounded");
+                    assert!(worst_ratio(&f32_got, &want, &mag, i.k) > 4.0, "{p} {op:?}: the tolerance cannot tell {p} from f32 operands");
+                }
+            }
+        }
+    }
+    // bf16 linear has a tensor-core kernel on every branch: the test must have checked one
+    assert!(tensor_core_routes >= 1);
+    assert_eq!(route_of(OPS[4], Precision::Bf16), Route::TensorCore);
+}
+
+/// Catches: F32 routed anywhere but the f32 kernels (its results are today's, bit for bit).
+#[test]
+fn f32_routes_every_shape_to_the_f32_kernels() {
+    for op in OPS {
+        assert_eq!(route_of(op, Precision::F32), Route::F32, "{op:?}");
+    }
+    let emu = EmulatedCuda::emulated();
+    assert_eq!(emu.precision(), Precision::F32, "the emulator's default");
+    let explicit = EmulatedCuda::emulated().with_precision(Precision::Bf16).with_precision(Precision::F32);
+    for (n, &op) in OPS.iter().enumerate() {
+        let i = inputs(op, 100 + n as u64);
+        let (a, b) = (run(&emu, op, &i), run(&explicit, op, &i));
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{op:?}");
+    }
+}
+
+/// The CPU backend is f32 whatever is asked (the CLI's notice says so).
+#[test]
+fn the_cpu_backend_reports_f32() {
+    assert_eq!(Cpu.precision(), Precision::F32);
+}

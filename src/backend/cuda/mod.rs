@@ -3,6 +3,8 @@
 //! same code drives a real GPU (`gpu`, through cudarc) and the CPU emulator of CUDA (`emu`) that
 //! runs the kernels in the test suite. Shapes arrive checked (`backend::Backend` asks `ops`).
 
+pub mod attention_flash;
+pub mod attention_tc;
 pub mod device;
 pub mod emu;
 pub mod gpu;
@@ -463,7 +465,9 @@ impl<D: Device> Compute for CudaBackend<D> {
 
     fn attention_legacy(&self, qkv: &T<D>, g: &AttentionGeom) -> Result<T<D>> {
         let y = self.alloc(&g.y_dims(qkv.shape()))?;
-        if g.n * g.heads * g.t > 0 {
+        if g.n * g.heads * g.t > 0 && attention_flash::attention_flash_supported(g) {
+            self.attention_flash_f32(qkv, &y, g)?;
+        } else if g.n * g.heads * g.t > 0 {
             let cfg = LaunchCfg { grid: (g.t as u32, (g.n * g.heads) as u32, 1), block: (ATTN_BLOCK, 1, 1), smem_bytes: ((g.t + 32) * 4) as u32 };
             allow_smem(&self.dev, "attention_legacy_f32", &cfg)?;
             launch::attention_legacy_f32(&self.dev, &cfg, b(qkv), b(&y), i(g.d), i(g.t))?;

@@ -131,6 +131,71 @@ fn flash_f32_matches_the_f64_softmax_under_every_schedule() {
     set_schedule(Schedule::Forward);
 }
 
+/// g_qkv of the attention for gy, in f64: gV = Pᵀ·gA, gP = gAᵀ·V, gZ = P ∘ (gP − Σ_s gP·P)/√d,
+/// gQ = gZ·Kᵀ, gK = gZᵀ·Qᵀ.
+fn reference_grad(qkv: &[f32], gy: &[f32], g: &AttentionGeom) -> Vec<f64> {
+    let (d, t) = (g.d, g.t);
+    let s2 = 1.0 / (d as f64).sqrt();
+    let mut out = vec![0.0; qkv.len()];
+    for bh in 0..g.n * g.heads {
+        let (q, k, v) = head(qkv, bh, d, t);
+        let ga = &gy[bh * d * t..][..d * t];
+        let o = &mut out[bh * 3 * d * t..][..3 * d * t];
+        for i in 0..t {
+            let (s, _) = scores(q, k, d, t, i);
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
+            let l: f64 = w.iter().sum();
+            let p: Vec<f64> = w.iter().map(|x| x / l).collect();
+            let gp: Vec<f64> = (0..t).map(|j| (0..d).map(|c| ga[c * t + i] as f64 * v[c * t + j] as f64).sum()).collect();
+            let dot: f64 = (0..t).map(|j| gp[j] * p[j]).sum();
+            for j in 0..t {
+                let gz = p[j] * (gp[j] - dot) * s2;
+                for c in 0..d {
+                    o[c * t + i] += gz * k[c * t + j] as f64;
+                    o[(d + c) * t + j] += gz * q[c * t + i] as f64;
+                    o[(2 * d + c) * t + j] += p[j] * ga[c * t + i] as f64;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Catches, in the three backward kernels (stats, gK/gV by key tile, gQ by query tile): a wrong
+/// lse or δ (every gradient moves), the second and a partial tile of keys (32-wide) and queries
+/// (64-wide) at T = 100, T = 1, keys or queries past T let in (NaN from unloaded stages, or extra
+/// terms), the (batch, head) slice and the q/k/v thirds of g_qkv mixed up (N = 2, H = 3), d = 40
+/// and 8 (partial channel groups), T not a multiple of 4 (plain loads), logits near 100 (P from lse
+/// must be exp(s − lse) exactly where the softmax peaks), missing barriers (race detector, Preempt).
+#[test]
+fn flash_f32_input_gradient_matches_the_f64_gradient_under_every_schedule() {
+    let _g = SCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let emu = EmulatedCuda::emulated();
+    let cases = [(2, 3, 64, 100, 1.0, 1.0), (1, 2, 8, 33, 1.0, 1.0), (1, 1, 40, 1, 1.0, 1.0), (1, 1, 16, 96, 10.0, 4.0), (1, 1, 128, 70, 0.5, 1.0)];
+    for (ci, &(n, heads, d, t, scale, ts)) in cases.iter().enumerate() {
+        let g = AttentionGeom { n, heads, d, t };
+        let qkv = uniform(90 + ci as u64, n * 3 * heads * d * t, scale);
+        let gy = uniform(110 + ci as u64, n * heads * d * t, 1.0);
+        let want = reference_grad(&qkv, &gy, &g);
+        let mut worst = 0.0f64;
+        for (sched, race) in schedules() {
+            set_schedule(sched);
+            let was = set_race_check(race);
+            let x = emu.from_host(&[n, 3 * heads * d, t], &qkv).unwrap();
+            let gyt = emu.from_host(&[n, heads * d, t], &gy).unwrap();
+            let gx = emu.attention_legacy_x_backward(&gyt, &x, heads).unwrap_or_else(|e| panic!("{g:?}: {e}"));
+            let got = emu.to_host(&gx).unwrap();
+            set_race_check(was);
+            let r = worst_f32(&got, &want, t, ts);
+            assert!(r <= 1.0, "{g:?} {sched:?} race={race}: gradient error {r:.2}× the tolerance");
+            worst = worst.max(r);
+        }
+        eprintln!("f32 gradient {g:?}: worst error {worst:.3}× the tolerance");
+    }
+    set_schedule(Schedule::Forward);
+}
+
 /// The tensor-core kernel's numerics, in f64: q, k, v rounded to `p`; per query, key tiles of 64 in
 /// order, the running max m_t over tiles 0..t, P = exp(s − m_t) rounded to `p` (as an f32 first,
 /// as the kernel's expf gives), weights P·exp(m_t − m_final), normalised by their sum (the kernel's

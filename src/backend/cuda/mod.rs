@@ -476,8 +476,10 @@ impl<D: Device> Compute for CudaBackend<D> {
     }
 
     fn attention_legacy_x_backward(&self, gy: &T<D>, qkv: &T<D>, g: &AttentionGeom) -> Result<T<D>> {
-        let gq = self.alloc(qkv.dims())?; // zero: gK and gV accumulate atomically
-        if g.n * g.heads * g.t > 0 {
+        let gq = self.alloc(qkv.dims())?; // zero: the one-query kernel's gK and gV accumulate atomically
+        if g.n * g.heads * g.t > 0 && attention_flash::attention_flash_supported(g) {
+            self.attention_flash_x_backward_f32(gy, qkv, &gq, g)?;
+        } else if g.n * g.heads * g.t > 0 {
             let cfg = LaunchCfg { grid: (g.t as u32, (g.n * g.heads) as u32, 1), block: (ATTN_BLOCK, 1, 1), smem_bytes: ((2 * g.t + 32) * 4) as u32 };
             allow_smem(&self.dev, "attention_legacy_x_backward_f32", &cfg)?;
             launch::attention_legacy_x_backward_f32(&self.dev, &cfg, b(qkv), b(gy), b(&gq), i(g.d), i(g.t))?;

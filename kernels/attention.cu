@@ -2,7 +2,8 @@
 // one query per block, the T scores held in dynamic shared memory. qkv [B·H, 3d, T] with q, k, v
 // consecutive d-row blocks per head; scores = q·k·d^-½ (= (q·d^-¼)·(k·d^-¼)).
 // Launch: grid (T, B·H), block 128, smem (T + 32)·4 bytes (forward), (2T + 32)·4 (backward).
-// CPU twin: src/backend/cpu/attention.rs. (A flash-style kernel with online softmax is the next step.)
+// CPU twin: src/backend/cpu/attention.rs. Used for head dims > FA_MAX_D only; attention_flash.cu is
+// the default (kernels/README.md, "Flash attention").
 #include "common.cuh"
 
 // p[j] = softmax_j(q[:,tq]·k[:,j]·d^-½) into p[0..t); returns nothing, p normalised.

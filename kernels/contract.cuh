@@ -35,6 +35,23 @@
 #define ATTN_BLOCK 128
 // Mahalanobis: one block per (position, image); its warps share the rows of L⁻¹.
 #define MAHA_BLOCK 256
+// attention_flash.cu (f32 flash attention): a block of FA_THREADS per (batch·head, FA_BQ queries),
+// key tiles of FA_BK streamed through two shared-memory stages; K/V rows padded to FA_LDK floats,
+// P rows to FA_LDP (bank spread); head dims up to FA_MAX_D (larger ones take attention.cu).
+#define FA_BQ 64
+#define FA_BK 32
+#define FA_THREADS 128
+#define FA_LDK 36
+#define FA_LDP 68
+#define FA_MAX_D 128
+// attention_flash_tc.cu (bf16/f16 tensor cores): FTC_BQ queries per block of FTC_THREADS (a warp
+// per 16 queries), key tiles of FTC_BK, shared rows padded to FTC_LDS 16-bit elements, head dims
+// a multiple of 16 up to FTC_MAX_D.
+#define FTC_BQ 64
+#define FTC_BK 64
+#define FTC_THREADS 128
+#define FTC_LDS 72
+#define FTC_MAX_D 128
 // Shared memory a kernel may use without the cuFuncSetAttribute opt-in.
 #define SMEM_DEFAULT_LIMIT 49152
 
@@ -190,4 +207,8 @@ static_assert(TCG_L_SMEM_2 == TCG_STAGES * (TCG_L_BM + TCG_L_BN) * TCG_BK * 2 &&
 static_assert(TCG_S_SMEM_2 == TCG_STAGES * (TCG_S_BM + TCG_S_BN) * TCG_BK * 2 && TCG_S_SMEM_4 == 2 * TCG_S_SMEM_2, "tc_gemm.cuh: stages of an A and a B tile, unpadded (swizzled)");
 static_assert(TCG_L_SMEM_2 <= SMEM_DEFAULT_LIMIT && TCG_S_SMEM_4 <= SMEM_DEFAULT_LIMIT, "only the large tf32 tile opts in");
 static_assert(TCG_L_THREADS == 32 * (TCG_L_BM / 64) * (TCG_L_BN / 32) && TCG_S_THREADS == 32 * (TCG_S_BM / 32) * (TCG_S_BN / 32), "warp tiles 64x32 (large) and 32x32 (small)");
+static_assert(FA_THREADS == 128 && FA_BQ == 4 * (FA_THREADS / 8) && FA_BK == 4 * 8, "attention_flash.cu: thread (ty, tx) of 16 x 8 owns queries 4ty..+4 and keys 4tx..+4 of a tile");
+static_assert(FA_LDK >= FA_BK && FA_LDK % 4 == 0 && FA_LDP >= FA_BQ && FA_LDP % 4 == 0, "attention_flash.cu: padded rows stay 16-byte aligned");
+static_assert(FTC_BQ == 16 * (FTC_THREADS / 32) && FTC_BK % 16 == 0, "attention_flash_tc.cu: a warp per 16 queries, k16 steps over a key tile");
+static_assert(FTC_LDS >= FTC_BQ && FTC_LDS >= FTC_BK && FTC_LDS % 8 == 0, "attention_flash_tc.cu: padded rows stay 16-byte aligned for cp.async and ldmatrix");
 #endif

@@ -3,6 +3,8 @@
 //! same code drives a real GPU (`gpu`, through cudarc) and the CPU emulator of CUDA (`emu`) that
 //! runs the kernels in the test suite. Shapes arrive checked (`backend::Backend` asks `ops`).
 
+pub mod attention_flash;
+pub mod attention_tc;
 pub mod broadcast;
 pub mod cached;
 pub mod device;
@@ -548,7 +550,9 @@ impl<D: Device> Compute for CudaBackend<D> {
 
     fn attention_legacy(&self, qkv: &T<D>, g: &AttentionGeom) -> Result<T<D>> {
         let y = self.alloc(&g.y_dims(qkv.shape()))?;
-        if g.n * g.heads * g.t > 0 {
+        if g.n * g.heads * g.t > 0 && attention_flash::attention_flash_supported(g) {
+            self.attention_flash_f32(qkv, &y, g)?;
+        } else if g.n * g.heads * g.t > 0 {
             let cfg = LaunchCfg { grid: (g.t as u32, (g.n * g.heads) as u32, 1), block: (ATTN_BLOCK, 1, 1), smem_bytes: ((g.t + 32) * 4) as u32 };
             allow_smem(&self.dev, "attention_legacy_f32", &cfg)?;
             launch::attention_legacy_f32(&self.dev, &cfg, b(qkv), b(&y), i(g.d), i(g.t))?;
@@ -557,8 +561,12 @@ impl<D: Device> Compute for CudaBackend<D> {
     }
 
     fn attention_legacy_x_backward(&self, gy: &T<D>, qkv: &T<D>, g: &AttentionGeom) -> Result<T<D>> {
-        let gq = self.alloc_zeroed(qkv.dims())?; // zero: gK and gV accumulate atomically
-        if g.n * g.heads * g.t > 0 {
+        let flash = g.n * g.heads * g.t > 0 && attention_flash::attention_flash_supported(g);
+        // the flash kernels write every element; the one-query kernel's gK and gV accumulate atomically
+        let gq = if flash { self.alloc(qkv.dims())? } else { self.alloc_zeroed(qkv.dims())? };
+        if flash {
+            self.attention_flash_x_backward_f32(gy, qkv, &gq, g)?;
+        } else if g.n * g.heads * g.t > 0 {
             let cfg = LaunchCfg { grid: (g.t as u32, (g.n * g.heads) as u32, 1), block: (ATTN_BLOCK, 1, 1), smem_bytes: ((2 * g.t + 32) * 4) as u32 };
             allow_smem(&self.dev, "attention_legacy_x_backward_f32", &cfg)?;
             launch::attention_legacy_x_backward_f32(&self.dev, &cfg, b(qkv), b(gy), b(&gq), i(g.d), i(g.t))?;

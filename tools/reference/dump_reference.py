@@ -69,7 +69,7 @@ def main():
         model = make_model(args.flags, num_classes).float().eval()
         model.load_state_dict({k: v for k, v in state.items() if k not in head_state})
         if head_state:
-            head = FeatHead(head_state["feat_rec1.0.weight"].shape[0]).float().eval()
+            head = FeatHead(head_state["feat_rec1.0.weight"].shape[0], head_state["feat_rec1.2.weight"].shape[0]).float().eval()
             head.load_state_dict(head_state)
     else:
         num_classes = int(f.get("num_classes", 1000))

@@ -63,11 +63,21 @@ case "$DEVICE" in
 esac
 
 # step NAME TIMEOUT_S CMD...: runs CMD under a timeout with its output in OUTDIR/NAME.log and the
-# log; records {step, status, rc, seconds} in steps.jsonl. status: pass, fail, timeout.
+# log; records {step, status, rc, seconds} in steps.jsonl. status: pass, fail, timeout, or
+# skipped once the whole run's budget (RAN_GPU_BUDGET_S, default 480 s: the device tool stops a
+# command at 600 s) is spent; a step's timeout is cut to what is left of the budget.
 FAILED=0
+BUDGET=${RAN_GPU_BUDGET_S:-480}
 step() {
   local name=$1 limit=$2
   shift 2
+  local left=$((BUDGET - ($(date +%s) - T0)))
+  if [ "$left" -lt 10 ]; then
+    skip "$name" "out of time: the ${BUDGET}s budget is spent"
+    FAILED=1
+    return 124
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
   say "== $name (timeout ${limit}s): $*"
   local t=$(date +%s) rc
   timeout --kill-after=10 "$limit" "$@" > "$OUTDIR/$name.log" 2>&1

@@ -3,11 +3,13 @@
 //! one is there (the CUDA emulator is for correctness, not speed, and is not timed). Prints the
 //! median time and GFLOP/s (GEMM-like rows: the table's FLOP count) or GB/s (the rest: the least
 //! traffic possible, each input read once and each output written once), and on a GPU the share
-//! of the device's fp32 / DRAM peak. PyTorch's side: tools/bench/torch_ops.py; latest figures:
+//! of the device's fp32 peak and of its bf16 tensor peak (FLOP rows) or of its DRAM bandwidth
+//! (byte rows). `--gpu-only` skips the CPU; RAN_BENCH_JSON=FILE appends one JSON line per row. PyTorch's side: tools/bench/torch_ops.py; latest figures:
 //! benches/RESULTS.md. One convolution is also `ran bench conv` (tools/bench/torch_conv.py).
 //!
 //!   cargo bench --bench kernels            (all)
 //!   cargo bench --bench kernels -- conv    (rows or cases whose name contains "conv")
+//!   cargo bench --bench kernels -- --gpu-only group_norm
 
 use ran::backend::cuda::gpu::GpuDevice;
 use ran::backend::cuda::Gpu;
@@ -32,18 +34,76 @@ fn time(mut f: impl FnMut(), sync: &dyn Fn()) -> Duration {
     v[v.len() / 2]
 }
 
-/// (fp32 TFLOP/s, DRAM GB/s) of the device, when known
-fn report(label: &str, d: Duration, w: Work, peaks: Option<(f64, f64)>) {
-    let s = d.as_secs_f64();
-    let (rate, pct) = match w {
-        Work::Flops(f) => (format!("{:9.1} GFLOP/s", f / s / 1e9), peaks.map(|p| 100.0 * f / s / 1e12 / p.0)),
-        Work::Bytes(b) => (format!("{:9.1} GB/s   ", b / s / 1e9), peaks.map(|p| 100.0 * b / s / 1e9 / p.1)),
-    };
-    let pct = pct.map(|p| format!("  {p:5.1}% of peak")).unwrap_or_default();
-    println!("{label:<80} {:9.3} ms {rate}{pct}", s * 1e3);
+/// The ceilings a row's rate is a share of. Every kernel of the op table today is f32 FMA on the
+/// CUDA cores; the bf16 tensor peak is printed beside it because that is what PyTorch's
+/// cuDNN/cuBLAS conv and attention reach in bf16/fp16 (tools/bench/gpu_kernels.py), so the two
+/// columns say how far each kernel is from its own unit and from the fastest path on the chip.
+#[derive(Clone, Copy, Debug)]
+struct Peaks {
+    fp32_tflops: f64,
+    /// dense bf16 tensor-core TFLOP/s (no sparsity)
+    tensor_tflops: f64,
+    dram_gbs: f64,
 }
 
-fn run<B: Backend>(b: &B, want: &dyn Fn(&str) -> bool, sync: &dyn Fn(), peaks: Option<(f64, f64)>) {
+impl Peaks {
+    /// From the device's attributes: fp32 from SMs × lanes × clock; the tensor peak as the
+    /// datasheets' ratio of dense bf16 to fp32 for the architecture (H100/H200 SXM 989.4 / 66.9,
+    /// A100 312 / 19.5, L40S 362 / 91.6, A40 149.7 / 37.4). RAN_BENCH_PEAKS=fp32,tensor,gbs
+    /// (TFLOP/s, TFLOP/s, GB/s) overrides them, e.g. 67,989,4800 for the H200's datasheet.
+    fn of(dev: &GpuDevice) -> Option<Peaks> {
+        if let Ok(v) = std::env::var("RAN_BENCH_PEAKS") {
+            let f: Vec<f64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            match f[..] {
+                [fp32_tflops, tensor_tflops, dram_gbs] => return Some(Peaks { fp32_tflops, tensor_tflops, dram_gbs }),
+                _ => eprintln!("RAN_BENCH_PEAKS={v}: want three numbers fp32,tensor,gbs (TFLOP/s, TFLOP/s, GB/s); using the device's attributes"),
+            }
+        }
+        let (fp32_tflops, dram_gbs) = dev.peaks()?;
+        let ratio = match dev.compute_capability() {
+            90.. => 989.4 / 66.9,
+            80 => 16.0,
+            _ => 4.0,
+        };
+        Some(Peaks { fp32_tflops, tensor_tflops: fp32_tflops * ratio, dram_gbs })
+    }
+}
+
+/// One timed row: printed, and appended as a JSON line to RAN_BENCH_JSON when set.
+fn report(backend: &str, method: &str, case: &str, d: Duration, w: Work, peaks: Option<Peaks>) {
+    let s = d.as_secs_f64();
+    let label = format!("{method} — {case}");
+    let (rate, pct, row) = match w {
+        Work::Flops(f) => {
+            let tflops = f / s / 1e12;
+            let pct = peaks.map(|p| (100.0 * tflops / p.fp32_tflops, 100.0 * tflops / p.tensor_tflops));
+            let txt = pct.map(|(a, b)| format!("  {a:5.1}% of fp32 peak, {b:5.2}% of bf16 tensor peak")).unwrap_or_default();
+            (format!("{:9.1} GFLOP/s", tflops * 1e3), txt, serde_json::json!({"gflop": f / 1e9, "tflops": tflops, "pct_fp32_peak": pct.map(|p| p.0), "pct_tensor_peak": pct.map(|p| p.1)}))
+        }
+        Work::Bytes(b) => {
+            let gbs = b / s / 1e9;
+            let pct = peaks.map(|p| 100.0 * gbs / p.dram_gbs);
+            let txt = pct.map(|p| format!("  {p:5.1}% of DRAM bandwidth")).unwrap_or_default();
+            (format!("{gbs:9.1} GB/s   "), txt, serde_json::json!({"gbytes": b / 1e9, "gbs": gbs, "pct_dram": pct}))
+        }
+    };
+    println!("{label:<80} {:9.3} ms {rate}{pct}", s * 1e3);
+    if let Some(path) = std::env::var_os("RAN_BENCH_JSON") {
+        let mut row = row;
+        row["backend"] = backend.into();
+        row["method"] = method.into();
+        row["case"] = case.into();
+        row["ms"] = (s * 1e3).into();
+        row["peaks"] = peaks.map(|p| serde_json::json!({"fp32_tflops": p.fp32_tflops, "tensor_bf16_tflops": p.tensor_tflops, "dram_gbs": p.dram_gbs})).unwrap_or_default();
+        use std::io::Write;
+        let line = format!("{row}\n");
+        if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| f.write_all(line.as_bytes())) {
+            eprintln!("RAN_BENCH_JSON {}: {e}", std::path::Path::new(&path).display());
+        }
+    }
+}
+
+fn run<B: Backend>(b: &B, kind: &str, want: &dyn Fn(&str) -> bool, sync: &dyn Fn(), peaks: Option<Peaks>) {
     println!("== {}", b.name());
     for c in sizes::production_cases() {
         let rows: Vec<_> = entries_for(&c).filter(|e| want(&format!("{} {}", e.method, c.name))).collect();
@@ -67,23 +127,28 @@ fn run<B: Backend>(b: &B, want: &dyn Fn(&str) -> bool, sync: &dyn Fn(), peaks: O
                 }
             };
             let d = time(|| drop(run_method(b, e.method, &c, &inputs).expect("ran once already")), sync);
-            report(&label, d, e.work(&c, out_elems), peaks);
+            report(kind, e.method, &c.name, d, e.work(&c, out_elems), peaks);
         }
     }
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // --gpu-only: the GPU check (benches/gpu.sh) has minutes, and the CPU rows are in RESULTS.md
+    let gpu_only = args.iter().any(|a| a == "--gpu-only");
+    let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    run(&Cpu, &want, &|| {}, None);
+    if !gpu_only {
+        run(&Cpu, "cpu", &want, &|| {}, None);
+    }
     match GpuDevice::open(0) {
         Ok(dev) => {
-            let peaks = dev.peaks();
-            if let Some((tf, gbs)) = peaks {
-                println!("(device peaks from its attributes: {tf:.1} fp32 TFLOP/s, {gbs:.0} GB/s DRAM)");
+            let peaks = Peaks::of(&dev);
+            if let Some(p) = peaks {
+                println!("(device peaks: {:.1} fp32 TFLOP/s, {:.0} bf16 tensor TFLOP/s, {:.0} GB/s DRAM)", p.fp32_tflops, p.tensor_tflops, p.dram_gbs);
             }
             let g = Gpu::new(dev);
-            run(&g, &want, &|| g.device().synchronize().unwrap(), peaks);
+            run(&g, "cuda", &want, &|| g.device().synchronize().unwrap(), peaks);
         }
         Err(e) => println!("== no GPU benchmarks: {e}"),
     }

@@ -6,6 +6,8 @@ use std::fmt::Write;
 pub struct CudaProbe {
     pub available: bool,
     pub detail: String,
+    /// cuDriverGetVersion's value (12040 is CUDA 12.4) where the library answered
+    pub driver_version: Option<i32>,
 }
 
 /// Tries libcuda.so.1 / libcuda.so, then cuInit and cuDeviceGetCount.
@@ -26,19 +28,20 @@ pub fn probe_cuda() -> CudaProbe {
         };
         unsafe {
             let (Ok(init), Ok(count), Ok(ver)) = (lib.get::<CuInit>(b"cuInit"), lib.get::<CuCount>(b"cuDeviceGetCount"), lib.get::<CuVer>(b"cuDriverGetVersion")) else {
-                return CudaProbe { available: false, detail: format!("{name} loaded but lacks the driver API symbols") };
+                return CudaProbe { available: false, detail: format!("{name} loaded but lacks the driver API symbols"), driver_version: None };
             };
+            let mut v = 0i32;
+            let version = (ver(&mut v) == 0).then_some(v);
             let rc = init(0);
             if rc != 0 {
-                return CudaProbe { available: false, detail: format!("{name} found but cuInit failed with CUDA error {rc} (no usable GPU or driver problem)") };
+                return CudaProbe { available: false, detail: format!("{name} found but cuInit failed with CUDA error {rc} (no usable GPU or driver problem)"), driver_version: version };
             }
-            let (mut n, mut v) = (0i32, 0i32);
+            let mut n = 0i32;
             count(&mut n);
-            ver(&mut v);
-            return CudaProbe { available: n > 0, detail: format!("driver {}.{} with {n} device(s) via {name}", v / 1000, (v % 1000) / 10) };
+            return CudaProbe { available: n > 0, detail: format!("driver {}.{} with {n} device(s) via {name}", v / 1000, (v % 1000) / 10), driver_version: version };
         }
     }
-    CudaProbe { available: false, detail: format!("no CUDA driver library (libcuda.so.1) on this machine: {last_err}") }
+    CudaProbe { available: false, detail: format!("no CUDA driver library (libcuda.so.1) on this machine: {last_err}"), driver_version: None }
 }
 
 pub fn cpu_features() -> String {

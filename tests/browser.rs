@@ -9,11 +9,12 @@
 
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/paths.rs"]
+mod paths;
 use http::{request, start_server};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,9 +69,9 @@ impl Driver {
 #[test]
 #[ignore = "needs chromium and chromium-driver (Debian packages); run with --ignored"]
 fn the_page_scores_an_upload_in_chromium() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = paths::repo_path("");
     let image = root.join("examples/demo/brick/test/scratch/000.png");
-    let server = start_server(env!("CARGO_BIN_EXE_ran"), &["serve", "--demo", "--device", "cpu", "--bind", "127.0.0.1:0"]);
+    let server = start_server(&paths::ran_bin().display().to_string(), &["serve", "--demo", "--device", "cpu", "--bind", "127.0.0.1:0"]);
     // the API's answer for the same image: the reference for what the page shows
     let api = request(server.addr, "POST", "/v1/detect?class=brick", &[("Content-Type", "image/png")], &std::fs::read(&image).unwrap()).unwrap();
     assert_eq!(api.status, 200, "{}", api.text());

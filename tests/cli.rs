@@ -1,10 +1,13 @@
 //! The `ran` binary: help, `info` (must work and explain CUDA's absence without panicking), and
 //! plain messages when detect lacks what it needs.
 
+#[path = "common/paths.rs"]
+mod paths;
+
 use std::process::Command;
 
 fn ran(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran")
+    paths::ran_command().args(args).output().expect("run ran")
 }
 
 #[test]
@@ -54,8 +57,8 @@ fn demo_detect_and_eval_run_out_of_the_box() {
         assert!(se.contains(&format!("calibrated on 10 normal images of {c}:")), "{se}");
     }
     // an input whose class has no calibration images is named, not scored with another's
-    let only_brick = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/brick/train/good").display().to_string();
-    let moon = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/moon/test/good/000.png").display().to_string();
+    let only_brick = paths::repo_path("examples/demo/brick/train/good").display().to_string();
+    let moon = paths::repo_path("examples/demo/moon/test/good/000.png").display().to_string();
     let o = ran(&["detect", "--demo", &moon, "--calibrate", &only_brick, "--device", "cpu", "--out", &dir.join("d2").display().to_string()]);
     let se = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{se}");
@@ -85,4 +88,24 @@ fn demo_detect_and_eval_run_out_of_the_box() {
             }
         }
     }
+}
+
+/// The tests take the binary from RAN_BIN (prebuilt test binaries on a GPU host with no Rust,
+/// benches/gpu.sh): this test binary rerun with RAN_BIN naming a program that fails must fail its
+/// `--help` test. A helper still reading the build path would pass it.
+#[test]
+fn the_tests_run_the_binary_that_ran_bin_names() {
+    let me = std::env::current_exe().unwrap();
+    let o = Command::new(me).args(["--exact", "help_lists_the_commands", "--test-threads", "1"]).env("RAN_BIN", "/bin/false").output().unwrap();
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success() && so.contains("help_lists_the_commands") && so.contains("FAILED"), "{so}");
+}
+
+/// `--demo` away from the build tree: the demo's files come from RAN_DATA_ROOT, and a folder
+/// without them is a plain error naming the file and the variable.
+#[test]
+fn demo_files_come_from_ran_data_root() {
+    let o = paths::ran_command().args(["detect", "--demo", "--device", "cpu"]).env("RAN_DATA_ROOT", "/nonexistent-ran-root").output().unwrap();
+    let se = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && se.contains("/nonexistent-ran-root/weights/demo/unet_demo.safetensors") && se.contains("RAN_DATA_ROOT") && !se.contains("panicked"), "{se}");
 }

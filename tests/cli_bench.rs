@@ -3,11 +3,13 @@
 //! counts computed here (conv) and against torch.utils.flop_counter on the same architectures
 //! (UNet, EfficientNet, the ResNet gradient), and bad options fail with a message.
 
+#[path = "common/paths.rs"]
+mod paths;
+
 use serde_json::Value;
-use std::process::Command;
 
 fn ran(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    let o = paths::ran_command().args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 

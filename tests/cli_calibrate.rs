@@ -3,17 +3,19 @@
 //! one on the scores detect gives those images (brute force here); other settings or another
 //! model are refused by name.
 
+#[path = "common/paths.rs"]
+mod paths;
+
 use ran::anomaly::calibration_file::CalibrationFile;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn ran(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    let o = paths::ran_command().args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 fn demo(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo").join(p).display().to_string()
+    paths::repo_path("examples/demo").join(p).display().to_string()
 }
 
 fn tmpdir(name: &str) -> PathBuf {

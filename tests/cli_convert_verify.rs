@@ -5,10 +5,9 @@
 
 mod common;
 use common::fixture_path;
-use std::process::Command;
 
 fn ran(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    let o = common::ran_command().args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
@@ -95,7 +94,7 @@ fn verify_the_effnet_and_the_whole_detection() {
 /// EfficientNet-Lite0's 192 channels, not B4's 272).
 #[test]
 fn convert_checks_the_declared_feature_extractor() {
-    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/demo/unet_demo.safetensors");
+    let demo = common::repo_path("weights/demo/unet_demo.safetensors");
     let st = ran::io::safetensors::SafeTensors::open(&demo).unwrap();
     assert_eq!(st.metadata()["feature_extractor"], "efficientnet-lite0");
     let flags = st.metadata()["model_flags"].clone();

@@ -2,12 +2,14 @@
 //! and its values, exit status 2, before any model is read or device probed — and the demo fills
 //! in only the options the user left unset.
 
-use std::process::Command;
+#[path = "common/paths.rs"]
+mod paths;
+
 use std::time::{Duration, Instant};
 
 fn ran(args: &[&str]) -> (i32, String, String, Duration) {
     let t = Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    let o = paths::ran_command().args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned(), t.elapsed())
 }
 

@@ -9,10 +9,9 @@ mod common;
 use common::{fixture_path, paperlike_model_file};
 use ran::io::safetensors::{write_f32, SafeTensors};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn ran(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    let o = common::ran_command().args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
@@ -43,7 +42,7 @@ fn backbone_file(dir: &Path) -> String {
 }
 
 fn demo(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel).display().to_string()
+    common::repo_path(rel).display().to_string()
 }
 
 #[test]

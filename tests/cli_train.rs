@@ -13,7 +13,7 @@ use std::process::Command;
 const FLAGS: &str = "--image_size 16 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2 --attention_resolutions 2 --num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --class_cond True --learn_sigma True";
 
 fn ran(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    let o = common::ran_command().args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
@@ -141,7 +141,7 @@ fn ctrl_c_checkpoints_and_the_run_resumes_from_it() {
     let (rc, so, se) = train(&data, &a, &[("--steps", "30"), ("--lr-anneal-steps", "30")]);
     assert_eq!(rc, 0, "{so}{se}");
     let (d, o) = (s(&data), s(&b));
-    let child = Command::new(env!("CARGO_BIN_EXE_ran"))
+    let child = common::ran_command()
         .args(["train", "--data", &d, "--out", &o, "--flags", FLAGS, "--lr", "1e-3", "--lr-anneal-steps", "30", "--save-every", "0", "--device", "cpu", "--steps", "30"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -6,7 +6,6 @@
 mod common;
 use common::fixture_path;
 use ran::io::safetensors::{write_f32, SafeTensors};
-use std::process::Command;
 
 /// Observed (CPU and emulator): loss terms ≤ 4.8e-7 abs (vb, f32 sums of ~1e0 terms), gradients
 /// ≤ 3.0e-7 abs on elements of 3e-6…0.13, weights after AdamW / EMA ≤ 1.2e-7 abs (one f32 ulp of
@@ -16,7 +15,7 @@ const ATOL: &str = "1e-6";
 const RTOL: &str = "1e-5";
 
 fn ran(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(args).output().expect("run ran");
+    let o = common::ran_command().args(args).output().expect("run ran");
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 

@@ -79,3 +79,12 @@ fn detection_pipeline_matches_upstream_on_emulated_cuda() {
     let f = run(&EmulatedCuda::emulated());
     assert!(f.is_empty(), "{}", f.join("\n"));
 }
+
+/// The same reference on the real device (benches/gpu.sh runs it with --ignored).
+#[test]
+#[ignore = "needs an NVIDIA GPU: benches/gpu.sh runs it"]
+fn detection_pipeline_matches_upstream_on_the_gpu() {
+    let dev = ran::backend::cuda::gpu::GpuDevice::open(0).unwrap_or_else(|e| panic!("asked for a GPU: {e}"));
+    let f = run(&ran::backend::cuda::Gpu::new(dev));
+    assert!(f.is_empty(), "{}", f.join("\n"));
+}

@@ -6,6 +6,9 @@
 //! poison, misaligned vector accesses, the 48 KiB shared-memory opt-in and partial-warp mma.
 #![allow(unexpected_cfgs)] // `emu_instrumented` is set by build.rs when kernels are instrumented
 
+#[path = "common/paths.rs"]
+mod paths;
+
 use ran::backend::cuda::device::{Device, LaunchCfg};
 use ran::backend::cuda::emu::{set_race_check, set_schedule, EmuBuf, EmuDevice, Schedule};
 use ran::backend::cuda::launch;
@@ -149,9 +152,7 @@ fn ldmatrix_feeds_mma_the_fragments_it_expects() {
 
 /// tests/fixtures/rounding_bf16_f16.bin: (f32 bits, torch's bf16 bits, torch's f16 bits).
 fn rounding_table() -> Vec<(u32, u16, u16)> {
-    // RAN_FIXTURES_DIR: prebuilt test binaries run on another host (tests/common/mod.rs)
-    let dir = std::env::var_os("RAN_FIXTURES_DIR").map_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"), std::path::PathBuf::from);
-    let p = dir.join("rounding_bf16_f16.bin");
+    let p = paths::fixture_path("rounding_bf16_f16.bin");
     let raw = std::fs::read(&p).expect("tests/fixtures/rounding_bf16_f16.bin (run tools/reference/make_rounding_table.py)");
     assert_eq!(&raw[..8], b"RNDTBL01", "{}: not a rounding table", p.display());
     let n = u32::from_le_bytes(raw[8..12].try_into().unwrap()) as usize;

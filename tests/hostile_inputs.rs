@@ -2,6 +2,9 @@
 //! folder, at test time, and each must give a clear error naming the file (and the tensor) —
 //! never a panic, a hang, an abort, a stack overflow or a huge allocation.
 
+#[path = "common/paths.rs"]
+mod paths;
+
 use ran::io::pt::PtFile;
 use ran::io::safetensors::SafeTensors;
 use ran::models::weights::{Loader, Weights};
@@ -687,7 +690,7 @@ struct Entry {
 const STRICTER_THAN_PILLOW: [&str; 1] = ["png_no_iend.png"];
 
 fn hostile_fixtures() -> (PathBuf, Vec<Entry>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile_images");
+    let dir = paths::fixture_path("hostile_images");
     let m: Vec<Entry> = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     (dir, m)
 }

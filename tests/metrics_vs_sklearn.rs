@@ -61,13 +61,13 @@ fn metrics_command_on_a_safetensors_file() {
     let input = dir.join("maps.safetensors");
     ran::io::safetensors::write_f32(&input, &[("maps", &s, &maps), ("masks", &s, &masks)], &Default::default()).unwrap();
     let json = dir.join("m.json");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ran")).args(["metrics", "--input", input.to_str().unwrap(), "--json", json.to_str().unwrap()]).output().unwrap();
+    let o = common::ran_command().args(["metrics", "--input", input.to_str().unwrap(), "--json", json.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for (k, w) in [("pixel_auroc", "pixel_auroc"), ("aupro", "au_pro")] {
         assert!((got[k].as_f64().unwrap() - want[w].as_f64().unwrap()).abs() <= 1e-6, "{k}");
     }
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ran")).args(["metrics", "--maps", "/nonexistent"]).output().unwrap();
+    let o = common::ran_command().args(["metrics", "--maps", "/nonexistent"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -84,10 +84,7 @@ fn metrics_command_on_png_folders() {
     image::GrayImage::from_fn(8, 8, |x, y| image::Luma([if x < 4 && y < 4 { 255 } else { 0 }])).save(gd.join("a_mask.png")).unwrap();
     image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(8, 8, |x, y| image::Luma([(x + y) as u16])).save(md.join("b.png")).unwrap();
     let json = dir.join("m.json");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ran"))
-        .args(["metrics", "--maps", md.to_str().unwrap(), "--gt", gd.to_str().unwrap(), "--json", json.to_str().unwrap(), "--topk", "4"])
-        .output()
-        .unwrap();
+    let o = common::ran_command().args(["metrics", "--maps", md.to_str().unwrap(), "--gt", gd.to_str().unwrap(), "--json", json.to_str().unwrap(), "--topk", "4"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(got["pixel_auroc"], 1.0);

@@ -3,12 +3,15 @@
 //! the same images (the reference), under concurrent load with batching, and with batching off
 //! (then bit for bit); limits, tokens, a full queue and SIGTERM under load.
 
+#[path = "common/paths.rs"]
+mod paths;
+
 #[path = "common/http.rs"]
 mod http;
 use http::{request, start_server, Reply, Server};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -22,11 +25,12 @@ fn start(extra: &[&str]) -> Server {
 }
 
 fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ran")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| paths::ran_bin().display().to_string())
 }
 
 fn demo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo").join(p)
+    paths::repo_path("examples/demo").join(p)
 }
 
 fn tmp(name: &str) -> PathBuf {

@@ -65,6 +65,17 @@ fn unet_matches_upstream_on_emulated_cuda() {
     assert!(f.is_empty(), "{}", f.join("\n"));
 }
 
+/// The same references on the real device (benches/gpu.sh runs it with --ignored). The kernels are
+/// the emulator's, so the tolerance is the same; FMA contraction on the device stays far inside it.
+#[test]
+#[ignore = "needs an NVIDIA GPU: benches/gpu.sh runs it"]
+fn unet_matches_upstream_on_the_gpu() {
+    let dev = ran::backend::cuda::gpu::GpuDevice::open(0).unwrap_or_else(|e| panic!("asked for a GPU: {e}"));
+    let gpu = ran::backend::cuda::Gpu::new(dev);
+    let f: Vec<String> = CONFIGS.iter().flat_map(|c| check_config(&gpu, c)).collect();
+    assert!(f.is_empty(), "{}", f.join("\n"));
+}
+
 #[test]
 fn wrong_flags_or_weights_are_named_errors() {
     let fx = SafeTensors::open(fixture_path("unet_guided_plain.safetensors")).unwrap();

@@ -1,6 +1,9 @@
 //! safetensors reading: dtype conversion, and a clear error (never a panic) for every kind of bad
 //! file — truncated, bad header, unknown dtype, missing tensor, wrong shape, NaN.
 
+#[path = "common/paths.rs"]
+mod paths;
+
 use ran::io::safetensors::{write_f32, SafeTensors};
 use ran::Error;
 use std::collections::BTreeMap;
@@ -134,10 +137,7 @@ fn unknown_dtype_missing_tensor_wrong_shape_and_nan() {
 /// interoperability check of our reader against the reference writer.
 #[test]
 fn reads_files_written_by_python_safetensors() {
-    let p = match std::env::var_os("RAN_FIXTURES_DIR") {
-        Some(d) => std::path::PathBuf::from(d).join("ops.safetensors"),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ops.safetensors"),
-    };
+    let p = paths::fixture_path("ops.safetensors");
     let f = SafeTensors::open(&p).unwrap();
     assert!(f.names().count() > 200);
     assert!(f.metadata().contains_key("__generator__"));

@@ -1,14 +1,16 @@
 //! `--demo`: the shipped toy model, PaDiM fit and data set, next to the sources this binary was
-//! built from. The demo fills in only what the user left unset.
+//! built from, or under `RAN_DATA_ROOT` (a folder laid out as the checkout: `weights/demo/`,
+//! `examples/demo/`) where the binary runs away from its build tree (benches/gpu.sh's bundle).
+//! The demo fills in only what the user left unset.
 
 use super::score_opts::ScoreOpts;
 use crate::anomaly::score::FeatureTimestep;
 use crate::anomaly::settings::EnsembleKind;
 use crate::Error;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> PathBuf {
+    std::env::var_os("RAN_DATA_ROOT").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The demo's diffusion model and data set.
@@ -17,7 +19,13 @@ pub fn paths() -> crate::Result<(PathBuf, PathBuf)> {
     let data = root().join("examples/demo");
     for p in [&model, &data] {
         if !p.exists() {
-            return Err(Error::Io { path: p.clone(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "the demo files ship with the repository; run from a checkout") });
+            return Err(Error::Io {
+                path: p.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the demo files ship with the repository: run from a checkout, or set RAN_DATA_ROOT to a folder holding weights/demo and examples/demo",
+                ),
+            });
         }
     }
     Ok((model, data))

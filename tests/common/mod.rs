@@ -3,20 +3,15 @@
 #![allow(dead_code)]
 
 pub mod fd;
+pub mod paths;
 pub mod table;
 pub mod tc;
 
+#[allow(unused_imports)] // each test binary uses some of them
+pub use paths::{fixture_path, ran_bin, ran_command, repo_path};
+
 use ran::io::safetensors::SafeTensors;
 use ran::Shape;
-
-/// tests/fixtures/NAME; RAN_FIXTURES_DIR overrides the folder (prebuilt test binaries run on
-/// another host, see benches/gpu.sh).
-pub fn fixture_path(name: &str) -> std::path::PathBuf {
-    match std::env::var_os("RAN_FIXTURES_DIR") {
-        Some(d) => std::path::PathBuf::from(d).join(name),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name),
-    }
-}
 
 /// `|got − want| <= atol + rtol·|want|` everywhere; Err names the worst element.
 pub fn check_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Result<f64, String> {

@@ -35,6 +35,7 @@ def add_common(ap):
     ap.add_argument("--ceiling", type=float, default=None, help="the machine's f32 GFLOP/s (percentages)")
     ap.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (benches/gpu.sh: the same GPU as ran)")
 
 
 def setup(args):
@@ -43,6 +44,11 @@ def setup(args):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    args.dev = torch.device(args.device)
+    if args.dev.type == "cuda":
+        # f32 means f32 here, as in ran's kernels: no TF32 unless a script asks for it
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def commit():
@@ -58,13 +64,21 @@ def commit():
 CPU_MS = {"user_ms": [], "sys_ms": []}
 
 
-def measure(label, args, f):
-    """(times in ms of the timed runs, FLOPs of one run); f runs the workload once. The process's
+def measure(label, args, f, count=None):
+    """(times in ms of the timed runs, FLOPs of one run); f runs the workload once, `count` (default
+    f) is the run whose FLOPs are counted (the eager model of a torch.compile'd one). The process's
     user and system CPU time of each timed run go to CPU_MS (as ran's user_ms / sys_ms)."""
     import resource
+    if getattr(args, "dev", None) is not None and args.dev.type == "cuda":
+        # a GPU works asynchronously: each run is timed to its completion
+        g = f
+
+        def f():
+            g()
+            torch.cuda.synchronize()
     with torch.no_grad():
         with FlopCounterMode(display=False) as fc:
-            f()
+            (count or f)()
         flops = fc.get_total_flops()
     times = []
     for i in range(args.warmup + args.iters):
@@ -99,7 +113,8 @@ def report(args, bench, config, batch, times, flops, extra=None):
     out = {"bench": bench, "config": config, "batch": batch, "iters": len(times), "warmup": args.warmup, "times_ms": times,
            "median_ms": med, "min_ms": lo, "max_ms": hi, "gflop": gflop, "gflops_median": rate(med), "gflops_best": rate(lo),
            "ceiling_gflops": args.ceiling, "pct_of_ceiling_best": 100 * rate(lo) / args.ceiling if args.ceiling else None,
-           "user_ms": CPU_MS["user_ms"], "sys_ms": CPU_MS["sys_ms"], "threads": threads, "device": f"torch {torch.__version__} cpu", "commit": commit(), "peak_rss_mb": rss, "side": "torch"}
+           "user_ms": CPU_MS["user_ms"], "sys_ms": CPU_MS["sys_ms"], "threads": threads,
+           "device": f"torch {torch.__version__} " + (torch.cuda.get_device_name(args.dev) if args.dev.type == "cuda" else "cpu"), "commit": commit(), "peak_rss_mb": rss, "side": "torch"}
     out.update(extra or {})
     if args.json:
         print(json.dumps(out, sort_keys=True))

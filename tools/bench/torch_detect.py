@@ -5,7 +5,7 @@ respaced to 250, KL map + feature map, α = 0.5. `--feature-timestep index` is t
 (the head sees k: a second UNet pass per k); `tau` lets the KL pass's UNet call (at τ_k) serve
 both. The same options and JSON fields as ran's (bench_common.py).
 
-    python tools/bench/torch_detect.py [--flags "<MODEL_FLAGS>"] [--feature-timestep index|tau] [--threads 2] [--json]
+    python tools/bench/torch_detect.py [--flags "<MODEL_FLAGS>"] [--feature-timestep index|tau] [--threads 2] [--json] [--device cuda]
 """
 import argparse
 
@@ -42,15 +42,16 @@ def main():
     args = ap.parse_args()
     setup(args)
     f = parse_flags(args.flags)
-    model = make_model(args.flags).float().eval()
-    head = FeatHead(feat_tap_channels(model)).float().eval()
+    dev = args.dev
+    model = make_model(args.flags).float().eval().to(dev)
+    head = FeatHead(feat_tap_channels(model)).float().eval().to(dev)
     feat_shape = int(f.get("feat_shape", 16))
-    eff = EfficientNet.from_name("efficientnet-b4").eval()
+    eff = EfficientNet.from_name("efficientnet-b4").eval().to(dev)
     diff = create_gaussian_diffusion(steps=1000, learn_sigma=truthy(f.get("learn_sigma", "False")), noise_schedule="linear", timestep_respacing="250")
     s, n = int(f.get("image_size", 64)), args.batch
-    x0 = torch.rand(n, 3, s, s) * 2 - 1
-    y = torch.tensor([(3 + i) % model.num_classes for i in range(n)]) if model.num_classes is not None else None
-    noise = {k: torch.randn(n, 3, s, s) for k in (5, 50, 100)}
+    x0 = (torch.rand(n, 3, s, s) * 2 - 1).to(dev)
+    y = torch.tensor([(3 + i) % model.num_classes for i in range(n)], device=dev) if model.num_classes is not None else None
+    noise = {k: torch.randn(n, 3, s, s).to(dev) for k in (5, 50, 100)}
     mode = args.feature_timestep
 
     def run():
@@ -58,9 +59,9 @@ def main():
             tgt = features(eff, x0, EFFNET_TAPS, feat_shape)
             vb, dsum = 0, 0
             for k in (5, 50, 100):
-                t = torch.full((n,), k)
+                t = torch.full((n,), k, device=dev)
                 xt = diff.q_sample(x0, t, noise=noise[k])
-                tau = torch.full((n,), float(diff.timestep_map[k]))
+                tau = torch.full((n,), float(diff.timestep_map[k]), device=dev)
                 out, feat = forward(model, head, xt, tau, y, feat_shape)
                 o = diff.p_mean_variance(lambda *_a, **_k: out, xt, t, clip_denoised=True)
                 tm, _, tlv = diff.q_posterior_mean_variance(x0, xt, t)

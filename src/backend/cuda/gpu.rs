@@ -26,6 +26,10 @@ pub enum ImageKind {
     RuntimeNvrtc,
 }
 
+/// The oldest driver API cudarc's bindings (feature cuda-12090) are safe on: 12.0, as
+/// cuDriverGetVersion reports it.
+const MIN_DRIVER_API: i32 = 12000;
+
 pub struct GpuDevice {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -42,6 +46,12 @@ impl GpuDevice {
         // SAFETY: only tries to dlopen libcuda; CudaContext::new would panic without it.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(err("no CUDA driver library (libcuda.so) on this machine"));
+        }
+        // cudarc resolves each driver symbol at its first call and panics on one the library
+        // lacks: refuse a driver older than the CUDA 12.0 API it is built against, by name.
+        let probe = crate::sysinfo::probe_cuda();
+        if let Some(v) = probe.driver_version.filter(|&v| v < MIN_DRIVER_API) {
+            return Err(err(format!("the CUDA driver supports CUDA {}.{}; ran needs 12.0 or newer (update the NVIDIA driver)", v / 1000, (v % 1000) / 10)));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| err(format!("cannot open GPU {ordinal}: {e}")))?;
         let (major, minor) = ctx.compute_capability().map_err(err)?;
@@ -79,6 +89,13 @@ impl GpuDevice {
             ImageKind::Cubin(sm) => Ptx::from_binary(f.cubins.iter().find(|(s, _)| *s == sm).map(|(_, b)| b.to_vec()).unwrap_or_default()),
             ImageKind::Ptx => Ptx::from_src(f.ptx.unwrap_or_default()),
             ImageKind::RuntimeNvrtc => {
+                // SAFETY: only tries to dlopen libnvrtc; cudarc's NVRTC calls would panic without it.
+                if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                    return Err(err(format!(
+                        "{}.cu has no CUBIN for sm_{} nor PTX this device can run, and there is no NVRTC library (libnvrtc.so) here to compile it: build ran with NVRTC (RAN_REQUIRE_NVRTC=1) or install libnvrtc",
+                        f.file, self.sm
+                    )));
+                }
                 let arch = format!("--gpu-architecture=compute_{}", self.sm);
                 let opts = cudarc::nvrtc::CompileOptions { options: vec![arch, "-std=c++17".into()], ..Default::default() };
                 cudarc::nvrtc::compile_ptx_with_opts(inline_headers(f.source), opts).map_err(|e| err(format!("NVRTC on {}.cu: {e}", f.file)))?

@@ -140,21 +140,13 @@ fn unet_bench_on_the_emulator_counts_driver_calls() {
 /// memory small, and running out is a clear error, not a panic.
 #[test]
 fn unet_bench_on_the_emulator_sync_and_out_of_memory() {
-    let o = Command::new(env!("CARGO_BIN_EXE_ran"))
-        .args(["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "0", "--json", "--quiet"])
-        .env("RAN_CUDA_SYNC", "1")
-        .output()
-        .unwrap();
+    let o = paths::ran_command().args(["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "0", "--json", "--quiet"]).env("RAN_CUDA_SYNC", "1").output().unwrap();
     let so = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{so}{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_str(so.lines().last().unwrap()).unwrap();
     assert_eq!(count(&v, "driver_per_run", "syncs"), count(&v, "driver_per_run", "launches") + 1, "{v}");
 
-    let o = Command::new(env!("CARGO_BIN_EXE_ran"))
-        .args(["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "0", "--quiet"])
-        .env("RAN_EMU_MEM_LIMIT", "100000")
-        .output()
-        .unwrap();
+    let o = paths::ran_command().args(["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "0", "--quiet"]).env("RAN_EMU_MEM_LIMIT", "100000").output().unwrap();
     let se = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && !se.contains("panicked"), "{se}");
     assert!(se.contains("out of device memory allocating") && se.contains("free of 0.1 MiB") && se.contains("reduce the batch"), "{se}");

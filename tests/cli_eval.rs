@@ -420,7 +420,7 @@ fn eval_with_a_calibration_file_measures_its_threshold() {
     // no training image was scored: the file replaced them
     assert!(!std::fs::read_dir(ev.join("cache")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("__train__")));
     let tests: Vec<PathBuf> = {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/brick/test");
+        let root = common::paths::repo_path("examples/demo/brick/test");
         let mut v: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().flat_map(|k| std::fs::read_dir(k.unwrap().path()).unwrap().map(|f| f.unwrap().path())).collect();
         v.sort();
         v
@@ -428,7 +428,7 @@ fn eval_with_a_calibration_file_measures_its_threshold() {
     let det = dir.join("detect");
     let mut args = vec!["detect".to_string(), "--demo".into(), "--device".into(), "cpu".into(), "--calibration".into(), cal.clone(), "--out".into(), det.display().to_string()];
     args.extend(tests.iter().map(|p| p.display().to_string()));
-    let o = Command::new(env!("CARGO_BIN_EXE_ran")).args(&args).output().unwrap();
+    let o = common::paths::ran_command().args(&args).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(det.join("results.json")).unwrap()).unwrap();
     let rows = rows["images"].as_array().unwrap();

@@ -74,6 +74,7 @@ const MODEL_COMMANDS: &[&[&str]] = &[
     &["bench", "wrn50-grad"],
     &["bench", "detect"],
     &["bench", "conv"],
+    &["bench", "train"],
 ];
 
 /// Catches: a model command without `--precision`, or one that takes any string (a typo would

@@ -14,16 +14,9 @@ use std::sync::Mutex;
 
 static SCHED: Mutex<()> = Mutex::new(());
 
+/// Uniform in [−scale, scale): the project's seeded generator (optable::sizes), stretched.
 fn uniform(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    ran::optable::sizes::uniform(n, seed).into_iter().map(|v| 2.0 * v * scale).collect()
 }
 
 fn schedules() -> Vec<(Schedule, bool)> {

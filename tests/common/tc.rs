@@ -23,17 +23,10 @@ use ran::ops::precision::Precision;
 pub const TIGHT: f64 = 2.0;
 pub const LOW: [Precision; 3] = [Precision::Bf16, Precision::F16, Precision::Tf32];
 
-/// Uniform in [−1, 1) from a xorshift stream.
+/// Uniform in [−1, 1).
 pub fn uniform(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 * 2.0 - 1.0
-        })
-        .collect()
+    // the project's seeded generator (optable::sizes), stretched to [−1, 1)
+    ran::optable::sizes::uniform(n, seed).into_iter().map(|v| 2.0 * v).collect()
 }
 
 pub fn rounded(p: Precision, v: &[f32]) -> Vec<f32> {

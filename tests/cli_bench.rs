@@ -86,6 +86,13 @@ fn model_flop_counts_match_torch_flop_counter() {
     assert_eq!(train["bench"], "train");
     let fwd = 2.0 * 0.121761792;
     assert!(gflop(&train) >= 3.0 * fwd * 0.97, "train {} vs forward {fwd}", gflop(&train));
+    // attention: QKᵀ and P·V, 2·2·T²·d per head (tools/bench/torch_attention.py's formula, which
+    // FlopCounterMode gives for the legacy einsums); the input gradient adds 4 more products
+    let a = bench(&["attention", "--tokens", "70", "--heads", "2", "--head-dim", "8", "--batch", "2"]);
+    let fwd = 4.0 * 2.0 * 2.0 * 70.0 * 70.0 * 8.0 / 1e9;
+    assert!((gflop(&a) - fwd).abs() < 1e-12, "attention: {a}");
+    let a = bench(&["attention", "--tokens", "70", "--heads", "2", "--head-dim", "8", "--batch", "2", "--backward"]);
+    assert!((gflop(&a) - 3.0 * fwd).abs() < 1e-12, "attention with its gradient: {a}");
 }
 
 #[test]

@@ -75,6 +75,7 @@ const MODEL_COMMANDS: &[&[&str]] = &[
     &["bench", "detect"],
     &["bench", "conv"],
     &["bench", "train"],
+    &["bench", "attention"],
 ];
 
 /// Catches: a model command without `--precision`, or one that takes any string (a typo would

@@ -76,7 +76,7 @@ fn min_of(v: &[f64]) -> Option<f64> {
 
 /// One benchmark's result.
 pub struct Report {
-    /// the subcommand: unet, effnet, wrn50-grad, detect, conv
+    /// the subcommand: unet, effnet, wrn50-grad, detect, conv, train, attention
     pub bench: String,
     /// the shape or model configuration, in words
     pub config: String,

@@ -1,4 +1,4 @@
-//! The six workloads of `ran bench`, each built from `workloads`, timed by `measure` and
+//! The seven workloads of `ran bench`, each built from `workloads`, timed by `measure` and
 //! returned as a `Report`. Every timed closure ends by reading a result back to the host, which
 //! waits for an asynchronous device.
 
@@ -93,6 +93,25 @@ pub fn conv<B: Backend>(b: &B, [c, h, w]: [usize; 3], out: usize, k: usize, batc
     let case = workloads::conv_case(b, batch, [c, h, w], out, k)?;
     let config = format!("conv2d {c}->{out} {k}x{k} stride 1 padding {} at {h}x{w}", k / 2);
     report("conv", config, batch, plan, || b.to_host(&b.conv2d(&case.x, &case.w, Some(&case.bias), &case.p)?).map(drop))
+}
+
+/// guided-diffusion's QKVAttentionLegacy on qkv [batch, 3·heads·d, tokens] (seeded uniform
+/// values in [-0.5, 0.5)), with `backward` also its input gradient for a seeded output gradient.
+pub fn attention<B: Backend>(b: &B, tokens: usize, heads: usize, d: usize, batch: usize, backward: bool, plan: Plan) -> Result<Report> {
+    for (n, v) in [("--tokens", tokens), ("--heads", heads), ("--head-dim", d), ("--batch", batch)] {
+        positive(n, v)?;
+    }
+    let qkv = workloads::rand_tensor(b, &[batch, 3 * heads * d, tokens], 1)?;
+    let gy = workloads::rand_tensor(b, &[batch, heads * d, tokens], 2)?;
+    let what = if backward { "forward + input gradient" } else { "forward" };
+    let config = format!("attention_legacy {what}, {heads} heads x {d} channels, {tokens} tokens");
+    report("attention", config, batch, plan, || {
+        let y = b.attention_legacy(&qkv, heads)?;
+        if backward {
+            b.to_host(&b.attention_legacy_x_backward(&gy, &qkv, heads)?).map(drop)?;
+        }
+        b.to_host(&y).map(drop)
+    })
 }
 
 /// One training step of `flags` with the feature head at batch `batch`, as `ran train` runs it:

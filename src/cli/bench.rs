@@ -1,4 +1,4 @@
-//! `ran bench unet|effnet|wrn50-grad|detect|train|conv`: the options of each workload and the common
+//! `ran bench unet|effnet|wrn50-grad|detect|train|conv|attention`: the options of each workload and the common
 //! ones (iterations, device, threads, ceiling, --json); the work is in src/bench/.
 
 use super::options::{parse_device, Device};
@@ -89,6 +89,23 @@ enum Workload {
         #[command(flatten)]
         common: Common,
     },
+    /// guided-diffusion's legacy QKV attention: qkv [batch, 3·heads·d, tokens] → [batch, heads·d, tokens].
+    Attention {
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// channels per head
+        #[arg(long, default_value_t = 64)]
+        head_dim: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// also time the input gradient (forward + backward per iteration)
+        #[arg(long)]
+        backward: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
@@ -137,6 +154,7 @@ impl BenchCmd {
             | Workload::Wrn50Grad { common, .. }
             | Workload::Detect { common, .. }
             | Workload::Conv { common, .. }
+            | Workload::Attention { common, .. }
             | Workload::Train { common, .. } => common,
         };
         if let Some(n) = common.threads {
@@ -180,6 +198,7 @@ impl Workload {
             Workload::Detect { flags, feature_timestep, batch, .. } => run::detect(b, flags, *feature_timestep, *batch, plan),
             Workload::Train { flags, batch, .. } => run::train(b, flags, *batch, plan),
             Workload::Conv { shape, kernel, out, batch, .. } => run::conv(b, *shape, out.unwrap_or(shape[0]), *kernel, *batch, plan),
+            Workload::Attention { tokens, heads, head_dim, batch, backward, .. } => run::attention(b, *tokens, *heads, *head_dim, *batch, *backward, plan),
         }
     }
 }

@@ -144,7 +144,7 @@ mod tests {
         }
         let mut found = Vec::new();
         walk(&super::Cli::command(), "ran".into(), &mut found);
-        // detect eval verify calibrate serve fit-padim reconstruct train + 6 bench workloads
-        assert_eq!(found.len(), 14, "{found:?}");
+        // detect eval verify calibrate serve fit-padim reconstruct train + 7 bench workloads
+        assert_eq!(found.len(), 15, "{found:?}");
     }
 }

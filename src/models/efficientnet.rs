@@ -236,12 +236,15 @@ impl<B: Backend> EfficientNet<B> {
                 h = e.forward(b, &h, act)?;
             }
             h = blk.depthwise.forward(b, &h, act)?;
-            if let Some((reduce, expand)) = &blk.se {
-                let s = b.global_avg_pool(&h)?;
-                let s = expand.forward(b, &b.activation(&reduce.forward(b, &s)?, Activation::Silu)?)?;
-                h = b.mul(&h, &b.activation(&s, Activation::Sigmoid)?)?;
-            }
-            h = blk.project.forward(b, &h, None)?;
+            h = match &blk.se {
+                Some((reduce, expand)) => {
+                    let s = b.global_avg_pool(&h)?;
+                    let s = expand.forward(b, &b.activation(&reduce.forward(b, &s)?, Activation::Silu)?)?;
+                    // the gate h ⊙ σ(s) goes into the projection's weights (ConvBn::forward_input_scaled)
+                    blk.project.forward_input_scaled(b, &h, &b.activation(&s, Activation::Sigmoid)?)?
+                }
+                None => blk.project.forward(b, &h, None)?,
+            };
             if blk.residual {
                 h = b.add(&h, &inp)?;
             }

@@ -59,6 +59,19 @@ impl<B: Backend> ConvBn<B> {
         }
     }
 
+    /// The convolution of x ⊙ s, s [1, C, 1, 1] one scale per input channel (squeeze-excite's
+    /// gate), for a 1×1 convolution (a pointwise conv's input scale is a scale of its weight
+    /// columns): for one image w·diag(s) is computed instead of x ⊙ s, cout·C products instead
+    /// of a pass over x; otherwise (several images, or a wider kernel) x ⊙ s first.
+    pub fn forward_input_scaled(&self, b: &B, x: &Tensor<B>, s: &Tensor<B>) -> Result<Tensor<B>> {
+        let wd = self.w.dims();
+        if x.dims()[0] == 1 && wd[2] == 1 && wd[3] == 1 && self.p.groups == 1 && s.dims() == &[1, wd[1], 1, 1][..] {
+            let w = b.mul(&self.w, s)?;
+            return b.conv2d(x, &w, Some(&self.shift), &self.p);
+        }
+        b.conv2d(&b.mul(x, s)?, &self.w, Some(&self.shift), &self.p)
+    }
+
     /// ∂L/∂x given ∂L/∂(BN output) (before any activation, which the caller undoes).
     pub fn x_backward(&self, b: &B, gy: &Tensor<B>, x_shape: &crate::tensor::Shape) -> Result<Tensor<B>> {
         b.conv2d_x_backward(gy, &self.w, x_shape, &self.p)

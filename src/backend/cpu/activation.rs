@@ -21,16 +21,6 @@ pub fn silu_grad(x: f64) -> f64 {
     s * (1.0 + x * (1.0 - s))
 }
 
-fn forward_one<T: Real>(x: T, act: Activation) -> T {
-    match act {
-        // Computed in T: for f32 this is what PyTorch does, x / (1 + exp(-x)).
-        Activation::Silu => x / (T::one() + (-x).exp()),
-        Activation::Relu => x.max(T::zero()),
-        Activation::Sigmoid => T::one() / (T::one() + (-x).exp()),
-        Activation::Relu6 => x.max(T::zero()).min(T::of(6.0)),
-    }
-}
-
 fn grad_one<T: Real>(g: T, x: T, act: Activation) -> T {
     match act {
         Activation::Silu => {
@@ -60,10 +50,21 @@ fn grad_one<T: Real>(g: T, x: T, act: Activation) -> T {
     }
 }
 
+/// SiLU and sigmoid as x / (1 + e^−x) and 1 / (1 + e^−x) in T, with the vectorised `fast_exp`
+/// (for f32 `exp_f32`, relative error < 3e-7; libm's expf, a call per element, was a quarter of
+/// EfficientNet's forward): relative error of the result below 4e-7 where it is not below 1e-37.
+/// One loop per activation, so each vectorises.
 pub fn activation<T: Real>(x: &[T], act: Activation) -> Vec<T> {
     let mut y = T::for_overwrite(x.len());
     y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
-        yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = forward_one(x, act));
+        let pairs = yc.iter_mut().zip(xc);
+        match act {
+            Activation::Silu => pairs.for_each(|(y, &x)| *y = x / (T::one() + (-x).fast_exp())),
+            Activation::Relu => pairs.for_each(|(y, &x)| *y = x.max(T::zero())),
+            // the fast exp clamps a NaN to e^−87, so a NaN is passed on by hand
+            Activation::Sigmoid => pairs.for_each(|(y, &x)| *y = if x.is_nan() { x } else { T::one() / (T::one() + (-x).fast_exp()) }),
+            Activation::Relu6 => pairs.for_each(|(y, &x)| *y = x.max(T::zero()).min(T::of(6.0))),
+        }
     });
     y
 }

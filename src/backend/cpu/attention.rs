@@ -1,77 +1,157 @@
 //! guided-diffusion's QKVAttentionLegacy and its input gradient.
 //! qkv [N, 3·H·d, T] is viewed as [N·H, 3d, T]; in each head block rows 0..d are q, d..2d k and
 //! 2d..3d v. Scores z[t,s] = Σ_c (q[c,t]·d^-¼)(k[c,s]·d^-¼), P = softmax over s, a[c,t] = Σ_s P[t,s]·v[c,s].
-//! Forward: one rayon task per (batch·head, block of queries); backward: one per batch·head.
+//!
+//! Forward, flash-style: one rayon task per (batch·head, block of `QUERY_BLOCK` queries), which walks
+//! the keys in blocks of `KEY_BLOCK`: S = QᵀK of the block (gemm), then the online softmax in f32
+//! (running row max m and sum l; when m grows the sum and the output rows so far are rescaled by
+//! e^(m_old − m_new)), then O += P·Vᵀ (gemm); O / l at the end. P never exceeds one
+//! QUERY_BLOCK × KEY_BLOCK block (64 KiB, L2-resident), whatever T.
+//! Backward: one task per batch·head (gK and gV sum over every query), query block by query
+//! block: the block's rows of P (exact softmax, two passes), gP, gZ, then gQ of the block and the
+//! block's contributions to gK and gV; P and gP never exceed QUERY_BLOCK × T.
 
-use super::matmul::{matmul, matmul_raw, matmul_t, MatRef, SendPtr};
+use super::buffers::Pooled;
+use super::matmul::{matmul, matmul_raw, MatRef, SendPtr};
 use super::real::{max_lanes, sum_lanes, Real};
 use rayon::prelude::*;
 
-/// Query rows per task: the block's P (rows × T) stays in L2 while it is softmaxed and used.
-const QUERY_BLOCK: usize = 128;
-
-/// P[t0..t1, :] = softmax_s(d^-½ · qᵀk) for one head, (t1−t0)×T row-major.
-fn probs<T: Real>(q: &[T], k: &[T], d: usize, t: usize, t0: usize, t1: usize) -> Vec<T> {
-    let rows = t1 - t0;
-    let mut p = vec![T::zero(); rows * t];
-    let qb = MatRef { data: &q[t0..], rs: 1, cs: t };
-    matmul(rows, t, d, &mut p, t, qb, MatRef::row_major(k, t), false, false);
-    // (q·d^-¼)·(k·d^-¼) = d^-½ · q·k
-    let s2 = T::one() / T::of_usize(d).sqrt();
-    for row in p.chunks_mut(t) {
-        let m = max_lanes(row) * s2;
-        row.iter_mut().for_each(|v| *v = (*v * s2 - m).fast_exp());
-        let sum = sum_lanes(row);
-        let inv = T::one() / sum;
-        row.iter_mut().for_each(|v| *v *= inv);
-    }
-    p
-}
+/// Queries per forward task and per backward step.
+const QUERY_BLOCK: usize = 64;
+/// Keys per step of the forward's online softmax.
+const KEY_BLOCK: usize = 256;
 
 fn head<T: Real>(qkv: &[T], b: usize, d: usize, t: usize) -> (&[T], &[T], &[T]) {
     let blk = &qkv[b * 3 * d * t..][..3 * d * t];
     (&blk[..d * t], &blk[d * t..2 * d * t], &blk[2 * d * t..])
 }
 
+/// row[j] ← e^(row[j]·s2 − m); returns Σ_j of the new values (summed in lanes, as `sum_lanes`).
+fn exp_shifted_sum<T: Real>(row: &mut [T], s2: T, m: T) -> T {
+    row.iter_mut().for_each(|v| *v = (*v * s2 - m).fast_exp());
+    sum_lanes(row)
+}
+
+/// The scale d^-½ of the scores ((q·d^-¼)·(k·d^-¼) = d^-½·q·k).
+fn score_scale<T: Real>(d: usize) -> T {
+    T::one() / T::of_usize(d).sqrt()
+}
+
+/// Keys cut into blocks of `KEY_BLOCK`, as (s0, s1).
+fn key_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t).step_by(KEY_BLOCK).map(move |s0| (s0, (s0 + KEY_BLOCK).min(t)))
+}
+
+/// Output rows t0..t1 of one head as Oᵀ [(t1−t0) × d] row-major, by the online softmax over key
+/// blocks. `s` (QUERY_BLOCK × KEY_BLOCK) is the task's score block.
+#[allow(clippy::too_many_arguments)]
+fn flash_rows<T: Real>(q: &[T], k: &[T], v: &[T], d: usize, t: usize, t0: usize, t1: usize, s: &mut [T], o: &mut [T]) {
+    let rows = t1 - t0;
+    let s2 = score_scale::<T>(d);
+    let mut m = [T::neg_infinity(); QUERY_BLOCK];
+    let mut l = [T::zero(); QUERY_BLOCK];
+    let qb = MatRef { data: &q[t0..], rs: 1, cs: t };
+    for (s0, s1) in key_blocks(t) {
+        let cols = s1 - s0;
+        let sb = &mut s[..rows * cols];
+        // S[i, j] = Σ_c q[c, t0+i]·k[c, s0+j]
+        matmul(rows, cols, d, sb, cols, qb, MatRef { data: &k[s0..], rs: t, cs: 1 }, false, false);
+        for (i, row) in sb.chunks_exact_mut(cols).enumerate() {
+            let m_new = m[i].max(max_lanes(row) * s2);
+            let sum = exp_shifted_sum(row, s2, m_new);
+            // the first block has nothing to rescale (and e^(−∞) is not 0 in the fast exp)
+            if m[i] == T::neg_infinity() {
+                l[i] = sum;
+            } else {
+                let alpha = (m[i] - m_new).fast_exp();
+                l[i] = l[i] * alpha + sum;
+                o[i * d..][..d].iter_mut().for_each(|x| *x *= alpha);
+            }
+            m[i] = m_new;
+        }
+        // Oᵀ[i, c] += Σ_j P[i, j]·v[c, s0+j]; the first block overwrites (o is not zeroed)
+        matmul(rows, d, cols, o, d, MatRef::row_major(sb, cols), MatRef { data: &v[s0..], rs: 1, cs: t }, s0 != 0, false);
+    }
+    for (orow, &li) in o.chunks_exact_mut(d).zip(&l[..rows]) {
+        let inv = T::one() / li;
+        orow.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
 pub fn attention_legacy<T: Real>(qkv: &[T], n: usize, heads: usize, d: usize, t: usize) -> Vec<T> {
-    // every (c, t) of every head is written by one query block's product
+    // every (c, t) of every head is written by one query block's transpose
     let mut out = T::for_overwrite(n * heads * d * t);
     let blocks_per_head = t.div_ceil(QUERY_BLOCK);
     let dst = SendPtr(out.as_mut_ptr());
-    (0..n * heads * blocks_per_head).into_par_iter().for_each(|task| {
-        let (b, blk) = (task / blocks_per_head, task % blocks_per_head);
-        let (t0, t1) = (blk * QUERY_BLOCK, ((blk + 1) * QUERY_BLOCK).min(t));
-        let (q, k, v) = head(qkv, b, d, t);
-        let p = probs(q, k, d, t, t0, t1);
-        // aᵀ[t,c] = Σ_s P[t,s]·v[c,s], stored transposed into columns t0..t1 of this head's a [d, T]
-        // SAFETY: each task writes a[c, t0..t1] of its own head only, all inside `out`.
-        unsafe { matmul_raw(t1 - t0, d, t, dst.at(b * d * t + t0), (1, t), MatRef::row_major(&p, t), MatRef::transposed(v, t), false, false) };
-    });
+    (0..n * heads * blocks_per_head).into_par_iter().for_each_init(
+        || (Pooled::<T>::for_overwrite(QUERY_BLOCK * KEY_BLOCK.min(t)), Pooled::<T>::for_overwrite(QUERY_BLOCK * d)),
+        |(s, o), task| {
+            let (b, blk) = (task / blocks_per_head, task % blocks_per_head);
+            let (t0, t1) = (blk * QUERY_BLOCK, ((blk + 1) * QUERY_BLOCK).min(t));
+            let (q, k, v) = head(qkv, b, d, t);
+            let o = &mut o[..(t1 - t0) * d];
+            flash_rows(q, k, v, d, t, t0, t1, s, o);
+            // a[c, t0+i] = Oᵀ[i, c]
+            // SAFETY: each task writes a[c, t0..t1] of its own head only, all inside `out`.
+            for (i, orow) in o.chunks_exact(d).enumerate() {
+                for (c, &x) in orow.iter().enumerate() {
+                    unsafe { *dst.at(b * d * t + c * t + t0 + i) = x };
+                }
+            }
+        },
+    );
     out
 }
 
+/// P[t0..t1, :] = softmax_s(d^-½ · qᵀk) for one head, (t1−t0)×T row-major, into `p`.
+fn probs<T: Real>(q: &[T], k: &[T], d: usize, t: usize, t0: usize, t1: usize, p: &mut [T]) {
+    let rows = t1 - t0;
+    let qb = MatRef { data: &q[t0..], rs: 1, cs: t };
+    matmul(rows, t, d, p, t, qb, MatRef::row_major(k, t), false, false);
+    let s2 = score_scale::<T>(d);
+    for row in p.chunks_exact_mut(t) {
+        let m = max_lanes(row) * s2;
+        let inv = T::one() / exp_shifted_sum(row, s2, m);
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
 pub fn attention_legacy_x_backward<T: Real>(gy: &[T], qkv: &[T], d: usize, t: usize) -> Vec<T> {
-    let mut g = vec![T::zero(); qkv.len()];
+    // gq's columns are written block by block, gk and gv by the first block (then accumulated)
+    let mut g = T::for_overwrite(qkv.len());
+    let heads = qkv.len() / (3 * d * t).max(1);
+    // few heads: let the products use every thread instead
+    let inner_par = heads < rayon::current_num_threads();
+    let s2 = score_scale::<T>(d);
     g.par_chunks_mut(3 * d * t).enumerate().for_each(|(b, gblk)| {
         let (q, k, v) = head(qkv, b, d, t);
         let ga = &gy[b * d * t..][..d * t];
-        let p = probs(q, k, d, t, 0, t);
         let (gq, rest) = gblk.split_at_mut(d * t);
         let (gk, gv) = rest.split_at_mut(d * t);
-        // gVᵀ[s,c] = Σ_t P[t,s]·gA[c,t]
-        matmul_t(t, d, t, gv, t, MatRef::transposed(&p, t), MatRef::transposed(ga, t), false);
-        // gP[t,s] = Σ_c gA[c,t]·v[c,s]
-        let mut gz = vec![T::zero(); t * t];
-        matmul(t, t, d, &mut gz, t, MatRef::transposed(ga, t), MatRef::row_major(v, t), false, false);
-        // softmax backward, then the d^-½ of the scores: gZ = d^-½ · P ⊙ (gP − Σ_s gP·P)
-        let s2 = T::one() / T::of_usize(d).sqrt();
-        for (gr, pr) in gz.chunks_mut(t).zip(p.chunks(t)) {
-            let dot: T = gr.iter().zip(pr).map(|(&a, &b)| a * b).sum();
-            gr.iter_mut().zip(pr).for_each(|(gv, &pv)| *gv = s2 * pv * (*gv - dot));
+        let rows_max = QUERY_BLOCK.min(t);
+        let mut p = Pooled::<T>::for_overwrite(rows_max * t);
+        let mut gz = Pooled::<T>::for_overwrite(rows_max * t);
+        for t0 in (0..t).step_by(QUERY_BLOCK) {
+            let t1 = (t0 + QUERY_BLOCK).min(t);
+            let rows = t1 - t0;
+            let (p, gz) = (&mut p[..rows * t], &mut gz[..rows * t]);
+            probs(q, k, d, t, t0, t1, p);
+            let ga_b = MatRef { data: &ga[t0..], rs: 1, cs: t }; // gAᵀ of the block, rows × d
+                                                                 // gV[c, s] += Σ_i gA[c, t0+i]·P[i, s]
+            matmul(d, t, rows, gv, t, MatRef { data: &ga[t0..], rs: t, cs: 1 }, MatRef::row_major(p, t), t0 != 0, inner_par);
+            // gP[i, s] = Σ_c gA[c, t0+i]·v[c, s]
+            matmul(rows, t, d, gz, t, ga_b, MatRef::row_major(v, t), false, inner_par);
+            // softmax backward, then the d^-½ of the scores: gZ = d^-½ · P ⊙ (gP − Σ_s gP·P)
+            for (gr, pr) in gz.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                let dot: T = gr.iter().zip(pr.iter()).map(|(&a, &b)| a * b).sum();
+                gr.iter_mut().zip(pr).for_each(|(gv, &pv)| *gv = s2 * pv * (*gv - dot));
+            }
+            // gQ[c, t0+i] = Σ_s k[c, s]·gZ[i, s] (written transposed: columns t0..t1 of gq)
+            // SAFETY: the block's columns t0..t1 of gq [d, T], inside the exclusive borrow `gq`.
+            unsafe { matmul_raw(rows, d, t, gq.as_mut_ptr().add(t0), (1, t), MatRef::row_major(gz, t), MatRef::transposed(k, t), false, inner_par) };
+            // gK[c, s] += Σ_i q[c, t0+i]·gZ[i, s]
+            matmul(d, t, rows, gk, t, MatRef { data: &q[t0..], rs: t, cs: 1 }, MatRef::row_major(gz, t), t0 != 0, inner_par);
         }
-        // gQᵀ[t,c] = Σ_s gZ[t,s]·k[c,s];  gKᵀ[s,c] = Σ_t gZ[t,s]·q[c,t]
-        matmul_t(t, d, t, gq, t, MatRef::row_major(&gz, t), MatRef::transposed(k, t), false);
-        matmul_t(t, d, t, gk, t, MatRef::transposed(&gz, t), MatRef::transposed(q, t), false);
     });
     g
 }

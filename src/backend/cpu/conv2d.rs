@@ -37,7 +37,9 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> 
     // every element is written: by the GEMM (not accumulating) or the depthwise loop
     let mut y = T::for_overwrite(g.n() * g.o() * plane);
     if g.cg() == 1 && !g.pointwise() {
-        conv2d_depthwise(x, w, &mut y, g);
+        // the bias is added in the same pass
+        super::depthwise::conv2d_depthwise(x, w, bias, &mut y, g);
+        return y;
     } else {
         let (cg, og, kk, hw) = (g.cg(), g.og(), g.kk(), g.h() * g.w());
         let col_len = kk * g.max_band_cols();
@@ -126,29 +128,6 @@ fn im2col_row<T: Real>(xg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, row: usiz
             }
         }
     }
-}
-
-/// One input channel per group: each output plane reads a single input plane.
-fn conv2d_depthwise<T: Real>(x: &[T], w: &[T], y: &mut [T], g: &Conv2dGeom) {
-    let (plane, og, khw) = (g.ho() * g.wo(), g.og(), g.kh() * g.kw());
-    y.par_chunks_mut(plane).enumerate().for_each(|(idx, yp)| {
-        let (ni, oc) = (idx / g.o(), idx % g.o());
-        let xp = &x[(ni * g.c() + oc / og) * g.h() * g.w()..][..g.h() * g.w()];
-        let wk = &w[oc * khw..][..khw];
-        for oy in 0..g.ho() {
-            for ox in 0..g.wo() {
-                let mut acc = T::zero();
-                for ky in 0..g.kh() {
-                    for kx in 0..g.kw() {
-                        if let Some((iy, ix)) = g.src(oy, ky, ox, kx) {
-                            acc += xp[iy * g.w() + ix] * wk[ky * g.kw() + kx];
-                        }
-                    }
-                }
-                yp[oy * g.wo() + ox] = acc;
-            }
-        }
-    });
 }
 
 /// ∂L/∂x = col2im(wᵀ · ∂L/∂y), band by band; each task owns one input plane, so no races.

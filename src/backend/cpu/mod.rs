@@ -9,6 +9,7 @@ pub mod attention;
 pub mod broadcast;
 pub mod buffers;
 pub mod conv2d;
+pub mod depthwise;
 pub mod diffusion_step;
 pub mod embedding;
 pub mod group_norm;

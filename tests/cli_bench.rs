@@ -138,9 +138,15 @@ fn unet_bench_on_the_emulator_counts_driver_calls() {
     let launches = count(&v, per, "launches");
     assert!(launches > 50 && launches == count(&v, first, "launches"), "{v}");
     assert_eq!(count(&v, per, "calls"), launches + 3, "{v}");
+    // the same forward replayed as a graph: the class ids' upload and gather, three input copies,
+    // one graph launch, the output's copy, and the read-back (copy + sync) — 9 calls
+    let g = "driver_graph_replay";
+    assert_eq!((count(&v, g, "graph_launches"), count(&v, g, "launches"), count(&v, g, "copies"), count(&v, g, "syncs")), (1, 1, 6, 1), "{v}");
+    assert_eq!((count(&v, g, "allocs"), count(&v, g, "memsets"), count(&v, g, "calls")), (0, 0, 9), "{v}");
     let (_, so, _) = ran(&["bench", "unet", "--device", "emulator", "--flags", EMU_TINY, "--iters", "1", "--warmup", "1", "--quiet"]);
     assert!(so.contains(&format!("per run, steady state (the last of 2): {} driver calls: {launches} launches", launches + 3)), "{so}");
     assert!(so.contains("first run (empty allocator cache): "), "{so}");
+    assert!(so.contains("per run replayed as a CUDA graph (RAN_CUDA_GRAPH=0 turns graphs off): 9 driver calls: 1 launches"), "{so}");
 }
 
 /// RAN_CUDA_SYNC=1 synchronises after every launch; RAN_EMU_MEM_LIMIT makes the emulator's

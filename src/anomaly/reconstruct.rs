@@ -82,7 +82,7 @@ pub fn gradient_step<B: Backend>(b: &B, padim: &Padim<B>, x: &Tensor<B>, lr: f32
 pub fn denoise_step<B: Backend>(b: &B, unet: &UNet<B>, diffusion: &Diffusion, x: &Tensor<B>, k: usize, y: Option<&[usize]>, z: Option<&Tensor<B>>) -> Result<Tensor<B>> {
     let n = x.dims()[0];
     let t = diffusion.model_timestep(k, unet.flags.rescale_timesteps);
-    let out = unet.forward(b, x, &b.from_host(&[n], &vec![t; n])?, y)?;
+    let out = unet.forward_graphed(b, x, &b.from_host(&[n], &vec![t; n])?, y)?; // a graph on CUDA: the same values
     let c = diffusion.step_coefs(k, var_type_of(&unet.flags), true)?;
     let (mean, logvar, _) = b.p_mean_variance(x, &out.out, &c)?;
     match z {

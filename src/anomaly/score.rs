@@ -234,10 +234,10 @@ impl<'a, B: Backend> Scorer<'a, B> {
                 let x = stack(b, &xts)?;
                 let t: Vec<f32> = (0..kn).flat_map(|j| std::iter::repeat_n(t_of(j), n)).collect();
                 let yy: Option<Vec<usize>> = y.map(|y| (0..kn).flat_map(|_| y.iter().copied()).collect());
-                let o = self.unet.forward(b, &x, &b.from_host(&[n * kn], &t)?, yy.as_deref())?;
+                let o = self.unet.forward_graphed(b, &x, &b.from_host(&[n * kn], &t)?, yy.as_deref())?;
                 (0..kn).map(|j| Ok(crate::models::unet::UNetOutput { out: unstack(b, &o.out, kn, j)?, feat: o.feat.as_ref().map(|f| unstack(b, f, kn, j)).transpose()? })).collect()
             } else {
-                (0..kn).map(|j| self.unet.forward(b, &xts[j], &b.from_host(&[n], &vec![t_of(j); n])?, y)).collect()
+                (0..kn).map(|j| self.unet.forward_graphed(b, &xts[j], &b.from_host(&[n], &vec![t_of(j); n])?, y)).collect()
             }
         };
         let outs = run(&|j| taus[j])?;

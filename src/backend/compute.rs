@@ -22,6 +22,12 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn driver_counts(&self) -> Option<crate::backend::driver_counts::DriverCounts> {
         None
     }
+    /// `f(inputs)`, as a graph recorded once and replayed where the backend has graphs (CUDA:
+    /// backend/cuda/graph.rs); elsewhere simply `f(inputs)`.
+    fn graph_forward(&self, _model: u64, inputs: &[&T<Self>], f: &dyn Fn(&[T<Self>]) -> Result<Vec<T<Self>>>) -> Result<Vec<T<Self>>> {
+        let ins: Vec<T<Self>> = inputs.iter().map(|&x| x.clone()).collect();
+        f(&ins)
+    }
 
     // ---- transfers (element count checked) ----
     fn upload(&self, dims: &[usize], data: &[f32]) -> Result<T<Self>>;

@@ -18,14 +18,17 @@ pub struct DriverCounts {
     pub copies: u64,
     /// stream synchronisations (each download waits for the stream; RAN_CUDA_SYNC=1 adds one per launch)
     pub syncs: u64,
-    /// other calls: kernel attributes (cuFuncSetAttribute for large dynamic shared memory)
+    /// other calls: kernel attributes (cuFuncSetAttribute for large dynamic shared memory) and
+    /// graph instantiations (cuGraphInstantiate)
     pub other: u64,
+    /// graph launches (cuGraphLaunch: a whole recorded forward in one call; backend/cuda/graph.rs)
+    pub graph_launches: u64,
 }
 
 impl DriverCounts {
     /// All driver calls.
     pub fn calls(&self) -> u64 {
-        self.launches + self.allocs + self.frees + self.memsets + self.copies + self.syncs + self.other
+        self.launches + self.allocs + self.frees + self.memsets + self.copies + self.syncs + self.other + self.graph_launches
     }
 }
 
@@ -41,6 +44,7 @@ impl Sub for DriverCounts {
             copies: self.copies - e.copies,
             syncs: self.syncs - e.syncs,
             other: self.other - e.other,
+            graph_launches: self.graph_launches - e.graph_launches,
         }
     }
 }
@@ -49,7 +53,7 @@ impl std::fmt::Display for DriverCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} driver calls: {} launches, {} allocs, {} frees, {} memsets, {} copies, {} syncs, {} other",
+            "{} driver calls: {} launches, {} allocs, {} frees, {} memsets, {} copies, {} syncs, {} other, {} graph launches",
             self.calls(),
             self.launches,
             self.allocs,
@@ -57,7 +61,8 @@ impl std::fmt::Display for DriverCounts {
             self.memsets,
             self.copies,
             self.syncs,
-            self.other
+            self.other,
+            self.graph_launches
         )
     }
 }

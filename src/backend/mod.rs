@@ -19,6 +19,7 @@ pub use crate::ops::norm::fold_batch_norm;
 pub use crate::ops::optim::AdamwParams;
 pub use crate::ops::{Activation, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams, VarType};
 pub use compute::Compute;
+pub use cuda::graph::new_graph_id;
 
 use crate::ops;
 use crate::ops::precision::Precision;
@@ -51,6 +52,11 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     fn driver_counts(&self) -> Option<driver_counts::DriverCounts> {
         None
     }
+    /// `f(inputs)` with the same values, run where the backend has graphs (CUDA) as one recorded
+    /// at the first call of `model` (an id from `new_graph_id`, one per function) with these input
+    /// shapes and replayed after (backend/cuda/graph.rs: every value `f`'s kernels depend on must
+    /// come through `inputs`; the outputs are fresh tensors). Elsewhere simply `f(inputs)`.
+    fn graph_forward(&self, model: u64, inputs: &[&Tensor<Self>], f: &dyn Fn(&[Tensor<Self>]) -> Result<Vec<Tensor<Self>>>) -> Result<Vec<Tensor<Self>>>;
     /// The operand precision of conv2d / linear and their input gradients (issue #14; statistics,
     /// weight gradients and every other op stay f32): what results.json records.
     fn precision(&self) -> Precision;
@@ -186,6 +192,9 @@ impl<K: Compute> Backend for K {
     }
     fn driver_counts(&self) -> Option<driver_counts::DriverCounts> {
         Compute::driver_counts(self)
+    }
+    fn graph_forward(&self, model: u64, inputs: &[&Tensor<Self>], f: &dyn Fn(&[Tensor<Self>]) -> Result<Vec<Tensor<Self>>>) -> Result<Vec<Tensor<Self>>> {
+        Compute::graph_forward(self, model, inputs, f)
     }
     fn precision(&self) -> Precision {
         Compute::precision(self)

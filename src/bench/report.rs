@@ -96,10 +96,12 @@ pub struct DriverPerRun {
     pub first: DriverCounts,
     pub last: DriverCounts,
     pub runs: usize,
+    /// one run replayed as a CUDA graph (forward + read-back), where the backend records graphs
+    pub graph_replay: Option<DriverCounts>,
 }
 
 fn counts_json(c: &DriverCounts) -> Value {
-    json!({"calls": c.calls(), "launches": c.launches, "allocs": c.allocs, "frees": c.frees, "memsets": c.memsets, "copies": c.copies, "syncs": c.syncs, "other": c.other})
+    json!({"calls": c.calls(), "launches": c.launches, "allocs": c.allocs, "frees": c.frees, "memsets": c.memsets, "copies": c.copies, "syncs": c.syncs, "other": c.other, "graph_launches": c.graph_launches})
 }
 
 impl Report {
@@ -140,6 +142,7 @@ impl Report {
             "side": "ran",
             "driver_first_run": self.driver.map(|d| counts_json(&d.first)),
             "driver_per_run": self.driver.map(|d| counts_json(&d.last)),
+            "driver_graph_replay": self.driver.and_then(|d| d.graph_replay).map(|c| counts_json(&c)),
         })
     }
 
@@ -168,6 +171,9 @@ impl Report {
                 println!("  per run, steady state (the last of {}): {}", d.runs, d.last);
             }
             println!("  first run (empty allocator cache): {}", d.first);
+            if let Some(g) = d.graph_replay {
+                println!("  per run replayed as a CUDA graph (RAN_CUDA_GRAPH=0 turns graphs off): {g}");
+            }
         }
         println!("  {} threads, commit {}", m.threads, m.commit);
         if json {

@@ -43,7 +43,18 @@ pub fn unet<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result<
         Ok(())
     })?;
     if let (Some(first), Some(last)) = (per_run.first(), per_run.last()) {
-        r.driver = Some(DriverPerRun { first: *first, last: *last, runs: per_run.len() });
+        // beside the eager counts: the same forward replayed as a graph (recorded at the first
+        // call, the cache warm at the third), where the backend has graphs
+        let graphed = || -> Result<()> { b.to_host(&model.forward_graphed(b, &inp.x, &inp.t, inp.y.as_deref())?.out).map(drop) };
+        graphed()?;
+        graphed()?;
+        let before = b.driver_counts();
+        graphed()?;
+        let graph_replay = match (before, b.driver_counts()) {
+            (Some(a), Some(z)) if z.graph_launches > a.graph_launches => Some(z - a),
+            _ => None,
+        };
+        r.driver = Some(DriverPerRun { first: *first, last: *last, runs: per_run.len(), graph_replay });
     }
     Ok(r)
 }

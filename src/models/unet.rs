@@ -249,6 +249,8 @@ pub struct UNet<B: Backend> {
     out_norm: Norm<B>,
     out_conv: Conv<B>,
     pub feat_head: Option<FeatHead<B>>,
+    /// what `forward_graphed` records this model's graphs under (backend/cuda/graph.rs)
+    graph_id: u64,
 }
 
 impl<B: Backend> UNet<B> {
@@ -360,12 +362,47 @@ impl<B: Backend> UNet<B> {
         } else {
             None
         };
-        Ok(UNet { flags: flags.clone(), model_channels: mc, num_classes, time_embed, label_emb, input_blocks, middle, output_blocks, out_norm, out_conv, feat_head })
+        Ok(UNet {
+            flags: flags.clone(),
+            model_channels: mc,
+            num_classes,
+            time_embed,
+            label_emb,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm,
+            out_conv,
+            feat_head,
+            graph_id: crate::backend::new_graph_id(),
+        })
     }
 
     /// (timestep embedding, time_embed.0's output, the embedding before the blocks' SiLU) for a
     /// batch x of N images at timesteps t [N] with labels y (for a class-conditional model).
     fn embeddings(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
+        let rows = self.label_rows(b, x, y)?;
+        self.embeddings_of(b, x, t, rows.as_ref())
+    }
+
+    /// The class embedding's rows for labels y [N] (None for an unconditional model).
+    fn label_rows(&self, b: &B, x: &Tensor<B>, y: Option<&[usize]>) -> Result<Option<Tensor<B>>> {
+        let n = x.dims().first().copied().unwrap_or(0);
+        match (&self.label_emb, y) {
+            (Some(table), Some(y)) => {
+                if y.len() != n {
+                    return Err(Error::shape("unet", format!("{} labels for a batch of {n}", y.len())));
+                }
+                Ok(Some(b.embedding(table, y)?))
+            }
+            (Some(_), None) => Err(Error::InvalidArgument("the model is class-conditional: give class labels".into())),
+            (None, Some(_)) => Err(Error::InvalidArgument("the model is not class-conditional: labels given".into())),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `embeddings` with the class embedding's rows already gathered (`label_rows`).
+    fn embeddings_of(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, rows: Option<&Tensor<B>>) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
         let n = x.dims().first().copied().unwrap_or(0);
         if t.numel() != n {
             return Err(Error::shape("unet", format!("{} timesteps for a batch of {n}", t.numel())));
@@ -373,24 +410,39 @@ impl<B: Backend> UNet<B> {
         let temb = b.timestep_embedding(t, self.model_channels, 10000.0)?;
         let e1 = self.time_embed.0.forward(b, &temb)?;
         let mut emb = self.time_embed.1.forward(b, &b.activation(&e1, crate::backend::Activation::Silu)?)?;
-        match (&self.label_emb, y) {
-            (Some(table), Some(y)) => {
-                if y.len() != n {
-                    return Err(Error::shape("unet", format!("{} labels for a batch of {n}", y.len())));
-                }
-                emb = b.add(&emb, &b.embedding(table, y)?)?;
-            }
-            (Some(_), None) => return Err(Error::InvalidArgument("the model is class-conditional: give class labels".into())),
-            (None, Some(_)) => return Err(Error::InvalidArgument("the model is not class-conditional: labels given".into())),
-            (None, None) => {}
+        if let Some(r) = rows {
+            emb = b.add(&emb, r)?;
         }
         Ok((temb, e1, emb))
+    }
+
+    /// `forward`, run through `Backend::graph_forward`: on the CUDA backend recorded as a graph at
+    /// the first call for these shapes and replayed after (x, t and the class embedding's rows are
+    /// the graph's inputs, so nothing of a call is baked in); the same values as `forward`. The
+    /// model's weights must not change while its graphs live.
+    pub fn forward_graphed(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<UNetOutput<B>> {
+        let rows = self.label_rows(b, x, y)?;
+        let mut inputs = vec![x, t];
+        inputs.extend(rows.as_ref());
+        let outs = b.graph_forward(self.graph_id, &inputs, &|v| {
+            let o = self.forward_of(b, &v[0], &v[1], v.get(2))?;
+            Ok(std::iter::once(o.out).chain(o.feat).collect())
+        })?;
+        let mut it = outs.into_iter();
+        let out = it.next().ok_or_else(|| Error::InvalidArgument("the graphed UNet forward returned nothing".into()))?;
+        Ok(UNetOutput { out, feat: it.next() })
     }
 
     /// x [N,3,H,W]; t [N] the timestep values the model receives; y the class labels of a
     /// class-conditional model.
     pub fn forward(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<UNetOutput<B>> {
-        let (_, _, emb) = self.embeddings(b, x, t, y)?;
+        let rows = self.label_rows(b, x, y)?;
+        self.forward_of(b, x, t, rows.as_ref())
+    }
+
+    /// `forward` with the class embedding's rows already gathered (`label_rows`).
+    fn forward_of(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, rows: Option<&Tensor<B>>) -> Result<UNetOutput<B>> {
+        let (_, _, emb) = self.embeddings_of(b, x, t, rows)?;
         let semb = b.activation(&emb, crate::backend::Activation::Silu)?;
         let mut hs = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.clone();

@@ -11,12 +11,19 @@
 //! kernel on the same stream, so it never overwrites data still in use. (With a second stream this
 //! would need an event per buffer.) A buffer reaches the cache only when its last handle is
 //! dropped, so a live tensor's memory is never handed out twice.
+//!
+//! Graph recording (backend/cuda/graph.rs): between `begin_recording` and `end_recording`, the
+//! launches and memsets of the recording thread are recorded instead of issued, each holding a
+//! handle on every buffer it names. A recorded graph therefore keeps its buffers — the ones
+//! allocated during the recording and dropped by the host before it ended too — out of the cache
+//! for as long as it lives, so no later allocation (inside the recording or after it) gets memory
+//! a replay writes or reads.
 
-use super::device::{Arg, Device, LaunchCfg};
+use super::device::{Arg, Device, LaunchCfg, Node};
 use crate::backend::driver_counts::DriverCounts;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +64,7 @@ struct Counters {
     copies: AtomicU64,
     syncs: AtomicU64,
     other: AtomicU64,
+    graph_launches: AtomicU64,
     hits: AtomicU64,
 }
 
@@ -77,6 +85,82 @@ struct Shared<D: Device> {
     /// Device bytes this layer holds: live buffers and cached ones.
     held: AtomicUsize,
     n: Counters,
+    /// set while a recording is open (checked before taking the lock on every launch)
+    recording: AtomicBool,
+    rec: Mutex<Option<Recording<D>>>,
+}
+
+/// A kernel argument as a recorded graph keeps it: buffers by handle, scalars and structs by value.
+pub enum RecArg<D: Device> {
+    Buf(Arc<Held<D>>),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    Pod(Vec<u8>),
+}
+
+/// One recorded node: a launch or a memset, in stream order.
+pub enum RecNode<D: Device> {
+    Launch { kernel: &'static str, cfg: LaunchCfg, args: Vec<RecArg<D>> },
+    Memset { buf: Arc<Held<D>>, bytes: usize },
+}
+
+impl<D: Device> RecNode<D> {
+    /// The node over the device's own buffers.
+    fn as_node(&self) -> Node<'_, D::Buf> {
+        match self {
+            RecNode::Launch { kernel, cfg, args } => Node::Launch {
+                kernel,
+                cfg: *cfg,
+                args: args
+                    .iter()
+                    .map(|a| match a {
+                        RecArg::Buf(h) => Arg::Buf(h.raw()),
+                        RecArg::I32(v) => Arg::I32(*v),
+                        RecArg::I64(v) => Arg::I64(*v),
+                        RecArg::F32(v) => Arg::F32(*v),
+                        RecArg::Pod(p) => Arg::Pod(p),
+                    })
+                    .collect(),
+            },
+            RecNode::Memset { buf, bytes } => Node::Memset { buf: buf.raw(), bytes: *bytes },
+        }
+    }
+}
+
+struct Recording<D: Device> {
+    thread: std::thread::ThreadId,
+    nodes: Vec<RecNode<D>>,
+}
+
+/// An instantiated graph and the nodes it was built from (their handles keep its buffers alive).
+pub struct CachedGraph<D: Device> {
+    nodes: Vec<RecNode<D>>,
+    exec: D::Graph,
+}
+
+impl<D: Device> CachedGraph<D> {
+    /// Kernel launches in the graph.
+    pub fn launches(&self) -> usize {
+        self.nodes.iter().filter(|n| matches!(n, RecNode::Launch { .. })).count()
+    }
+    /// Distinct buffers the graph holds (its arena, the weights and inputs it reads included).
+    pub fn buffers(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        for n in &self.nodes {
+            match n {
+                RecNode::Launch { args, .. } => args.iter().for_each(|a| {
+                    if let RecArg::Buf(h) = a {
+                        seen.insert(Arc::as_ptr(h) as usize);
+                    }
+                }),
+                RecNode::Memset { buf, .. } => {
+                    seen.insert(Arc::as_ptr(buf) as usize);
+                }
+            }
+        }
+        seen.len()
+    }
 }
 
 impl<D: Device> Shared<D> {
@@ -141,30 +225,42 @@ impl<D: Device> Shared<D> {
     }
 }
 
-/// A device buffer that returns to its cache when dropped.
-pub struct CachedBuf<D: Device> {
+/// A device buffer that returns to its cache when its last handle — a tensor's or a recorded
+/// graph's — is dropped.
+pub struct Held<D: Device> {
     raw: Option<D::Buf>,
     class: usize,
-    bytes: usize,
     home: Arc<Shared<D>>,
+}
+
+impl<D: Device> Held<D> {
+    fn raw(&self) -> &D::Buf {
+        self.raw.as_ref().expect("a buffer is held until dropped")
+    }
+}
+
+impl<D: Device> Drop for Held<D> {
+    fn drop(&mut self) {
+        if let Some(b) = self.raw.take() {
+            self.home.give_back(self.class, b);
+        }
+    }
+}
+
+/// A tensor's device buffer, from the cache.
+pub struct CachedBuf<D: Device> {
+    held: Arc<Held<D>>,
+    bytes: usize,
 }
 
 impl<D: Device> CachedBuf<D> {
     /// The device's own buffer (for device-specific calls; do not keep it past this handle).
     pub fn raw(&self) -> &D::Buf {
-        self.raw.as_ref().expect("a CachedBuf holds its buffer until dropped")
+        self.held.raw()
     }
     /// The bytes asked for (the buffer may hold more: its size class).
     pub fn bytes(&self) -> usize {
         self.bytes
-    }
-}
-
-impl<D: Device> Drop for CachedBuf<D> {
-    fn drop(&mut self) {
-        if let Some(b) = self.raw.take() {
-            self.home.give_back(self.class, b);
-        }
     }
 }
 
@@ -176,7 +272,8 @@ pub struct CachedDevice<D: Device> {
 impl<D: Device> CachedDevice<D> {
     pub fn new(dev: D, opts: CacheOptions) -> Self {
         let free = Mutex::new(FreeList { by_class: BTreeMap::new(), bytes: 0 });
-        CachedDevice { home: Arc::new(Shared { dev, opts, free, held: AtomicUsize::new(0), n: Counters::default() }) }
+        let home = Shared { dev, opts, free, held: AtomicUsize::new(0), n: Counters::default(), recording: AtomicBool::new(false), rec: Mutex::new(None) };
+        CachedDevice { home: Arc::new(home) }
     }
 
     /// The device underneath.
@@ -199,6 +296,7 @@ impl<D: Device> CachedDevice<D> {
             copies: n.copies.load(Relaxed),
             syncs: n.syncs.load(Relaxed),
             other: n.other.load(Relaxed),
+            graph_launches: n.graph_launches.load(Relaxed),
         }
     }
 
@@ -218,10 +316,88 @@ impl<D: Device> CachedDevice<D> {
         let all = self.home.take_above(0);
         self.home.release(all);
     }
+    /// Starts recording this thread's launches and memsets instead of issuing them; transfers
+    /// are refused until `end_recording` (their data would be baked into the graph, or read
+    /// before anything ran).
+    pub fn begin_recording(&self) -> Result<()> {
+        let mut r = self.home.rec.lock().map_err(|_| self.err("the graph recorder is poisoned"))?;
+        if r.is_some() {
+            return Err(self.err("a graph is already being recorded on this device (captures do not nest)"));
+        }
+        *r = Some(Recording { thread: std::thread::current().id(), nodes: Vec::new() });
+        self.home.recording.store(true, Relaxed);
+        Ok(())
+    }
+
+    /// Ends the recording and returns its nodes (None if none was open); dropping them lets their
+    /// buffers go back to the cache, which is how an aborted capture is discarded.
+    pub fn end_recording(&self) -> Option<Vec<RecNode<D>>> {
+        let mut r = self.home.rec.lock().unwrap_or_else(|p| p.into_inner());
+        self.home.recording.store(false, Relaxed);
+        r.take().map(|r| r.nodes)
+    }
+
+    /// Instantiates recorded nodes as a graph. Counted as the driver calls a capture makes: one per
+    /// captured launch or memset, and one (`other`) for the instantiation.
+    pub fn instantiate(&self, nodes: Vec<RecNode<D>>) -> Result<CachedGraph<D>> {
+        let raw: Vec<Node<'_, D::Buf>> = nodes.iter().map(|n| n.as_node()).collect();
+        let exec = self.home.dev.build_graph(&raw)?;
+        drop(raw);
+        let n = &self.home.n;
+        for node in &nodes {
+            bump(if matches!(node, RecNode::Launch { .. }) { &n.launches } else { &n.memsets });
+        }
+        bump(&n.other);
+        Ok(CachedGraph { nodes, exec })
+    }
+
+    /// Runs a graph: one driver call (cuGraphLaunch).
+    pub fn launch_graph(&self, g: &CachedGraph<D>) -> Result<()> {
+        bump(&self.home.n.graph_launches);
+        let raw: Vec<Node<'_, D::Buf>> = g.nodes.iter().map(|n| n.as_node()).collect();
+        self.home.dev.launch_graph(&g.exec, &raw)
+    }
+
+    /// Whether this thread is recording (its launches are being recorded, not issued).
+    fn recording_here(&self) -> bool {
+        if !self.home.recording.load(Relaxed) {
+            return false;
+        }
+        let r = self.home.rec.lock().unwrap_or_else(|p| p.into_inner());
+        r.as_ref().is_some_and(|r| r.thread == std::thread::current().id())
+    }
+
+    /// Appends a node to this thread's recording; false when it is not recording.
+    fn record(&self, node: impl FnOnce() -> RecNode<D>) -> bool {
+        if !self.home.recording.load(Relaxed) {
+            return false;
+        }
+        let mut r = self.home.rec.lock().unwrap_or_else(|p| p.into_inner());
+        match r.as_mut() {
+            Some(r) if r.thread == std::thread::current().id() => {
+                r.nodes.push(node());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A transfer inside a recording: refused, naming it.
+    fn refuse_in_recording(&self, what: &str) -> Result<()> {
+        if self.recording_here() {
+            return Err(self.err(&format!("{what} inside a graph capture: nothing recorded has run yet, and host data would be baked into the graph (pass it as a graph input)")));
+        }
+        Ok(())
+    }
+
+    fn err(&self, msg: &str) -> Error {
+        Error::Backend { backend: self.kind(), msg: msg.to_string() }
+    }
 }
 
 impl<D: Device> Device for CachedDevice<D> {
     type Buf = CachedBuf<D>;
+    type Graph = D::Graph;
 
     fn kind(&self) -> &'static str {
         self.home.dev.kind()
@@ -261,7 +437,7 @@ impl<D: Device> Device for CachedDevice<D> {
                 }
             },
         };
-        Ok(Some(CachedBuf { raw: Some(raw), class, bytes, home: h.clone() }))
+        Ok(Some(CachedBuf { held: Arc::new(Held { raw: Some(raw), class, home: h.clone() }), bytes }))
     }
 
     fn buf_bytes(&self, buf: &CachedBuf<D>) -> usize {
@@ -269,6 +445,12 @@ impl<D: Device> Device for CachedDevice<D> {
     }
 
     fn memset_zeros(&self, buf: &CachedBuf<D>, bytes: usize) -> Result<()> {
+        if bytes > buf.bytes {
+            return Err(self.err(&format!("memset of {bytes} bytes on a {}-byte buffer", buf.bytes)));
+        }
+        if self.record(|| RecNode::Memset { buf: buf.held.clone(), bytes }) {
+            return Ok(());
+        }
         bump(&self.home.n.memsets);
         self.home.dev.memset_zeros(buf.raw(), bytes)
     }
@@ -277,6 +459,7 @@ impl<D: Device> Device for CachedDevice<D> {
         if bytes.len() > buf.bytes {
             return Err(Error::Backend { backend: self.kind(), msg: format!("upload of {} bytes into a {}-byte buffer", bytes.len(), buf.bytes) });
         }
+        self.refuse_in_recording("a host-to-device copy")?;
         bump(&self.home.n.copies);
         self.home.dev.write(buf.raw(), bytes)
     }
@@ -286,12 +469,29 @@ impl<D: Device> Device for CachedDevice<D> {
         if out.len() > buf.bytes {
             return Err(Error::Backend { backend: self.kind(), msg: format!("download of {} bytes from a {}-byte buffer", out.len(), buf.bytes) });
         }
+        self.refuse_in_recording("a device-to-host copy")?;
         bump(&self.home.n.copies);
         bump(&self.home.n.syncs);
         self.home.dev.download(buf.raw(), out)
     }
 
     fn launch(&self, kernel: &'static str, cfg: &LaunchCfg, args: &[Arg<'_, CachedBuf<D>>]) -> Result<()> {
+        let recorded = self.record(|| {
+            let args = args
+                .iter()
+                .map(|a| match a {
+                    Arg::Buf(b) => RecArg::Buf(b.held.clone()),
+                    Arg::I32(v) => RecArg::I32(*v),
+                    Arg::I64(v) => RecArg::I64(*v),
+                    Arg::F32(v) => RecArg::F32(*v),
+                    Arg::Pod(p) => RecArg::Pod(p.to_vec()),
+                })
+                .collect();
+            RecNode::Launch { kernel, cfg: *cfg, args }
+        });
+        if recorded {
+            return Ok(());
+        }
         let raw: Vec<Arg<'_, D::Buf>> = args
             .iter()
             .map(|a| match a {
@@ -319,6 +519,24 @@ impl<D: Device> Device for CachedDevice<D> {
     fn synchronize(&self) -> Result<()> {
         bump(&self.home.n.syncs);
         self.home.dev.synchronize()
+    }
+
+    fn copy(&self, src: &CachedBuf<D>, dst: &CachedBuf<D>, bytes: usize) -> Result<()> {
+        if bytes > src.bytes || bytes > dst.bytes {
+            return Err(self.err(&format!("copy of {bytes} bytes from a {}-byte into a {}-byte buffer", src.bytes, dst.bytes)));
+        }
+        self.refuse_in_recording("a device-to-device copy")?;
+        bump(&self.home.n.copies);
+        self.home.dev.copy(src.raw(), dst.raw(), bytes)
+    }
+
+    /// Graphs of this layer are built from recordings (`instantiate`), which hold their buffers.
+    fn build_graph(&self, _nodes: &[Node<'_, CachedBuf<D>>]) -> Result<D::Graph> {
+        Err(self.err("graphs of the caching layer are built by begin_recording / instantiate"))
+    }
+
+    fn launch_graph(&self, _graph: &D::Graph, _nodes: &[Node<'_, CachedBuf<D>>]) -> Result<()> {
+        Err(self.err("graphs of the caching layer run through launch_graph on a CachedGraph"))
     }
 
     /// Under a memory limit, free = limit − held; else the device's own figures.

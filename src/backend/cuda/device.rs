@@ -22,8 +22,17 @@ pub enum Arg<'a, B> {
     Pod(&'a [u8]),
 }
 
+/// One step of a graph (backend/cuda/graph.rs): what a recorded forward issues, in stream order.
+pub enum Node<'a, B> {
+    Launch { kernel: &'static str, cfg: LaunchCfg, args: Vec<Arg<'a, B>> },
+    Memset { buf: &'a B, bytes: usize },
+}
+
 pub trait Device: Send + Sync + 'static {
     type Buf: Send + Sync;
+    /// An instantiated graph (cudaGraphExec on the GPU; nothing in the emulator, which replays
+    /// the node list it is given).
+    type Graph: Send + Sync;
     /// Kind for messages ("cuda", "cuda-emulator").
     fn kind(&self) -> &'static str;
     fn describe(&self) -> String;
@@ -44,6 +53,14 @@ pub trait Device: Send + Sync + 'static {
     /// 48 KiB (`SMEM_DEFAULT_LIMIT`) fail without it (cuFuncSetAttribute with
     /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the emulator enforces the same rule).
     fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()>;
+    /// Copies the first `bytes` bytes of `src` to `dst` (cuMemcpyDtoDAsync on the device's stream).
+    fn copy(&self, src: &Self::Buf, dst: &Self::Buf, bytes: usize) -> Result<()>;
+    /// Instantiates a graph of `nodes` (none of them has run): on the GPU a stream capture of
+    /// them, then cuGraphInstantiate.
+    fn build_graph(&self, nodes: &[Node<'_, Self::Buf>]) -> Result<Self::Graph>;
+    /// Runs a graph on the device's stream (cuGraphLaunch: one driver call); `nodes` are the
+    /// ones it was built from (the emulator replays them, in order).
+    fn launch_graph(&self, graph: &Self::Graph, nodes: &[Node<'_, Self::Buf>]) -> Result<()>;
     /// Waits for all work on the device's stream; an asynchronous fault surfaces here.
     fn synchronize(&self) -> Result<()>;
     /// (free, total) bytes of device memory, for out-of-memory messages.

@@ -4,7 +4,7 @@
 //! Buffers come from the runtime's `emu_alloc`: each ends at a guard page, so an access past the
 //! end (or far before the start) is a launch error naming the kernel, argument, element and size.
 
-use super::device::{Arg, Device, LaunchCfg};
+use super::device::{Arg, Device, LaunchCfg, Node};
 use crate::{Error, Result};
 use std::ffi::{c_char, c_void, CStr, CString};
 
@@ -150,6 +150,9 @@ pub struct EmuDevice;
 
 impl Device for EmuDevice {
     type Buf = EmuBuf;
+    /// The emulator's graph is its node list: a replay launches the nodes in order, as the GPU
+    /// runs a captured stream's nodes in their dependency order (a chain, for one stream).
+    type Graph = ();
 
     fn kind(&self) -> &'static str {
         "cuda-emulator"
@@ -234,6 +237,29 @@ impl Device for EmuDevice {
         let name = CString::new(kernel).expect("kernel names have no NUL");
         // SAFETY: plain FFI call with a NUL-terminated name; the runtime guards its table with a mutex.
         check(unsafe { emu_func_set_max_dynamic_smem(name.as_ptr(), bytes) })
+    }
+
+    fn copy(&self, src: &EmuBuf, dst: &EmuBuf, bytes: usize) -> Result<()> {
+        if bytes > src.bytes || bytes > dst.bytes {
+            return Err(Error::Backend { backend: "cuda-emulator", msg: format!("copy of {bytes} bytes from a {}-byte into a {}-byte buffer", src.bytes, dst.bytes) });
+        }
+        // SAFETY: bounds checked above; `copy` (memmove) allows the same buffer on both sides.
+        unsafe { std::ptr::copy(src.ptr, dst.ptr, bytes) };
+        Ok(())
+    }
+
+    fn build_graph(&self, _nodes: &[Node<'_, EmuBuf>]) -> Result<()> {
+        Ok(())
+    }
+
+    fn launch_graph(&self, _graph: &(), nodes: &[Node<'_, EmuBuf>]) -> Result<()> {
+        for n in nodes {
+            match n {
+                Node::Launch { kernel, cfg, args } => self.launch(kernel, cfg, args)?,
+                Node::Memset { buf, bytes } => self.memset_zeros(buf, *bytes)?,
+            }
+        }
+        Ok(())
     }
 
     /// Launches run to completion before `emu_launch` returns: nothing is ever in flight.

@@ -6,10 +6,10 @@
 //! one stream orders everything (see backend/cuda/cached.rs on reuse). Every failure is an
 //! `Error`, never a panic.
 
-use super::device::{Arg, Device, LaunchCfg};
+use super::device::{Arg, Device, LaunchCfg, Node};
 use super::kernels::{file_of, KernelSource, HEADERS};
 use crate::{Error, Result};
-use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -163,8 +163,17 @@ pub fn inline_headers(src: &str) -> String {
     out
 }
 
+/// An instantiated CUDA graph (cudaGraphExec) of this device's stream.
+pub struct GpuGraph(CudaGraph);
+
+// SAFETY: CUDA graph objects are not internally synchronised; the backend keeps each graph
+// behind a mutex (backend/cuda/graph.rs), so calls on one graph never overlap.
+unsafe impl Send for GpuGraph {}
+unsafe impl Sync for GpuGraph {}
+
 impl Device for GpuDevice {
     type Buf = CudaSlice<u8>;
+    type Graph = GpuGraph;
 
     fn kind(&self) -> &'static str {
         "cuda"
@@ -227,6 +236,48 @@ impl Device for GpuDevice {
 
     fn synchronize(&self) -> Result<()> {
         GpuDevice::synchronize(self)
+    }
+
+    fn copy(&self, src: &CudaSlice<u8>, dst: &CudaSlice<u8>, bytes: usize) -> Result<()> {
+        if bytes > src.len() || bytes > dst.len() {
+            return Err(err(format!("copy of {bytes} bytes from a {}-byte into a {}-byte buffer", src.len(), dst.len())));
+        }
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(err)?;
+        let (s, _gs) = src.device_ptr(&self.stream);
+        let (d, _gd) = dst.device_ptr(&self.stream);
+        // SAFETY: both pointers address at least `bytes` bytes of this context's memory; the copy
+        // is ordered on the device's one stream with every other use of either buffer.
+        unsafe { result::memcpy_dtod_async(d, s, bytes, self.stream.cu_stream()) }.map_err(|e| err(format!("device copy of {bytes} bytes: {e}")))
+    }
+
+    /// Captures the nodes on the device's stream (thread-local capture mode) and instantiates the
+    /// graph. Every module is loaded first (loading is not a stream operation), and the capture is
+    /// ended whatever happens, so a failed node leaves the stream usable.
+    fn build_graph(&self, nodes: &[Node<'_, CudaSlice<u8>>]) -> Result<GpuGraph> {
+        for n in nodes {
+            if let Node::Launch { kernel, .. } = n {
+                self.function(kernel)?;
+            }
+        }
+        self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| err(format!("beginning a graph capture: {e}")))?;
+        let issued = nodes.iter().try_for_each(|n| match n {
+            Node::Launch { kernel, cfg, args } => self.launch(kernel, cfg, args),
+            Node::Memset { buf, bytes } => self.memset_zeros(buf, *bytes),
+        });
+        let ended = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        issued.map_err(|e| err(format!("capturing a graph: {e}")))?;
+        match ended {
+            Ok(Some(g)) => Ok(GpuGraph(g)),
+            Ok(None) => Err(err("the graph capture produced no graph")),
+            Err(e) => Err(err(format!("instantiating a graph: {e}"))),
+        }
+    }
+
+    fn launch_graph(&self, graph: &GpuGraph, _nodes: &[Node<'_, CudaSlice<u8>>]) -> Result<()> {
+        graph.0.launch().map_err(|e| err(format!("launching a graph: {e}")))
     }
 
     fn mem_info(&self) -> Option<(usize, usize)> {

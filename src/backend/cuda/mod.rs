@@ -10,6 +10,7 @@ pub mod cached;
 pub mod device;
 pub mod emu;
 pub mod gpu;
+pub mod graph;
 pub mod kernels;
 pub mod launch;
 pub mod norm_split;
@@ -41,6 +42,8 @@ pub struct CudaBackend<D: Device> {
     /// operands of conv2d / linear and their input gradients (precision_dispatch.rs); F32 is the
     /// f32 kernels exactly as without it
     precision: Precision,
+    /// recorded forwards (graph.rs)
+    graphs: graph::GraphCache<D>,
 }
 
 /// Cached bytes kept for reuse where the device does not say its size (the emulator: host memory
@@ -124,7 +127,11 @@ impl<D: Device> CudaBackend<D> {
         self.precision = p;
     }
     pub fn with_options(dev: D, opts: CacheOptions) -> Self {
-        CudaBackend { dev: CachedDevice::new(dev, opts), precision: Precision::F32 }
+        let graphs = graph::enabled_from_env().unwrap_or_else(|e| {
+            eprintln!("warning: {e}; graphs stay on");
+            true
+        });
+        CudaBackend { dev: CachedDevice::new(dev, opts), precision: Precision::F32, graphs: graph::GraphCache::new(graphs) }
     }
     /// The device underneath the caching layer.
     pub fn device(&self) -> &D {
@@ -197,6 +204,10 @@ impl<D: Device> Compute for CudaBackend<D> {
 
     fn driver_counts(&self) -> Option<DriverCounts> {
         Some(self.dev.counts())
+    }
+
+    fn graph_forward(&self, model: u64, inputs: &[&T<D>], f: &dyn Fn(&[T<D>]) -> Result<Vec<T<D>>>) -> Result<Vec<T<D>>> {
+        self.graph_forward_impl(model, inputs, f)
     }
 
     fn upload(&self, dims: &[usize], v: &[f32]) -> Result<T<D>> {

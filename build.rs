@@ -120,6 +120,8 @@ fn build_emulator(root: &Path, out: &Path, files: &[KernelFile]) {
     for f in ["-fsanitize=kernel-address", "--param=asan-instrumentation-with-call-threshold=0", "--param=asan-stack=0", "--param=asan-globals=0"] {
         checked.flag(f);
     }
+    // the instrumented copy also counts FLOPs (fmaf) for the traffic accounting (cuda_emu.h)
+    checked.define("EMU_CHECKED_BUILD", None);
     b.file(root.join("kernels/emu/emu_runtime.cpp"));
     let mut registry = String::from("#include \"cuda_emu.h\"\n");
     for f in files.iter().filter(|f| !f.kernels.is_empty()) {

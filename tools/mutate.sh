@@ -24,6 +24,7 @@ MUTATIONS=(
   "gn-chan|kernels/group_norm.cu|s#m2 += m2b + d \* d \* n \* w;#m2 += m2b;#|--test backends_agree|Chan's merge drops the between-chunk term of M2 (#20)"
   "ew-tail|kernels/elementwise.cu|s#i0 = 4 \* (n / 4);#i0 = n;#|--test vector_tails|the maps skip the n mod 4 values after the last float4 (#20)"
   "walk-carry|kernels/index_walk.cuh|s#    ++w.q;#    // mutation: carry dropped#|--test vector_tails|the division-free walk forgets the carry from r into q (#20)"
+  "gn-reread|src/backend/cuda/mod.rs|s#^\(        launch::group_norm_stats_f32(.*)?;\)\$#\1\n\1#|--test traffic_bound unet_kernels_stay_within_their_traffic_bounds|group norm reads x three times: its statistics launched twice, results unchanged (#20 item 6)"
   "kl-const|kernels/scheduler.cu|s#1.0f / 0.6931471805599453f#1.0f / 0.7f#|--test backends_agree|kl_bits with a wrong ln 2 (#19)"
   "conv-pad|src/ops/conv.rs|s#pt: v(p.padding.top)?,#pt: v(p.padding.left)?,#|--test ops_vs_torch|the conv geometry (shared by the CPU and CUDA backends) takes the left padding for the top (#19)"
 )

@@ -40,6 +40,8 @@ struct ThreadState {
   unsigned shfl_parity = 0;
   unsigned bar_parity = 0;
   unsigned coll_count = 0;  // warp collectives (mma, ldmatrix) this thread has entered
+  unsigned long long flops = 0;      // fmaf calls × 2 (traffic accounting)
+  unsigned long long mma_flops = 0;  // this lane's share (1/32) of its warp's mma.sync, 2·m·n·k
 };
 struct BlockState {
   uint3 bid = {0, 0, 0};
@@ -60,7 +62,20 @@ unsigned emu_warp_sync(unsigned mask);
 uint64_t* emu_warp_slots(unsigned parity);
 unsigned emu_live_lanes(void);
 void* emu_dynamic_smem(void);
+// Traffic accounting (emu_set_traffic): `n` bytes at `p` read (rw & 1) and/or written (rw & 2)
+// by an access the instrumentation does not see (cp.async sources, atomics); global only.
+void emu_count_global(const void* p, unsigned n, int rw);
 }
+
+// FLOPs of the traffic accounting: in the instrumented copy of the kernels only (the one traffic
+// runs use), every fmaf counts 2; the plain copy keeps the bare libm call.
+#ifdef EMU_CHECKED_BUILD
+static inline float emu_counted_fmaf(float a, float b, float c) {
+  emu_cur_thread->flops += 2;
+  return fmaf(a, b, c);
+}
+#define fmaf(a, b, c) emu_counted_fmaf(a, b, c)
+#endif
 
 #define threadIdx (emu_cur_thread->tid)
 #define blockIdx (emu_cur_block.bid)
@@ -157,6 +172,7 @@ static inline int __all_sync(unsigned mask, int pred) {
 #define EMU_ATOMIC __attribute__((no_sanitize_address))
 template <class T>
 EMU_ATOMIC static inline T atomicAdd(T* a, T v) {
+  emu_count_global(a, sizeof(T), 3);
   if constexpr (std::is_floating_point<T>::value) {
     T old, want;
     __atomic_load(a, &old, __ATOMIC_RELAXED);
@@ -166,18 +182,20 @@ EMU_ATOMIC static inline T atomicAdd(T* a, T v) {
     return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);
   }
 }
-template <class T> EMU_ATOMIC static inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
-template <class T> EMU_ATOMIC static inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }
-template <class T> EMU_ATOMIC static inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }
-template <class T> EMU_ATOMIC static inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }
-template <class T> EMU_ATOMIC static inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicSub(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicExch(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicAnd(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicOr(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }
+template <class T> EMU_ATOMIC static inline T atomicXor(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }
 template <class T>
 EMU_ATOMIC static inline T atomicCAS(T* a, T cmp, T v) {
+  emu_count_global(a, sizeof(T), 3);
   __atomic_compare_exchange_n(a, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return cmp;
 }
 template <class T>
 EMU_ATOMIC static inline T atomicMax(T* a, T v) {
+  emu_count_global(a, sizeof(T), 3);
   T old;
   __atomic_load(a, &old, __ATOMIC_RELAXED);
   while (old < v && !__atomic_compare_exchange(a, &old, &v, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {}
@@ -185,6 +203,7 @@ EMU_ATOMIC static inline T atomicMax(T* a, T v) {
 }
 template <class T>
 EMU_ATOMIC static inline T atomicMin(T* a, T v) {
+  emu_count_global(a, sizeof(T), 3);
   T old;
   __atomic_load(a, &old, __ATOMIC_RELAXED);
   while (old > v && !__atomic_compare_exchange(a, &old, &v, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {}

@@ -74,6 +74,7 @@ enum Sched { FWD = 0, REV = 1, RAND = 2, PREEMPT = 3 };
 constexpr unsigned kMaxThreads = 1024;
 constexpr size_t kMaxSmem = 227 * 1024;
 constexpr unsigned kDefaultSmem = 48 * 1024;  // without the cuFuncSetAttribute opt-in
+constexpr unsigned kTrafficArgs = 24;          // pointer arguments tracked per launch (TrafficRecord)
 
 struct Fiber {
   void* sp = nullptr;
@@ -118,6 +119,12 @@ struct Launch {
   std::atomic<bool> failed{false};
   std::mutex err_m;
   std::string err;
+  // Traffic accounting (emu_set_traffic): only blocks b with b % stride == 0 run; per pointer
+  // argument (position in `bufs`) the global bytes they read and wrote, and their FLOPs.
+  bool traffic = false;
+  unsigned stride = 1;
+  std::atomic<uint64_t> t_read[kTrafficArgs] = {}, t_write[kTrafficArgs] = {};
+  std::atomic<uint64_t> t_flops{0}, t_mma_flops{0};
 };
 
 struct Worker {
@@ -146,6 +153,7 @@ struct Worker {
   unsigned long long rng = 0;
   unsigned block_id = 0;
   unsigned long long hook_calls = 0;
+  uint64_t t_read[kTrafficArgs] = {}, t_write[kTrafficArgs] = {};  // this block's traffic, per argument
 };
 
 __thread Worker* t_worker = nullptr;
@@ -163,6 +171,8 @@ std::map<std::string, unsigned> g_smem_optin;
 
 int g_sched = -1;  // -1: read EMU_SCHED on first launch
 int g_race = -1;   // race detector: -1 = read EMU_RACE (default off, see kernels/README.md) on first launch
+bool g_traffic = false;         // traffic accounting on (emu_set_traffic)
+unsigned g_traffic_blocks = 0;  // at most this many sampled blocks per launch (0: every block)
 unsigned long long g_seed = 1;
 std::mutex g_cfg_m;
 
@@ -282,6 +292,19 @@ unsigned long long splitmix(unsigned long long& s) {
   return z ^ (z >> 31);
 }
 
+// Adds a finished block's traffic (counted per access by count_traffic) and FLOPs to its launch.
+void flush_traffic(Worker* w, Launch* L) {
+  uint64_t flops = 0, mma = 0;
+  for (unsigned i = 0; i < w->n; ++i) flops += w->fibers[i].ts.flops, mma += w->fibers[i].ts.mma_flops;
+  L->t_flops.fetch_add(flops, std::memory_order_relaxed);
+  L->t_mma_flops.fetch_add(mma, std::memory_order_relaxed);
+  for (unsigned i = 0; i < kTrafficArgs; ++i) {
+    if (w->t_read[i]) L->t_read[i].fetch_add(w->t_read[i], std::memory_order_relaxed);
+    if (w->t_write[i]) L->t_write[i].fetch_add(w->t_write[i], std::memory_order_relaxed);
+    w->t_read[i] = w->t_write[i] = 0;
+  }
+}
+
 // Runs block `b` of the launch on this worker. Returns false (and sets the error) on deadlock.
 bool run_block(Worker* w, Launch* L, unsigned b) {
   const dim3 g = L->grid, bd = L->block;
@@ -317,6 +340,8 @@ bool run_block(Worker* w, Launch* L, unsigned b) {
     f.ts.shfl_parity = 0;
     f.ts.bar_parity = 0;
     f.ts.coll_count = 0;
+    f.ts.flops = 0;
+    f.ts.mma_flops = 0;
     f.cpq.n = 0;
     f.cpq.committed = 0;
     // Stagger the tops so hot frames do not all map to the same cache sets.
@@ -357,7 +382,10 @@ bool run_block(Worker* w, Launch* L, unsigned b) {
     g_hook_calls.fetch_add(w->hook_calls, std::memory_order_relaxed);
     w->hook_calls = 0;
   }
-  if (w->live == 0) return true;
+  if (w->live == 0) {
+    if (L->traffic) flush_traffic(w, L);
+    return true;
+  }
   unsigned at_block = 0, at_warp = 0;
   for (unsigned i = 0; i < n; ++i) {
     at_block += w->fibers[i].st == WAIT_BLOCK;
@@ -498,6 +526,7 @@ void reset_canaries(const Launch& L) {
   for (const ArgBuf& b : L.bufs) memset((void*)b.zone, kCanary, b.start - b.zone);
 }
 
+#include "emu_traffic.inc"
 #include "emu_race.inc"
 
 // ---- worker pool ------------------------------------------------------------------------------
@@ -538,6 +567,7 @@ void worker_loop(Pool* p) {
       if (L->failed.load()) break;
       unsigned b = L->next.fetch_add(1);
       if (b >= L->nblocks) break;
+      if (b % L->stride) continue;  // traffic accounting samples every stride-th block
       if (!run_block(w, L, b)) L->failed.store(true);
     }
     std::lock_guard<std::mutex> lk(p->m);
@@ -695,7 +725,7 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
   bool checked;
   {
     std::lock_guard<std::mutex> g(g_cfg_m);
-    checked = g_race > 0 || g_sched == PREEMPT;
+    checked = g_race > 0 || g_sched == PREEMPT || g_traffic;
   }
   const EmuKernelEntry* e = find(name, checked);
   if (!e) return fail(1, std::string("no kernel named `") + name + "` in the emulator registry");
@@ -737,6 +767,8 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
     L.sched = g_sched;
     L.seed = g_seed;
     L.race = g_race > 0;
+    L.traffic = g_traffic && emu_kernel_tables_checked != nullptr;
+    if (L.traffic) L.stride = sample_stride(L.nblocks, gx, g_traffic_blocks);
   }
   Pool* p = pool();
   {
@@ -752,6 +784,7 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
   if (!canary.empty() || L.failed.load()) reset_canaries(L);
   if (L.failed.load()) return fail(2, L.err.rfind(name, 0) == 0 ? L.err : std::string(name) + ": " + L.err);
   if (!canary.empty()) return fail(3, canary);
+  if (L.traffic) record_traffic(L);
   return 0;
 }
 
@@ -799,6 +832,33 @@ uint32_t* emu_warp_coll(unsigned parity) {
 }
 
 emu::CpAsyncQueue* emu_cp_async_queue(void) { return &current(t_worker)->cpq; }
+
+// Traffic accounting for later launches (emu_traffic.inc): on = 1 counts, per launch, the global
+// bytes each pointer argument's buffer is read and written and the FLOPs, running at most
+// `max_blocks` sampled blocks (0: all). Needs the instrumented kernels (emu_instrumented).
+void emu_set_traffic(int on, unsigned max_blocks) {
+  read_env_sched();
+  std::lock_guard<std::mutex> g(g_cfg_m);
+  g_traffic = on != 0;
+  g_traffic_blocks = max_blocks;
+}
+
+void emu_count_global(const void* p, unsigned n, int rw) {
+  Worker* w = t_worker;
+  if (n && w && w->in_block && w->launch && w->launch->traffic) count_traffic(w, (uintptr_t)p, n, rw);
+}
+
+// Records of the launches counted so far, oldest first: copies up to `cap` into `out`, removes
+// them from the log and returns how many it copied (cap 0: how many there are).
+unsigned emu_traffic_take(void* out_records, unsigned cap) {
+  TrafficRecord* out = static_cast<TrafficRecord*>(out_records);
+  std::lock_guard<std::mutex> lk(g_traffic_m);
+  if (cap == 0) return (unsigned)g_traffic_log.size();
+  unsigned n = cap < g_traffic_log.size() ? cap : (unsigned)g_traffic_log.size();
+  for (unsigned i = 0; i < n; ++i) out[i] = g_traffic_log[i];
+  g_traffic_log.erase(g_traffic_log.begin(), g_traffic_log.begin() + n);
+  return n;
+}
 
 // The message of the last failed launch made by the calling thread.
 const char* emu_last_error(void) { return t_err.c_str(); }

@@ -9,6 +9,7 @@ pub mod detect;
 pub mod eval;
 pub mod fit_padim;
 pub mod info;
+pub mod kernels;
 pub mod metrics;
 pub mod options;
 pub mod reconstruct;
@@ -40,6 +41,17 @@ pub enum Command {
     Kernels {
         #[arg(long)]
         report: bool,
+        /// Global-memory bytes and FLOPs per kernel at the 553M UNet's shapes, counted by the CUDA
+        /// emulator (exact per block, the grid sampled): bytes ÷ the minimum, FLOP/B, the H200
+        /// roofline lower bound.
+        #[arg(long)]
+        traffic: bool,
+        /// With --traffic: one JSON object per op and line.
+        #[arg(long, requires = "traffic")]
+        json: bool,
+        /// With --traffic: at most this many sampled blocks per launch (0: every block; slow).
+        #[arg(long, requires = "traffic", default_value_t = 24)]
+        max_blocks: u32,
     },
     /// Convert a PyTorch checkpoint (.pt/.pth) or safetensors + its training flags into one
     /// self-describing safetensors model file.
@@ -78,7 +90,8 @@ pub fn run(cli: Cli) -> ExitCode {
     crate::io::image::ImageLimits::set_process_default(cli.max_pixels);
     match cli.command {
         Command::Info => info::info(),
-        Command::Kernels { report } => info::kernels(report),
+        Command::Kernels { report, traffic: false, .. } => info::kernels(report),
+        Command::Kernels { traffic: true, json, max_blocks, .. } => kernels::traffic(json, max_blocks),
         Command::Convert(c) => c.run(),
         Command::Verify(c) => c.run(),
         Command::Detect(c) => c.run(),

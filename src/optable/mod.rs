@@ -10,6 +10,7 @@ pub mod precision;
 pub mod run;
 pub mod sizes;
 pub mod table;
+pub mod traffic;
 
 pub use case::OpCase;
 pub use run::{run_method, Inputs, Outputs};

@@ -99,10 +99,22 @@ impl Entry {
     pub fn work(&self, c: &OpCase, out_elems: usize) -> Work {
         match self.cost {
             Cost::Flops(f) => Work::Flops(f(c)),
-            Cost::MinBytes => {
-                let read: usize = self.reads.iter().filter_map(|k| c.tensors.get(*k)).map(|(_, v)| v.len()).sum();
-                Work::Bytes(4.0 * (read + out_elems) as f64)
-            }
+            Cost::MinBytes => Work::Bytes(self.min_bytes(c, out_elems)),
+        }
+    }
+
+    /// The least traffic of one call that wrote `out_elems` f32 values: every listed input read
+    /// once, every output written once (the memory-bound rows' work; the GEMM rows' floor).
+    pub fn min_bytes(&self, c: &OpCase, out_elems: usize) -> f64 {
+        let read: usize = self.reads.iter().filter_map(|k| c.tensors.get(*k)).map(|(_, v)| v.len()).sum();
+        4.0 * (read + out_elems) as f64
+    }
+
+    /// The row's FLOPs on case `c`, for the GEMM-like rows (multiply and add counted as two).
+    pub fn flops(&self, c: &OpCase) -> Option<f64> {
+        match self.cost {
+            Cost::Flops(f) => Some(f(c)),
+            Cost::MinBytes => None,
         }
     }
 }

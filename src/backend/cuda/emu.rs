@@ -16,6 +16,8 @@ extern "C" {
     fn emu_hook_calls() -> u64;
     fn emu_instrumented() -> i32;
     fn emu_func_set_max_dynamic_smem(name: *const c_char, bytes: u32) -> i32;
+    fn emu_set_traffic(on: i32, max_blocks: u32);
+    fn emu_traffic_take(out: *mut c_void, cap: u32) -> u32;
     fn emu_alloc(bytes: usize) -> *mut c_void;
     fn emu_free(p: *mut c_void);
 }
@@ -94,6 +96,112 @@ pub fn instrumented() -> bool {
 pub fn hook_calls() -> u64 {
     // SAFETY: plain FFI call reading an atomic counter.
     unsafe { emu_hook_calls() }
+}
+
+/// Most pointer arguments a traffic record tracks (kTrafficArgs in emu_runtime.cpp).
+const TRAFFIC_ARGS: usize = 24;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawTrafficArg {
+    index: u32,
+    elem: u32,
+    buf_bytes: u64,
+    read: u64,
+    written: u64,
+}
+
+/// The runtime's record of one counted launch (TrafficRecord in kernels/emu/emu_traffic.inc).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawTrafficRecord {
+    name: *const c_char,
+    grid: [u32; 3],
+    block: [u32; 3],
+    nblocks: u32,
+    sampled: u32,
+    flops: u64,
+    mma_flops: u64,
+    nargs: u32,
+    pad: u32,
+    args: [RawTrafficArg; TRAFFIC_ARGS],
+}
+
+/// Global-memory bytes one pointer argument's buffer saw in the sampled blocks of a launch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArgTraffic {
+    /// parameter position in the kernel's signature
+    pub index: u32,
+    /// bytes from the pointer to the end of its buffer (the tensor's size for a whole buffer)
+    pub buf_bytes: u64,
+    pub read: u64,
+    pub written: u64,
+}
+
+/// One launch as the traffic accounting saw it: exact counts of the blocks that ran (`sampled` of
+/// `nblocks`); `scale()` turns them into the whole grid's estimate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchTraffic {
+    pub kernel: String,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+    pub nblocks: u32,
+    pub sampled: u32,
+    /// fmaf × 2 in the sampled blocks (f32 FMA units)
+    pub fma_flops: u64,
+    /// mma.sync × 2·m·n·k in the sampled blocks (tensor cores)
+    pub mma_flops: u64,
+    pub args: Vec<ArgTraffic>,
+}
+
+impl LaunchTraffic {
+    /// Blocks in the grid per block that ran.
+    pub fn scale(&self) -> f64 {
+        self.nblocks as f64 / self.sampled.max(1) as f64
+    }
+    pub fn read(&self) -> u64 {
+        self.args.iter().map(|a| a.read).sum()
+    }
+    pub fn written(&self) -> u64 {
+        self.args.iter().map(|a| a.written).sum()
+    }
+    /// The argument at parameter position `index`, if it is a pointer.
+    pub fn arg(&self, index: u32) -> Option<&ArgTraffic> {
+        self.args.iter().find(|a| a.index == index)
+    }
+}
+
+/// Traffic accounting for later launches: on, each launch runs the instrumented kernels (every
+/// load and store seen), at most `max_blocks` sampled blocks of its grid (0: all; the outputs of a
+/// sampled launch are incomplete), and leaves a record for `take_traffic`. Works only where
+/// `instrumented()`.
+pub fn set_traffic(on: bool, max_blocks: u32) {
+    // SAFETY: plain FFI call; the runtime guards its configuration with a mutex.
+    unsafe { emu_set_traffic(on as i32, max_blocks) }
+}
+
+/// The records of the launches counted since the last call, oldest first.
+pub fn take_traffic() -> Vec<LaunchTraffic> {
+    // SAFETY: cap 0 only reads the log's length.
+    let n = unsafe { emu_traffic_take(std::ptr::null_mut(), 0) } as usize;
+    let zero = RawTrafficArg { index: 0, elem: 0, buf_bytes: 0, read: 0, written: 0 };
+    let mut raw = vec![RawTrafficRecord { name: std::ptr::null(), grid: [0; 3], block: [0; 3], nblocks: 0, sampled: 0, flops: 0, mma_flops: 0, nargs: 0, pad: 0, args: [zero; TRAFFIC_ARGS] }; n];
+    // SAFETY: `raw` holds `n` records of the runtime's layout; the runtime copies at most `n`.
+    let got = unsafe { emu_traffic_take(raw.as_mut_ptr() as *mut c_void, n as u32) } as usize;
+    raw.truncate(got);
+    raw.iter()
+        .map(|r| LaunchTraffic {
+            // SAFETY: the name is the registry's static, NUL-terminated kernel name.
+            kernel: unsafe { CStr::from_ptr(r.name) }.to_string_lossy().trim_start_matches("emu_kernel_checked_").trim_start_matches("emu_kernel_").to_string(),
+            grid: (r.grid[0], r.grid[1], r.grid[2]),
+            block: (r.block[0], r.block[1], r.block[2]),
+            nblocks: r.nblocks,
+            sampled: r.sampled,
+            fma_flops: r.flops,
+            mma_flops: r.mma_flops,
+            args: r.args[..(r.nargs as usize).min(TRAFFIC_ARGS)].iter().map(|a| ArgTraffic { index: a.index, buf_bytes: a.buf_bytes, read: a.read, written: a.written }).collect(),
+        })
+        .collect()
 }
 
 /// A host allocation standing in for device memory, between guard pages (its start is only as

@@ -43,7 +43,7 @@ pub struct WeightCache<D: Device> {
     limit: usize,
 }
 
-/// What the cache holds and has done: a test's view.
+/// What the cache holds, and its hits and misses since the backend started: a test's view.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WeightCacheStats {
     pub entries: usize,
@@ -98,7 +98,7 @@ impl<D: Device> WeightCache<D> {
         WeightCacheStats { entries: g.entries.len(), bytes: g.bytes, hits: g.hits, misses: g.misses }
     }
 
-    /// Drops every copy (their buffers go back to the device cache).
+    /// Drops every copy (their buffers go back to the device cache); the counts go on.
     pub fn clear(&self) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.entries.clear();

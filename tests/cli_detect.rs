@@ -52,17 +52,22 @@ fn detect_a_folder_writes_maps_pictures_and_tables() {
     let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
     assert_eq!(again["images"][0]["image_score"], imgs[0]["image_score"]);
     assert_eq!(json["settings"]["precision"], "f32");
-    // another precision on the CPU: one notice, the f32 run bit for bit, and f32 recorded
+    // another precision on the CPU: its proxy of the kernels' rounding, one notice, bf16
+    // recorded; the maps move (the operands were rounded), by little (relative 2e-2 on the image
+    // score, a few times what was observed)
     let (rc, _, se) = ran(&[&args[..], &["--precision", "bf16"]].concat());
     assert_eq!(rc, 0, "{se}");
-    assert_eq!(se.lines().filter(|l| l.starts_with("note: the CPU backend computes in f32")).count(), 1, "{se}");
+    assert_eq!(se.lines().filter(|l| l.starts_with("note: CPU emulation of bf16 operands")).count(), 1, "{se}");
     let bf: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
-    assert_eq!(bf["settings"]["precision"], "f32");
+    assert_eq!(bf["settings"]["precision"], "bf16");
+    let mut moved = false;
     for (x, y) in bf["images"].as_array().unwrap().iter().zip(imgs) {
-        for k in ["image_score", "map_min", "map_max"] {
-            assert_eq!(x[k], y[k], "{k}");
-        }
+        let (a, b) = (x["image_score"].as_f64().unwrap(), y["image_score"].as_f64().unwrap());
+        eprintln!("image score bf16 {a} f32 {b}");
+        assert!((a - b).abs() <= 2e-2 * b.abs(), "bf16 {a} vs f32 {b}");
+        moved |= a != b;
     }
+    assert!(moved, "bf16 on the CPU gave the f32 scores: no operand was rounded");
     let mut other = args.to_vec();
     let last = other.len() - 1;
     other[last] = "4";

@@ -3,6 +3,8 @@
 //! and the image threshold of the `defective` verdict. detect and serve read it instead of
 //! rescoring normal images. It records the SHA-256 of the model and extractor files and the
 //! scoring settings, and is refused for any other model or settings: its numbers mean nothing there.
+//! That includes the operand precision (`--precision`): maps made in bf16 are not f32's, so a
+//! calibration made in one is refused in another, as the eval cache refuses them (eval/cache.rs).
 //!
 //! Layout: one f32 tensor `class.<index>` (or `class.all` for a model without classes) of
 //! `FIELDS`, stored exactly; the rest as JSON strings in the metadata.
@@ -12,6 +14,7 @@ use crate::anomaly::score::Calibration;
 use crate::anomaly::settings::ScoreSettings;
 use crate::anomaly::threshold::{F1Threshold, ThresholdSource};
 use crate::io::safetensors::{encode_f32, SafeTensors};
+use crate::ops::precision::Precision;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,10 +34,14 @@ pub struct RecordedSettings {
     pub feature_timestep: String,
     pub effnet_arch: Option<String>,
     pub effnet_image_size: Option<usize>,
+    /// the operand precision the maps were made in; absent for f32, so the files of before
+    /// (all f32) stay valid
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 impl RecordedSettings {
-    pub fn of(s: &ScoreSettings) -> Self {
+    pub fn of(s: &ScoreSettings, precision: Precision) -> Self {
         RecordedSettings {
             timesteps: s.timesteps.clone(),
             respacing: s.respacing.clone(),
@@ -43,6 +50,7 @@ impl RecordedSettings {
             feature_timestep: s.feature_timestep.name().into(),
             effnet_arch: s.effnet_arch.clone(),
             effnet_image_size: s.effnet_image_size,
+            precision: (precision != Precision::F32).then(|| precision.as_str().to_string()),
         }
     }
 }
@@ -157,9 +165,9 @@ impl CalibrationFile {
         Ok((f, file_id(&bytes)))
     }
 
-    /// Refuses to apply this calibration (read from `path`) to another model, extractor or
-    /// scoring settings than it was made with, naming what differs.
-    pub fn check_matches(&self, path: &Path, s: &ScoreSettings, model_sha256: &str, effnet_sha256: Option<&str>) -> Result<()> {
+    /// Refuses to apply this calibration (read from `path`) to another model, extractor, scoring
+    /// settings or precision (the backend's) than it was made with, naming what differs.
+    pub fn check_matches(&self, path: &Path, s: &ScoreSettings, precision: Precision, model_sha256: &str, effnet_sha256: Option<&str>) -> Result<()> {
         let bad = |msg: String| Error::InvalidArgument(format!("{}: {msg}", path.display()));
         if self.model_sha256 != model_sha256 {
             return Err(bad(format!(
@@ -172,18 +180,21 @@ impl CalibrationFile {
         if self.effnet_sha256.as_deref() != effnet_sha256 {
             return Err(bad("calibrated with another EfficientNet file: run `ran calibrate` with this --effnet".into()));
         }
-        let ours = RecordedSettings::of(s);
+        let ours = RecordedSettings::of(s, precision);
         if self.settings != ours {
             let a = serde_json::to_value(&self.settings).unwrap_or_default();
             let b = serde_json::to_value(&ours).unwrap_or_default();
-            let diff: Vec<String> = a
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
-                .map(|(k, v)| format!("{k} {v} (this run: {})", b.get(k.as_str()).cloned().unwrap_or_default()))
-                .collect();
-            return Err(bad(format!("calibrated with other scoring settings: {}", diff.join(", "))));
+            // the keys of either side: `precision` is absent for f32
+            let keys: std::collections::BTreeSet<&String> = a.as_object().into_iter().chain(b.as_object()).flat_map(|o| o.keys()).collect();
+            let shown = |v: Option<&serde_json::Value>, k: &str| match v {
+                Some(v) => v.to_string(),
+                None if k == "precision" => "\"f32\"".to_string(),
+                None => "none".to_string(),
+            };
+            let diff: Vec<String> =
+                keys.into_iter().filter(|k| a.get(k.as_str()) != b.get(k.as_str())).map(|k| format!("{k} {} (this run: {})", shown(a.get(k.as_str()), k), shown(b.get(k.as_str()), k))).collect();
+            let hint = if diff.iter().any(|d| d.starts_with("precision ")) { "; run `ran calibrate` with this --precision (and --device)" } else { "" };
+            return Err(bad(format!("calibrated with other scoring settings: {}{hint}", diff.join(", "))));
         }
         Ok(())
     }
@@ -240,7 +251,7 @@ mod tests {
         CalibrationFile {
             model_sha256: "ab".repeat(32),
             effnet_sha256: Some("cd".repeat(32)),
-            settings: RecordedSettings::of(&settings()),
+            settings: RecordedSettings::of(&settings(), Precision::F32),
             classes: [(Some(0), entry("brick", 4.76, 3.93, None)), (Some(2), entry("moon", 7.180_001, 2.75, Some(f1)))].into(),
         }
     }
@@ -258,7 +269,7 @@ mod tests {
         assert_eq!(g, f);
         assert_eq!(id, id2);
         assert_eq!(id.len(), 16);
-        g.check_matches(&p, &settings(), &"ab".repeat(32), Some(&"cd".repeat(32))).unwrap();
+        g.check_matches(&p, &settings(), Precision::F32, &"ab".repeat(32), Some(&"cd".repeat(32))).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -269,18 +280,44 @@ mod tests {
         let p = d.join("cal.safetensors");
         let f = sample();
         f.write(&p).unwrap();
-        let e = f.check_matches(&p, &settings(), &"ef".repeat(32), Some(&"cd".repeat(32))).unwrap_err().to_string();
+        let e = f.check_matches(&p, &settings(), Precision::F32, &"ef".repeat(32), Some(&"cd".repeat(32))).unwrap_err().to_string();
         assert!(e.contains("another model") && e.contains("cal.safetensors"), "{e}");
-        let e = f.check_matches(&p, &settings(), &"ab".repeat(32), None).unwrap_err().to_string();
+        let e = f.check_matches(&p, &settings(), Precision::F32, &"ab".repeat(32), None).unwrap_err().to_string();
         assert!(e.contains("another EfficientNet"), "{e}");
         let mut s = settings();
         s.seed = 3;
-        let e = f.check_matches(&p, &s, &"ab".repeat(32), Some(&"cd".repeat(32))).unwrap_err().to_string();
+        let e = f.check_matches(&p, &s, Precision::F32, &"ab".repeat(32), Some(&"cd".repeat(32))).unwrap_err().to_string();
         assert!(e.contains("seed 0 (this run: 3)"), "{e}");
         // a safetensors file that is no calibration (a model, say) is named as such
         crate::io::safetensors::write_f32(&p, &[("w", &[1], &[1.0])], &BTreeMap::new()).unwrap();
         let e = CalibrationFile::read(&p).unwrap_err().to_string();
         assert!(e.contains("not a calibration file"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Catches: a calibration applied in another precision than it was made in (either way: the
+    /// f32 file has no `precision` key, so a diff over one side's keys alone would miss it), the
+    /// precision lost in the file, a message that does not say which precision and what to do.
+    #[test]
+    fn refuses_another_precision() {
+        let d = std::env::temp_dir().join(format!("ran-calfile-precision-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("cal.safetensors");
+        let (m, e) = ("ab".repeat(32), "cd".repeat(32));
+        let f32_file = sample();
+        f32_file.write(&p).unwrap();
+        let err = f32_file.check_matches(&p, &settings(), Precision::Bf16, &m, Some(&e)).unwrap_err().to_string();
+        assert!(err.contains("cal.safetensors") && err.contains(r#"precision "f32" (this run: "bf16")"#) && err.contains("--precision"), "{err}");
+        let mut bf = sample();
+        bf.settings = RecordedSettings::of(&settings(), Precision::Bf16);
+        bf.write(&p).unwrap();
+        let (back, _) = CalibrationFile::read(&p).unwrap();
+        assert_eq!(back.settings.precision.as_deref(), Some("bf16"));
+        back.check_matches(&p, &settings(), Precision::Bf16, &m, Some(&e)).unwrap();
+        let err = back.check_matches(&p, &settings(), Precision::F32, &m, Some(&e)).unwrap_err().to_string();
+        assert!(err.contains(r#"precision "bf16" (this run: "f32")"#), "{err}");
+        let err = back.check_matches(&p, &settings(), Precision::Tf32, &m, Some(&e)).unwrap_err().to_string();
+        assert!(err.contains(r#"precision "bf16" (this run: "tf32")"#), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -114,6 +114,11 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     // ---- attention ----
     fn attention_legacy(&self, qkv: &T<Self>, g: &AttentionGeom) -> Result<T<Self>>;
     fn attention_legacy_x_backward(&self, gy: &T<Self>, qkv: &T<Self>, g: &AttentionGeom) -> Result<T<Self>>;
+    /// `attention_legacy` with q, k, v and the softmax weights rounded to `p` (never F32); the
+    /// softmax statistics stay f32. A backend without a lower-precision kernel computes in f32.
+    fn attention_legacy_lowp(&self, qkv: &T<Self>, g: &AttentionGeom, _p: Precision) -> Result<T<Self>> {
+        self.attention_legacy(qkv, g)
+    }
 
     // ---- embeddings ----
     fn timestep_embedding(&self, t: &T<Self>, dim: usize, max_period: f32) -> Result<T<Self>>;

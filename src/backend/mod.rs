@@ -12,6 +12,7 @@ pub mod compute;
 pub mod cpu;
 pub mod cuda;
 pub mod driver_counts;
+pub mod rounded_cpu;
 pub mod select;
 
 pub use crate::ops::contract::{AdamwCoefs, DdimCoefs, StepCoefs};
@@ -400,9 +401,11 @@ impl<K: Compute> Backend for K {
     fn attention_legacy(&self, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {
         let g = ops::attention::attention_legacy("attention_legacy", qkv.shape(), heads)?;
         ops::flops::attention(&g, 2);
-        // f32 at every precision for now; a low-precision attention routes here on
-        // `Compute::precision` as conv2d does (softmax statistics stay f32 either way)
-        Compute::attention_legacy(self, qkv, &g)
+        // softmax statistics stay f32 at every precision; the input gradient below is f32
+        match Compute::precision(self) {
+            Precision::F32 => Compute::attention_legacy(self, qkv, &g),
+            p => Compute::attention_legacy_lowp(self, qkv, &g, p),
+        }
     }
     fn attention_legacy_x_backward(&self, gy: &Tensor<Self>, qkv: &Tensor<Self>, heads: usize) -> Result<Tensor<Self>> {
         let g = ops::attention::attention_legacy_x_backward(gy.shape(), qkv.shape(), heads)?;

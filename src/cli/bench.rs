@@ -120,7 +120,7 @@ struct Common {
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
     /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
-    /// f32) [default: tf32 on a GPU, f32 on the emulator; the CPU backend computes in f32 only]
+    /// f32) [default: bf16 on a GPU, f32 on the emulator and the CPU; on the CPU, an emulation of the kernels' rounding]
     #[arg(long, value_parser = super::options::parse_precision)]
     precision: Option<Precision>,
     /// CPU threads (rayon's pool) [default: RAYON_NUM_THREADS, else one per core]

@@ -53,7 +53,7 @@ pub struct ScoreOpts {
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: Device,
     /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
-    /// f32) [default: tf32 on a GPU, f32 on the emulator; verify: f32; the CPU backend computes in f32 only]
+    /// f32) [default: bf16 on a GPU, f32 on the emulator and the CPU; verify: f32; on the CPU, an emulation of the kernels' rounding]
     #[arg(long, value_parser = super::options::parse_precision)]
     pub precision: Option<Precision>,
 }

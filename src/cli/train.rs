@@ -72,7 +72,7 @@ pub struct TrainCmd {
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: Device,
     /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
-    /// f32) [default: f32 (mixed-precision training is not built); the CPU backend computes in f32 only]
+    /// f32) [default: f32 (mixed-precision training is not built); on the CPU, an emulation of the kernels' rounding]
     #[arg(long, value_parser = super::options::parse_precision)]
     precision: Option<Precision>,
 }

@@ -96,7 +96,7 @@ pub fn build<B: Backend>(b: &B, pipe: &Pipeline<B>, s: &ScoreSettings, normal: &
             e.validation = Some(t);
         }
     }
-    Ok(CalibrationFile { model_sha256: sha256_file(&s.model)?, effnet_sha256: s.effnet.as_deref().map(sha256_file).transpose()?, settings: RecordedSettings::of(s), classes: entries })
+    Ok(CalibrationFile { model_sha256: sha256_file(&s.model)?, effnet_sha256: s.effnet.as_deref().map(sha256_file).transpose()?, settings: RecordedSettings::of(s, b.precision()), classes: entries })
 }
 
 /// Calibrates and writes the file atomically; returns the calibration and its id.

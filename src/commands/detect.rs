@@ -78,7 +78,7 @@ pub fn run<B: Backend>(b: &B, a: &DetectArgs) -> Result<Outcome> {
         }
         (true, None, Some(file)) => {
             let (f, id) = CalibrationFile::read(file)?;
-            f.check_matches(file, s, &sha256_file(&s.model)?, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
+            f.check_matches(file, s, b.precision(), &sha256_file(&s.model)?, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
             for (y, e) in &f.classes {
                 if e.alpha != alpha_of(*y) {
                     return Err(Error::InvalidArgument(format!(

@@ -20,6 +20,7 @@ use crate::eval::results::CategoryMetrics;
 use crate::eval::tables::{write_report, write_tables};
 use crate::io::hash::sha256_file;
 use crate::io::image::{center_crop_arr, load_rgb};
+use crate::ops::precision::Precision;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -41,8 +42,8 @@ pub struct EvalArgs {
 }
 
 /// A category's entry of the calibration file, checked against this run's model and settings.
-fn file_calibration(file: &Path, f: &CalibrationFile, s: &ScoreSettings, model: &Path, cat: &str, key: Option<usize>) -> Result<(ClassCalibration, f32)> {
-    f.check_matches(file, s, &sha256_file(model)?, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
+fn file_calibration(file: &Path, f: &CalibrationFile, s: &ScoreSettings, precision: Precision, model: &Path, cat: &str, key: Option<usize>) -> Result<(ClassCalibration, f32)> {
+    f.check_matches(file, s, precision, &sha256_file(model)?, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
     let e = f.classes.get(&key).ok_or_else(|| Error::InvalidArgument(format!("{}: no calibration for category `{cat}`: run `ran calibrate` with its normal images", file.display())))?;
     if e.alpha != s.alpha {
         return Err(Error::InvalidArgument(format!("{}: `{cat}` was calibrated at α = {}, this run weighs it {}", file.display(), e.alpha, s.alpha)));
@@ -122,7 +123,7 @@ pub fn run<B: Backend>(b: &B, a: &EvalArgs) -> Result<Vec<CategoryMetrics>> {
                     (None, None) => None,
                     _ => Some(label.ok_or_else(|| Error::InvalidArgument(format!("the model is class-conditional and `{cat}` is not a known category name")))?),
                 };
-                Some(file_calibration(file, f, s, &model, cat, key)?)
+                Some(file_calibration(file, f, s, b.precision(), &model, cat, key)?)
             }
             None => None,
         };

@@ -117,7 +117,7 @@ fn load<B: Backend>(b: &B, cfg: &WorkerConfig) -> Result<(Pipeline<B>, ModelInfo
     let (file, calibration_id) = match &cfg.calibration {
         CalibrationSource::File(p) => {
             let (f, id) = CalibrationFile::read(p)?;
-            f.check_matches(p, s, &model_sha, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
+            f.check_matches(p, s, b.precision(), &model_sha, s.effnet.as_deref().map(sha256_file).transpose()?.as_deref())?;
             if let Some(e) = f.classes.values().find(|e| e.alpha != s.alpha) {
                 return Err(Error::InvalidArgument(format!(
                     "{}: class {} was calibrated at α = {}, the service weighs {} (--alpha)",

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_rounded;
 pub mod broadcast;
 pub mod buffers;
 pub mod conv2d;

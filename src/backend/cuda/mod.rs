@@ -16,6 +16,7 @@ pub mod launch;
 pub mod norm_split;
 pub mod precision_dispatch;
 pub mod tensor_core;
+pub mod weight_cache;
 
 use self::cached::{CacheOptions, CachedBuf, CachedDevice};
 use self::device::{Device, LaunchCfg};
@@ -44,6 +45,8 @@ pub struct CudaBackend<D: Device> {
     precision: Precision,
     /// recorded forwards (graph.rs)
     graphs: graph::GraphCache<D>,
+    /// the tensor-core paths' narrow weight copies, made once per weight (weight_cache.rs)
+    weights: weight_cache::WeightCache<D>,
 }
 
 /// Cached bytes kept for reuse where the device does not say its size (the emulator: host memory
@@ -126,12 +129,21 @@ impl<D: Device> CudaBackend<D> {
     pub fn set_precision(&mut self, p: Precision) {
         self.precision = p;
     }
+    /// The narrow weight copies kept by the tensor-core paths (weight_cache.rs).
+    pub fn weight_cache(&self) -> &weight_cache::WeightCache<D> {
+        &self.weights
+    }
     pub fn with_options(dev: D, opts: CacheOptions) -> Self {
         let graphs = graph::enabled_from_env().unwrap_or_else(|e| {
             eprintln!("warning: {e}; graphs stay on");
             true
         });
-        CudaBackend { dev: CachedDevice::new(dev, opts), precision: Precision::F32, graphs: graph::GraphCache::new(graphs) }
+        CudaBackend {
+            dev: CachedDevice::new(dev, opts),
+            precision: Precision::F32,
+            graphs: graph::GraphCache::new(graphs),
+            weights: weight_cache::WeightCache::new(weight_cache::WEIGHT_CACHE_BYTES),
+        }
     }
     /// The device underneath the caching layer.
     pub fn device(&self) -> &D {
@@ -250,6 +262,9 @@ impl<D: Device> Compute for CudaBackend<D> {
     }
     fn linear_x_backward_lowp(&self, gy: &T<D>, w: &T<D>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
         precision_dispatch::linear_x_backward(self, gy, w, g, p)
+    }
+    fn attention_legacy_lowp(&self, qkv: &T<D>, g: &AttentionGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::attention_legacy(self, qkv, g, p)
     }
 
     fn conv2d_x_backward(&self, gy: &T<D>, w: &T<D>, g: &Conv2dGeom) -> Result<T<D>> {

@@ -21,6 +21,7 @@ use crate::ops::contract::{
 use crate::ops::conv::LinearGeom;
 use crate::ops::precision::Precision;
 use crate::Result;
+use std::sync::Arc;
 
 /// Bytes of one operand element on the tensor cores (tf32 travels as a 32-bit word).
 fn elem_bytes(p: Precision) -> usize {
@@ -146,10 +147,10 @@ impl<D: Device> CudaBackend<D> {
         }
         let (n, c, h, wd, o, kh, kw) = (g.n(), g.c(), g.h(), g.w(), g.o(), g.kh(), g.kw());
         let xn = self.permute_cast(x, [n, h, wd, c], [c * h * wd, wd, 1, h * wd], p)?; // NHWC
-        let wn = self.permute_cast(w, [o, kh, kw, c], [c * kh * kw, kw, 1, kh * kw], p)?; // [o][kh][kw][c]
+        let wn = self.weight_cast(w, [o, kh, kw, c], [c * kh * kw, kw, 1, kh * kw], p)?; // [o][kh][kw][c]
         let y = self.alloc(&g.y_dims())?;
         let t = gemm_geom(o, n * g.ho() * g.wo(), kh * kw * c, g.ho() * g.wo(), bias.is_some(), false);
-        self.gemm(Op::Conv, p, Some(g), Gemm { a: &wn, b: &xn, bias: bias.map(b), out: b(&y), t })?;
+        self.gemm(Op::Conv, p, Some(g), Gemm { a: &*wn, b: &xn, bias: bias.map(b), out: b(&y), t })?;
         Ok(y)
     }
 
@@ -162,10 +163,10 @@ impl<D: Device> CudaBackend<D> {
         let (n, c, h, wd, o, kh, kw) = (g.n(), g.c(), g.h(), g.w(), g.o(), g.kh(), g.kw());
         let (ho, wo) = (g.ho(), g.wo());
         let gyn = self.permute_cast(gy, [n, ho, wo, o], [o * ho * wo, wo, 1, ho * wo], p)?; // NHWC
-        let wn = self.permute_cast(w, [c, kh, kw, o], [kh * kw, kw, 1, c * kh * kw], p)?; // [c][kh][kw][o]
+        let wn = self.weight_cast(w, [c, kh, kw, o], [kh * kw, kw, 1, c * kh * kw], p)?; // [c][kh][kw][o]
         let gx = self.alloc(&g.x_dims())?;
         let t = gemm_geom(c, n * h * wd, kh * kw * o, h * wd, false, false);
-        self.gemm(Op::ConvDgrad, p, Some(g), Gemm { a: &wn, b: &gyn, bias: None, out: b(&gx), t })?;
+        self.gemm(Op::ConvDgrad, p, Some(g), Gemm { a: &*wn, b: &gyn, bias: None, out: b(&gx), t })?;
         Ok(gx)
     }
 
@@ -176,10 +177,10 @@ impl<D: Device> CudaBackend<D> {
             return self.linear(x, w, bias, g);
         }
         let xn = self.permute_cast(x, [1, 1, g.rows, g.fin], [0, 0, g.fin, 1], p)?;
-        let wn = self.permute_cast(w, [1, 1, g.fout, g.fin], [0, 0, g.fin, 1], p)?;
+        let wn = self.weight_cast(w, [1, 1, g.fout, g.fin], [0, 0, g.fin, 1], p)?;
         let y = self.alloc(&[g.rows, g.fout])?;
         let t = gemm_geom(g.rows, g.fout, g.fin, g.fout, bias.is_some(), true);
-        self.gemm(Op::Linear, p, None, Gemm { a: &xn, b: &wn, bias: bias.map(b), out: b(&y), t })?;
+        self.gemm(Op::Linear, p, None, Gemm { a: &xn, b: &*wn, bias: bias.map(b), out: b(&y), t })?;
         Ok(y)
     }
 
@@ -190,10 +191,10 @@ impl<D: Device> CudaBackend<D> {
             return self.linear_x_backward(gy, w, g);
         }
         let gyn = self.permute_cast(gy, [1, 1, g.rows, g.fout], [0, 0, g.fout, 1], p)?;
-        let wt = self.permute_cast(w, [1, 1, g.fin, g.fout], [0, 0, 1, g.fin], p)?; // wᵀ [fin][fout]
+        let wt = self.weight_cast(w, [1, 1, g.fin, g.fout], [0, 0, 1, g.fin], p)?; // wᵀ [fin][fout]
         let gx = self.alloc(&[g.rows, g.fin])?;
         let t = gemm_geom(g.rows, g.fin, g.fout, g.fin, false, false);
-        self.gemm(Op::Linear, p, None, Gemm { a: &gyn, b: &wt, bias: None, out: b(&gx), t })?;
+        self.gemm(Op::Linear, p, None, Gemm { a: &gyn, b: &*wt, bias: None, out: b(&gx), t })?;
         Ok(gx)
     }
 
@@ -223,6 +224,11 @@ impl<D: Device> CudaBackend<D> {
             launch::splitk_reduce_f32(&self.dev, &ew(t.m as usize * t.n as usize), &ws, bias, res, gm.out, &t)?;
         }
         Ok(())
+    }
+
+    /// `permute_cast` of a weight, made once per weight, layout and precision (weight_cache.rs).
+    fn weight_cast(&self, w: &T<D>, dims: [usize; 4], src_strides: [usize; 4], p: Precision) -> Result<Arc<CachedBuf<D>>> {
+        self.weights.get_or_make(w.storage(), (dims, src_strides, p), || self.permute_cast(w, dims, src_strides, p))
     }
 
     /// `t` cast to `p` into a scratch buffer of the narrow type, row-major over `dims`, element

@@ -106,7 +106,13 @@ struct GroupNormGeom {
   int groups;
   float eps;
   int silu;
-  int has_ss;  // scale-shift GN(x)·(1+scale)+shift with scale, shift [n, c]
+  int has_ss;  // scale-shift GN(x)·(1+scale)+shift
+  // where scale and shift of image b, channel ch are: scale[b·ss_stride + scale_off + ch],
+  // shift[b·ss_stride + shift_off + ch] — [n, c] tensors (ss_stride = c, offsets 0), or both
+  // columns of one packed [n, ss_stride] emb projection (group_norm_emb)
+  int ss_stride;
+  int scale_off;
+  int shift_off;
 };
 
 // group_norm.cu, split launches: block i handles chunk i % splits of (image, group) i / splits,

@@ -41,6 +41,28 @@ extern "C" __global__ void conv2d_f32(const float* __restrict__ x, const float* 
   igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdB{x, a, g, cg}, ConvFwdStore{y, bias, a, g, og});
 }
 
+// conv2d + a residual shaped like y (the ResBlock's skip(x) + h, the attention block's x + proj):
+// the residual is added in the epilogue, after the bias, as the separate add would: (acc + bias) + res.
+struct ConvFwdResStore {
+  float* y;
+  const float* bias;
+  const float* res;
+  Conv2dGeom a;
+  int g, og;
+  __device__ void operator()(int m, int n, float v) const {
+    int hw = a.ho * a.wo, img = n / hw, pix = n % hw;
+    int oc = g * og + m;
+    const long long o = ((long long)img * a.o + oc) * hw + pix;
+    y[o] = (v + (a.has_bias ? bias[oc] : 0.0f)) + res[o];
+  }
+};
+
+extern "C" __global__ void conv2d_add_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                                          const float* __restrict__ res, float* __restrict__ y, Conv2dGeom a) {
+  const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
+  igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdB{x, a, g, cg}, ConvFwdResStore{y, bias, res, a, g, og});
+}
+
 // ---- input gradient: M = in channels of the group, N = input pixels, K = Og·KH·KW ----------------
 struct ConvBwdA {
   const float* w;

@@ -27,9 +27,9 @@ __device__ __forceinline__ void gn_coeffs(const float* gamma, const float* beta,
                                           const GroupNormGeom& p, int b, int ch, float* a, float* bb) {
   float ga = gamma[ch], be = beta[ch];
   if (p.has_ss) {
-    float k = 1.0f + scale[b * p.c + ch];
+    float k = 1.0f + scale[(long long)b * p.ss_stride + p.scale_off + ch];
     *a = ga * k;
-    *bb = be * k + shift[b * p.c + ch];
+    *bb = be * k + shift[(long long)b * p.ss_stride + p.shift_off + ch];
   } else {
     *a = ga;
     *bb = be;
@@ -336,7 +336,7 @@ extern "C" __global__ void group_norm_w_backward_f32(const float* __restrict__ g
     const int ch = g * cpg + cl;
     float a, bb;
     gn_coeffs(gamma, beta, scale, shift, p, b, ch, &a, &bb);
-    const float k = p.has_ss ? 1.0f + scale[b * p.c + ch] : 1.0f;
+    const float k = p.has_ss ? 1.0f + scale[(long long)b * p.ss_stride + p.scale_off + ch] : 1.0f;
     float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
     for (int i = threadIdx.x; i < p.s; i += blockDim.x) {
       long long e = base + (long long)cl * p.s + i;

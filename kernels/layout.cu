@@ -22,6 +22,25 @@ extern "C" __global__ void copy_channels_f32(const float* __restrict__ src, int 
   }
 }
 
+// torch.cat([a, b], 1) of a [N, ca, S] and b [N, cb, S] into y [N, ca + cb, S] in one launch (the
+// UNet decoder's cat([h, skip]) per output block): a walk over y, each unit taken from the part
+// its channel falls in; float4 units under the same condition as copy_channels_f32.
+extern "C" __global__ void concat2_channels_f32(const float* __restrict__ a, int ca, const float* __restrict__ b, int cb, float* __restrict__ y,
+                                                int n, int s) {
+  const int u = (s % 4 == 0 && kc_aligned16(a) && kc_aligned16(b) && kc_aligned16(y)) ? 4 : 1;
+  const int su = s / u, ea = ca * su, eb = cb * su;
+  const long long total = (long long)n * (ea + eb), t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  KcDivWalk w = kc_div_walk(t0, st, ea + eb, KC_NO_WRAP);  // q: image, r: unit within its ca + cb channels
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(w)) {
+    const float* src = w.r < ea ? a + u * ((long long)w.q * ea + w.r) : b + u * ((long long)w.q * eb + (w.r - ea));
+    if (u == 4) {
+      kc_st_float4(y + 4 * i, kc_ld_float4(src));
+    } else {
+      y[i] = *src;
+    }
+  }
+}
+
 // x[:, ids] over [N, C, S] → [N, K, S] (K = number of ids). CPU twin: layout::gather_channels.
 extern "C" __global__ void gather_channels_f32(const float* __restrict__ x, const int* __restrict__ ids, float* __restrict__ y, int n, int c,
                                                int k, int s) {

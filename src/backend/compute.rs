@@ -63,6 +63,24 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn linear_x_backward_lowp(&self, gy: &T<Self>, w: &T<Self>, g: &LinearGeom, _p: Precision) -> Result<T<Self>> {
         self.linear_x_backward(gy, w, g)
     }
+    /// conv2d(x, w, bias) + res (res shaped like the output): as the two ops in sequence, which
+    /// is this default and the CPU backend's (so its numbers are the unfused ones bit for bit); a
+    /// device backend adds the residual in the conv's epilogue instead, (acc + bias) + res, which
+    /// is the same f32 result as add(res, conv) — one launch instead of two.
+    fn conv2d_add(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, res: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>> {
+        let h = self.conv2d(x, w, bias, g)?;
+        self.add(res, &h, &crate::ops::elementwise::broadcast("conv2d_add", res.shape(), h.shape())?)
+    }
+    /// `conv2d_add` with the conv's operands rounded to `p` (never F32).
+    fn conv2d_add_lowp(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, res: &T<Self>, g: &Conv2dGeom, p: Precision) -> Result<T<Self>> {
+        let h = self.conv2d_lowp(x, w, bias, g, p)?;
+        self.add(res, &h, &crate::ops::elementwise::broadcast("conv2d_add", res.shape(), h.shape())?)
+    }
+    /// `linear` over w made of row blocks of `parts` rows (Backend::linear_parts): one GEMM here,
+    /// which is what a device does; a backend whose GEMM order depends on the width runs one per part.
+    fn linear_parts(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &LinearGeom, _parts: &[usize]) -> Result<T<Self>> {
+        self.linear(x, w, bias, g)
+    }
     /// ∂L/∂w [O, C/groups, KH, KW].
     fn conv2d_w_backward(&self, gy: &T<Self>, x: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>>;
     /// ∂L/∂w [out, in].
@@ -74,6 +92,16 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn group_norm(&self, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<Self>>;
     fn group_norm_x_backward(&self, gy: &T<Self>, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<Self>>;
     fn group_norm_w_backward(&self, gy: &T<Self>, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<GroupNormGrads<Self>>;
+    /// `group_norm` with scale and shift read from columns of emb [N, E] (g.ss_stride, g.scale_off,
+    /// g.shift_off): here the two slices and `group_norm` on them, the unfused sequence (so the CPU's
+    /// numbers are the unfused ones); the CUDA kernel reads the columns in place.
+    fn group_norm_emb(&self, x: &T<Self>, gamma: &T<Self>, beta: &T<Self>, emb: &T<Self>, g: &GroupNormGeom) -> Result<T<Self>> {
+        let (n, c) = (g.n(), g.c());
+        let scale = self.slice_channels(emb, g.scale_off as usize, &[n, c])?;
+        let shift = self.slice_channels(emb, g.shift_off as usize, &[n, c])?;
+        let plain = GroupNormGeom { ss_stride: g.c, scale_off: 0, shift_off: 0, ..*g };
+        self.group_norm(x, gamma, beta, Some((&scale, &shift)), &plain)
+    }
     /// x [N, C, S] with C = `c`, S = `s`.
     fn channel_affine(&self, x: &T<Self>, scale: &T<Self>, shift: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
     fn channel_affine_x_backward(&self, gy: &T<Self>, scale: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;

@@ -77,11 +77,19 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     /// PyTorch `conv2d` (dilation 1) with asymmetric zero padding and groups (depthwise included).
     /// x [N,C,H,W], w [O,C/groups,KH,KW], bias [O].
     fn conv2d(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, p: &Conv2dParams) -> Result<Tensor<Self>>;
+    /// conv2d(x, w, bias) + res with res shaped like the output (a residual connection): one
+    /// launch on a GPU (the add in the conv's epilogue), the two ops in sequence on the CPU.
+    fn conv2d_add(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, res: &Tensor<Self>, p: &Conv2dParams) -> Result<Tensor<Self>>;
     /// ∂L/∂x of `conv2d` given ∂L/∂y; `x_shape` fixes the input size that stride made ambiguous.
     fn conv2d_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>, x_shape: &Shape, p: &Conv2dParams) -> Result<Tensor<Self>>;
     /// y = x·wᵀ + b with x [N, in], w [out, in].
     fn linear(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>) -> Result<Tensor<Self>>;
     fn linear_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>) -> Result<Tensor<Self>>;
+    /// `linear` with w (and bias) made of consecutive row blocks of `parts` rows each (Σ parts =
+    /// out): the same values. Many small linears of one input (the UNet's per-ResBlock timestep
+    /// projections) as one GEMM on a GPU; the CPU runs one GEMM per part, so each part's values are
+    /// bit for bit those of its own `linear` (its GEMM's summation order depends on the width).
+    fn linear_parts(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, parts: &[usize]) -> Result<Tensor<Self>>;
     /// (∂L/∂w, ∂L/∂bias) of `conv2d` from its input x and ∂L/∂y; ∂L/∂bias [O] when `with_bias`.
     fn conv2d_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, w_shape: &Shape, p: &Conv2dParams, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)>;
     /// (∂L/∂w [out, in], ∂L/∂bias [out]) of `linear` from x [N, in] and ∂L/∂y [N, out].
@@ -94,6 +102,10 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     fn group_norm_x_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<Tensor<Self>>;
     /// ∂L/∂γ, ∂L/∂β and, with scale-shift, ∂L/∂scale and ∂L/∂shift of `group_norm`.
     fn group_norm_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, ss: ScaleShift<'_, Self>) -> Result<GroupNormGrads<Self>>;
+    /// `group_norm` with scale-shift from one ResBlock's columns of a packed projection emb [N, E]:
+    /// scale = emb[:, offset..offset+C], shift = emb[:, offset+C..offset+2C] (upstream's
+    /// `th.chunk(emb_out, 2, dim=1)`), read in place by the kernel — no slices.
+    fn group_norm_emb(&self, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, emb: &Tensor<Self>, offset: usize) -> Result<Tensor<Self>>;
     /// Inference batch norm folded to y = x·scale[c] + shift[c] (see `fold_batch_norm`).
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>>;
     fn channel_affine_x_backward(&self, gy: &Tensor<Self>, scale: &Tensor<Self>) -> Result<Tensor<Self>>;
@@ -227,6 +239,15 @@ impl<K: Compute> Backend for K {
             p => Compute::conv2d_lowp(self, x, w, bias, &g, p),
         }
     }
+    fn conv2d_add(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, res: &Tensor<Self>, p: &Conv2dParams) -> Result<Tensor<Self>> {
+        let g = ops::conv::conv2d(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+        ops::elementwise::binary_same("conv2d_add", &Shape::new(&g.y_dims()), res.shape())?;
+        ops::flops::conv2d(&g);
+        match Compute::precision(self) {
+            Precision::F32 => Compute::conv2d_add(self, x, w, bias, res, &g),
+            p => Compute::conv2d_add_lowp(self, x, w, bias, res, &g, p),
+        }
+    }
     fn conv2d_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>, x_shape: &Shape, p: &Conv2dParams) -> Result<Tensor<Self>> {
         let g = ops::conv::conv2d_x_backward(gy.shape(), w.shape(), x_shape, p)?;
         ops::flops::conv2d(&g);
@@ -252,6 +273,15 @@ impl<K: Compute> Backend for K {
         }
     }
 
+    fn linear_parts(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, parts: &[usize]) -> Result<Tensor<Self>> {
+        let g = ops::conv::linear(x.shape(), w.shape(), bias.map(|b| b.shape()))?;
+        ops::conv::linear_parts(&g, parts)?;
+        ops::flops::linear(&g);
+        match Compute::precision(self) {
+            Precision::F32 => Compute::linear_parts(self, x, w, bias, &g, parts),
+            p => Compute::linear_lowp(self, x, w, bias, &g, p),
+        }
+    }
     fn conv2d_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, w_shape: &Shape, p: &Conv2dParams, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
         let g = ops::conv::conv2d_w_backward(gy.shape(), x.shape(), w_shape, p)?;
         ops::flops::conv2d(&g);
@@ -285,6 +315,10 @@ impl<K: Compute> Backend for K {
             _ => None,
         };
         Ok(GroupNormGrads { gamma: like(r.gamma, gamma.shape()), beta: like(r.beta, beta.shape()), scale_shift })
+    }
+    fn group_norm_emb(&self, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, emb: &Tensor<Self>, offset: usize) -> Result<Tensor<Self>> {
+        let g = ops::norm::group_norm_emb(x.shape(), gamma.shape(), beta.shape(), p, emb.shape(), offset)?;
+        Compute::group_norm_emb(self, x, gamma, beta, emb, &g)
     }
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>> {
         let (c, s) = ops::norm::channel_affine("channel_affine", x.shape(), scale.shape(), Some(shift.shape()))?;

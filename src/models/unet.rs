@@ -36,6 +36,10 @@ impl<B: Backend> Conv<B> {
     fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
         b.conv2d(x, &self.w, self.b.as_ref(), &self.p)
     }
+    /// res + conv(x): a residual connection, added in the conv's epilogue on a GPU.
+    fn forward_add(&self, b: &B, x: &Tensor<B>, res: &Tensor<B>) -> Result<Tensor<B>> {
+        b.conv2d_add(x, &self.w, self.b.as_ref(), res, &self.p)
+    }
 }
 
 pub struct Linear<B: Backend> {
@@ -95,6 +99,8 @@ pub struct ResBlock<B: Backend> {
     updown: Resample,
     scale_shift: bool,
     cout: usize,
+    /// first column of this block's projection in the UNet's packed one (`EmbPack`)
+    emb_off: usize,
 }
 
 impl<B: Backend> ResBlock<B> {
@@ -110,30 +116,40 @@ impl<B: Backend> ResBlock<B> {
             updown,
             scale_shift,
             cout,
+            emb_off: 0, // set by UNet::load
         })
     }
 
-    /// `semb` is SiLU(emb), shared by every block.
-    fn forward(&self, b: &B, x: &Tensor<B>, semb: &Tensor<B>) -> Result<Tensor<B>> {
+    /// Columns of this block's timestep projection.
+    fn emb_width(&self) -> usize {
+        if self.scale_shift {
+            2 * self.cout
+        } else {
+            self.cout
+        }
+    }
+
+    /// `proj` is every block's emb_layers(emb) side by side (`EmbPack::project`); this block's
+    /// columns start at `emb_off`.
+    fn forward(&self, b: &B, x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
         let h = self.in_norm.forward(b, x, true, None)?;
         let (h, x) = if self.updown != Resample::None { (resample(b, &h, self.updown)?, resample(b, x, self.updown)?) } else { (h, x.clone()) };
         let h = self.in_conv.forward(b, &h)?;
-        let e = self.emb.forward(b, semb)?;
-        let n = e.dims()[0];
         let h = if self.scale_shift {
-            let e = b.reshape(&e, &[n, 2 * self.cout, 1])?;
-            let (scale, shift) = (b.slice_channels(&e, 0, self.cout)?, b.slice_channels(&e, self.cout, 2 * self.cout)?);
-            self.out_norm.forward(b, &h, true, Some((&scale, &shift)))?
+            // scale and shift read in place from this block's columns
+            b.group_norm_emb(&h, &self.out_norm.g, &self.out_norm.b, &GroupNormParams::gn32(true), proj, self.emb_off)?
         } else {
+            let n = proj.dims()[0];
+            let e = b.slice_channels(proj, self.emb_off, self.emb_off + self.cout)?;
             let e = b.reshape(&e, &[n, self.cout, 1, 1])?;
             self.out_norm.forward(b, &b.add(&h, &e)?, true, None)?
         };
-        let h = self.out_conv.forward(b, &h)?;
         let skip = match &self.skip {
             Some(c) => c.forward(b, &x)?,
             None => x,
         };
-        b.add(&skip, &h)
+        // skip + out_conv(h), the add in the conv's epilogue
+        self.out_conv.forward_add(b, &h, &skip)
     }
 }
 
@@ -181,8 +197,8 @@ impl<B: Backend> Attention<B> {
         let xf = b.reshape(x, &[d[0], d[1], t, 1])?;
         let qkv = self.qkv.forward(b, &self.norm.forward(b, &xf, false, None)?)?;
         let a = b.attention_legacy(&qkv, self.heads)?;
-        let h = self.proj.forward(b, &a)?;
-        b.reshape(&b.add(&xf, &h)?, &d)
+        // xf + proj(a), the add in the conv's epilogue
+        b.reshape(&self.proj.forward_add(b, &a, &xf)?, &d)
     }
 }
 
@@ -197,22 +213,62 @@ pub enum Layer<B: Backend> {
 }
 
 impl<B: Backend> Layer<B> {
-    fn forward(&self, b: &B, x: &Tensor<B>, semb: &Tensor<B>) -> Result<Tensor<B>> {
+    /// `proj`: the packed timestep projections of every ResBlock (`EmbPack::project`).
+    fn forward(&self, b: &B, x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
         match self {
             Layer::Conv(c) | Layer::Down(c) => c.forward(b, x),
-            Layer::Res(r) => r.forward(b, x, semb),
+            Layer::Res(r) => r.forward(b, x, proj),
             Layer::Attn(a) => a.forward(b, x),
             Layer::Up(c) => c.forward(b, &b.upsample_nearest2x(x)?),
         }
     }
 }
 
-fn run<B: Backend>(b: &B, layers: &[Layer<B>], x: &Tensor<B>, semb: &Tensor<B>) -> Result<Tensor<B>> {
-    let mut h = layers[0].forward(b, x, semb)?;
+fn run<B: Backend>(b: &B, layers: &[Layer<B>], x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
+    let mut h = layers[0].forward(b, x, proj)?;
     for l in &layers[1..] {
-        h = l.forward(b, &h, semb)?;
+        h = l.forward(b, &h, proj)?;
     }
     Ok(h)
+}
+
+/// Every ResBlock's emb_layers.1 (Linear(emb_dim → C or 2C) of the shared SiLU(emb)) stacked into
+/// one weight, so the forward projects once (one GEMM, `Backend::linear_parts`) instead of once
+/// per block (a launch per ResBlock, and two slices for scale-shift). A copy of the blocks'
+/// weights (which stay, by name, for the backward and the optimiser): built at load, dropped by
+/// `visit_params_mut` and rebuilt by the next forward — which is how every parameter is replaced (a stale copy
+/// would run the old projections after an optimiser step).
+pub struct EmbPack<B: Backend> {
+    w: Tensor<B>,
+    b: Tensor<B>,
+    /// rows of each block, in the forward's order
+    parts: Vec<usize>,
+}
+
+impl<B: Backend> EmbPack<B> {
+    /// Stacks the blocks' projections in forward order (`emb_off` set by `UNet::load`).
+    fn new(be: &B, blocks: &[&ResBlock<B>]) -> Result<Self> {
+        let (mut ws, mut bs, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+        let mut off = 0;
+        for r in blocks {
+            debug_assert_eq!(r.emb_off, off);
+            let k = r.emb_width();
+            let fin = r.emb.w.dims()[1];
+            ws.push(be.reshape(&r.emb.w, &[1, k * fin])?);
+            bs.push(be.reshape(&r.emb.b, &[1, k])?);
+            parts.push(k);
+            off += k;
+        }
+        let fin = blocks.first().map_or(0, |r| r.emb.w.dims()[1]);
+        let w = be.reshape(&be.concat_channels(&ws.iter().collect::<Vec<_>>())?, &[off, fin])?;
+        let b = be.reshape(&be.concat_channels(&bs.iter().collect::<Vec<_>>())?, &[off])?;
+        Ok(EmbPack { w, b, parts })
+    }
+
+    /// [N, Σ widths]: every block's emb_layers(emb) from `semb` = SiLU(emb).
+    fn project(&self, be: &B, semb: &Tensor<B>) -> Result<Tensor<B>> {
+        be.linear_parts(semb, &self.w, Some(&self.b), &self.parts)
+    }
 }
 
 /// The paper code's `feat_rec1`: GroupNorm32 → SiLU → Conv1×1(C→272) on output_blocks[10]'s
@@ -251,6 +307,8 @@ pub struct UNet<B: Backend> {
     pub feat_head: Option<FeatHead<B>>,
     /// what `forward_graphed` records this model's graphs under (backend/cuda/graph.rs)
     graph_id: u64,
+    /// the ResBlocks' timestep projections stacked (built at load; again after a parameter update)
+    emb_pack: std::sync::OnceLock<EmbPack<B>>,
 }
 
 impl<B: Backend> UNet<B> {
@@ -362,20 +420,41 @@ impl<B: Backend> UNet<B> {
         } else {
             None
         };
-        Ok(UNet {
-            flags: flags.clone(),
-            model_channels: mc,
-            num_classes,
-            time_embed,
-            label_emb,
-            input_blocks,
-            middle,
-            output_blocks,
-            out_norm,
-            out_conv,
-            feat_head,
-            graph_id: crate::backend::new_graph_id(),
-        })
+        let mut m =
+            UNet { flags: flags.clone(), model_channels: mc, num_classes, time_embed, label_emb, input_blocks, middle, output_blocks, out_norm, out_conv, feat_head, emb_pack: Default::default(), graph_id: crate::backend::new_graph_id() };
+        let mut off = 0;
+        for r in m.res_blocks_mut() {
+            r.emb_off = off;
+            off += r.emb_width();
+        }
+        // stacked now, so no forward pays for it (after a parameter update the next one does)
+        let _ = m.emb_pack.set(EmbPack::new(l.backend, &m.res_blocks())?);
+        Ok(m)
+    }
+
+    /// The ResBlocks in forward order.
+    fn res_blocks(&self) -> Vec<&ResBlock<B>> {
+        let layers = self.input_blocks.iter().flatten().chain(&self.middle).chain(self.output_blocks.iter().flatten());
+        layers.filter_map(|l| if let Layer::Res(r) = l { Some(r) } else { None }).collect()
+    }
+
+    fn res_blocks_mut(&mut self) -> Vec<&mut ResBlock<B>> {
+        let layers = self.input_blocks.iter_mut().flatten().chain(self.middle.iter_mut()).chain(self.output_blocks.iter_mut().flatten());
+        layers.filter_map(|l| if let Layer::Res(r) = l { Some(r) } else { None }).collect()
+    }
+
+    /// Drops the stacked projections (their weights are about to be replaced).
+    pub(crate) fn unpack_emb(&mut self) {
+        self.emb_pack = Default::default();
+    }
+
+    /// Every ResBlock's emb_layers(emb) side by side, from SiLU(emb): one launch (the stack
+    /// rebuilt first after a parameter update).
+    fn emb_projections(&self, b: &B, semb: &Tensor<B>) -> Result<Tensor<B>> {
+        if self.emb_pack.get().is_none() {
+            let _ = self.emb_pack.set(EmbPack::new(b, &self.res_blocks())?); // a concurrent first call built the same
+        }
+        self.emb_pack.get().expect("set above").project(b, semb)
     }
 
     /// (timestep embedding, time_embed.0's output, the embedding before the blocks' SiLU) for a
@@ -444,17 +523,18 @@ impl<B: Backend> UNet<B> {
     fn forward_of(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, rows: Option<&Tensor<B>>) -> Result<UNetOutput<B>> {
         let (_, _, emb) = self.embeddings_of(b, x, t, rows)?;
         let semb = b.activation(&emb, crate::backend::Activation::Silu)?;
+        let proj = self.emb_projections(b, &semb)?;
         let mut hs = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.clone();
         for blk in &self.input_blocks {
-            h = run(b, blk, &h, &semb)?;
+            h = run(b, blk, &h, &proj)?;
             hs.push(h.clone());
         }
-        h = run(b, &self.middle, &h, &semb)?;
+        h = run(b, &self.middle, &h, &proj)?;
         let mut feat_src = None;
         for (j, blk) in self.output_blocks.iter().enumerate() {
             let skip = hs.pop().expect("one skip per block");
-            h = run(b, blk, &b.concat_channels(&[&h, &skip])?, &semb)?;
+            h = run(b, blk, &b.concat_channels(&[&h, &skip])?, &proj)?;
             if j == FEAT_TAP && self.feat_head.is_some() {
                 feat_src = Some(h.clone());
             }

@@ -165,6 +165,15 @@ pub fn linear(x: &Shape, w: &Shape, bias: Option<&Shape>) -> Result<LinearGeom> 
     Ok(g)
 }
 
+/// The row blocks of `linear_parts` must tile the output: none empty, Σ parts = out.
+pub fn linear_parts(g: &LinearGeom, parts: &[usize]) -> Result<()> {
+    let sum: usize = parts.iter().sum();
+    if parts.contains(&0) || sum != g.fout {
+        return Err(Error::shape("linear_parts", format!("parts {parts:?} (sum {sum}) must be non-empty blocks adding up to w's {} rows", g.fout)));
+    }
+    Ok(())
+}
+
 pub fn linear_x_backward(gy: &Shape, w: &Shape) -> Result<LinearGeom> {
     if gy.rank() != 2 || w.rank() != 2 || gy.dim(1) != w.dim(0) {
         return Err(Error::shape("linear_x_backward", format!("gy {gy} does not match w {w}")));

@@ -62,7 +62,27 @@ fn group_norm_checked(op: &'static str, x: &Shape, gamma: &Shape, beta: &Shape, 
     }
     fits_i32(op, &[x])?;
     let v = |u: usize| i32_of(op, u);
-    Ok(GroupNormGeom { n: v(n)?, c: v(c)?, s: v(s)?, groups: v(p.groups)?, eps: p.eps, silu: p.silu as i32, has_ss: ss.is_some() as i32 })
+    Ok(GroupNormGeom { n: v(n)?, c: v(c)?, s: v(s)?, groups: v(p.groups)?, eps: p.eps, silu: p.silu as i32, has_ss: ss.is_some() as i32, ss_stride: v(c)?, scale_off: 0, shift_off: 0 })
+}
+
+/// `group_norm` with scale-shift read from a packed projection `emb` [N, E] (or [N, E, 1, …]):
+/// scale = emb[:, offset .. offset + C], shift = emb[:, offset + C .. offset + 2C], upstream's
+/// `scale, shift = th.chunk(emb_out, 2, dim=1)` of one ResBlock's columns.
+pub fn group_norm_emb(x: &Shape, gamma: &Shape, beta: &Shape, p: &GroupNormParams, emb: &Shape, offset: usize) -> Result<GroupNormGeom> {
+    const OP: &str = "group_norm_emb";
+    let g = group_norm_checked(OP, x, gamma, beta, p, None)?;
+    at_least_2d(OP, emb)?;
+    let (n, c) = (g.n(), g.c());
+    let (en, e, es) = emb.ncs();
+    if en != n || es != 1 {
+        return Err(Error::shape(OP, format!("emb has shape {emb}, want [{n}, E] for x {x}")));
+    }
+    if offset + 2 * c > e {
+        return Err(Error::shape(OP, format!("scale and shift at columns {offset}..{} of {c} channels each run past emb's {e} columns", offset + 2 * c)));
+    }
+    fits_i32(OP, &[emb])?;
+    let v = |u: usize| i32_of(OP, u);
+    Ok(GroupNormGeom { has_ss: 1, ss_stride: v(e)?, scale_off: v(offset)?, shift_off: v(offset + c)?, ..g })
 }
 
 /// (C, S) of a channel affine over x [N, C, *] with scale (and shift) of C values.

@@ -10,14 +10,18 @@ use std::path::Path;
 /// Files holding op cases directly (metadata `"op"`).
 pub const OP_FILES: &[&str] = &["ops.safetensors", "weight_grads.safetensors", "optim.safetensors"];
 
-/// Every case of the op-table fixtures in folder `dir`: the op files, and the diffusion step cases
-/// of diffusion.safetensors (each with its schedule's parameters under `schedule_params`).
+/// Every case of the op-table fixtures in folder `dir`: the op files, the diffusion step cases
+/// of diffusion.safetensors (each with its schedule's parameters under `schedule_params`), and the
+/// fused ops' cases derived from them.
 pub fn all_cases(dir: &Path) -> Result<Vec<OpCase>> {
     let mut out = Vec::new();
     for f in OP_FILES {
         out.extend(fixture_cases(&dir.join(f), |p| p["op"].is_string())?);
     }
     out.extend(step_cases(dir)?);
+    // the fused ops' cases, derived from torch's cases of the ops they fuse (fused.rs)
+    let derived = super::fused::derived_cases(&out);
+    out.extend(derived);
     Ok(out)
 }
 

@@ -6,6 +6,7 @@
 pub mod case;
 pub mod compare;
 pub mod fixtures;
+pub mod fused;
 pub mod precision;
 pub mod run;
 pub mod sizes;

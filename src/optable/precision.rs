@@ -14,7 +14,8 @@ use crate::{Error, Result, Shape};
 
 /// Rows whose operands `--precision` rounds, and those operands (bias and every other input
 /// stay f32).
-pub const ROUNDED_OPERANDS: &[(&str, &[&str])] = &[("conv2d", &["x", "w"]), ("conv2d_x_backward", &["gy", "w"]), ("linear", &["x", "w"]), ("linear_x_backward", &["gy", "w"])];
+pub const ROUNDED_OPERANDS: &[(&str, &[&str])] =
+    &[("conv2d", &["x", "w"]), ("conv2d_add", &["x", "w"]), ("conv2d_x_backward", &["gy", "w"]), ("linear", &["x", "w"]), ("linear_x_backward", &["gy", "w"])];
 
 pub fn rounded_operands(method: &str) -> Option<&'static [&'static str]> {
     ROUNDED_OPERANDS.iter().find(|(m, _)| *m == method).map(|(_, o)| *o)
@@ -43,7 +44,7 @@ pub fn geometry(c: &OpCase, method: &str) -> Result<Geometry> {
     let dims = |k: &str| -> Result<Shape> { c.dims(k).map(Shape::new) };
     let bias = c.has("b").then(|| dims("b")).transpose()?;
     Ok(match method {
-        "conv2d" => Geometry::Conv(conv::conv2d(&dims("x")?, &dims("w")?, bias.as_ref(), &conv_params(c)?)?),
+        "conv2d" | "conv2d_add" => Geometry::Conv(conv::conv2d(&dims("x")?, &dims("w")?, bias.as_ref(), &conv_params(c)?)?),
         "conv2d_x_backward" => Geometry::Conv(conv::conv2d_x_backward(&dims("gy")?, &dims("w")?, &dims("x")?, &conv_params(c)?)?),
         "linear" => Geometry::Linear(conv::linear(&dims("x")?, &dims("w")?, bias.as_ref())?),
         "linear_x_backward" => Geometry::Linear(conv::linear_x_backward(&dims("gy")?, &dims("w")?)?),
@@ -70,7 +71,7 @@ mod tests {
         assert_eq!(r.tensors["w"].1, bf);
         assert_eq!(r.tensors["b"].1, v);
         assert_ne!(bf, v);
-        for m in ["conv2d", "conv2d_x_backward", "linear", "linear_x_backward"] {
+        for m in ["conv2d", "conv2d_add", "conv2d_x_backward", "linear", "linear_x_backward"] {
             assert!(rounded_operands(m).is_some(), "{m}");
         }
         assert!(rounded_operands("conv2d_w_backward").is_none());

@@ -77,12 +77,15 @@ pub fn run_method<B: Backend>(b: &B, method: &str, c: &OpCase, t: &Inputs<B>) ->
     let g = |k: &str| t.get(k);
     match method {
         "conv2d" => one("y", b.conv2d(g("x")?, g("w")?, t.opt("b"), &conv_params(c)?)?),
+        "conv2d_add" => one("y", b.conv2d_add(g("x")?, g("w")?, t.opt("b"), g("res")?, &conv_params(c)?)?),
         "conv2d_x_backward" => one("g_x", b.conv2d_x_backward(g("gy")?, g("w")?, g("x")?.shape(), &conv_params(c)?)?),
         "conv2d_w_backward" => {
             let (gw, gb) = b.conv2d_w_backward(g("gy")?, g("x")?, g("w")?.shape(), &conv_params(c)?, t.opt("b").is_some())?;
             Ok([("g_w".to_string(), gw)].into_iter().chain(gb.map(|gb| ("g_b".to_string(), gb))).collect())
         }
         "linear" => one("y", b.linear(g("x")?, g("w")?, t.opt("b"))?),
+        "linear_parts" => one("y", b.linear_parts(g("x")?, g("w")?, t.opt("b"), &c.usizes("parts")?)?),
+        "group_norm_emb" => one("y", b.group_norm_emb(g("x")?, g("gamma")?, g("beta")?, &gn_params(c)?, g("emb")?, c.usize("offset")?)?),
         "linear_x_backward" => one("g_x", b.linear_x_backward(g("gy")?, g("w")?)?),
         "linear_w_backward" => {
             let (gw, gb) = b.linear_w_backward(g("gy")?, g("x")?, c.has("b") || c.bool("bias").unwrap_or(false))?;

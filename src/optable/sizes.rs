@@ -58,9 +58,17 @@ pub fn production_cases() -> Vec<OpCase> {
     v.push(renamed(c64.clone(), "conv2d_w_backward"));
     v.push(c64);
     v.push(conv("conv3x3 128->128 @256x256", 128, 128, 256, 3, 1));
+    // the ResBlock's out_conv with the skip added in its epilogue
+    let res = Build { case: renamed(conv("conv3x3+res 256->256 @64x64", 256, 256, 64, 3, 1), "conv2d_add"), seed: 50 };
+    v.push(res.r("res", &[1, 256, 64, 64]).case);
     v.push(conv("conv3x3 s2 256->256 @64x64", 256, 256, 64, 3, 2));
     // the attention's qkv projection as a linear over 1024 tokens
     let lin = Build::new("linear 1024 tokens 512->1536", json!({"op": "linear", "grads": ["x"]})).r("x", &[1024, 512]).t("w", &[1536, 512], 0.05, 0.0).r("b", &[1536]).r("gy", &[1024, 1536]).case;
+    // the paper UNet's ResBlock timestep projections (1024 → 2C) stacked: six of its 42 blocks
+    let widths = [512, 512, 512, 512, 1024, 1024];
+    let total: usize = widths.iter().sum();
+    let packed = Build::new("linear_parts emb 1024 -> 4x512 + 2x1024", json!({"op": "linear_parts", "parts": widths})).r("x", &[1, 1024]).t("w", &[total, 1024], 0.03, 0.0).r("b", &[total]).case;
+    v.push(packed);
     v.push(renamed(lin.clone(), "linear_w_backward"));
     v.push(lin);
     // group norm with the ResBlock's scale-shift and SiLU
@@ -72,6 +80,13 @@ pub fn production_cases() -> Vec<OpCase> {
         .r("shift", &[1, 256, 1, 1])
         .r("gy", &[1, 256, 64, 64])
         .case;
+    let gn_emb = Build { case: OpCase::new("group_norm32+emb+silu 256ch @64x64", json!({"op": "group_norm_emb", "groups": 32, "eps": 1e-5, "silu": true, "offset": 512})), seed: 60 }
+        .r("x", &[1, 256, 64, 64])
+        .t("gamma", &[256], 0.1, 1.0)
+        .t("beta", &[256], 0.1, 0.0)
+        .r("emb", &[1, 2048])
+        .case;
+    v.push(gn_emb);
     v.push(renamed(gn.clone(), "group_norm_w_backward"));
     v.push(gn);
     v.push(

@@ -196,13 +196,19 @@ use TolRule::{Adamw, Fixed, Reduction, Scaled};
 /// Every Backend op, once.
 pub static TABLE: &[Entry] = &[
     row!("conv2d", "conv2d", ["x", "w", "b"], Reduction { base: GEMM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
+    // conv2d with the residual add in its epilogue: the conv's sums, then one more rounding
+    row!("conv2d_add", "conv2d_add", ["x", "w", "b", "res"], Reduction { base: GEMM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
     row!("conv2d_x_backward", "conv2d", ["gy", "w"], Reduction { base: GEMM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
     row!("conv2d_w_backward", "conv2d_w_backward", ["gy", "x"], Reduction { base: GEMM, k: conv_w_k }, Flops(|c| 2.0 * conv_macs(c))),
     row!("linear", "linear", ["x", "w", "b"], Reduction { base: GEMM, k: linear_k }, Flops(|c| 2.0 * linear_macs(c))),
+    // the same sums as `linear`, in one GEMM or one per block of rows
+    row!("linear_parts", "linear_parts", ["x", "w", "b"], Reduction { base: GEMM, k: linear_k }, Flops(|c| 2.0 * linear_macs(c))),
     row!("linear_x_backward", "linear", ["gy", "w"], Reduction { base: GEMM, k: linear_k }, Flops(|c| 2.0 * linear_macs(c))),
     row!("linear_w_backward", "linear_w_backward", ["gy", "x"], Reduction { base: GEMM, k: linear_w_k }, Flops(|c| 2.0 * linear_macs(c))),
     // normalisation: f64 statistics on the CPU, f32 on the device, then an f32 affine
     row!("group_norm", "group_norm", ["x", "gamma", "beta", "scale", "shift"], Scaled(NORM), MinBytes),
+    // scale and shift read from columns of a packed projection: group_norm's arithmetic
+    row!("group_norm_emb", "group_norm_emb", ["x", "gamma", "beta", "emb"], Scaled(NORM), MinBytes),
     row!("group_norm_x_backward", "group_norm", ["gy", "x", "gamma", "beta", "scale", "shift"], Scaled(NORM), MinBytes),
     row!("group_norm_w_backward", "group_norm_w_backward", ["gy", "x", "gamma", "beta", "scale", "shift"], Fixed(tol(4e-6, 2e-6)), MinBytes),
     row!("channel_affine", "batch_norm", ["x"], Fixed(SIMPLE), MinBytes),

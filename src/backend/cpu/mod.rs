@@ -90,6 +90,22 @@ impl Compute for Cpu {
         Ok(make(&[g.rows, g.fout], linear::linear(data(x), data(w), bias.map(data), g.rows, g.fin, g.fout)))
     }
 
+    fn linear_parts(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, g: &LinearGeom, parts: &[usize]) -> Result<CpuTensor> {
+        // one GEMM per part on that part's rows of w: each part's values are those of its own
+        // `linear`, bit for bit (the demo's numbers do not move when the UNet packs its projections)
+        let (x, w, bias) = (data(x), data(w), bias.map(data));
+        let mut y = vec![0.0f32; g.rows * g.fout];
+        let mut off = 0;
+        for &k in parts {
+            let part = linear::linear(x, &w[off * g.fin..(off + k) * g.fin], bias.map(|b| &b[off..off + k]), g.rows, g.fin, k);
+            for (dst, src) in y.chunks_mut(g.fout).zip(part.chunks(k)) {
+                dst[off..off + k].copy_from_slice(src);
+            }
+            off += k;
+        }
+        Ok(make(&[g.rows, g.fout], y))
+    }
+
     fn linear_x_backward(&self, gy: &CpuTensor, w: &CpuTensor, g: &LinearGeom) -> Result<CpuTensor> {
         Ok(make(&[g.rows, g.fin], linear::linear_x_backward(data(gy), data(w), g.rows, g.fin, g.fout)))
     }

@@ -248,8 +248,27 @@ impl<D: Device> Compute for CudaBackend<D> {
         Ok(y)
     }
 
+    fn conv2d_add(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: &T<D>, g: &Conv2dGeom) -> Result<T<D>> {
+        if g.depthwise() {
+            // no fused depthwise kernel: the two launches (no model runs one with a residual)
+            let h = Compute::conv2d(self, x, w, bias, g)?;
+            return Compute::add(self, res, &h, &crate::ops::elementwise::broadcast("conv2d_add", res.shape(), h.shape())?);
+        }
+        let y = self.alloc(&g.y_dims())?;
+        if y.numel() == 0 {
+            return Ok(y);
+        }
+        let bias = bias.unwrap_or(w); // unread when has_bias = 0
+        let cfg = igemm_cfg(g.og(), g.n() * g.ho() * g.wo(), g.groups());
+        launch::conv2d_add_f32(&self.dev, &cfg, b(x), b(w), b(bias), b(res), b(&y), g)?;
+        Ok(y)
+    }
+
     fn precision(&self) -> Precision {
         self.precision
+    }
+    fn conv2d_add_lowp(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::conv2d_add(self, x, w, bias, res, g, p)
     }
     fn conv2d_lowp(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
         precision_dispatch::conv2d(self, x, w, bias, g, p)
@@ -356,6 +375,11 @@ impl<D: Device> Compute for CudaBackend<D> {
             launch::group_norm_apply_f32(&self.dev, &p.cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&y), g, &p.split)?;
         }
         Ok(y)
+    }
+
+    fn group_norm_emb(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, emb: &T<D>, g: &GroupNormGeom) -> Result<T<D>> {
+        // the kernel reads scale and shift at g's stride and offsets in emb: no slices
+        Compute::group_norm(self, x, gamma, beta, Some((emb, emb)), g)
     }
 
     fn group_norm_x_backward(&self, gy: &T<D>, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
@@ -520,6 +544,14 @@ impl<D: Device> Compute for CudaBackend<D> {
 
     fn concat_channels(&self, xs: &[&T<D>], dims: &[usize]) -> Result<T<D>> {
         let y = self.alloc(dims)?;
+        if let [a, bt] = xs {
+            // the decoder's cat([h, skip]): one launch for both parts
+            if y.numel() > 0 {
+                let (n, ca, s) = a.shape().ncs();
+                launch::concat2_channels_f32(&self.dev, &ew(y.numel()), b(a), i(ca), b(bt), i(bt.dims()[1]), b(&y), i(n), i(s))?;
+            }
+            return Ok(y);
+        }
         let mut off = 0;
         for x in xs {
             let c = x.dims()[1];

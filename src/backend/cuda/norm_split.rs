@@ -35,7 +35,7 @@ mod tests {
     use super::*;
 
     fn geom(n: usize, c: usize, s: usize, groups: usize) -> GroupNormGeom {
-        GroupNormGeom { n: n as i32, c: c as i32, s: s as i32, groups: groups as i32, eps: 1e-5, silu: 0, has_ss: 0 }
+        GroupNormGeom { n: n as i32, c: c as i32, s: s as i32, groups: groups as i32, eps: 1e-5, silu: 0, has_ss: 0, ss_stride: c as i32, scale_off: 0, shift_off: 0 }
     }
 
     /// The chunks tile each group exactly: the last starts inside it and every one is aligned.

@@ -59,6 +59,11 @@ pub(super) fn conv2d<D: Device>(cb: &CudaBackend<D>, x: &T<D>, w: &T<D>, bias: O
     cb.conv2d_tc(x, w, bias, g, p)
 }
 
+/// conv2d + residual: routed as conv2d (the residual changes only the epilogue).
+pub(super) fn conv2d_add<D: Device>(cb: &CudaBackend<D>, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+    cb.conv2d_add_tc(x, w, bias, res, g, p)
+}
+
 pub(super) fn conv2d_x_backward<D: Device>(cb: &CudaBackend<D>, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
     cb.conv2d_x_backward_tc(gy, w, g, p)
 }

@@ -134,6 +134,8 @@ struct Gemm<'a, B> {
     a: &'a B,
     b: &'a B,
     bias: Option<&'a B>,
+    /// a residual shaped like `out`, added after the bias (`t.has_res`)
+    res: Option<&'a B>,
     out: &'a B,
     t: TcGemmGeom,
 }
@@ -145,12 +147,27 @@ impl<D: Device> CudaBackend<D> {
         if !conv2d_tc_supported(g, p) {
             return self.conv2d(x, w, bias, g);
         }
+        self.conv2d_tc_epilogue(x, w, bias, None, g, p)
+    }
+
+    /// `conv2d_tc` + res (shaped like y), added in the engine's epilogue after the bias (and in
+    /// split-K's reduction): (acc + bias) + res, the separate add's f32 result; unsupported
+    /// shapes take the fused f32 kernel.
+    pub fn conv2d_add_tc(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        if !conv2d_tc_supported(g, p) {
+            return self.conv2d_add(x, w, bias, res, g);
+        }
+        self.conv2d_tc_epilogue(x, w, bias, Some(res), g, p)
+    }
+
+    fn conv2d_tc_epilogue(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
         let (n, c, h, wd, o, kh, kw) = (g.n(), g.c(), g.h(), g.w(), g.o(), g.kh(), g.kw());
         let xn = self.permute_cast(x, [n, h, wd, c], [c * h * wd, wd, 1, h * wd], p)?; // NHWC
         let wn = self.weight_cast(w, [o, kh, kw, c], [c * kh * kw, kw, 1, kh * kw], p)?; // [o][kh][kw][c]
         let y = self.alloc(&g.y_dims())?;
-        let t = gemm_geom(o, n * g.ho() * g.wo(), kh * kw * c, g.ho() * g.wo(), bias.is_some(), false);
-        self.gemm(Op::Conv, p, Some(g), Gemm { a: &*wn, b: &xn, bias: bias.map(b), out: b(&y), t })?;
+        let mut t = gemm_geom(o, n * g.ho() * g.wo(), kh * kw * c, g.ho() * g.wo(), bias.is_some(), false);
+        t.has_res = res.is_some() as i32;
+        self.gemm(Op::Conv, p, Some(g), Gemm { a: &*wn, b: &xn, bias: bias.map(b), res: res.map(b), out: b(&y), t })?;
         Ok(y)
     }
 
@@ -166,7 +183,7 @@ impl<D: Device> CudaBackend<D> {
         let wn = self.weight_cast(w, [c, kh, kw, o], [kh * kw, kw, 1, c * kh * kw], p)?; // [c][kh][kw][o]
         let gx = self.alloc(&g.x_dims())?;
         let t = gemm_geom(c, n * h * wd, kh * kw * o, h * wd, false, false);
-        self.gemm(Op::ConvDgrad, p, Some(g), Gemm { a: &*wn, b: &gyn, bias: None, out: b(&gx), t })?;
+        self.gemm(Op::ConvDgrad, p, Some(g), Gemm { a: &*wn, b: &gyn, bias: None, res: None, out: b(&gx), t })?;
         Ok(gx)
     }
 
@@ -180,7 +197,7 @@ impl<D: Device> CudaBackend<D> {
         let wn = self.weight_cast(w, [1, 1, g.fout, g.fin], [0, 0, g.fin, 1], p)?;
         let y = self.alloc(&[g.rows, g.fout])?;
         let t = gemm_geom(g.rows, g.fout, g.fin, g.fout, bias.is_some(), true);
-        self.gemm(Op::Linear, p, None, Gemm { a: &xn, b: &*wn, bias: bias.map(b), out: b(&y), t })?;
+        self.gemm(Op::Linear, p, None, Gemm { a: &xn, b: &*wn, bias: bias.map(b), res: None, out: b(&y), t })?;
         Ok(y)
     }
 
@@ -194,7 +211,7 @@ impl<D: Device> CudaBackend<D> {
         let wt = self.weight_cast(w, [1, 1, g.fin, g.fout], [0, 0, 1, g.fin], p)?; // wᵀ [fin][fout]
         let gx = self.alloc(&[g.rows, g.fin])?;
         let t = gemm_geom(g.rows, g.fin, g.fout, g.fin, false, false);
-        self.gemm(Op::Linear, p, None, Gemm { a: &gyn, b: &*wt, bias: None, out: b(&gx), t })?;
+        self.gemm(Op::Linear, p, None, Gemm { a: &gyn, b: &*wt, bias: None, res: None, out: b(&gx), t })?;
         Ok(gx)
     }
 
@@ -217,7 +234,7 @@ impl<D: Device> CudaBackend<D> {
         let ws = if plan.splits > 1 { self.dev.alloc_zeros(plan.splits * t.m as usize * t.n as usize * 4)? } else { self.dev.alloc_zeros(4)? };
         // dummies for the unread bias / residual: any live buffer (has_bias / has_res say 0)
         let bias = gm.bias.unwrap_or(gm.a);
-        let res = gm.a;
+        let res = gm.res.unwrap_or(gm.a);
         // with split-K the GEMM writes only its partials to ws; the reduction writes `out`
         launch_by_name(&self.dev, name, &cfg, gm.a, gm.b, bias, res, gm.out, &ws, conv, &t)?;
         if plan.splits > 1 {

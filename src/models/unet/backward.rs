@@ -187,12 +187,13 @@ impl<B: Backend> Layer<B> {
 }
 
 /// Runs `layers`, recording each one's input.
-fn run_taped<B: Backend>(b: &B, layers: &[Layer<B>], x: &Tensor<B>, semb: &Tensor<B>) -> Result<(Tensor<B>, Vec<Tensor<B>>)> {
+/// `proj`: the packed timestep projections (`UNet::emb_projections`) the layers' forward reads.
+fn run_taped<B: Backend>(b: &B, layers: &[Layer<B>], x: &Tensor<B>, proj: &Tensor<B>) -> Result<(Tensor<B>, Vec<Tensor<B>>)> {
     let mut inputs = Vec::with_capacity(layers.len());
     let mut h = x.clone();
     for l in layers {
         inputs.push(h.clone());
-        h = l.forward(b, &h, semb)?;
+        h = l.forward(b, &h, proj)?;
     }
     Ok((h, inputs))
 }
@@ -224,22 +225,23 @@ impl<B: Backend> UNet<B> {
         }
         let (temb, e1, emb) = self.embeddings(b, x, t, y)?;
         let semb = b.activation(&emb, Activation::Silu)?;
+        let proj = self.emb_projections(b, &semb)?;
         let mut hs = Vec::with_capacity(self.input_blocks.len());
         let mut input_blocks = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.clone();
         for blk in &self.input_blocks {
-            let (o, ins) = run_taped(b, blk, &h, &semb)?;
+            let (o, ins) = run_taped(b, blk, &h, &proj)?;
             h = o;
             input_blocks.push(ins);
             hs.push(h.clone());
         }
-        let (o, middle) = run_taped(b, &self.middle, &h, &semb)?;
+        let (o, middle) = run_taped(b, &self.middle, &h, &proj)?;
         h = o;
         let (mut output_blocks, mut concat_first, mut feat_src) = (Vec::new(), Vec::new(), None);
         for (j, blk) in self.output_blocks.iter().enumerate() {
             let skip = hs.pop().expect("one skip per block");
             concat_first.push(h.dims()[1]);
-            let (o, ins) = run_taped(b, blk, &b.concat_channels(&[&h, &skip])?, &semb)?;
+            let (o, ins) = run_taped(b, blk, &b.concat_channels(&[&h, &skip])?, &proj)?;
             h = o;
             output_blocks.push(ins);
             if j == FEAT_TAP && self.feat_head.is_some() {

@@ -78,6 +78,8 @@ fn visit_block<B: Backend>(layers: &mut [Layer<B>], prefix: &str, f: &mut Visit<
 impl<B: Backend> UNet<B> {
     /// Calls `f` on every parameter with its state_dict name, in load order.
     pub fn visit_params_mut(&mut self, f: &mut Visit<B>) -> Result<()> {
+        // f may replace any tensor: the stacked timestep projections are rebuilt from the new ones
+        self.unpack_emb();
         self.time_embed.0.visit("time_embed.0", f)?;
         self.time_embed.1.visit("time_embed.2", f)?;
         if let Some(t) = &mut self.label_emb {

@@ -35,12 +35,15 @@ pub fn algo() -> Result<ConvAlgo> {
     .map_err(Error::InvalidArgument)
 }
 
-/// Winograd where both sides have at least 128 channels. It is faster already from 32 channels
-/// (benches/RESULTS.md, "CPU Winograd F(4,3)": 0.54–0.78 of the direct conv's time on the demo
-/// UNet's 32- and 64-channel convs), but its rounding differs from the direct conv's, and the
-/// shipped demo (32–64 channels) keeps its recorded numbers bit-identical by staying direct.
+/// Winograd where both sides have at least 128 channels and there are at least 64 output tiles
+/// (a 32² plane). It is faster already from 32 channels (benches/RESULTS.md, "CPU Winograd F(4,3)":
+/// 0.54–0.78 of the direct conv's time on the demo UNet's 32- and 64-channel convs), but its
+/// rounding differs from the direct conv's, and the shipped demo (32–64 channels) keeps its
+/// recorded numbers bit-identical by staying direct. Below 64 tiles the 36 GEMMs are too narrow:
+/// the gemm crate repacks U[ξ] for each of them, and 256 → 256 at 16² (16 tiles) took 5–10× the
+/// direct conv's time.
 pub fn worth_it(p: &Plan) -> bool {
-    p.cin >= 128 && p.cout >= 128
+    p.cin >= 128 && p.cout >= 128 && p.tiles() >= 64
 }
 
 fn use_winograd(g: &Conv2dGeom, orient: Orient) -> Result<bool> {

@@ -10,6 +10,7 @@ pub mod attention_rounded;
 pub mod broadcast;
 pub mod buffers;
 pub mod conv2d;
+pub mod conv_select;
 pub mod depthwise;
 pub mod diffusion_step;
 pub mod embedding;
@@ -23,6 +24,9 @@ pub mod pool;
 pub mod real;
 pub mod reduce;
 pub mod resample;
+pub mod winograd;
+pub mod winograd_transform;
+pub mod winograd_weights;
 
 use super::{Compute, GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
@@ -79,11 +83,11 @@ impl Compute for Cpu {
     }
 
     fn conv2d(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, g: &Conv2dGeom) -> Result<CpuTensor> {
-        Ok(make(&g.y_dims(), conv2d::conv2d(data(x), data(w), bias.map(data), g)))
+        Ok(make(&g.y_dims(), conv_select::conv2d(data(x), w.storage(), bias.map(data), g)?))
     }
 
     fn conv2d_x_backward(&self, gy: &CpuTensor, w: &CpuTensor, g: &Conv2dGeom) -> Result<CpuTensor> {
-        Ok(make(&g.x_dims(), conv2d::conv2d_x_backward(data(gy), data(w), g)))
+        Ok(make(&g.x_dims(), conv_select::conv2d_x_backward(data(gy), w.storage(), g)?))
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, g: &LinearGeom) -> Result<CpuTensor> {

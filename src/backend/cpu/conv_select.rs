@@ -1,0 +1,66 @@
+//! Which algorithm a CPU conv2d and its input gradient run: the direct conv (conv2d.rs: im2col +
+//! GEMM, the reference) or Winograd F(4×4, 3×3) (winograd.rs) for 3×3 stride-1 one-group convs.
+//!
+//! `RAN_CONV` (read once): `direct` = always direct; `winograd` = Winograd for every conv it can
+//! compute (the tests use it to run the fixtures through Winograd); unset or `auto` = Winograd
+//! where it wins by measurement (`worth_it`), direct elsewhere.
+
+use super::conv2d;
+use super::winograd::{self, Orient, Plan};
+use super::winograd_weights::{transformed, Storage};
+use crate::ops::contract::Conv2dGeom;
+use crate::{Error, Result};
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    Auto,
+    Direct,
+    Winograd,
+}
+
+/// `RAN_CONV`, parsed on first use; a value other than direct / winograd / auto is an error.
+pub fn algo() -> Result<ConvAlgo> {
+    static ALGO: OnceLock<std::result::Result<ConvAlgo, String>> = OnceLock::new();
+    ALGO.get_or_init(|| match std::env::var("RAN_CONV") {
+        Err(_) => Ok(ConvAlgo::Auto),
+        Ok(v) => match v.trim() {
+            "" | "auto" => Ok(ConvAlgo::Auto),
+            "direct" => Ok(ConvAlgo::Direct),
+            "winograd" => Ok(ConvAlgo::Winograd),
+            other => Err(format!("RAN_CONV={other:?}: want direct, winograd or auto")),
+        },
+    })
+    .clone()
+    .map_err(Error::InvalidArgument)
+}
+
+/// Winograd where both sides have at least 128 channels and there are at least 64 output tiles
+/// (a 32² plane). It is faster already from 32 channels (benches/RESULTS.md, "CPU Winograd F(4,3)":
+/// 0.54–0.78 of the direct conv's time on the demo UNet's 32- and 64-channel convs), but its
+/// rounding differs from the direct conv's, and the shipped demo (32–64 channels) keeps its
+/// recorded numbers bit-identical by staying direct. Below 64 tiles the 36 GEMMs are too narrow:
+/// the gemm crate repacks U[ξ] for each of them, and 256 → 256 at 16² (16 tiles) took 5–10× the
+/// direct conv's time.
+pub fn worth_it(p: &Plan) -> bool {
+    p.cin >= 128 && p.cout >= 128 && p.tiles() >= 64
+}
+
+fn use_winograd(g: &Conv2dGeom, orient: Orient) -> Result<bool> {
+    Ok(winograd::eligible(g)
+        && match algo()? {
+            ConvAlgo::Direct => false,
+            ConvAlgo::Winograd => true,
+            ConvAlgo::Auto => worth_it(&Plan::new(g, orient)),
+        })
+}
+
+/// y = conv2d(x, w) + bias by the algorithm chosen above.
+pub fn conv2d(x: &[f32], w: &Storage, bias: Option<&[f32]>, g: &Conv2dGeom) -> Result<Vec<f32>> {
+    Ok(if use_winograd(g, Orient::Forward)? { winograd::run(x, &transformed(w, g, Orient::Forward), bias, &Plan::new(g, Orient::Forward)) } else { conv2d::conv2d(x, w, bias, g) })
+}
+
+/// ∂L/∂x of conv2d by the algorithm chosen above.
+pub fn conv2d_x_backward(gy: &[f32], w: &Storage, g: &Conv2dGeom) -> Result<Vec<f32>> {
+    Ok(if use_winograd(g, Orient::XBackward)? { winograd::run(gy, &transformed(w, g, Orient::XBackward), None, &Plan::new(g, Orient::XBackward)) } else { conv2d::conv2d_x_backward(gy, w, g) })
+}

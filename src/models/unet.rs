@@ -390,6 +390,12 @@ impl<B: Backend> UNet<B> {
     /// x [N,3,H,W]; t [N] the timestep values the model receives; y the class labels of a
     /// class-conditional model.
     pub fn forward(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<UNetOutput<B>> {
+        Ok(self.forward_with_tap(b, x, t, y)?.0)
+    }
+
+    /// `forward`, with the feature head's input (output_blocks[FEAT_TAP]'s output) when the
+    /// model has the head: what training the head alone (`head_gradients`) needs.
+    pub fn forward_with_tap(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<(UNetOutput<B>, Option<Tensor<B>>)> {
         let (_, _, emb) = self.embeddings(b, x, t, y)?;
         let semb = b.activation(&emb, crate::backend::Activation::Silu)?;
         let mut hs = Vec::with_capacity(self.input_blocks.len());
@@ -408,13 +414,13 @@ impl<B: Backend> UNet<B> {
             }
         }
         let out = self.out_conv.forward(b, &self.out_norm.forward(b, &h, true, None)?)?;
-        let feat = match (&self.feat_head, feat_src) {
+        let feat = match (&self.feat_head, &feat_src) {
             (Some(fh), Some(src)) => {
-                let r = b.resize_bilinear(&src, fh.feat_shape, fh.feat_shape)?;
+                let r = b.resize_bilinear(src, fh.feat_shape, fh.feat_shape)?;
                 Some(fh.conv.forward(b, &fh.norm.forward(b, &r, true, None)?)?)
             }
             _ => None,
         };
-        Ok(UNetOutput { out, feat })
+        Ok((UNetOutput { out, feat }, feat_src))
     }
 }

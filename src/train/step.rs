@@ -77,7 +77,7 @@ pub struct StepInputs<'a, B: Backend> {
     pub only: TrainOnly,
 }
 
-/// The samples of the feature term and, per sample, (prediction, target) kept to those.
+/// The samples of a batch the feature term covers.
 fn keep_samples(t: &[usize], max_t: Option<usize>) -> Vec<usize> {
     (0..t.len()).filter(|&i| max_t.is_none_or(|m| t[i] < m)).collect()
 }

@@ -204,6 +204,59 @@ fn the_feature_head_trains_against_the_extractor() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// --train-only head: the UNet written is the one loaded, bit for bit, only the head is new;
+/// the options' bad values are refused by name.
+#[test]
+fn the_head_alone_trains_with_the_unet_frozen() {
+    let root = tmp("head-only");
+    let data = make_data(&root);
+    let effnet = s(&fixture_path("effnet_b4w.safetensors"));
+    let flags = "--image_size 16 --num_channels 32 --num_res_blocks 2 --channel_mult 1,1,1,2 --attention_resolutions 8,4 --num_head_channels 32 --resblock_updown True --use_scale_shift_norm True --class_cond True --learn_sigma True";
+    let d = s(&data);
+    let plain = s(&root.join("plain.safetensors"));
+    let (rc, so, se) = ran(&["train", "--data", &d, "--out", &plain, "--flags", flags, "--steps", "2", "--device", "cpu"]);
+    assert_eq!(rc, 0, "{so}{se}");
+    let o = s(&root.join("h.safetensors"));
+    let base = ["train", "--data", &d, "--init", &plain, "--feat-shape", "4", "--effnet-arch", "custom:1.4,0.25,380", "--device", "cpu", "--steps", "3"];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        ran(&a)
+    };
+    let (rc, so, se) = with(&["--out", &o, "--effnet", &effnet, "--train-only", "head", "--feature-max-t", "400", "--ema", "0", "--lr-anneal-steps", "0"]);
+    assert_eq!(rc, 0, "{so}{se}");
+    let (p, h) = (ran::io::safetensors::SafeTensors::open(&plain).unwrap(), ran::io::safetensors::SafeTensors::open(&o).unwrap());
+    let (pn, hn): (Vec<String>, Vec<String>) = (p.names().map(String::from).collect(), h.names().map(String::from).collect());
+    let mut frozen = 0;
+    for name in hn {
+        if name.starts_with("feat_rec1.") {
+            assert!(!pn.contains(&name));
+        } else {
+            assert!(p.get(&name).unwrap() == h.get(&name).unwrap(), "{name} of the frozen UNet changed");
+            frozen += 1;
+        }
+    }
+    assert_eq!(frozen, pn.len());
+    let log = log_of(&root.join("h.train"));
+    assert!(log.iter().all(|r| r["feat_mse"].as_f64().is_some_and(|f| f > 0.0) && r["lr"] == 1e-4), "{log:?}");
+    // bad values, each named
+    let e = s(&root.join("e.safetensors"));
+    for (extra, says) in [
+        (vec!["--train-only", "head"], "--train-only head trains the feature head: give --effnet"),
+        (vec!["--train-only", "unet"], "`unet`: all or head"),
+        (vec!["--effnet", &effnet, "--feature-max-t", "0"], "--feature-max-t 0: a timestep in 1..=1000"),
+        (vec!["--effnet", &effnet, "--feature-max-t", "1001"], "--feature-max-t 1001"),
+        (vec!["--feature-max-t", "400"], "--feature-max-t limits the feature term: give --effnet"),
+    ] {
+        let mut x = vec!["--out", &e];
+        x.extend(extra);
+        let (rc, _, se) = with(&x);
+        assert_eq!(rc, 2, "{x:?}: {se}");
+        assert!(se.contains(says), "{x:?}: {se}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn bad_inputs_are_refused_by_name() {
     let root = tmp("bad");

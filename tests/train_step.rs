@@ -44,7 +44,7 @@ fn check<B: Backend>(b: &B) -> Vec<String> {
     let d = Diffusion::new(BetaSchedule::parse("linear").unwrap(), 1000, "").unwrap();
     let mut state = TrainState::new(b, &mut model).unwrap();
     let (x0, eps, ft) = (load("x0"), load("eps"), load("feat_target"));
-    let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: Some(&y), feat_target: Some(&ft) };
+    let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: Some(&y), feat_target: Some(&ft), feat_max_t: None, only: Default::default() };
     let hp = AdamwParams { lr: h("lr"), beta1: h("beta1"), beta2: h("beta2"), eps: h("eps"), weight_decay: h("weight_decay") };
     let terms = train_step(b, &mut model, &mut state, &d, &inp, &hp, h("ema_rate") as f32).unwrap();
     let mut failures = Vec::new();

@@ -146,7 +146,7 @@ pub fn train<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result
     let hp = crate::backend::AdamwParams { lr: 1e-4, ..Default::default() };
     let config = format!("training step (fwd + head + loss + bwd + AdamW + EMA) at {0}x{0}, flags `{flags}`", f.image_size);
     report("train", config, batch, plan, || {
-        let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: y.as_deref(), feat_target: Some(&target) };
+        let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: y.as_deref(), feat_target: Some(&target), feat_max_t: None, only: Default::default() };
         let terms = train_step(b, &mut model, &mut state, &d, &inp, &hp, 0.997)?;
         if terms.loss.is_finite() {
             Ok(())

@@ -4,6 +4,7 @@ use super::options::{parse_device, parse_effnet_arch, Device};
 use crate::backend::select::PrecisionDefault;
 use crate::ops::precision::Precision;
 use crate::train::run::{Summary, TrainArgs};
+use crate::train::step::TrainOnly;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,6 +69,15 @@ pub struct TrainCmd {
     /// with the extension .train; with --resume: that folder]
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// all: every parameter (the paper's training); head: the feature head alone with the UNet
+    /// frozen (no UNet backward; with --feature-max-t T, t is drawn from [0, T)). The model
+    /// written holds the frozen UNet as it was loaded.
+    #[arg(long, default_value = "all")]
+    train_only: TrainOnly,
+    /// The feature term only on the samples of a batch with t < T (its mean over those; a batch
+    /// with none has no feature term); the diffusion terms use every t [default: every t]
+    #[arg(long, value_name = "T")]
+    feature_max_t: Option<usize>,
     /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: Device,
@@ -97,6 +107,8 @@ impl TrainCmd {
             save_every: self.save_every,
             resume: self.resume,
             run_dir: self.run_dir,
+            train_only: self.train_only,
+            feature_max_t: self.feature_max_t,
         };
         let backend = match super::backend(self.device, self.precision, PrecisionDefault::F32) {
             Ok(b) => b,

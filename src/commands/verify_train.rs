@@ -62,7 +62,7 @@ pub fn rows<B: Backend>(b: &B, model: &Path, r: &SafeTensors, atol: f64, rtol: f
     let y = if r.contains("y") { Some(ints("y")?) } else { None };
     let (x0, eps) = (load("x0")?, load("eps")?);
     let ft = if r.contains("feat_target") { Some(load("feat_target")?) } else { None };
-    let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: y.as_deref(), feat_target: ft.as_ref() };
+    let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: y.as_deref(), feat_target: ft.as_ref(), feat_max_t: None, only: Default::default() };
     let (terms, grads) = loss_and_gradients(b, &m, &d, &inp)?;
 
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();

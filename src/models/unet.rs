@@ -521,6 +521,17 @@ impl<B: Backend> UNet<B> {
 
     /// `forward` with the class embedding's rows already gathered (`label_rows`).
     fn forward_of(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, rows: Option<&Tensor<B>>) -> Result<UNetOutput<B>> {
+        Ok(self.forward_tap_of(b, x, t, rows)?.0)
+    }
+
+    /// `forward`, with the feature head's input (output_blocks[FEAT_TAP]'s output) when the
+    /// model has the head: what training the head alone (`head_gradients`) needs.
+    pub fn forward_with_tap(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<(UNetOutput<B>, Option<Tensor<B>>)> {
+        let rows = self.label_rows(b, x, y)?;
+        self.forward_tap_of(b, x, t, rows.as_ref())
+    }
+
+    fn forward_tap_of(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, rows: Option<&Tensor<B>>) -> Result<(UNetOutput<B>, Option<Tensor<B>>)> {
         let (_, _, emb) = self.embeddings_of(b, x, t, rows)?;
         let semb = b.activation(&emb, crate::backend::Activation::Silu)?;
         let proj = self.emb_projections(b, &semb)?;
@@ -540,13 +551,13 @@ impl<B: Backend> UNet<B> {
             }
         }
         let out = self.out_conv.forward(b, &self.out_norm.forward(b, &h, true, None)?)?;
-        let feat = match (&self.feat_head, feat_src) {
+        let feat = match (&self.feat_head, &feat_src) {
             (Some(fh), Some(src)) => {
-                let r = b.resize_bilinear(&src, fh.feat_shape, fh.feat_shape)?;
+                let r = b.resize_bilinear(src, fh.feat_shape, fh.feat_shape)?;
                 Some(fh.conv.forward(b, &fh.norm.forward(b, &r, true, None)?)?)
             }
             _ => None,
         };
-        Ok(UNetOutput { out, feat })
+        Ok((UNetOutput { out, feat }, feat_src))
     }
 }

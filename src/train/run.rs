@@ -8,7 +8,7 @@ use super::data::{self, rotated_chw, TrainData};
 use super::init::{build, initial};
 use super::log::{Log, StepRecord};
 use super::rng::{batch_indices, SplitMix, NOISE, ROTATION, TIMESTEPS};
-use super::step::{train_step, StepInputs, TrainState};
+use super::step::{train_step, StepInputs, TrainOnly, TrainState};
 use super::{interrupt, plot};
 use crate::anomaly::detector::load_extractor;
 use crate::backend::{AdamwParams, Backend};
@@ -50,6 +50,10 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     /// the run's folder (checkpoint, log, curve); None: beside --out, `<out>.train`
     pub run_dir: Option<PathBuf>,
+    /// every parameter, or the feature head alone (t then drawn below `feature_max_t`)
+    pub train_only: TrainOnly,
+    /// the feature term only on samples with t < this (None: all)
+    pub feature_max_t: Option<usize>,
 }
 
 pub struct Summary {
@@ -130,6 +134,9 @@ fn check_args(a: &TrainArgs) -> Result<()> {
     if a.feat_shape == Some(0) {
         return bad("--feat-shape must be positive".into());
     }
+    if a.train_only == TrainOnly::Head && a.effnet.is_none() {
+        return bad("--train-only head trains the feature head: give --effnet (the extractor whose features it learns)".into());
+    }
     Ok(())
 }
 
@@ -150,6 +157,13 @@ fn settings(a: &TrainArgs, flags: &ModelFlags, data: &TrainData, anneal: u64, ar
     s.insert("effnet_arch".into(), arch.unwrap_or("").to_string());
     s.insert("rotate".into(), a.rotate.to_string());
     s.insert("seed".into(), a.seed.to_string());
+    // only when set, so a checkpoint of a run from before these options still resumes
+    if a.train_only != TrainOnly::All {
+        s.insert("train_only".into(), a.train_only.to_string());
+    }
+    if let Some(m) = a.feature_max_t {
+        s.insert("feature_max_t".into(), m.to_string());
+    }
     s
 }
 
@@ -176,7 +190,12 @@ fn draw_batch(a: &TrainArgs, data: &TrainData, d: &Diffusion, step: u64) -> (Vec
         y.push(*label);
     }
     let mut tr = SplitMix::stream(a.seed, TIMESTEPS, step);
-    let t = (0..a.batch).map(|_| tr.below(d.num_steps() as u64) as usize).collect();
+    // training the head alone, only the timesteps its term covers are worth a step
+    let t_end = match (a.train_only, a.feature_max_t) {
+        (TrainOnly::Head, Some(m)) => m,
+        _ => d.num_steps(),
+    };
+    let t = (0..a.batch).map(|_| tr.below(t_end as u64) as usize).collect();
     let mut nr = SplitMix::stream(a.seed, NOISE, step);
     let eps = (0..x0.len()).map(|_| nr.normal() as f32).collect();
     (x0, y, t, eps)
@@ -211,6 +230,14 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
     let now = settings(a, &flags, &data, anneal, arch);
     let run_dir = a.resume.clone().or_else(|| a.run_dir.clone()).unwrap_or_else(|| a.out.with_extension("train"));
     let d = Diffusion::new(BetaSchedule::parse(&flags.noise_schedule)?, flags.diffusion_steps, "")?;
+    if let Some(m) = a.feature_max_t {
+        if m == 0 || m > d.num_steps() {
+            return Err(Error::InvalidArgument(format!("--feature-max-t {m}: a timestep in 1..={} (the training schedule's steps)", d.num_steps())));
+        }
+        if effnet.is_none() {
+            return Err(Error::InvalidArgument("--feature-max-t limits the feature term: give --effnet".into()));
+        }
+    }
 
     let (mut model, mut state, fresh) = match &a.resume {
         Some(dir) => {
@@ -271,7 +298,7 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
         };
         let lr = if anneal > 0 { a.lr * (1.0 - (step as f64 / anneal as f64).min(1.0)) } else { a.lr };
         let hp = AdamwParams { lr, ..AdamwParams::default() };
-        let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: if y_on { Some(&y) } else { None }, feat_target: target.as_ref() };
+        let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: if y_on { Some(&y) } else { None }, feat_target: target.as_ref(), feat_max_t: a.feature_max_t, only: a.train_only };
         let terms = match train_step(b, &mut model, &mut state, &d, &inp, &hp, a.ema as f32) {
             Ok(t) => t,
             Err(e) => {
@@ -301,4 +328,49 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
         write_model(b, &a.out, &mut model, &state, &data.classes, arch, a.steps)?;
     }
     Ok(Summary { run_dir, classes: data.classes, images: data.images.len(), start_step: start, step: state.step, interrupted, fresh, last: log.records.last().cloned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::image::Image8;
+
+    fn args(only: TrainOnly, max_t: Option<usize>) -> TrainArgs {
+        TrainArgs {
+            data: vec![],
+            out: PathBuf::from("x.safetensors"),
+            init: None,
+            flags: None,
+            steps: 1,
+            batch: 16,
+            lr: 1e-4,
+            lr_anneal_steps: None,
+            ema: 0.0,
+            feat_shape: None,
+            effnet: None,
+            effnet_arch: None,
+            rotate: 0.0,
+            seed: 3,
+            save_every: 0,
+            resume: None,
+            run_dir: None,
+            train_only: only,
+            feature_max_t: max_t,
+        }
+    }
+
+    /// Training the head alone draws t below --feature-max-t (train_head.py's t ∈ [0, 400));
+    /// training everything draws every t, whatever --feature-max-t says.
+    #[test]
+    fn the_head_alone_trains_on_the_timesteps_of_its_term() {
+        let img = Image8 { w: 2, h: 2, c: 3, data: vec![0; 12] };
+        let data = TrainData { classes: vec!["a".into()], images: vec![(img, 0)], size: 2 };
+        let d = Diffusion::new(BetaSchedule::Linear, 1000, "").unwrap();
+        let ts = |a: &TrainArgs| (0..50).flat_map(|s| draw_batch(a, &data, &d, s).2).collect::<Vec<_>>();
+        let head = ts(&args(TrainOnly::Head, Some(400)));
+        assert!(head.iter().all(|&t| t < 400) && head.iter().any(|&t| t >= 360), "{head:?}");
+        let all = ts(&args(TrainOnly::All, Some(400)));
+        assert!(all.iter().filter(|&&t| t >= 400).count() > 400, "every t: about 60% of 800 draws ≥ 400");
+        assert_eq!(ts(&args(TrainOnly::Head, None)), all, "without T the head draws as the full step");
+    }
 }

@@ -33,6 +33,36 @@ impl<B: Backend> TrainState<B> {
     }
 }
 
+/// Which parameters a step trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TrainOnly {
+    /// every parameter (the paper's training)
+    #[default]
+    All,
+    /// the feature head alone, the UNet frozen: a forward without a tape and the head's backward
+    Head,
+}
+
+impl std::str::FromStr for TrainOnly {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all" => Ok(TrainOnly::All),
+            "head" => Ok(TrainOnly::Head),
+            _ => Err(format!("`{s}`: all or head")),
+        }
+    }
+}
+
+impl std::fmt::Display for TrainOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrainOnly::All => "all",
+            TrainOnly::Head => "head",
+        })
+    }
+}
+
 /// One batch: x0 and ε [N, 3, H, W] on the backend, per-sample timesteps of the training schedule,
 /// class labels of a class-conditional model, and the feature head's target [N, C', S, S].
 pub struct StepInputs<'a, B: Backend> {
@@ -41,6 +71,19 @@ pub struct StepInputs<'a, B: Backend> {
     pub t: &'a [usize],
     pub y: Option<&'a [usize]>,
     pub feat_target: Option<&'a Tensor<B>>,
+    /// the feature term only over the samples with t < this (None: all); a batch with none has
+    /// no feature term, and the head no gradient (as torch, whose AdamW then skips it)
+    pub feat_max_t: Option<usize>,
+    pub only: TrainOnly,
+}
+
+/// The samples of a batch the feature term covers.
+fn keep_samples(t: &[usize], max_t: Option<usize>) -> Vec<usize> {
+    (0..t.len()).filter(|&i| max_t.is_none_or(|m| t[i] < m)).collect()
+}
+
+fn gather(v: &[f32], keep: &[usize], per: usize) -> Vec<f32> {
+    keep.iter().flat_map(|&i| v[i * per..(i + 1) * per].iter().copied()).collect()
 }
 
 /// x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε per sample, in f32 with f32 coefficients, as upstream's q_sample.
@@ -80,14 +123,28 @@ pub fn loss_and_gradients<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp
     let xt = b.from_host(&dims, &xth)?;
     let taus: Vec<f32> = inp.t.iter().map(|&t| d.model_timestep(t, model.flags.rescale_timesteps)).collect();
     let tt = b.from_host(&[taus.len()], &taus)?;
-    let (out, tape) = model.forward_train(b, &xt, &tt, inp.y)?;
+    let (out, tape, tap) = match inp.only {
+        TrainOnly::All => {
+            let (o, t) = model.forward_train(b, &xt, &tt, inp.y)?;
+            (o, Some(t), None)
+        }
+        TrainOnly::Head => {
+            let (o, src) = model.forward_with_tap(b, &xt, &tt, inp.y)?;
+            if src.is_none() || inp.feat_target.is_none() {
+                return Err(Error::InvalidArgument("training the feature head alone needs a model with the head and its target (--effnet)".into()));
+            }
+            (o, None, src)
+        }
+    };
     let outh = b.to_host(&out.out)?;
+    let keep = keep_samples(inp.t, inp.feat_max_t);
     let feat = match (&out.feat, inp.feat_target) {
         (Some(p), Some(tg)) => {
             if p.dims() != tg.dims() {
                 return Err(Error::shape("train_step", format!("feature head output {:?} against a target of {:?}", p.dims(), tg.dims())));
             }
-            Some((b.to_host(p)?, b.to_host(tg)?))
+            let per = p.dims().iter().product::<usize>() / dims[0];
+            Some((gather(&b.to_host(p)?, &keep, per), gather(&b.to_host(tg)?, &keep, per), per))
         }
         (None, Some(_)) => return Err(Error::InvalidArgument("a feature target for a model without the feature head".into())),
         _ => None,
@@ -95,14 +152,31 @@ pub fn loss_and_gradients<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp
     if outh.len() != 2 * x0h.len() {
         return Err(Error::InvalidArgument("training needs a learned-sigma model (--learn_sigma True): its loss trains the variance channels".into()));
     }
-    let batch = Batch { x0: &x0h, xt: &xth, eps: &epsh, dims: [dims[0], dims[1], dims[2], dims[3]], t: inp.t, out: &outh, feat: feat.as_ref().map(|(p, t)| (&p[..], &t[..])) };
+    let feat_kept = feat.as_ref().filter(|_| !keep.is_empty()).map(|(p, t, _)| (&p[..], &t[..]));
+    let batch = Batch { x0: &x0h, xt: &xth, eps: &epsh, dims: [dims[0], dims[1], dims[2], dims[3]], t: inp.t, out: &outh, feat: feat_kept };
     let (terms, g) = diffusion_loss(d, &batch)?;
-    let g_out = b.from_host(out.out.dims(), &g.g_out)?;
-    let g_feat = match (&g.g_feat, &out.feat) {
-        (Some(v), Some(p)) => Some(b.from_host(p.dims(), v)?),
+    // ∂feat back to the whole batch: zero on the samples the term leaves out
+    let g_feat = match (&g.g_feat, &out.feat, &feat) {
+        (Some(v), Some(p), Some((_, _, per))) => {
+            let mut full = vec![0.0f32; p.dims().iter().product()];
+            for (k, &i) in keep.iter().enumerate() {
+                full[i * per..(i + 1) * per].copy_from_slice(&v[k * per..(k + 1) * per]);
+            }
+            Some(b.from_host(p.dims(), &full)?)
+        }
         _ => None,
     };
-    let grads = model.backward(b, &tape, &g_out, g_feat.as_ref())?;
+    let grads = match (tape, tap) {
+        (Some(tape), _) => {
+            let g_out = b.from_host(out.out.dims(), &g.g_out)?;
+            model.backward(b, &tape, &g_out, g_feat.as_ref())?
+        }
+        (None, Some(src)) => match &g_feat {
+            Some(gf) => model.head_gradients(b, &src, gf)?,
+            None => BTreeMap::new(),
+        },
+        (None, None) => unreachable!("a head-only step has the tap"),
+    };
     Ok((terms, grads))
 }
 

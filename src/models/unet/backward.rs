@@ -218,6 +218,30 @@ fn block_backward<B: Backend>(
 }
 
 impl<B: Backend> UNet<B> {
+    /// The head's parameter gradients from its input `src` (output_blocks[FEAT_TAP]'s output)
+    /// and ∂L/∂feat; ∂src when `want_gx`.
+    fn head_backward(&self, g: &mut Grads<B>, src: &Tensor<B>, gf: &Tensor<B>, want_gx: bool) -> Result<Option<Tensor<B>>> {
+        let b = g.b;
+        let fh = self.feat_head.as_ref().ok_or_else(|| Error::InvalidArgument("a feature gradient for a model without the feature head".into()))?;
+        let r = b.resize_bilinear(src, fh.feat_shape, fh.feat_shape)?;
+        let nr = fh.norm.forward(b, &r, true, None)?;
+        let g_nr = g.conv(&fh.conv, &nr, gf, "feat_rec1.2", false, true)?.expect("asked for ∂x");
+        let (g_r, _) = g.norm(&fh.norm, &r, &g_nr, true, None, "feat_rec1.0")?;
+        if want_gx {
+            Ok(Some(b.resize_bilinear_x_backward(&g_r, src.dims()[2], src.dims()[3])?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Gradients of the feature head's parameters alone (the UNet frozen: `--train-only head`),
+    /// from `forward_with_tap`'s tap and ∂L/∂feat — no UNet backward, no tape.
+    pub fn head_gradients(&self, b: &B, src: &Tensor<B>, g_feat: &Tensor<B>) -> Result<BTreeMap<String, Tensor<B>>> {
+        let mut g = Grads { b, map: BTreeMap::new() };
+        self.head_backward(&mut g, src, g_feat, false)?;
+        Ok(g.map)
+    }
+
     /// `forward`, keeping what `backward` needs.
     pub fn forward_train(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<(UNetOutput<B>, Tape<B>)> {
         if self.flags.use_new_attention_order {
@@ -268,15 +292,9 @@ impl<B: Backend> UNet<B> {
         let n_out = self.out_norm.forward(b, &tape.h_final, true, None)?;
         let g_n = g.conv(&self.out_conv, &n_out, g_out, "out.2", false, true)?.expect("asked for ∂x");
         let (mut g_h, _) = g.norm(&self.out_norm, &tape.h_final, &g_n, true, None, "out.0")?;
-        let g_src = match (&self.feat_head, &tape.feat_src, g_feat) {
-            (Some(fh), Some(src), Some(gf)) => {
-                let r = b.resize_bilinear(src, fh.feat_shape, fh.feat_shape)?;
-                let nr = fh.norm.forward(b, &r, true, None)?;
-                let g_nr = g.conv(&fh.conv, &nr, gf, "feat_rec1.2", false, true)?.expect("asked for ∂x");
-                let (g_r, _) = g.norm(&fh.norm, &r, &g_nr, true, None, "feat_rec1.0")?;
-                Some(b.resize_bilinear_x_backward(&g_r, src.dims()[2], src.dims()[3])?)
-            }
-            (_, _, Some(_)) => return Err(Error::InvalidArgument("a feature gradient for a model without the feature head".into())),
+        let g_src = match (&tape.feat_src, g_feat) {
+            (Some(src), Some(gf)) => Some(self.head_backward(&mut g, src, gf, true)?.expect("asked for ∂x")),
+            (None, Some(_)) => return Err(Error::InvalidArgument("a feature gradient for a model without the feature head".into())),
             _ => None,
         };
         let nb = self.input_blocks.len();

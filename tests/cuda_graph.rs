@@ -178,7 +178,7 @@ fn an_error_inside_the_capture_aborts_it_cleanly() {
         let a = b.scale_add_scalar(&v[0], 2.0, 0.0)?;
         Ok(vec![b.add(&a, &b.reshape(&a, &[16, 1])?)?]) // [2, 8] + [16, 1]: a shape error
     };
-    let e = b.graph_forward(id, &[&x], &bad).err().expect("a shape error");
+    let e = b.graph_forward(id, &[&x], &bad).err().unwrap_or_else(|| panic!("a shape error"));
     assert!(e.to_string().contains("add"), "{e}");
     assert_eq!(b.graph_count(), 0, "nothing cached after a failed capture");
     let eager = b.to_host(&b.scale_add_scalar(&x, 1.0, 1.0).unwrap()).unwrap();
@@ -193,10 +193,10 @@ fn an_error_inside_the_capture_aborts_it_cleanly() {
         b.to_host(&a)?;
         Ok(vec![a])
     };
-    let e = b.graph_forward(id, &[&x], &reads).err().expect("a read-back inside a capture");
+    let e = b.graph_forward(id, &[&x], &reads).err().unwrap_or_else(|| panic!("a read-back inside a capture"));
     assert!(e.to_string().contains("device-to-host copy inside a graph capture"), "{e}");
     let uploads = |v: &[Tensor<EmulatedCuda>]| Ok(vec![b.add(&v[0], &b.from_host(&[2, 8], &[1.0; 16])?)?]);
-    let e = b.graph_forward(id, &[&x], &uploads).err().expect("an upload inside a capture");
+    let e = b.graph_forward(id, &[&x], &uploads).err().unwrap_or_else(|| panic!("an upload inside a capture"));
     assert!(e.to_string().contains("host-to-device copy inside a graph capture"), "{e}");
     // and then a good capture under the same id works
     let good = |v: &[Tensor<EmulatedCuda>]| Ok(vec![b.scale_add_scalar(&v[0], 3.0, 0.0)?]);

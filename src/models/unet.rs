@@ -420,8 +420,21 @@ impl<B: Backend> UNet<B> {
         } else {
             None
         };
-        let mut m =
-            UNet { flags: flags.clone(), model_channels: mc, num_classes, time_embed, label_emb, input_blocks, middle, output_blocks, out_norm, out_conv, feat_head, emb_pack: Default::default(), graph_id: crate::backend::new_graph_id() };
+        let mut m = UNet {
+            flags: flags.clone(),
+            model_channels: mc,
+            num_classes,
+            time_embed,
+            label_emb,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm,
+            out_conv,
+            feat_head,
+            emb_pack: Default::default(),
+            graph_id: crate::backend::new_graph_id(),
+        };
         let mut off = 0;
         for r in m.res_blocks_mut() {
             r.emb_off = off;

@@ -138,12 +138,7 @@ impl<D: Device> CudaBackend<D> {
             eprintln!("warning: {e}; graphs stay on");
             true
         });
-        CudaBackend {
-            dev: CachedDevice::new(dev, opts),
-            precision: Precision::F32,
-            graphs: graph::GraphCache::new(graphs),
-            weights: weight_cache::WeightCache::new(weight_cache::WEIGHT_CACHE_BYTES),
-        }
+        CudaBackend { dev: CachedDevice::new(dev, opts), precision: Precision::F32, graphs: graph::GraphCache::new(graphs), weights: weight_cache::WeightCache::new(weight_cache::WEIGHT_CACHE_BYTES) }
     }
     /// The device underneath the caching layer.
     pub fn device(&self) -> &D {

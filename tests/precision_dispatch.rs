@@ -323,3 +323,26 @@ fn weights_are_cast_once_and_never_served_for_another() {
         }
     }
 }
+
+/// Catches: a weight's narrow copy made inside a graph capture being recorded instead of made
+/// (a capture that fails then leaves the cache holding a copy that was never written — NaN in the
+/// emulator's fresh buffers — and every later eager call reads it; a capture that succeeds would
+/// redo the cast at every replay).
+#[test]
+fn a_weight_cast_inside_a_failed_capture_is_made_not_recorded() {
+    let emu = EmulatedCuda::emulated().with_precision(Precision::Bf16);
+    let op = Op::Linear { rows: 33, fin: 64, fout: 40 };
+    assert_eq!(route_of(op, Precision::Bf16), Route::TensorCore);
+    let i = inputs(op, 700);
+    let up = |(d, v): &(Vec<usize>, Vec<f32>)| emu.from_host(d, v).unwrap();
+    let (a, w, bias) = (up(&i.a), up(&i.w), i.bias.as_ref().map(up));
+    let failing = |v: &[Tensor<EmulatedCuda>]| {
+        let y = emu.linear(&v[0], &w, bias.as_ref())?;
+        Ok(vec![emu.add(&y, &emu.reshape(&y, &[40, 33])?)?]) // [33, 40] + [40, 33]: a shape error
+    };
+    assert!(emu.graph_forward(ran::backend::new_graph_id(), &[&a], &failing).is_err());
+    assert_eq!(emu.weight_cache().stats().entries, 1, "the cast inside the capture was kept");
+    let got = emu.to_host(&emu.linear(&a, &w, bias.as_ref()).unwrap()).unwrap();
+    assert!(got.iter().all(|v| v.is_finite()), "the kept copy was never written");
+    assert!(bits_equal(&got, &run(&emu, op, &i)), "the copy made inside the capture differs from an eager one");
+}

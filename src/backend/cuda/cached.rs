@@ -131,6 +131,8 @@ impl<D: Device> RecNode<D> {
 struct Recording<D: Device> {
     thread: std::thread::ThreadId,
     nodes: Vec<RecNode<D>>,
+    /// inside `eager`: the recording thread issues its work as if no recording were open
+    paused: bool,
 }
 
 /// An instantiated graph and the nodes it was built from (their handles keep its buffers alive).
@@ -324,7 +326,7 @@ impl<D: Device> CachedDevice<D> {
         if r.is_some() {
             return Err(self.err("a graph is already being recorded on this device (captures do not nest)"));
         }
-        *r = Some(Recording { thread: std::thread::current().id(), nodes: Vec::new() });
+        *r = Some(Recording { thread: std::thread::current().id(), nodes: Vec::new(), paused: false });
         self.home.recording.store(true, Relaxed);
         Ok(())
     }
@@ -358,13 +360,43 @@ impl<D: Device> CachedDevice<D> {
         self.home.dev.launch_graph(&g.exec, &raw)
     }
 
+    /// Runs `f` with this thread's recording (if any) paused: its launches are issued now, not
+    /// put in the graph. For work whose result outlives the graph and depends only on data that
+    /// exists before it — a weight's narrow copy, made once and cached (weight_cache.rs): recorded,
+    /// it would be redone at every replay, and a capture that fails would leave the cache holding
+    /// a copy that was never written.
+    pub fn eager<R>(&self, f: impl FnOnce() -> R) -> R {
+        let paused_here = self.set_paused(true);
+        let out = f();
+        if paused_here {
+            self.set_paused(false);
+        }
+        out
+    }
+
+    /// Pauses or resumes this thread's recording; whether this thread is the recording one and
+    /// its state changed.
+    fn set_paused(&self, on: bool) -> bool {
+        if !self.home.recording.load(Relaxed) {
+            return false;
+        }
+        let mut r = self.home.rec.lock().unwrap_or_else(|p| p.into_inner());
+        match r.as_mut() {
+            Some(r) if r.thread == std::thread::current().id() && r.paused != on => {
+                r.paused = on;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether this thread is recording (its launches are being recorded, not issued).
     fn recording_here(&self) -> bool {
         if !self.home.recording.load(Relaxed) {
             return false;
         }
         let r = self.home.rec.lock().unwrap_or_else(|p| p.into_inner());
-        r.as_ref().is_some_and(|r| r.thread == std::thread::current().id())
+        r.as_ref().is_some_and(|r| r.thread == std::thread::current().id() && !r.paused)
     }
 
     /// Appends a node to this thread's recording; false when it is not recording.
@@ -374,7 +406,7 @@ impl<D: Device> CachedDevice<D> {
         }
         let mut r = self.home.rec.lock().unwrap_or_else(|p| p.into_inner());
         match r.as_mut() {
-            Some(r) if r.thread == std::thread::current().id() => {
+            Some(r) if r.thread == std::thread::current().id() && !r.paused => {
                 r.nodes.push(node());
                 true
             }

@@ -245,7 +245,8 @@ impl<D: Device> CudaBackend<D> {
 
     /// `permute_cast` of a weight, made once per weight, layout and precision (weight_cache.rs).
     fn weight_cast(&self, w: &T<D>, dims: [usize; 4], src_strides: [usize; 4], p: Precision) -> Result<Arc<CachedBuf<D>>> {
-        self.weights.get_or_make(w.storage(), (dims, src_strides, p), || self.permute_cast(w, dims, src_strides, p))
+        // made now even inside a graph capture: the copy outlives the graph (CachedDevice::eager)
+        self.dev.eager(|| self.weights.get_or_make(w.storage(), (dims, src_strides, p), || self.permute_cast(w, dims, src_strides, p)))
     }
 
     /// `t` cast to `p` into a scratch buffer of the narrow type, row-major over `dims`, element

@@ -32,17 +32,10 @@ fn flags() -> ModelFlags {
     ModelFlags::parse(FLAGS).unwrap()
 }
 
-/// Values in [-1, 1] from a seed (an xorshift; nothing here depends on their distribution).
+/// Values in [-1, 1) from a seed (the project's generator, doubled; nothing here depends on
+/// their distribution).
 fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    ran::optable::sizes::uniform(n, seed).into_iter().map(|v| 2.0 * v).collect()
 }
 
 /// One call's inputs: images, timesteps, labels.

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod diffusion;
 pub mod error;
 pub mod eval;
+pub mod heap;
 pub mod io;
 pub mod models;
 pub mod ops;

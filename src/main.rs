@@ -3,5 +3,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    ran::heap::keep_freed_buffers();
     ran::cli::run(ran::cli::Cli::parse())
 }

@@ -198,6 +198,26 @@ fn an_error_inside_the_capture_aborts_it_cleanly() {
     assert_eq!(b.graph_count(), 1);
 }
 
+/// Catches: the UNet's stacked timestep projections (EmbPack), dropped by a parameter update,
+/// being rebuilt inside the next forward's capture — recorded instead of made, so a capture that
+/// fails leaves the model holding a stack never written (NaN in the emulator's fresh buffers) and
+/// every later eager forward reads it. Here the capture fails at the output blocks' skip
+/// concatenation (15² halves to 7², which upsamples to 14², not 15²).
+#[test]
+fn the_projection_stack_rebuilt_after_an_update_is_made_before_the_capture() {
+    let b = EmulatedCuda::emulated();
+    let mut m = synthetic_unet(&b, &flags(), true, 5).unwrap();
+    let c = call(21, 1, 300.0, 1);
+    let want = run(&b, &m, &c, false);
+    m.visit_params_mut(&mut |_, _| Ok(())).unwrap(); // what an optimiser step does first
+    let x = b.from_host(&[1, 3, 15, 15], &values(22, 3 * 15 * 15)).unwrap();
+    let t = b.from_host(&[1], &[300.0]).unwrap();
+    assert!(m.forward_graphed(&b, &x, &t, Some(&[1])).is_err(), "15² cannot pass the skip concatenations");
+    let got = run(&b, &m, &c, false);
+    assert!(got.0.iter().all(|v| v.is_finite()), "the stack kept from the failed capture was never written");
+    assert_eq!(got, want, "the forward after the failed capture");
+}
+
 /// A replayed UNet forward is 8 driver calls, counted by hand: the class ids' upload and the
 /// class-embedding gather (before the graph), three input copies (x, t, the class rows), one
 /// graph launch, two output copies (out, feat); no allocation, memset or sync. The eager forward

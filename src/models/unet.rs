@@ -464,10 +464,15 @@ impl<B: Backend> UNet<B> {
     /// Every ResBlock's emb_layers(emb) side by side, from SiLU(emb): one launch (the stack
     /// rebuilt first after a parameter update).
     fn emb_projections(&self, b: &B, semb: &Tensor<B>) -> Result<Tensor<B>> {
+        self.packed_emb(b)?.project(b, semb)
+    }
+
+    /// The stacked projections, built now if a parameter update dropped them.
+    fn packed_emb(&self, b: &B) -> Result<&EmbPack<B>> {
         if self.emb_pack.get().is_none() {
             let _ = self.emb_pack.set(EmbPack::new(b, &self.res_blocks())?); // a concurrent first call built the same
         }
-        self.emb_pack.get().expect("set above").project(b, semb)
+        Ok(self.emb_pack.get().expect("set above"))
     }
 
     /// (timestep embedding, time_embed.0's output, the embedding before the blocks' SiLU) for a
@@ -514,6 +519,9 @@ impl<B: Backend> UNet<B> {
     /// model's weights must not change while its graphs live.
     pub fn forward_graphed(&self, b: &B, x: &Tensor<B>, t: &Tensor<B>, y: Option<&[usize]>) -> Result<UNetOutput<B>> {
         let rows = self.label_rows(b, x, y)?;
+        // built before the capture: the stack outlives the graph, so recorded it would be redone
+        // at every replay, and a failed capture would leave it holding buffers never written
+        self.packed_emb(b)?;
         let mut inputs = vec![x, t];
         inputs.extend(rows.as_ref());
         let outs = b.graph_forward(self.graph_id, &inputs, &|v| {

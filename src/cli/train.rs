@@ -88,8 +88,8 @@ pub struct TrainCmd {
     /// Keep only each layer's input in the forward and recompute its inner activations in the
     /// backward: the same gradients (bit-identical on the CPU), less memory, 19% more work. Peak
     /// RSS of one step at batch 2 (`ran bench train`), default / --recompute: the demo config 200 /
-    /// 171 MB, 128 channels at 64² 2793 / 2784 MB (the CPU buffer pool's slack hides the
-    /// difference); estimated for the paper's 553M model at 256²: ~18.5 / ~14.4 GB
+    /// 171 MB, 128 channels at 64² 2793 / 2784 MB (its peak is AdamW's, after the backward);
+    /// estimated for the paper's 553M model at 256²: at most ~18.5 / ~14.4 GB
     /// (benches/RESULTS.md, "training step: stored internals").
     #[arg(long)]
     recompute: bool,

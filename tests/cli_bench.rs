@@ -86,6 +86,13 @@ fn model_flop_counts_match_torch_flop_counter() {
     assert_eq!(train["bench"], "train");
     let fwd = 2.0 * 0.121761792;
     assert!(gflop(&train) >= 3.0 * fwd * 0.97, "train {} vs forward {fwd}", gflop(&train));
+    // …and at most 3× (the head's 1×1 conv 32→272 at 4² added): the default backward recomputes
+    // nothing; --recompute runs each ResBlock's in_conv and each attention's qkv and products
+    // again, about half a forward more
+    let head = 2.0 * 2.0 * 32.0 * 272.0 * 16.0 / 1e9;
+    assert!(gflop(&train) <= 3.0 * (fwd + head) + 1e-9, "train {} recomputes: above 3 × forward {fwd}", gflop(&train));
+    let recompute = bench(&["train", "--flags", &format!("{TINY} --feat_shape 4"), "--batch", "2", "--recompute"]);
+    assert!(gflop(&recompute) >= gflop(&train) + 0.3 * fwd, "--recompute {} vs {}", gflop(&recompute), gflop(&train));
     // attention: QKᵀ and P·V, 2·2·T²·d per head (tools/bench/torch_attention.py's formula, which
     // FlopCounterMode gives for the legacy einsums); the input gradient adds 4 more products
     let a = bench(&["attention", "--tokens", "70", "--heads", "2", "--head-dim", "8", "--batch", "2"]);

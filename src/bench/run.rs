@@ -9,7 +9,8 @@ use crate::anomaly::score::FeatureTimestep;
 use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::flags::ModelFlags;
-use crate::train::step::{train_step, StepInputs, TrainState};
+use crate::models::unet::Activations;
+use crate::train::step::{apply_gradients, loss_and_gradients_as, StepInputs, TrainState};
 use crate::{Error, Result};
 
 fn report(bench: &str, config: String, batch: usize, plan: Plan, f: impl FnMut() -> Result<()>) -> Result<Report> {
@@ -128,8 +129,9 @@ pub fn attention<B: Backend>(b: &B, tokens: usize, heads: usize, d: usize, batch
 /// One training step of `flags` with the feature head at batch `batch`, as `ran train` runs it:
 /// q_sample, the UNet forward + head, the paper's loss (ε-MSE + VB + feature MSE), the backward
 /// pass, AdamW on every parameter and the EMA update. The feature target is a fixed random
-/// tensor (the EfficientNet forward that makes it is `ran bench effnet`'s).
-pub fn train<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result<Report> {
+/// tensor (the EfficientNet forward that makes it is `ran bench effnet`'s). `recompute`: the
+/// forward keeps only each layer's input and the backward rebuilds the rest (`--recompute`).
+pub fn train<B: Backend>(b: &B, flags: &str, batch: usize, recompute: bool, plan: Plan) -> Result<Report> {
     positive("--batch", batch)?;
     let f = ModelFlags::parse(flags)?;
     let mut model = workloads::synthetic_unet(b, &f, true, 1)?;
@@ -144,10 +146,13 @@ pub fn train<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result
     let head = model.feat_head.as_ref().ok_or_else(|| Error::InvalidArgument("the bench model has no feature head".into()))?;
     let target = workloads::rand_tensor(b, &[batch, head.out_channels(), head.feat_shape, head.feat_shape], 13)?;
     let hp = crate::backend::AdamwParams { lr: 1e-4, ..Default::default() };
-    let config = format!("training step (fwd + head + loss + bwd + AdamW + EMA) at {0}x{0}, flags `{flags}`", f.image_size);
+    let act = if recompute { Activations::Recompute } else { Activations::Keep };
+    let what = if recompute { "bwd recomputing each layer's internals" } else { "bwd" };
+    let config = format!("training step (fwd + head + loss + {what} + AdamW + EMA) at {0}x{0}, flags `{flags}`", f.image_size);
     report("train", config, batch, plan, || {
         let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: y.as_deref(), feat_target: Some(&target), feat_max_t: None, only: Default::default() };
-        let terms = train_step(b, &mut model, &mut state, &d, &inp, &hp, 0.997)?;
+        let (terms, grads) = loss_and_gradients_as(b, &model, &d, &inp, act)?;
+        apply_gradients(b, &mut model, &mut state, &grads, &hp, 0.997)?;
         if terms.loss.is_finite() {
             Ok(())
         } else {

@@ -71,6 +71,10 @@ enum Workload {
         flags: String,
         #[arg(long, default_value_t = 2)]
         batch: usize,
+        /// recompute each layer's inner activations in the backward instead of keeping them
+        /// (`ran train --recompute`: less memory, more work)
+        #[arg(long)]
+        recompute: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -196,7 +200,7 @@ impl Workload {
             Workload::Effnet { variant, image_size, batch, .. } => run::effnet(b, variant, *image_size, *batch, plan),
             Workload::Wrn50Grad { image_size, batch, .. } => run::wrn50_grad(b, *image_size, *batch, plan),
             Workload::Detect { flags, feature_timestep, batch, .. } => run::detect(b, flags, *feature_timestep, *batch, plan),
-            Workload::Train { flags, batch, .. } => run::train(b, flags, *batch, plan),
+            Workload::Train { flags, batch, recompute, .. } => run::train(b, flags, *batch, *recompute, plan),
             Workload::Conv { shape, kernel, out, batch, .. } => run::conv(b, *shape, out.unwrap_or(shape[0]), *kernel, *batch, plan),
             Workload::Attention { tokens, heads, head_dim, batch, backward, .. } => run::attention(b, *tokens, *heads, *head_dim, *batch, *backward, plan),
         }

@@ -85,6 +85,14 @@ pub struct TrainCmd {
     /// f32) [default: f32 (mixed-precision training is not built); on the CPU, an emulation of the kernels' rounding]
     #[arg(long, value_parser = super::options::parse_precision)]
     precision: Option<Precision>,
+    /// Keep only each layer's input in the forward and recompute its inner activations in the
+    /// backward: the same gradients (bit-identical on the CPU), less memory, 19% more work. Peak
+    /// RSS of one step at batch 2 (`ran bench train`), default / --recompute: the demo config 200 /
+    /// 171 MB, 128 channels at 64² 2793 / 2784 MB (its peak is AdamW's, after the backward);
+    /// estimated for the paper's 553M model at 256²: at most ~18.5 / ~14.4 GB
+    /// (benches/RESULTS.md, "training step: stored internals").
+    #[arg(long)]
+    recompute: bool,
 }
 
 impl TrainCmd {
@@ -109,6 +117,7 @@ impl TrainCmd {
             run_dir: self.run_dir,
             train_only: self.train_only,
             feature_max_t: self.feature_max_t,
+            recompute: self.recompute,
         };
         let backend = match super::backend(self.device, self.precision, PrecisionDefault::F32) {
             Ok(b) => b,

@@ -4,8 +4,9 @@
 
 mod backward;
 mod params;
-pub use backward::Tape;
+mod tape;
 pub use params::state_dict_shape;
+pub use tape::{Activations, Tape};
 
 use super::weights::Loader;
 use crate::backend::{Backend, Conv2dParams, GroupNormParams, Pool2dParams};

@@ -8,7 +8,7 @@ use super::data::{self, rotated_chw, TrainData};
 use super::init::{build, initial};
 use super::log::{Log, StepRecord};
 use super::rng::{batch_indices, SplitMix, NOISE, ROTATION, TIMESTEPS};
-use super::step::{train_step, StepInputs, TrainOnly, TrainState};
+use super::step::{apply_gradients, loss_and_gradients_as, StepInputs, TrainOnly, TrainState};
 use super::{interrupt, plot};
 use crate::anomaly::detector::load_extractor;
 use crate::backend::{AdamwParams, Backend};
@@ -17,7 +17,7 @@ use crate::io::flags::ModelFlags;
 use crate::io::image::ImageLimits;
 use crate::io::safetensors::{write_streaming, Dtype, SafeTensors};
 use crate::models::efficientnet::{EffNetConfig, EfficientNet};
-use crate::models::unet::{state_dict_shape, UNet};
+use crate::models::unet::{state_dict_shape, Activations, UNet};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,9 @@ pub struct TrainArgs {
     pub train_only: TrainOnly,
     /// the feature term only on samples with t < this (None: all)
     pub feature_max_t: Option<usize>,
+    /// keep only each layer's input in the forward and recompute the rest in the backward (the
+    /// same results, less memory, more time)
+    pub recompute: bool,
 }
 
 pub struct Summary {
@@ -299,7 +302,9 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
         let lr = if anneal > 0 { a.lr * (1.0 - (step as f64 / anneal as f64).min(1.0)) } else { a.lr };
         let hp = AdamwParams { lr, ..AdamwParams::default() };
         let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: if y_on { Some(&y) } else { None }, feat_target: target.as_ref(), feat_max_t: a.feature_max_t, only: a.train_only };
-        let terms = match train_step(b, &mut model, &mut state, &d, &inp, &hp, a.ema as f32) {
+        let act = if a.recompute { Activations::Recompute } else { Activations::Keep };
+        let step_result = loss_and_gradients_as(b, &model, &d, &inp, act).and_then(|(terms, grads)| apply_gradients(b, &mut model, &mut state, &grads, &hp, a.ema as f32).map(|()| terms));
+        let terms = match step_result {
             Ok(t) => t,
             Err(e) => {
                 bar.abandon();
@@ -356,6 +361,7 @@ mod tests {
             run_dir: None,
             train_only: only,
             feature_max_t: max_t,
+            recompute: false,
         }
     }
 

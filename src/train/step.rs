@@ -6,7 +6,7 @@
 use super::loss::{diffusion_loss, Batch, LossTerms};
 use crate::backend::{AdamwParams, Backend};
 use crate::diffusion::Diffusion;
-use crate::models::unet::UNet;
+use crate::models::unet::{Activations, UNet};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -111,6 +111,13 @@ pub fn train_step<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState
 /// The forward pass, the loss terms and ∂loss/∂w by parameter name (`ran verify` compares them);
 /// the weights are left as they are.
 pub fn loss_and_gradients<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp: &StepInputs<B>) -> Result<(LossTerms, BTreeMap<String, Tensor<B>>)> {
+    loss_and_gradients_as(b, model, d, inp, Activations::Keep)
+}
+
+/// `loss_and_gradients` with the forward keeping every inner activation for the backward, or
+/// only each layer's input (`Activations::Recompute`, `--recompute`: less memory, ~0.5 of a
+/// forward more work); the same bits either way on the CPU backend.
+pub fn loss_and_gradients_as<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp: &StepInputs<B>, act: Activations) -> Result<(LossTerms, BTreeMap<String, Tensor<B>>)> {
     let dims = inp.x0.dims().to_vec();
     if dims.len() != 4 || inp.eps.dims() != &dims[..] || inp.t.len() != dims[0] {
         return Err(Error::shape("train_step", format!("x0 {:?}, ε {:?} and {} timesteps do not describe one batch", dims, inp.eps.dims(), inp.t.len())));
@@ -125,7 +132,7 @@ pub fn loss_and_gradients<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp
     let tt = b.from_host(&[taus.len()], &taus)?;
     let (out, tape, tap) = match inp.only {
         TrainOnly::All => {
-            let (o, t) = model.forward_train(b, &xt, &tt, inp.y)?;
+            let (o, t) = model.forward_train_as(b, &xt, &tt, inp.y, act)?;
             (o, Some(t), None)
         }
         TrainOnly::Head => {
@@ -169,7 +176,7 @@ pub fn loss_and_gradients<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp
     let grads = match (tape, tap) {
         (Some(tape), _) => {
             let g_out = b.from_host(out.out.dims(), &g.g_out)?;
-            model.backward(b, &tape, &g_out, g_feat.as_ref())?
+            model.backward(b, tape, &g_out, g_feat.as_ref())?
         }
         (None, Some(src)) => match &g_feat {
             Some(gf) => model.head_gradients(b, &src, gf)?,

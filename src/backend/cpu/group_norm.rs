@@ -55,7 +55,8 @@ pub fn group_norm<T: Real>(x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &
 pub fn group_norm_x_backward<T: Real>(gy: &[T], x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GroupNormGeom) -> Vec<T> {
     let cpg = g.c() / g.groups();
     let len = cpg * g.s();
-    let mut gx = vec![T::zero(); x.len()];
+    // every element is written by the last loop below
+    let mut gx = T::for_overwrite(x.len());
     gx.par_chunks_mut(len).enumerate().for_each(|(idx, gxg)| {
         let (ni, gi) = (idx / g.groups(), idx % g.groups());
         let xg = &x[idx * len..][..len];
@@ -88,18 +89,18 @@ pub fn group_norm_x_backward<T: Real>(gy: &[T], x: &[T], gamma: &[T], beta: &[T]
 pub fn group_norm_w_backward<T: Real>(gy: &[T], x: &[T], gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g: &GroupNormGeom) -> (Vec<T>, Vec<T>, Option<(Vec<T>, Vec<T>)>) {
     let (n, c, s, cpg) = (g.n(), g.c(), g.s(), g.cpg());
     let len = cpg * s;
-    // per (n, c): [Σ g(1+sc)x̂, Σ g(1+sc), Σ g·u, Σ g]
-    let sums: Vec<[f64; 4]> = (0..n * c)
-        .into_par_iter()
-        .map(|nc| {
-            let (ni, ci) = (nc / c, nc % c);
-            let gi = ci / cpg;
-            let grp = (ni * g.groups() + gi) * len;
-            let (mean, rstd) = stats(&x[grp..][..len], g.eps as f64);
+    // per (n, c): [Σ g(1+sc)x̂, Σ g(1+sc), Σ g·u, Σ g]; one task per (n, group), whose
+    // statistics are computed once for its cpg channels
+    let mut sums = vec![[0.0f64; 4]; n * c];
+    sums.par_chunks_mut(cpg).enumerate().for_each(|(idx, out)| {
+        let (ni, gi) = (idx / g.groups(), idx % g.groups());
+        let (mean, rstd) = stats(&x[idx * len..][..len], g.eps as f64);
+        for (cl, acc) in out.iter_mut().enumerate() {
+            let ci = gi * cpg + cl;
+            let nc = ni * c + ci;
             let (a, b) = channel_coeffs(gamma, beta, ss, g, ni, ci);
             let k = ss.map_or(1.0, |(sc, _)| 1.0 + sc[nc].f64());
             let (ga, be) = (gamma[ci].f64(), beta[ci].f64());
-            let mut acc = [0.0f64; 4];
             for i in nc * s..(nc + 1) * s {
                 let xhat = (x[i].f64() - mean) * rstd;
                 let gpre = if g.silu != 0 { gy[i].f64() * silu_grad(xhat * a + b) } else { gy[i].f64() };
@@ -108,9 +109,8 @@ pub fn group_norm_w_backward<T: Real>(gy: &[T], x: &[T], gamma: &[T], beta: &[T]
                 acc[2] += gpre * (xhat * ga + be);
                 acc[3] += gpre;
             }
-            acc
-        })
-        .collect();
+        }
+    });
     let per_channel = |j: usize| (0..c).map(|ci| T::of((0..n).map(|ni| sums[ni * c + ci][j]).sum::<f64>())).collect::<Vec<T>>();
     let ss_grads = ss.map(|_| (sums.iter().map(|a| T::of(a[2])).collect(), sums.iter().map(|a| T::of(a[3])).collect()));
     (per_channel(0), per_channel(1), ss_grads)

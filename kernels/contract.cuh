@@ -32,6 +32,9 @@
 #define GN_BLOCK 256
 #define GN_TARGET_BLOCKS 1024
 #define GN_MIN_CHUNK 128
+// group_norm_fused_f32: a group whose values (padded to 4) and channels' (a, bb) pairs fit in this
+// many floats of shared memory (24 KiB) is normalised by one block in one launch.
+#define GN_FUSED_FLOATS 6144
 #define ATTN_BLOCK 128
 // Mahalanobis: one block per (position, image); its warps share the rows of L⁻¹.
 #define MAHA_BLOCK 256

@@ -1,8 +1,8 @@
 // Division-free indexing for grid-stride loops: a thread that visits e0, e0 + step, e0 + 2·step, …
 // keeps q = (e / d) mod m and r = e mod d up to date with an add and two compares per step; the
 // divisions happen once, when the walk starts (the loop bodies of elementwise.cu, layout.cu and
-// group_norm.cu are otherwise bound by 3–4 integer divisions per element). Also the 16-byte
-// alignment test of the vector paths.
+// group_norm.cu are otherwise bound by 3–4 integer divisions per element). Also the alignment
+// tests of the vector paths and the 8-byte store (tc.cuh has the 16-byte accesses).
 #pragma once
 
 struct KcDivWalk {
@@ -40,6 +40,10 @@ __device__ __forceinline__ void kc_div_walk_next(KcDivWalk& w) {
 // would make it on the device.
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 __device__ __forceinline__ bool kc_aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }
+__device__ __forceinline__ bool kc_aligned8(const void* p) { return ((unsigned long long)p & 7ull) == 0; }
+__device__ __forceinline__ void kc_st_float2(float* p, float2 v) { *reinterpret_cast<float2*>(p) = v; }
 #else
 __forceinline__ bool kc_aligned16(const void* p) { return emu_misalignment(p, 16) == 0; }
+__forceinline__ bool kc_aligned8(const void* p) { return emu_misalignment(p, 8) == 0; }
+__forceinline__ void kc_st_float2(float* p, float2 v) { emu::vec_store<float2>(p, v, "float2 store"); }
 #endif

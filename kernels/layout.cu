@@ -41,15 +41,14 @@ extern "C" __global__ void concat2_channels_f32(const float* __restrict__ a, int
   }
 }
 
-// x[:, ids] over [N, C, S] → [N, K, S] (K = number of ids). CPU twin: layout::gather_channels.
+// x[:, ids] over [N, C, S] → [N, K, S] (K = number of ids); (image, id, position) from two walks.
+// CPU twin: layout::gather_channels.
 extern "C" __global__ void gather_channels_f32(const float* __restrict__ x, const int* __restrict__ ids, float* __restrict__ y, int n, int c,
                                                int k, int s) {
-  long long total = (long long)n * k * s;
-  KC_FOR_EACH(i, total) {
-    int p = (int)(i % s);
-    int j = (int)((i / s) % k);
-    int b = (int)(i / ((long long)s * k));
-    y[i] = x[((long long)b * c + ids[j]) * s + p];
+  const long long total = (long long)n * k * s, t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  KcDivWalk wj = kc_div_walk(t0, st, s, k), wb = kc_div_walk(t0, st, k * s, KC_NO_WRAP);  // (j, p); image b
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(wj), kc_div_walk_next(wb)) {
+    y[i] = x[((long long)wb.q * c + ids[wj.q]) * s + wj.r];
   }
 }
 
@@ -57,11 +56,9 @@ extern "C" __global__ void gather_channels_f32(const float* __restrict__ x, cons
 // which was zero-filled on allocation. CPU twin: layout::gather_channels_x_backward.
 extern "C" __global__ void gather_channels_x_backward_f32(const float* __restrict__ gy, const int* __restrict__ ids, float* __restrict__ gx, int n,
                                                           int c, int k, int s) {
-  long long total = (long long)n * k * s;
-  KC_FOR_EACH(i, total) {
-    int p = (int)(i % s);
-    int j = (int)((i / s) % k);
-    int b = (int)(i / ((long long)s * k));
-    gx[((long long)b * c + ids[j]) * s + p] = gy[i];
+  const long long total = (long long)n * k * s, t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  KcDivWalk wj = kc_div_walk(t0, st, s, k), wb = kc_div_walk(t0, st, k * s, KC_NO_WRAP);  // as in the forward
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(wj), kc_div_walk_next(wb)) {
+    gx[((long long)wb.q * c + ids[wj.q]) * s + wj.r] = gy[i];
   }
 }

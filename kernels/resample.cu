@@ -1,21 +1,38 @@
 // Nearest ×2 upsampling and bilinear resize (align_corners=False, no antialias; PyTorch's source
-// index rule) with input gradients. CPU twin: src/backend/cpu/resample.rs.
+// index rule) with input gradients. Indices come from division-free walks (index_walk.cuh): the
+// walk over w gives the input pixel's column and its row among all planes' rows. CPU twin:
+// src/backend/cpu/resample.rs.
 #include "common.cuh"
+#include "index_walk.cuh"
 
+// One thread per input value: read once, written to its 2×2 outputs as two float2 stores (rows 2r,
+// 2r + 1 of the output, r = plane·h + iy, columns 2ix, 2ix + 1).
 extern "C" __global__ void upsample_nearest2x_f32(const float* __restrict__ x, float* __restrict__ y, int planes, int h, int w) {
-  KC_FOR_EACH(i, (long long)planes * 4 * h * w) {
-    int ox = (int)(i % (2 * w)), oy = (int)((i / (2 * w)) % (2 * h));
-    long long p = i / (4LL * h * w);
-    y[i] = x[p * h * w + (oy / 2) * w + ox / 2];
+  const long long total = (long long)planes * h * w, t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  const bool vec = kc_aligned8(y);  // every output pair starts at an even element
+  KcDivWalk wk = kc_div_walk(t0, st, w, KC_NO_WRAP);  // q: row among all planes' rows, r: column
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(wk)) {
+    const float v = x[i];
+    float* o = y + 4LL * wk.q * w + 2 * wk.r;
+    if (vec) {
+      kc_st_float2(o, make_float2(v, v));
+      kc_st_float2(o + 2 * w, make_float2(v, v));
+    } else {
+      o[0] = v;
+      o[1] = v;
+      o[2 * w] = v;
+      o[2 * w + 1] = v;
+    }
   }
 }
 
 extern "C" __global__ void upsample_nearest2x_x_backward_f32(const float* __restrict__ gy, float* __restrict__ gx, int planes, int h, int w) {
-  KC_FOR_EACH(i, (long long)planes * h * w) {
-    int ix = (int)(i % w), iy = (int)((i / w) % h);
-    const float* g = gy + (i / ((long long)h * w)) * 4 * h * w;
-    int w2 = 2 * w;
-    gx[i] = g[(2 * iy) * w2 + 2 * ix] + g[(2 * iy) * w2 + 2 * ix + 1] + g[(2 * iy + 1) * w2 + 2 * ix] + g[(2 * iy + 1) * w2 + 2 * ix + 1];
+  const long long total = (long long)planes * h * w, t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  const int w2 = 2 * w;
+  KcDivWalk wk = kc_div_walk(t0, st, w, KC_NO_WRAP);  // as in the forward
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(wk)) {
+    const float* g = gy + 4LL * wk.q * w + 2 * wk.r;
+    gx[i] = g[0] + g[1] + g[w2] + g[w2 + 1];
   }
 }
 
@@ -35,9 +52,11 @@ __device__ __forceinline__ void bilinear_tap(int d, int in, int out, int* i0, in
 }
 
 extern "C" __global__ void resize_bilinear_f32(const float* __restrict__ x, float* __restrict__ y, int planes, int h, int w, int ho, int wo) {
-  KC_FOR_EACH(i, (long long)planes * ho * wo) {
-    int ox = (int)(i % wo), oy = (int)((i / wo) % ho);
-    const float* xp = x + (i / ((long long)ho * wo)) * h * w;
+  const long long total = (long long)planes * ho * wo, t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  KcDivWalk wr = kc_div_walk(t0, st, wo, ho), wp = kc_div_walk(t0, st, ho * wo, KC_NO_WRAP);  // (oy, ox); plane
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(wr), kc_div_walk_next(wp)) {
+    const int ox = wr.r, oy = wr.q;
+    const float* xp = x + (long long)wp.q * h * w;
     int y0, y1, x0, x1;
     float a0, a1, b0, b1;
     bilinear_tap(oy, h, ho, &y0, &y1, &a0, &a1);
@@ -49,9 +68,11 @@ extern "C" __global__ void resize_bilinear_f32(const float* __restrict__ x, floa
 // Scatter form: each output adds its four weighted taps into gx (zero-initialised) atomically.
 extern "C" __global__ void resize_bilinear_x_backward_f32(const float* __restrict__ gy, float* __restrict__ gx, int planes, int h, int w,
                                                           int ho, int wo) {
-  KC_FOR_EACH(i, (long long)planes * ho * wo) {
-    int ox = (int)(i % wo), oy = (int)((i / wo) % ho);
-    float* gp = gx + (i / ((long long)ho * wo)) * h * w;
+  const long long total = (long long)planes * ho * wo, t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x, st = (long long)blockDim.x * gridDim.x;
+  KcDivWalk wr = kc_div_walk(t0, st, wo, ho), wp = kc_div_walk(t0, st, ho * wo, KC_NO_WRAP);  // (oy, ox); plane
+  for (long long i = t0; i < total; i += st, kc_div_walk_next(wr), kc_div_walk_next(wp)) {
+    const int ox = wr.r, oy = wr.q;
+    float* gp = gx + (long long)wp.q * h * w;
     int y0, y1, x0, x1;
     float a0, a1, b0, b1;
     bilinear_tap(oy, h, ho, &y0, &y1, &a0, &a1);

@@ -20,7 +20,7 @@ MUTATIONS=(
   "igemm-bound|kernels/igemm.cuh|s#if (n < N) st(m, n, acc\[i\]\[j\]);#if (n <= N) st(m, n, acc[i][j]);#|--test backends_agree|igemm stores one column past N (#19)"
   "attn-stride|kernels/attention.cu|s#for (int j = threadIdx.x; j < t; j += blockDim.x) p\[j\] \*= inv;#if ((int)threadIdx.x < t) p[threadIdx.x] *= inv;#|--test backends_agree|attention normalises only the first blockDim.x keys (#19)"
   "gn-eps|kernels/group_norm.cu|s#(float)k.len + eps);#(float)k.len + 1e-5f);#|--test backends_agree|group norm ignores its eps (#19)"
-  "gn-onepass|kernels/group_norm.cu|s#const float x0 = xg\[0\];#const float x0 = 0.0f;#; s#const float x0 = x\[base\];#const float x0 = 0.0f;#; s#a.d0 = xc\[\(.*\)\] - x0;#a.d0 = 0.0f;#|--test backends_agree|group norm statistics as one-pass raw sums Σx, Σx² (no shift: catastrophic cancellation under a large mean, #20)"
+  "gn-onepass|kernels/group_norm.cu|s#return __shfl_sync(KC_FULL_MASK, v, 0);  // x0#return 0.0f;  // x0#; s#if (a.n == 0.0f) a.d0 = d;  // the thread's own shift#if (a.n == 0.0f) a.d0 = 0.0f;#|--test backends_agree|group norm statistics as one-pass raw sums Σx, Σx² (no shift: catastrophic cancellation under a large mean, #20)"
   "gn-chan|kernels/group_norm.cu|s#m2 += m2b + d \* d \* n \* w;#m2 += m2b;#|--test backends_agree|Chan's merge drops the between-chunk term of M2 (#20)"
   "ew-tail|kernels/elementwise.cu|s#i0 = 4 \* (n / 4);#i0 = n;#|--test vector_tails|the maps skip the n mod 4 values after the last float4 (#20)"
   "walk-carry|kernels/index_walk.cuh|s#    ++w.q;#    // mutation: carry dropped#|--test vector_tails|the division-free walk forgets the carry from r into q (#20)"

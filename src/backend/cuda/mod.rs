@@ -347,12 +347,19 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn group_norm_w_backward(&self, gy: &T<D>, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<GroupNormGrads<Self>> {
         let (n, c) = (g.n(), g.c());
         // the kernel's four per-(image, channel) sums, then ∂γ, ∂β summed over images
-        let part = self.alloc(&[1, 4, n * c])?;
         let (sc, sh) = ss.unwrap_or((gamma, beta));
-        let blocks = n * g.groups();
-        if blocks > 0 {
-            launch::group_norm_w_backward_f32(&self.dev, &per_block(blocks, REDUCE_BLOCK, 0), b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), g)?;
-        }
+        let part = match norm_split::plan(g) {
+            Some(p) => {
+                let part = self.alloc(&[1, 4, n * c])?; // every entry written
+                let moments = self.gn_moments(x, g, &p)?;
+                let threads = g.s().div_ceil(4).next_multiple_of(32).min(REDUCE_BLOCK as usize) as u32;
+                launch::group_norm_w_backward_f32(&self.dev, &per_block(n * c, threads, 0), b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&moments), b(&part), g, &p.split)?;
+                part
+            }
+            None if n * c == 0 => self.alloc(&[1, 4, 0])?,
+            // empty channels (s = 0): every sum is zero
+            None => self.alloc_zeroed(&[1, 4, n * c])?,
+        };
         let sum = |j: usize| -> Result<T<D>> { Compute::slice_channels(self, &part, j, &[1, 1, n * c]) };
         let (gg, gb) = (Compute::channel_sum(self, &sum(0)?, n, c, 1)?, Compute::channel_sum(self, &sum(1)?, n, c, 1)?);
         let scale_shift = match ss {
@@ -365,7 +372,9 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn group_norm(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
         let y = self.alloc(x.dims())?;
         let (sc, sh) = ss.unwrap_or((gamma, beta)); // unread when has_ss = 0
-        if let Some(p) = norm_split::plan(g) {
+        if let Some(cfg) = norm_split::fused(g) {
+            launch::group_norm_fused_f32(&self.dev, &cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&y), g)?;
+        } else if let Some(p) = norm_split::plan(g) {
             let part = self.gn_moments(x, g, &p)?;
             launch::group_norm_apply_f32(&self.dev, &p.cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&y), g, &p.split)?;
         }
@@ -380,7 +389,9 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn group_norm_x_backward(&self, gy: &T<D>, x: &T<D>, gamma: &T<D>, beta: &T<D>, ss: ScaleShift<'_, Self>, g: &GroupNormGeom) -> Result<T<D>> {
         let gx = self.alloc(x.dims())?;
         let (sc, sh) = ss.unwrap_or((gamma, beta));
-        if let Some(p) = norm_split::plan(g) {
+        if let Some(cfg) = norm_split::fused_x_backward(g) {
+            launch::group_norm_x_backward_fused_f32(&self.dev, &cfg, b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&gx), g)?;
+        } else if let Some(p) = norm_split::plan(g) {
             let part = self.gn_moments(x, g, &p)?;
             let sums = self.alloc(&[2 * p.blocks])?; // every entry written
             launch::group_norm_grad_sums_f32(&self.dev, &p.cfg, b(gy), b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&sums), g, &p.split)?;

@@ -179,6 +179,12 @@ fn git_hash() -> String {
         .unwrap_or_else(|| "unknown commit".into())
 }
 
+/// Where git keeps `p` (HEAD, refs/heads) for this checkout, worktrees included.
+fn git_path(p: &str) -> Option<PathBuf> {
+    let o = std::process::Command::new("git").args(["rev-parse", "--path-format=absolute", "--git-path", p]).output().ok()?;
+    o.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+}
+
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -191,8 +197,13 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=build_nvrtc.rs");
     println!("cargo:rerun-if-changed=build_contract.rs");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+    // the commit moves: HEAD and the branch refs, wherever git keeps them (in a worktree .git is
+    // a file, and a path that does not exist makes cargo rerun this script on every build)
+    for p in ["HEAD", "refs/heads"] {
+        if let Some(path) = git_path(p).filter(|q| q.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
     println!("cargo:rerun-if-env-changed=RAN_REQUIRE_NVRTC");
     println!("cargo:rerun-if-env-changed=RAN_NVRTC_LIB");
 }

@@ -103,13 +103,18 @@ pub fn combine(e: Ensemble, f: &[f32], k: &[f32]) -> Vec<f32> {
     }
 }
 
+/// The widest activation a batched pass of all timesteps may have (see `Scorer::batch_timesteps`):
+/// the demo's is 1.5 MB and a 128-channel model's at 64² 6 MB, both batched.
+pub const BATCH_TIMESTEPS_MAX_BYTES: usize = 64 << 20;
+
 #[derive(Clone, Debug)]
 pub struct ScoreConfig {
     pub timesteps: Vec<usize>,
     pub feature_timestep: FeatureTimestep,
     pub ensemble: Ensemble,
     pub topk: usize,
-    /// run the timesteps of a batch through the UNet together (one call of batch N·K)
+    /// run the timesteps of a batch through the UNet together (one call of batch N·K) where the
+    /// activations stay small (`BATCH_TIMESTEPS_MAX_BYTES`)
     pub batch_timesteps: bool,
 }
 
@@ -195,6 +200,16 @@ impl<'a, B: Backend> Scorer<'a, B> {
         self.unet.feat_head.is_some() && self.effnet.is_some()
     }
 
+    /// Whether the K timesteps of a batch of `n` images at h×w run through the UNet as one call:
+    /// when its widest activation (the first level's, N·K·C₀·H·W f32) stays within
+    /// `BATCH_TIMESTEPS_MAX_BYTES`; beyond that one call per timestep keeps the peak memory of
+    /// one (the paper's 553M model at 256²: 201 MB per activation batched, issue #17's ≤ 2.5 GB).
+    fn batch_timesteps(&self, n: usize, h: usize, w: usize) -> Result<bool> {
+        let c0 = self.unet.flags.channel_mult()?.first().map_or(1.0, |&m| m) * self.unet.model_channels as f64;
+        let bytes = (n * self.cfg.timesteps.len() * h * w) as f64 * c0 * 4.0;
+        Ok(self.cfg.batch_timesteps && self.cfg.timesteps.len() > 1 && bytes <= BATCH_TIMESTEPS_MAX_BYTES as f64)
+    }
+
     fn var_type(&self) -> VarType {
         var_type_of(&self.unet.flags)
     }
@@ -229,8 +244,9 @@ impl<'a, B: Backend> Scorer<'a, B> {
             .collect::<Result<_>>()?;
         let taus: Vec<f32> = ks.iter().map(|&k| self.diffusion.model_timestep(k, self.unet.flags.rescale_timesteps)).collect();
         // UNet passes: all timesteps in one call of batch N·K, or one call per timestep
+        let batched = self.batch_timesteps(n, h, w)?;
         let run = |t_of: &dyn Fn(usize) -> f32| -> Result<Vec<crate::models::unet::UNetOutput<B>>> {
-            if self.cfg.batch_timesteps && kn > 1 {
+            if batched {
                 let x = stack(b, &xts)?;
                 let t: Vec<f32> = (0..kn).flat_map(|j| std::iter::repeat_n(t_of(j), n)).collect();
                 let yy: Option<Vec<usize>> = y.map(|y| (0..kn).flat_map(|_| y.iter().copied()).collect());

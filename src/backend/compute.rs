@@ -35,6 +35,13 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn upload_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<T<Self>> {
         self.upload(dims, &data)
     }
+    /// A weight as an f16 file stores it: widened to f32 here (and on every backend but the CPU,
+    /// which keeps large ones f16 and widens them per use: cpu/resident.rs).
+    fn upload_f16(&self, dims: &[usize], data: Vec<half::f16>) -> Result<T<Self>> {
+        let mut v = vec![0.0f32; data.len()];
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(&data[..], &mut v);
+        self.upload_vec(dims, v)
+    }
     fn download(&self, x: &T<Self>) -> Result<Vec<f32>>;
 
     // ---- convolution and linear ----

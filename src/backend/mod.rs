@@ -67,6 +67,9 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     /// `from_host` taking ownership, so a backend whose storage is host memory keeps the buffer
     /// instead of copying it (gigabyte-sized PaDiM statistics).
     fn from_host_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<Tensor<Self>>;
+    /// A weight from an f16 file: the same values as `from_host` of them widened (f16 → f32 is
+    /// exact); the CPU backend keeps large ones in f16 (half the memory) and widens per use.
+    fn from_host_f16(&self, dims: &[usize], data: Vec<half::f16>) -> Result<Tensor<Self>>;
     /// The values in logical row-major (NCHW) order.
     fn to_host(&self, x: &Tensor<Self>) -> Result<Vec<f32>>;
     fn zeros(&self, dims: &[usize]) -> Result<Tensor<Self>>;
@@ -220,6 +223,10 @@ impl<K: Compute> Backend for K {
     fn from_host_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<Tensor<Self>> {
         ops::host_len(dims, data.len())?;
         self.upload_vec(dims, data)
+    }
+    fn from_host_f16(&self, dims: &[usize], data: Vec<half::f16>) -> Result<Tensor<Self>> {
+        ops::host_len(dims, data.len())?;
+        self.upload_f16(dims, data)
     }
     fn to_host(&self, x: &Tensor<Self>) -> Result<Vec<f32>> {
         self.download(x)

@@ -62,7 +62,7 @@ fn ss_ref(s: &Option<(C, C)>) -> ScaleShift<'_, Cpu> {
 impl RoundedCpu {
     /// `t` with its values rounded to `p` (a new tensor; `t` is untouched).
     fn rounded(&self, t: &T, p: Precision) -> Result<C> {
-        let mut v = t.storage().to_vec();
+        let mut v = t.storage().f32().to_vec();
         p.round_slice(&mut v);
         Cpu.upload_vec(t.dims(), v)
     }
@@ -84,6 +84,9 @@ impl Compute for RoundedCpu {
     }
     fn upload_vec(&self, dims: &[usize], data: Vec<f32>) -> Result<T> {
         Cpu.upload_vec(dims, data).map(u)
+    }
+    fn upload_f16(&self, dims: &[usize], data: Vec<half::f16>) -> Result<T> {
+        Cpu.upload_f16(dims, data).map(u)
     }
     fn download(&self, x: &T) -> Result<Vec<f32>> {
         Cpu.download(&d(x))
@@ -132,7 +135,7 @@ impl Compute for RoundedCpu {
         if route(GemmOp::Attention(g), p) == Route::F32 {
             return self.attention_legacy(qkv, g);
         }
-        let y = attention_rounded::attention_legacy_rounded(qkv.storage(), g.n * g.heads, g.d, g.t, p);
+        let y = attention_rounded::attention_legacy_rounded(&qkv.storage().f32(), g.n * g.heads, g.d, g.t, p);
         self.upload_vec(&g.y_dims(qkv.shape()), y)
     }
 

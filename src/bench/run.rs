@@ -25,13 +25,23 @@ fn positive(name: &str, v: usize) -> Result<()> {
     Ok(())
 }
 
-/// One UNet forward (no feature head, as upstream's UNetModel) of `flags` at batch `batch`.
-pub fn unet<B: Backend>(b: &B, flags: &str, batch: usize, plan: Plan) -> Result<Report> {
+/// ", weights stored f16" when they are (the config line says what was timed).
+fn stored(f16: bool) -> &'static str {
+    if f16 {
+        ", weights stored f16"
+    } else {
+        ""
+    }
+}
+
+/// One UNet forward (no feature head, as upstream's UNetModel) of `flags` at batch `batch`;
+/// `f16_weights`: the random weights rounded to f16 and loaded as from an f16 file.
+pub fn unet<B: Backend>(b: &B, flags: &str, batch: usize, f16_weights: bool, plan: Plan) -> Result<Report> {
     positive("--batch", batch)?;
     let f = ModelFlags::parse(flags)?;
-    let model = workloads::synthetic_unet(b, &f, false, 1)?;
+    let model = workloads::synthetic_unet_stored(b, &f, false, 1, f16_weights)?;
     let inp = workloads::unet_inputs(b, &f, batch)?;
-    let config = format!("UNet forward at {0}x{0}, flags `{flags}`", f.image_size);
+    let config = format!("UNet forward at {0}x{0}, flags `{flags}`{1}", f.image_size, stored(f16_weights));
     // driver calls of each run (forward + read-back), where the backend counts them
     let mut per_run = Vec::new();
     let mut r = report("unet", config, batch, plan, || {
@@ -83,17 +93,18 @@ pub fn wrn50_grad<B: Backend>(b: &B, image_size: usize, batch: usize, plan: Plan
 }
 
 /// The full detection of `batch` images: the UNet of `flags` with the feature head,
-/// EfficientNet-B4, timesteps 5, 50, 100, KL + feature maps.
-pub fn detect<B: Backend>(b: &B, flags: &str, mode: FeatureTimestep, batch: usize, plan: Plan) -> Result<Report> {
+/// EfficientNet-B4, timesteps 5, 50, 100, KL + feature maps; `f16_weights` as for `unet` (the
+/// UNet's; EfficientNet's stay f32).
+pub fn detect<B: Backend>(b: &B, flags: &str, mode: FeatureTimestep, batch: usize, f16_weights: bool, plan: Plan) -> Result<Report> {
     positive("--batch", batch)?;
     let f = ModelFlags::parse(flags)?;
-    let unet = workloads::synthetic_unet(b, &f, true, 1)?;
+    let unet = workloads::synthetic_unet_stored(b, &f, true, 1, f16_weights)?;
     let eff = workloads::synthetic_effnet(b, "efficientnet-b4")?;
     let scorer = workloads::scorer(&unet, &eff, mode)?;
     let s = f.image_size;
     let inp = workloads::unet_inputs(b, &f, batch)?;
     let noise = workloads::detect_noise(b, &scorer.cfg.timesteps, batch, s)?;
-    let config = format!("detect (KL + feature maps, EfficientNet-B4, timesteps 5,50,100, feature timestep {}) at {s}x{s}, flags `{flags}`", mode.name());
+    let config = format!("detect (KL + feature maps, EfficientNet-B4, timesteps 5,50,100, feature timestep {}) at {s}x{s}, flags `{flags}`{}", mode.name(), stored(f16_weights));
     report("detect", config, batch, plan, || scorer.score(b, &inp.x, &noise, inp.y.as_deref()).map(drop))
 }
 

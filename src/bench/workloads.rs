@@ -48,6 +48,12 @@ pub fn num_classes(flags: &ModelFlags) -> Option<usize> {
 
 /// The UNet of `flags` with random weights, with the paper's feature head when `head`.
 pub fn synthetic_unet<B: Backend>(b: &B, flags: &ModelFlags, head: bool, seed: u64) -> Result<UNet<B>> {
+    synthetic_unet_stored(b, flags, head, seed, false)
+}
+
+/// `synthetic_unet`, with `f16` its weights rounded to f16 and loaded as from an f16 file (which
+/// the CPU backend keeps in f16: backend/cpu/resident.rs).
+pub fn synthetic_unet_stored<B: Backend>(b: &B, flags: &ModelFlags, head: bool, seed: u64, f16: bool) -> Result<UNet<B>> {
     let mut shapes = BTreeMap::new();
     if let Some(n) = num_classes(flags) {
         shapes.insert("label_emb.weight".to_string(), vec![n, 4 * flags.num_channels]);
@@ -55,7 +61,8 @@ pub fn synthetic_unet<B: Backend>(b: &B, flags: &ModelFlags, head: bool, seed: u
     if head {
         shapes.insert("feat_rec1.0.weight".to_string(), vec![feat_tap_channels(flags)?]);
     }
-    UNet::load(flags, &Loader::synthetic(b, Synthetic { seed, shapes }))
+    let l = Loader::synthetic(b, Synthetic { seed, shapes });
+    UNet::load(flags, &if f16 { l.stored_as_f16() } else { l })
 }
 
 /// The inputs of one UNet call: x [batch, 3, S, S], t = 201 for every image, class labels.

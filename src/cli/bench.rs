@@ -27,6 +27,10 @@ enum Workload {
         flags: String,
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// random weights rounded to f16 and loaded as from an f16 file (the CPU keeps them in
+        /// f16 unless RAN_CPU_F16_WEIGHTS=0)
+        #[arg(long)]
+        f16_weights: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -61,6 +65,10 @@ enum Workload {
         feature_timestep: FeatureTimestep,
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// random weights rounded to f16 and loaded as from an f16 file (the CPU keeps them in
+        /// f16 unless RAN_CPU_F16_WEIGHTS=0)
+        #[arg(long)]
+        f16_weights: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -196,10 +204,10 @@ impl BenchCmd {
 impl Workload {
     fn run<B: Backend>(&self, b: &B, plan: Plan) -> crate::Result<Report> {
         match self {
-            Workload::Unet { flags, batch, .. } => run::unet(b, flags, *batch, plan),
+            Workload::Unet { flags, batch, f16_weights, .. } => run::unet(b, flags, *batch, *f16_weights, plan),
             Workload::Effnet { variant, image_size, batch, .. } => run::effnet(b, variant, *image_size, *batch, plan),
             Workload::Wrn50Grad { image_size, batch, .. } => run::wrn50_grad(b, *image_size, *batch, plan),
-            Workload::Detect { flags, feature_timestep, batch, .. } => run::detect(b, flags, *feature_timestep, *batch, plan),
+            Workload::Detect { flags, feature_timestep, batch, f16_weights, .. } => run::detect(b, flags, *feature_timestep, *batch, *f16_weights, plan),
             Workload::Train { flags, batch, recompute, .. } => run::train(b, flags, *batch, *recompute, plan),
             Workload::Conv { shape, kernel, out, batch, .. } => run::conv(b, *shape, out.unwrap_or(shape[0]), *kernel, *batch, plan),
             Workload::Attention { tokens, heads, head_dim, batch, backward, .. } => run::attention(b, *tokens, *heads, *head_dim, *batch, *backward, plan),

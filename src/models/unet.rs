@@ -90,6 +90,14 @@ fn resample<B: Backend>(b: &B, x: &Tensor<B>, r: Resample) -> Result<Tensor<B>> 
     }
 }
 
+/// `resample` of a tensor the caller gives up: freed once resampled.
+fn resample_owned<B: Backend>(b: &B, x: Tensor<B>, r: Resample) -> Result<Tensor<B>> {
+    match r {
+        Resample::None => Ok(x),
+        r => resample(b, &x, r),
+    }
+}
+
 pub struct ResBlock<B: Backend> {
     in_norm: Norm<B>,
     in_conv: Conv<B>,
@@ -133,18 +141,24 @@ impl<B: Backend> ResBlock<B> {
     /// `proj` is every block's emb_layers(emb) side by side (`EmbPack::project`); this block's
     /// columns start at `emb_off`.
     fn forward(&self, b: &B, x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
-        let h = self.in_norm.forward(b, x, true, None)?;
-        let (h, x) = if self.updown != Resample::None { (resample(b, &h, self.updown)?, resample(b, x, self.updown)?) } else { (h, x.clone()) };
-        let h = self.in_conv.forward(b, &h)?;
-        let h = if self.scale_shift {
-            // scale and shift read in place from this block's columns
-            b.group_norm_emb(&h, &self.out_norm.g, &self.out_norm.b, &GroupNormParams::gn32(true), proj, self.emb_off)?
-        } else {
-            let n = proj.dims()[0];
-            let e = b.slice_channels(proj, self.emb_off, self.emb_off + self.cout)?;
-            let e = b.reshape(&e, &[n, self.cout, 1, 1])?;
-            self.out_norm.forward(b, &b.add(&h, &e)?, true, None)?
+        // each intermediate is dropped as soon as the next is made (a shadowed binding would live
+        // to the end of the function: at the paper's 256² level that held 4 extra activations)
+        let h = {
+            let c = {
+                let n = resample_owned(b, self.in_norm.forward(b, x, true, None)?, self.updown)?;
+                self.in_conv.forward(b, &n)?
+            };
+            if self.scale_shift {
+                // scale and shift read in place from this block's columns
+                b.group_norm_emb(&c, &self.out_norm.g, &self.out_norm.b, &GroupNormParams::gn32(true), proj, self.emb_off)?
+            } else {
+                let n = proj.dims()[0];
+                let e = b.slice_channels(proj, self.emb_off, self.emb_off + self.cout)?;
+                let e = b.reshape(&e, &[n, self.cout, 1, 1])?;
+                self.out_norm.forward(b, &b.add(&c, &e)?, true, None)?
+            }
         };
+        let x = resample(b, x, self.updown)?;
         let skip = match &self.skip {
             Some(c) => c.forward(b, &x)?,
             None => x,
@@ -567,7 +581,10 @@ impl<B: Backend> UNet<B> {
         let mut feat_src = None;
         for (j, blk) in self.output_blocks.iter().enumerate() {
             let skip = hs.pop().expect("one skip per block");
-            h = run(b, blk, &b.concat_channels(&[&h, &skip])?, &proj)?;
+            let cat = b.concat_channels(&[&h, &skip])?;
+            // the parts are in `cat` now: freed before the block runs
+            drop((h, skip));
+            h = run(b, blk, &cat, &proj)?;
             if j == FEAT_TAP && self.feat_head.is_some() {
                 feat_src = Some(h.clone());
             }

@@ -2,14 +2,16 @@
 //! tensor's shape by name and, at the end, that the file held nothing the model did not use.
 
 use crate::backend::Backend;
-use crate::io::safetensors::SafeTensors;
+use crate::io::safetensors::{Dtype, SafeTensors};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// A named collection of f32-convertible tensors.
+/// A named collection of f32-convertible tensors (f16 ones also readable as f16).
 pub trait Weights {
     fn path(&self) -> &Path;
     fn names(&self) -> Vec<String>;
@@ -18,6 +20,11 @@ pub trait Weights {
     fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)>;
     /// Shape only, without reading the data.
     fn shape(&self, name: &str) -> Result<Vec<usize>>;
+    /// Shape and values of `name` when the source stores it as f16 (None otherwise), so that a
+    /// backend can keep the half-size copy (`Backend::from_host_f16`).
+    fn get_f16(&self, _name: &str) -> Result<Option<(Vec<usize>, Vec<f16>)>> {
+        Ok(None)
+    }
 }
 
 impl Weights for SafeTensors {
@@ -36,6 +43,17 @@ impl Weights for SafeTensors {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.info(name)?.shape.clone())
     }
+    fn get_f16(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f16>)>> {
+        if self.info(name)?.dtype != Dtype::F16 {
+            return Ok(None);
+        }
+        // through `get` (which refuses NaN/Inf, naming the tensor) and back: f16 → f32 → f16 is
+        // the identity, and the f32 copy is one tensor's, freed at once
+        let (shape, v) = SafeTensors::get(self, name)?;
+        let mut h = vec![f16::ZERO; v.len()];
+        h.convert_from_f32_slice(&v);
+        Ok(Some((shape, h)))
+    }
 }
 
 /// Loads parameters onto a backend by name, checking shapes, remembering what was used.
@@ -47,6 +65,8 @@ pub struct Loader<'a, B: Backend> {
     ignore: BTreeSet<String>,
     ignore_prefixes: Vec<String>,
     synthetic: Option<Synthetic>,
+    /// synthetic values rounded to f16 and handed out as an f16 file's would be (`stored_as_f16`)
+    synthetic_f16: bool,
     /// (name, shape) of every tensor handed out, in order
     loaded: RefCell<Vec<(String, Vec<usize>)>>,
 }
@@ -106,12 +126,40 @@ pub fn synth_values(seed: u64, name: &str, shape: &[usize]) -> Vec<f32> {
 
 impl<'a, B: Backend> Loader<'a, B> {
     pub fn new(weights: &'a dyn Weights, backend: &'a B) -> Self {
-        Loader { weights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), ignore_prefixes: Vec::new(), synthetic: None, loaded: RefCell::new(Vec::new()) }
+        Loader { weights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), ignore_prefixes: Vec::new(), synthetic: None, synthetic_f16: false, loaded: RefCell::new(Vec::new()) }
     }
 
     /// A loader that invents every tensor (see `Synthetic`).
     pub fn synthetic(backend: &'a B, synthetic: Synthetic) -> Self {
-        Loader { weights: &NoWeights, backend, used: RefCell::new(BTreeSet::new()), ignore: BTreeSet::new(), ignore_prefixes: Vec::new(), synthetic: Some(synthetic), loaded: RefCell::new(Vec::new()) }
+        Loader {
+            weights: &NoWeights,
+            backend,
+            used: RefCell::new(BTreeSet::new()),
+            ignore: BTreeSet::new(),
+            ignore_prefixes: Vec::new(),
+            synthetic: Some(synthetic),
+            synthetic_f16: false,
+            loaded: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Synthetic weights as an f16 file of them would give them: each value rounded to f16, and
+    /// `tensor` hands them to `Backend::from_host_f16` (benchmarks of f16-stored models).
+    pub fn stored_as_f16(mut self) -> Self {
+        self.synthetic_f16 = true;
+        self
+    }
+
+    /// The synthetic values of `name` (rounded to f16 with `stored_as_f16`).
+    fn synth(&self, s: &Synthetic, name: &str, shape: &[usize]) -> Vec<f32> {
+        let mut v = synth_values(s.seed, name, shape);
+        if name.ends_with("running_var") {
+            v.iter_mut().for_each(|x| *x = 0.5 + x.abs());
+        }
+        if self.synthetic_f16 {
+            v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+        }
+        v
     }
 
     /// Tensors that may be present and unused (inputs/outputs stored next to the weights).
@@ -130,11 +178,7 @@ impl<'a, B: Backend> Loader<'a, B> {
     pub fn host_shaped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         self.loaded.borrow_mut().push((name.to_string(), shape.to_vec()));
         if let Some(s) = &self.synthetic {
-            let mut v = synth_values(s.seed, name, shape);
-            if name.ends_with("running_var") {
-                v.iter_mut().for_each(|x| *x = 0.5 + x.abs());
-            }
-            return Ok(v);
+            return Ok(self.synth(s, name, shape));
         }
         self.host_checked(name, shape)
     }
@@ -175,10 +219,41 @@ impl<'a, B: Backend> Loader<'a, B> {
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor<B>> {
         self.loaded.borrow_mut().push((name.to_string(), shape.to_vec()));
         if let Some(s) = &self.synthetic {
-            return self.backend.from_host(shape, &synth_values(s.seed, name, shape));
+            let v = self.synth(s, name, shape);
+            if self.synthetic_f16 {
+                let mut h = vec![f16::ZERO; v.len()];
+                h.convert_from_f32_slice(&v);
+                return self.backend.from_host_f16(shape, h);
+            }
+            return self.backend.from_host(shape, &v);
+        }
+        if let Some(h) = self.host_f16_checked(name, shape)? {
+            return self.backend.from_host_f16(shape, h);
         }
         let v = self.host_checked(name, shape)?;
         self.backend.from_host(shape, &v)
+    }
+
+    /// The values of `name` as f16 when the file stores them so (None otherwise), its shape
+    /// checked against `shape` first like `host_checked`.
+    fn host_f16_checked(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<f16>>> {
+        if !self.weights.contains(name) {
+            return Err(Error::MissingTensor { path: self.path(), name: name.to_string() });
+        }
+        let got = self.weights.shape(name)?;
+        if got != shape {
+            return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {got:?}, the model expects {shape:?}") });
+        }
+        let Some((got, h)) = self.weights.get_f16(name)? else { return Ok(None) };
+        self.used.borrow_mut().insert(name.to_string());
+        if got != shape || h.len() != shape.iter().product::<usize>() {
+            return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("shape {got:?} with {} values, the model expects {shape:?}", h.len()) });
+        }
+        // every source refuses these already; checked here too so no Weights can slip one in
+        if let Some(i) = h.iter().position(|x| !x.is_finite()) {
+            return Err(Error::BadTensor { path: self.path(), name: name.to_string(), msg: format!("value #{i} is {} (weights must be finite)", h[i]) });
+        }
+        Ok(Some(h))
     }
 
     /// Raw host values of `name` (for weights that are rearranged before upload).
@@ -261,5 +336,8 @@ impl Weights for Prefixed<'_> {
     }
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         self.inner.shape(&format!("{}{name}", self.prefix))
+    }
+    fn get_f16(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f16>)>> {
+        self.inner.get_f16(&format!("{}{name}", self.prefix))
     }
 }

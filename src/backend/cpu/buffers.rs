@@ -11,6 +11,13 @@
 //! Bounded: buffers under `MIN_LEN` values stay with the allocator (its own free lists are fast
 //! there), and the pool holds at most `RAN_CPU_POOL_MB` MiB (default 512: at the 553M UNet's 256² forward it kept 3/4 of what 1024 saved in system time for half the extra RSS, benches/RESULTS.md; 0 turns reuse off);
 //! a buffer freed into a full pool is released.
+//!
+//! No extra peak memory from large buffers: a request of at least `EVICT_MIN_LEN` values that the
+//! pool cannot serve first releases pooled buffers of other lengths of that size class (the
+//! longest-held first) worth at least what it allocates, so large pooled plus live memory grows
+//! only when the live tensors themselves exceed everything held so far — idle large buffers
+//! never add to the peak (issue #17: the 553M detect in ≤ 2.5 GB; before, up to the cap).
+//! Smaller ones (under 1 MiB each) are left alone: they cannot add much, and tests rely on them.
 
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
@@ -20,6 +27,8 @@ use std::sync::{Mutex, OnceLock};
 /// 64 KiB of f32: below this, malloc's free lists serve without touching the kernel.
 const MIN_LEN: usize = 16 * 1024;
 const DEFAULT_POOL_MB: usize = 512;
+/// 1 MiB of f32: requests from here on make room for themselves among buffers from here on.
+const EVICT_MIN_LEN: usize = 256 * 1024;
 
 static POISON: AtomicBool = AtomicBool::new(false);
 
@@ -29,16 +38,19 @@ pub fn set_poison(on: bool) {
 }
 
 struct Pool {
-    free: BTreeMap<usize, Vec<Vec<f32>>>,
+    /// by length: (when put, buffer), oldest first
+    free: BTreeMap<usize, Vec<(u64, Vec<f32>)>>,
     bytes: usize,
     cap_bytes: usize,
+    /// puts so far (the age of a pooled buffer)
+    clock: u64,
 }
 
 fn pool() -> &'static Mutex<Pool> {
     static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let mb = std::env::var("RAN_CPU_POOL_MB").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(DEFAULT_POOL_MB);
-        Mutex::new(Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: mb.saturating_mul(1 << 20) })
+        Mutex::new(Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: mb.saturating_mul(1 << 20), clock: 0 })
     })
 }
 
@@ -48,9 +60,10 @@ fn lock() -> std::sync::MutexGuard<'static, Pool> {
 }
 
 impl Pool {
+    /// A pooled buffer of exactly `n` values (the most recently put: its pages are the warmest).
     fn take(&mut self, n: usize) -> Option<Vec<f32>> {
         let list = self.free.get_mut(&n)?;
-        let v = list.pop()?;
+        let (_, v) = list.pop()?;
         if list.is_empty() {
             self.free.remove(&n);
         }
@@ -64,8 +77,28 @@ impl Pool {
             return Some(v);
         }
         self.bytes += bytes;
-        self.free.entry(v.len()).or_default().push(v);
+        self.clock += 1;
+        self.free.entry(v.len()).or_default().push((self.clock, v));
         None
+    }
+    /// Removes pooled buffers of at least `min_len` values, the longest-held first, until `bytes`
+    /// are out or none is left; returns them (to be released outside the lock).
+    fn evict(&mut self, bytes: usize, min_len: usize) -> Vec<Vec<f32>> {
+        let mut out = Vec::new();
+        let mut freed = 0;
+        while freed < bytes {
+            // the oldest buffer is at the front of its length's list
+            let Some((&n, _)) = self.free.range(min_len..).min_by_key(|(_, l)| l[0].0) else { break };
+            let list = self.free.get_mut(&n).expect("just found");
+            let (_, v) = list.remove(0);
+            if list.is_empty() {
+                self.free.remove(&n);
+            }
+            self.bytes -= n * 4;
+            freed += n * 4;
+            out.push(v);
+        }
+        out
     }
 }
 
@@ -73,7 +106,17 @@ fn take(n: usize) -> Option<Vec<f32>> {
     if n < MIN_LEN {
         return None;
     }
-    lock().take(n)
+    let mut p = lock();
+    if let Some(v) = p.take(n) {
+        return Some(v);
+    }
+    if n >= EVICT_MIN_LEN {
+        // a fresh allocation follows: make room for it from what the pool holds
+        let released = p.evict(n * 4, EVICT_MIN_LEN);
+        drop(p);
+        drop(released);
+    }
+    None
 }
 
 fn give_back(v: Vec<f32>) {
@@ -208,12 +251,31 @@ mod tests {
 
     #[test]
     fn the_pool_refuses_buffers_beyond_its_cap() {
-        let mut p = Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: 8 * MIN_LEN };
+        let mut p = Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: 8 * MIN_LEN, clock: 0 };
         assert!(p.put(vec![0.0; MIN_LEN]).is_none());
         assert!(p.put(vec![0.0; MIN_LEN]).is_none());
         assert_eq!(p.put(vec![0.0; MIN_LEN]).map(|v| v.len()), Some(MIN_LEN), "a third would exceed 8·MIN_LEN bytes");
         assert_eq!((p.bytes, p.free[&MIN_LEN].len()), (8 * MIN_LEN, 2));
         assert!(p.take(MIN_LEN).is_some() && p.take(MIN_LEN).is_some() && p.take(MIN_LEN).is_none());
         assert_eq!((p.bytes, p.free.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_miss_releases_the_longest_held_buffers_worth_its_size() {
+        let mut p = Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: usize::MAX, clock: 0 };
+        let (small, a, b, c) = (MIN_LEN, 2 * MIN_LEN, 3 * MIN_LEN, 4 * MIN_LEN);
+        for n in [small, a, b, a, c] {
+            assert!(p.put(vec![0.0; n]).is_none());
+        }
+        // the oldest of ≥ 2·MIN_LEN first: a (put 2nd), then b (3rd): 5·MIN_LEN values cover a
+        // request of 4.5·MIN_LEN; the older small one is not a candidate
+        let out = p.evict(4 * (9 * MIN_LEN / 2), a);
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(p.bytes, 4 * (small + a + c));
+        assert_eq!(p.free.keys().copied().collect::<Vec<_>>(), vec![small, a, c]);
+        // more than held: every candidate goes, then none is left
+        assert_eq!(p.evict(usize::MAX, a).len(), 2);
+        assert_eq!((p.bytes, p.free.len(), p.evict(1, a).len()), (4 * small, 1, 0));
+        assert_eq!(p.evict(1, 0).len(), 1);
     }
 }

@@ -57,10 +57,10 @@ fn use_winograd(g: &Conv2dGeom, orient: Orient) -> Result<bool> {
 
 /// y = conv2d(x, w) + bias by the algorithm chosen above.
 pub fn conv2d(x: &[f32], w: &Storage, bias: Option<&[f32]>, g: &Conv2dGeom) -> Result<Vec<f32>> {
-    Ok(if use_winograd(g, Orient::Forward)? { winograd::run(x, &transformed(w, g, Orient::Forward), bias, &Plan::new(g, Orient::Forward)) } else { conv2d::conv2d(x, w, bias, g) })
+    Ok(if use_winograd(g, Orient::Forward)? { winograd::run(x, &transformed(w, g, Orient::Forward), bias, &Plan::new(g, Orient::Forward)) } else { conv2d::conv2d(x, &w.f32(), bias, g) })
 }
 
 /// ∂L/∂x of conv2d by the algorithm chosen above.
 pub fn conv2d_x_backward(gy: &[f32], w: &Storage, g: &Conv2dGeom) -> Result<Vec<f32>> {
-    Ok(if use_winograd(g, Orient::XBackward)? { winograd::run(gy, &transformed(w, g, Orient::XBackward), None, &Plan::new(g, Orient::XBackward)) } else { conv2d::conv2d_x_backward(gy, w, g) })
+    Ok(if use_winograd(g, Orient::XBackward)? { winograd::run(gy, &transformed(w, g, Orient::XBackward), None, &Plan::new(g, Orient::XBackward)) } else { conv2d::conv2d_x_backward(gy, &w.f32(), g) })
 }

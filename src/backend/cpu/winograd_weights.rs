@@ -15,6 +15,7 @@
 //! cap, evicting the least recently used would miss on every call.
 
 use super::buffers::Pooled;
+use super::resident::Values;
 use super::winograd::{transform_weights, Orient};
 use crate::ops::contract::Conv2dGeom;
 use std::collections::HashMap;
@@ -22,10 +23,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 const DEFAULT_CACHE_MB: usize = 512;
 
-pub type Storage = Arc<Pooled<f32>>;
+pub type Storage = Arc<Values>;
 
 struct Entry {
-    owner: Weak<Pooled<f32>>,
+    owner: Weak<Values>,
     u: Arc<Pooled<f32>>,
 }
 
@@ -74,7 +75,7 @@ pub fn transformed(w: &Storage, g: &Conv2dGeom, orient: Orient) -> Arc<Pooled<f3
         return u;
     }
     // computed outside the lock; two threads missing at once both compute, one entry is kept
-    let u = Arc::new(Pooled::new(transform_weights(w, g, orient)));
+    let u = Arc::new(Pooled::new(transform_weights(&w.f32(), g, orient)));
     let mut c = cache();
     c.purge_dead();
     let bytes = u.len() * 4;

@@ -71,9 +71,9 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
         self.linear_x_backward(gy, w, g)
     }
     /// conv2d(x, w, bias) + res (res shaped like the output): as the two ops in sequence, which
-    /// is this default and the CPU backend's (so its numbers are the unfused ones bit for bit); a
-    /// device backend adds the residual in the conv's epilogue instead, (acc + bias) + res, which
-    /// is the same f32 result as add(res, conv) — one launch instead of two.
+    /// is this default; the CPU adds the residual in the conv's output pass and a device backend
+    /// in the conv's epilogue, (acc + bias) + res, the same f32 result as add(res, conv) — one
+    /// pass (launch) instead of two.
     fn conv2d_add(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, res: &T<Self>, g: &Conv2dGeom) -> Result<T<Self>> {
         let h = self.conv2d(x, w, bias, g)?;
         self.add(res, &h, &crate::ops::elementwise::broadcast("conv2d_add", res.shape(), h.shape())?)
@@ -82,6 +82,21 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn conv2d_add_lowp(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, res: &T<Self>, g: &Conv2dGeom, p: Precision) -> Result<T<Self>> {
         let h = self.conv2d_lowp(x, w, bias, g, p)?;
         self.add(res, &h, &crate::ops::elementwise::broadcast("conv2d_add", res.shape(), h.shape())?)
+    }
+    /// act(conv2d(x, w, bias)) and, with `mean`, each output plane's mean [N, O, 1, 1] of it
+    /// (squeeze-excite's squeeze): here the three ops in sequence, which is what the CUDA backend
+    /// runs; the CPU applies the activation (and sums the mean) in the conv's output pass.
+    fn conv2d_act(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, act: Activation, g: &Conv2dGeom, mean: bool) -> Result<(T<Self>, Option<T<Self>>)> {
+        let y = self.activation(&self.conv2d(x, w, bias, g)?, act)?;
+        let m = if mean { Some(self.global_avg_pool(&y, g.n(), g.o(), g.ho() * g.wo())?) } else { None };
+        Ok((y, m))
+    }
+    /// `conv2d_act` with the conv's operands rounded to `p` (never F32).
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_act_lowp(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, act: Activation, g: &Conv2dGeom, mean: bool, p: Precision) -> Result<(T<Self>, Option<T<Self>>)> {
+        let y = self.activation(&self.conv2d_lowp(x, w, bias, g, p)?, act)?;
+        let m = if mean { Some(self.global_avg_pool(&y, g.n(), g.o(), g.ho() * g.wo())?) } else { None };
+        Ok((y, m))
     }
     /// `linear` over w made of row blocks of `parts` rows (Backend::linear_parts): one GEMM here,
     /// which is what a device does; a backend whose GEMM order depends on the width runs one per part.

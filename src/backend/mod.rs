@@ -81,8 +81,13 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     /// x [N,C,H,W], w [O,C/groups,KH,KW], bias [O].
     fn conv2d(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, p: &Conv2dParams) -> Result<Tensor<Self>>;
     /// conv2d(x, w, bias) + res with res shaped like the output (a residual connection): one
-    /// launch on a GPU (the add in the conv's epilogue), the two ops in sequence on the CPU.
+    /// launch on a GPU (the add in the conv's epilogue), the conv's output pass on the CPU (the
+    /// same f32 operations as add(res, conv2d(..)), bit for bit).
     fn conv2d_add(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, res: &Tensor<Self>, p: &Conv2dParams) -> Result<Tensor<Self>>;
+    /// act(conv2d(x, w, bias)) (a conv + folded BN + activation) and, when `mean`, each output
+    /// plane's spatial mean [N, O, 1, 1] of it (squeeze-excite's squeeze): on the CPU in the conv's
+    /// output pass (y bit for bit the two ops'), elsewhere conv2d, activation, global_avg_pool.
+    fn conv2d_act(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, act: Activation, p: &Conv2dParams, mean: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)>;
     /// ∂L/∂x of `conv2d` given ∂L/∂y; `x_shape` fixes the input size that stride made ambiguous.
     fn conv2d_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>, x_shape: &Shape, p: &Conv2dParams) -> Result<Tensor<Self>>;
     /// y = x·wᵀ + b with x [N, in], w [out, in].
@@ -253,6 +258,17 @@ impl<K: Compute> Backend for K {
         match Compute::precision(self) {
             Precision::F32 => Compute::conv2d_add(self, x, w, bias, res, &g),
             p => Compute::conv2d_add_lowp(self, x, w, bias, res, &g, p),
+        }
+    }
+    fn conv2d_act(&self, x: &Tensor<Self>, w: &Tensor<Self>, bias: Option<&Tensor<Self>>, act: Activation, p: &Conv2dParams, mean: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
+        let g = ops::conv::conv2d(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+        if mean {
+            ops::pool::global_avg_pool(&Shape::new(&g.y_dims()))?;
+        }
+        ops::flops::conv2d(&g);
+        match Compute::precision(self) {
+            Precision::F32 => Compute::conv2d_act(self, x, w, bias, act, &g, mean),
+            p => Compute::conv2d_act_lowp(self, x, w, bias, act, &g, mean, p),
         }
     }
     fn conv2d_x_backward(&self, gy: &Tensor<Self>, w: &Tensor<Self>, x_shape: &Shape, p: &Conv2dParams) -> Result<Tensor<Self>> {

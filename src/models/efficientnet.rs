@@ -5,6 +5,11 @@
 //! the input size; BatchNorm folded for inference (eps 1e-3), swish, squeeze-excite. `features`
 //! returns the last blocks of stages 0, 1, 2 and 4 (strides 2, 4, 8, 16), bilinearly resized to
 //! S×S and concatenated: 24+32+56+160 = 272 channels for B4.
+//!
+//! Each block's BN bias + activation, squeeze-excite's squeeze and the residual add run in the
+//! convs' output passes (`Backend::conv2d_act`, `conv2d_add`): on the CPU one pass over each
+//! activation instead of four (src/backend/cpu/conv_act.rs), the same values bit for bit except
+//! the squeeze's mean (an f64 sum in another order).
 
 use super::layers::{Conv1x1, ConvBn};
 use super::weights::Loader;
@@ -235,19 +240,24 @@ impl<B: Backend> EfficientNet<B> {
             if let Some(e) = &blk.expand {
                 h = e.forward(b, &h, act)?;
             }
-            h = blk.depthwise.forward(b, &h, act)?;
+            // each conv's BN bias and activation, the squeeze and the residual add are done in the
+            // convs' output passes (Backend::conv2d_act / conv2d_add)
+            let res = blk.residual.then_some(&inp);
             h = match &blk.se {
                 Some((reduce, expand)) => {
-                    let s = b.global_avg_pool(&h)?;
+                    let (d, s) = blk.depthwise.forward_with_mean(b, &h, self.act)?;
                     let s = expand.forward(b, &b.activation(&reduce.forward(b, &s)?, Activation::Silu)?)?;
-                    // the gate h ⊙ σ(s) goes into the projection's weights (ConvBn::forward_input_scaled)
-                    blk.project.forward_input_scaled(b, &h, &b.activation(&s, Activation::Sigmoid)?)?
+                    // the gate d ⊙ σ(s) goes into the projection's weights (ConvBn::forward_input_scaled)
+                    blk.project.forward_input_scaled(b, &d, &b.activation(&s, Activation::Sigmoid)?, res)?
                 }
-                None => blk.project.forward(b, &h, None)?,
+                None => {
+                    let d = blk.depthwise.forward(b, &h, act)?;
+                    match res {
+                        Some(r) => blk.project.forward_add(b, &d, r)?,
+                        None => blk.project.forward(b, &d, None)?,
+                    }
+                }
             };
-            if blk.residual {
-                h = b.add(&h, &inp)?;
-            }
             if self.taps.contains(&i) {
                 out.push(h.clone());
             }

@@ -51,25 +51,49 @@ impl<B: Backend> ConvBn<B> {
         Ok(ConvBn { w: l.backend.from_host(&shape, &w)?, p, shift: l.backend.from_host(&[cout], &shift)? })
     }
 
+    /// act(conv(x) + shift), the activation in the conv's output pass (Backend::conv2d_act).
     pub fn forward(&self, b: &B, x: &Tensor<B>, act: Option<Activation>) -> Result<Tensor<B>> {
-        let y = b.conv2d(x, &self.w, Some(&self.shift), &self.p)?;
         match act {
-            Some(a) => b.activation(&y, a),
-            None => Ok(y),
+            Some(a) => Ok(b.conv2d_act(x, &self.w, Some(&self.shift), a, &self.p, false)?.0),
+            None => b.conv2d(x, &self.w, Some(&self.shift), &self.p),
         }
+    }
+
+    /// `forward` with `act`, and each output plane's mean [N, O, 1, 1] of it (squeeze-excite's
+    /// squeeze), summed in the same pass on the CPU.
+    pub fn forward_with_mean(&self, b: &B, x: &Tensor<B>, act: Activation) -> Result<(Tensor<B>, Tensor<B>)> {
+        match b.conv2d_act(x, &self.w, Some(&self.shift), act, &self.p, true)? {
+            (y, Some(m)) => Ok((y, m)),
+            // (a backend that dropped the mean it was asked for)
+            (_, None) => Err(crate::Error::InvalidArgument("conv2d_act returned no mean".into())),
+        }
+    }
+
+    /// conv(x) + shift + res (no activation; res shaped like the output): a residual block's
+    /// projection with the add in the conv's output pass (Backend::conv2d_add).
+    pub fn forward_add(&self, b: &B, x: &Tensor<B>, res: &Tensor<B>) -> Result<Tensor<B>> {
+        b.conv2d_add(x, &self.w, Some(&self.shift), res, &self.p)
     }
 
     /// The convolution of x ⊙ s, s [1, C, 1, 1] one scale per input channel (squeeze-excite's
     /// gate), for a 1×1 convolution (a pointwise conv's input scale is a scale of its weight
     /// columns): for one image w·diag(s) is computed instead of x ⊙ s, cout·C products instead
     /// of a pass over x; otherwise (several images, or a wider kernel) x ⊙ s first.
-    pub fn forward_input_scaled(&self, b: &B, x: &Tensor<B>, s: &Tensor<B>) -> Result<Tensor<B>> {
+    /// With `res`, res is added to the output in the conv's output pass (`forward_add`).
+    pub fn forward_input_scaled(&self, b: &B, x: &Tensor<B>, s: &Tensor<B>, res: Option<&Tensor<B>>) -> Result<Tensor<B>> {
         let wd = self.w.dims();
+        let conv = |x: &Tensor<B>, w: &Tensor<B>| match res {
+            Some(r) => b.conv2d_add(x, w, Some(&self.shift), r, &self.p),
+            None => b.conv2d(x, w, Some(&self.shift), &self.p),
+        };
         if x.dims()[0] == 1 && wd[2] == 1 && wd[3] == 1 && self.p.groups == 1 && s.dims() == &[1, wd[1], 1, 1][..] {
-            let w = b.mul(&self.w, s)?;
-            return b.conv2d(x, &w, Some(&self.shift), &self.p);
+            // as [cout, C] · [1, C]: rows of C (as [cout, C, 1, 1] the CPU's broadcast would walk
+            // cout·C rows of one value, an offset computed for each)
+            let (o, c) = (wd[0], wd[1]);
+            let w = b.mul(&b.reshape(&self.w, &[o, c])?, &b.reshape(s, &[1, c])?)?;
+            return conv(x, &b.reshape(&w, wd)?);
         }
-        b.conv2d(&b.mul(x, s)?, &self.w, Some(&self.shift), &self.p)
+        conv(&b.mul(x, s)?, &self.w)
     }
 
     /// ∂L/∂x given ∂L/∂(BN output) (before any activation, which the caller undoes).

@@ -3,6 +3,8 @@
 //! fusion reads, and moves the reference only by an exact float64 operation on torch's values —
 //! so the reference is still independent of the code under test.
 //!   conv2d_add: res seeded, y = torch's conv output + res (in f64, rounded to f32 once);
+//!   conv2d_act: y = act(torch's conv output) and, on every other case, each plane's mean of it
+//!     (both in f64 from torch's f32 values, rounded once), the activation changing from case to case;
 //!   linear_parts: w's rows split into uneven blocks, torch's y as it is (the op is `linear`);
 //!   group_norm_emb: scale and shift packed into an emb row at an odd offset between filler
 //!     columns (values far from scale's, so a wrong column shows), torch's y as it is;
@@ -16,16 +18,23 @@ use serde_json::Value;
 /// The fused ops' cases made from `base` (the fixture cases).
 pub fn derived_cases(base: &[OpCase]) -> Vec<OpCase> {
     let mut out = Vec::new();
+    let mut convs = 0;
     for (i, c) in base.iter().enumerate() {
         let seed = 1000 + i as u64;
         let d = match c.op() {
-            "conv2d" => conv2d_add_case(c, seed),
-            "linear" => linear_parts_case(c),
-            "group_norm" if c.has("scale") => group_norm_emb_case(c, seed),
-            "concat_channels" if c.has("c") => concat2_case(c),
-            _ => None,
+            // conv2d_act on the small cases only: on a device it is conv2d and activation, whose
+            // multi-tile paths the large cases already check
+            "conv2d" if c.params["large"].as_bool() == Some(true) => vec![conv2d_add_case(c, seed)],
+            "conv2d" => {
+                convs += 1;
+                vec![conv2d_add_case(c, seed), conv2d_act_case(c, convs - 1)]
+            }
+            "linear" => vec![linear_parts_case(c)],
+            "group_norm" if c.has("scale") => vec![group_norm_emb_case(c, seed)],
+            "concat_channels" if c.has("c") => vec![concat2_case(c)],
+            _ => vec![],
         };
-        out.extend(d);
+        out.extend(d.into_iter().flatten());
     }
     out
 }
@@ -55,6 +64,27 @@ fn conv2d_add_case(c: &OpCase, seed: u64) -> Option<OpCase> {
     let res: Vec<f32> = uniform(y.len(), seed).into_iter().map(|u| 2.0 * scale * u).collect();
     let sum: Vec<f32> = y.iter().zip(&res).map(|(&a, &r)| (a as f64 + r as f64) as f32).collect();
     Some(inputs_only(c, "conv2d_add", "+res").with("res", dims, res).with("y", dims, sum))
+}
+
+/// The activations the conv2d_act cases take in turn, as upstream defines them (in f64).
+const ACTS: [(&str, fn(f64) -> f64); 4] = [("silu", |v| v / (1.0 + (-v).exp())), ("relu6", |v| v.clamp(0.0, 6.0)), ("sigmoid", |v| 1.0 / (1.0 + (-v).exp())), ("relu", |v| v.max(0.0))];
+
+/// The k-th conv case with an activation in its output pass (the k-th of ACTS, round robin) and,
+/// for odd k, the planes' means [N, O, 1, 1] of the activated output.
+fn conv2d_act_case(c: &OpCase, k: usize) -> Option<OpCase> {
+    let (dims, y) = c.tensors.get("y")?;
+    let (name, f) = ACTS[k % ACTS.len()];
+    let act: Vec<f64> = y.iter().map(|&v| f(v as f64)).collect();
+    let mean = k % 2 == 1;
+    let mut d = inputs_only(c, "conv2d_act", &format!("+{name}{}", if mean { "+mean" } else { "" })).with("y", dims, act.iter().map(|&v| v as f32).collect());
+    d.params["act"] = Value::from(name);
+    d.params["mean"] = Value::from(mean);
+    if mean {
+        let plane: usize = dims[2..].iter().product();
+        let means = act.chunks(plane.max(1)).map(|p| (p.iter().sum::<f64>() / plane as f64) as f32).collect();
+        d = d.with("mean", &[dims[0], dims[1], 1, 1], means);
+    }
+    Some(d)
 }
 
 /// The linear's rows in three uneven blocks where there are enough (else two, or one).

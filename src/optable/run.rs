@@ -78,6 +78,10 @@ pub fn run_method<B: Backend>(b: &B, method: &str, c: &OpCase, t: &Inputs<B>) ->
     match method {
         "conv2d" => one("y", b.conv2d(g("x")?, g("w")?, t.opt("b"), &conv_params(c)?)?),
         "conv2d_add" => one("y", b.conv2d_add(g("x")?, g("w")?, t.opt("b"), g("res")?, &conv_params(c)?)?),
+        "conv2d_act" => {
+            let (y, m) = b.conv2d_act(g("x")?, g("w")?, t.opt("b"), Activation::parse(c.str("act")?)?, &conv_params(c)?, c.bool("mean")?)?;
+            Ok([("y".to_string(), y)].into_iter().chain(m.map(|m| ("mean".to_string(), m))).collect())
+        }
         "conv2d_x_backward" => one("g_x", b.conv2d_x_backward(g("gy")?, g("w")?, g("x")?.shape(), &conv_params(c)?)?),
         "conv2d_w_backward" => {
             let (gw, gb) = b.conv2d_w_backward(g("gy")?, g("x")?, g("w")?.shape(), &conv_params(c)?, t.opt("b").is_some())?;

@@ -62,6 +62,12 @@ pub fn production_cases() -> Vec<OpCase> {
     let res = Build { case: renamed(conv("conv3x3+res 256->256 @64x64", 256, 256, 64, 3, 1), "conv2d_add"), seed: 50 };
     v.push(res.r("res", &[1, 256, 64, 64]).case);
     v.push(conv("conv3x3 s2 256->256 @64x64", 256, 256, 64, 3, 2));
+    // EfficientNet-B4's expansion at 64² (32 → 192) with SiLU in the output pass
+    let mut act = renamed(conv("conv1x1+silu 32->192 @64x64", 32, 192, 64, 1, 1), "conv2d_act");
+    act.params["act"] = Value::from("silu");
+    act.params["mean"] = Value::from(false);
+    v.push(act);
+
     // the attention's qkv projection as a linear over 1024 tokens
     let lin = Build::new("linear 1024 tokens 512->1536", json!({"op": "linear", "grads": ["x"]})).r("x", &[1024, 512]).t("w", &[1536, 512], 0.05, 0.0).r("b", &[1536]).r("gy", &[1024, 1536]).case;
     // the paper UNet's ResBlock timestep projections (1024 → 2C) stacked: six of its 42 blocks

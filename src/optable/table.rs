@@ -198,6 +198,9 @@ pub static TABLE: &[Entry] = &[
     row!("conv2d", "conv2d", ["x", "w", "b"], Reduction { base: GEMM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
     // conv2d with the residual add in its epilogue: the conv's sums, then one more rounding
     row!("conv2d_add", "conv2d_add", ["x", "w", "b", "res"], Reduction { base: GEMM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
+    // conv2d with its activation (and the planes' means) in the output pass: the conv's sums, then
+    // the activation's one rounding (its slope is at most 1.1) and the fast exp's 4e-7
+    row!("conv2d_act", "conv2d_act", ["x", "w", "b"], Reduction { base: GEMM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
     row!("conv2d_x_backward", "conv2d", ["gy", "w"], Reduction { base: GEMM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
     row!("conv2d_w_backward", "conv2d_w_backward", ["gy", "x"], Reduction { base: GEMM, k: conv_w_k }, Flops(|c| 2.0 * conv_macs(c))),
     row!("linear", "linear", ["x", "w", "b"], Reduction { base: GEMM, k: linear_k }, Flops(|c| 2.0 * linear_macs(c))),

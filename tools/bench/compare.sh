@@ -6,7 +6,7 @@
 #
 #   tools/bench/compare.sh [--threads 2] [--iters 3] [--only conv,unet-mid,...] [--paper] [--quick]
 #
-#   cases: conv (256x64x64, 3x3), unet-mid (128 channels at 64²), effnet (B4 at 256²),
+#   cases: conv (256x64x64, 3x3), unet-mid (128 channels at 64²), effnet (B4 at 256²), effnet-380 (B4 at 380²),
 #          wrn50-grad (256²), train-demo and train-mid (one training step, batch 2); with --paper also unet-paper (553M at 256²), detect-index and
 #          detect-tau (paper config, one 256² image); --quick runs tiny shapes, 1 iteration (a smoke test).
 # Environment: RAN (default target/release/ran), PYTHON (default python3; needs torch,
@@ -67,6 +67,9 @@ pair() {
 pair conv conv --shape "$CONV_SHAPE" --kernel 3 -- tools/bench/torch_conv.py --shape "$CONV_SHAPE" --kernel 3
 pair unet-mid unet --flags "$MID_FLAGS" -- tools/bench/torch_unet.py --flags "$MID_FLAGS"
 pair effnet effnet --variant b4 --image-size "$IMG" -- tools/bench/torch_effnet.py --variant b4 --image-size "$IMG"
+# B4 at its own resolution (380², the size its static padding is computed for; --quick: 96²)
+IMG380=$([ "$QUICK" = 1 ] && echo 96 || echo 380)
+pair effnet-380 effnet --variant b4 --image-size "$IMG380" -- tools/bench/torch_effnet.py --variant b4 --image-size "$IMG380"
 pair wrn50-grad wrn50-grad --image-size "$IMG" -- tools/bench/torch_wrn50_grad.py --image-size "$IMG"
 # one training step (fwd + head + loss + bwd + AdamW + EMA), batch 2: the demo's config, and 128 channels at 64²
 if [ "$QUICK" = 1 ]; then

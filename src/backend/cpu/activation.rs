@@ -1,6 +1,8 @@
-//! SiLU (swish), ReLU, sigmoid, ReLU6 and their input gradients, elementwise.
+//! SiLU (swish), ReLU, sigmoid, ReLU6 and their input gradients, elementwise; and the output
+//! passes of the fused convs (bias + activation, bias + residual), at the CPU's vector width.
 
 use super::real::Real;
+use super::simd::{isa, multiversion};
 use crate::backend::Activation;
 use rayon::prelude::*;
 
@@ -50,22 +52,101 @@ fn grad_one<T: Real>(g: T, x: T, act: Activation) -> T {
     }
 }
 
-/// SiLU and sigmoid as x / (1 + e^−x) and 1 / (1 + e^−x) in T, with the vectorised `fast_exp`
-/// (for f32 `exp_f32`, relative error < 3e-7; libm's expf, a call per element, was a quarter of
-/// EfficientNet's forward): relative error of the result below 4e-7 where it is not below 1e-37.
-/// One loop per activation, so each vectorises.
+/// act(x) for one value, as every loop below computes it: SiLU and sigmoid as x / (1 + e^−x) and
+/// 1 / (1 + e^−x) in T, with the vectorised `fast_exp` (for f32 `exp_f32`, relative error < 3e-7;
+/// libm's expf, a call per element, was a quarter of EfficientNet's forward): relative error of
+/// the result below 4e-7 where it is not below 1e-37.
+#[inline(always)]
+fn silu_of<T: Real>(x: T) -> T {
+    x / (T::one() + (-x).fast_exp())
+}
+#[inline(always)]
+fn sigmoid_of<T: Real>(x: T) -> T {
+    // the fast exp clamps a NaN to e^−87, so a NaN is passed on by hand
+    if x.is_nan() {
+        x
+    } else {
+        T::one() / (T::one() + (-x).fast_exp())
+    }
+}
+#[inline(always)]
+fn relu6_of<T: Real>(x: T) -> T {
+    x.max(T::zero()).min(T::of(6.0))
+}
+
+/// y[i] = f(x[i]) as a plain indexed loop (which vectorises at the caller's width).
+#[inline(always)]
+fn map_into<T: Real>(y: &mut [T], x: &[T], f: impl Fn(T) -> T) {
+    for (d, &v) in y.iter_mut().zip(x) {
+        *d = f(v);
+    }
+}
+
+/// y[i] = f(y[i]).
+#[inline(always)]
+fn map_in_place<T: Real>(y: &mut [T], f: impl Fn(T) -> T) {
+    for v in y.iter_mut() {
+        *v = f(*v);
+    }
+}
+
+/// y = act(x), one loop per activation so each vectorises.
+#[inline(always)]
+fn act_into_generic<T: Real>(y: &mut [T], x: &[T], act: Activation) {
+    match act {
+        Activation::Silu => map_into(y, x, silu_of),
+        Activation::Relu => map_into(y, x, |v| v.max(T::zero())),
+        Activation::Sigmoid => map_into(y, x, sigmoid_of),
+        Activation::Relu6 => map_into(y, x, relu6_of),
+    }
+}
+
+/// The output pass of a conv: y = act(y + bias), the bias (when there is one) added first and
+/// the activation (when there is one) applied to the sum — the unfused conv's bias pass and the
+/// activation op, in one pass and the same IEEE operations (no bias: nothing added, so a −0 stays −0).
+#[inline(always)]
+pub(super) fn bias_act_generic<T: Real>(y: &mut [T], bias: Option<T>, act: Option<Activation>) {
+    match (bias, act) {
+        (None, None) => {}
+        (Some(b), None) => map_in_place(y, |v| v + b),
+        (None, Some(Activation::Silu)) => map_in_place(y, silu_of),
+        (None, Some(Activation::Relu)) => map_in_place(y, |v| v.max(T::zero())),
+        (None, Some(Activation::Sigmoid)) => map_in_place(y, sigmoid_of),
+        (None, Some(Activation::Relu6)) => map_in_place(y, relu6_of),
+        (Some(b), Some(Activation::Silu)) => map_in_place(y, |v| silu_of(v + b)),
+        (Some(b), Some(Activation::Relu)) => map_in_place(y, |v| (v + b).max(T::zero())),
+        (Some(b), Some(Activation::Sigmoid)) => map_in_place(y, |v| sigmoid_of(v + b)),
+        (Some(b), Some(Activation::Relu6)) => map_in_place(y, |v| relu6_of(v + b)),
+    }
+}
+
+/// The output pass of a conv with a residual: y = res + (y + bias), as add(res, conv2d(x, w, bias)).
+#[inline(always)]
+fn bias_res_generic<T: Real>(y: &mut [T], bias: Option<T>, res: &[T]) {
+    match bias {
+        Some(b) => y.iter_mut().zip(res).for_each(|(d, &r)| *d = r + (*d + b)),
+        None => y.iter_mut().zip(res).for_each(|(d, &r)| *d = r + *d),
+    }
+}
+
+multiversion!(
+    /// `act_into_generic` at the width of `isa`.
+    pub fn act_into => act_into_generic<T: Real>(y: &mut [T], x: &[T], act: Activation)
+);
+multiversion!(
+    /// `bias_act_generic` at the width of `isa`.
+    pub fn bias_act => bias_act_generic<T: Real>(y: &mut [T], bias: Option<T>, act: Option<Activation>)
+);
+multiversion!(
+    /// `bias_res_generic` at the width of `isa`.
+    pub fn bias_res => bias_res_generic<T: Real>(y: &mut [T], bias: Option<T>, res: &[T])
+);
+
+/// act(x) elementwise, in chunks over the threads, at the CPU's widest vector width.
 pub fn activation<T: Real>(x: &[T], act: Activation) -> Vec<T> {
     let mut y = T::for_overwrite(x.len());
-    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
-        let pairs = yc.iter_mut().zip(xc);
-        match act {
-            Activation::Silu => pairs.for_each(|(y, &x)| *y = x / (T::one() + (-x).fast_exp())),
-            Activation::Relu => pairs.for_each(|(y, &x)| *y = x.max(T::zero())),
-            // the fast exp clamps a NaN to e^−87, so a NaN is passed on by hand
-            Activation::Sigmoid => pairs.for_each(|(y, &x)| *y = if x.is_nan() { x } else { T::one() / (T::one() + (-x).fast_exp()) }),
-            Activation::Relu6 => pairs.for_each(|(y, &x)| *y = x.max(T::zero()).min(T::of(6.0))),
-        }
-    });
+    let isa = isa();
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| act_into(isa, yc, xc, act));
     y
 }
 

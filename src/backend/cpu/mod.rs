@@ -10,8 +10,10 @@ pub mod attention_rounded;
 pub mod broadcast;
 pub mod buffers;
 pub mod conv2d;
+pub mod conv_act;
 pub mod conv_select;
 pub mod depthwise;
+pub mod depthwise_axpy;
 pub mod diffusion_step;
 pub mod embedding;
 pub mod group_norm;
@@ -25,6 +27,7 @@ pub mod real;
 pub mod reduce;
 pub mod resample;
 pub mod resident;
+pub mod simd;
 pub mod winograd;
 pub mod winograd_transform;
 pub mod winograd_weights;
@@ -97,6 +100,15 @@ impl Compute for Cpu {
 
     fn conv2d(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, g: &Conv2dGeom) -> Result<CpuTensor> {
         Ok(make(&g.y_dims(), conv_select::conv2d(&data(x), w.storage(), bias.map(data).as_deref(), g)?))
+    }
+
+    fn conv2d_act(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, act: Activation, g: &Conv2dGeom, mean: bool) -> Result<(CpuTensor, Option<CpuTensor>)> {
+        let (y, m) = conv_act::conv2d_act(&data(x), w.storage(), bias.map(data).as_deref(), act, g, mean)?;
+        Ok((make(&g.y_dims(), y), m.map(|m| make(&[g.n(), g.o(), 1, 1], m))))
+    }
+
+    fn conv2d_add(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, res: &CpuTensor, g: &Conv2dGeom) -> Result<CpuTensor> {
+        Ok(make(&g.y_dims(), conv_act::conv2d_add(&data(x), w.storage(), bias.map(data).as_deref(), &data(res), g)?))
     }
 
     fn conv2d_x_backward(&self, gy: &CpuTensor, w: &CpuTensor, g: &Conv2dGeom) -> Result<CpuTensor> {

@@ -9,7 +9,7 @@
 //! leaves an element unwritten returns NaN instead of a plausible stale number.
 //!
 //! Bounded: buffers under `MIN_LEN` values stay with the allocator (its own free lists are fast
-//! there), and the pool holds at most `RAN_CPU_POOL_MB` MiB (default 512: at the 553M UNet's 256² forward it kept 3/4 of what 1024 saved in system time for half the extra RSS, benches/RESULTS.md; 0 turns reuse off);
+//! there), and the pool holds at most `RAN_CPU_POOL_MB` MiB (default 512, 128 in the `ran` command whose heap keeps freed buffers (src/heap.rs); 512: at the 553M UNet's 256² forward it kept 3/4 of what 1024 saved in system time for half the extra RSS, benches/RESULTS.md; 0 turns reuse off);
 //! a buffer freed into a full pool is released.
 //!
 //! No extra peak memory from large buffers: a request of at least `EVICT_MIN_LEN` values that the
@@ -27,6 +27,16 @@ use std::sync::{Mutex, OnceLock};
 /// 64 KiB of f32: below this, malloc's free lists serve without touching the kernel.
 const MIN_LEN: usize = 16 * 1024;
 const DEFAULT_POOL_MB: usize = 512;
+/// The default cap when the process's heap keeps freed buffers itself (src/heap.rs): the heap
+/// then does the pool's job for large buffers, and a 512 MiB pool on top of it only adds to the
+/// peak (553M detect, f16 weights: 2565 MiB with 512, 2437 MiB with 128, the same system time).
+pub const POOL_MB_WITH_KEEPING_HEAP: usize = 128;
+static DEFAULT_MB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_POOL_MB);
+
+/// Sets the cap used when `RAN_CPU_POOL_MB` is not given; effective only before the first buffer.
+pub fn set_default_cap_mb(mb: usize) {
+    DEFAULT_MB.store(mb, Ordering::Relaxed);
+}
 /// 1 MiB of f32: requests from here on make room for themselves among buffers from here on.
 const EVICT_MIN_LEN: usize = 256 * 1024;
 
@@ -49,7 +59,7 @@ struct Pool {
 fn pool() -> &'static Mutex<Pool> {
     static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let mb = std::env::var("RAN_CPU_POOL_MB").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(DEFAULT_POOL_MB);
+        let mb = std::env::var("RAN_CPU_POOL_MB").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(DEFAULT_MB.load(Ordering::Relaxed));
         Mutex::new(Pool { free: BTreeMap::new(), bytes: 0, cap_bytes: mb.saturating_mul(1 << 20), clock: 0 })
     })
 }

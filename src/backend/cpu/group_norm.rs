@@ -19,10 +19,28 @@ fn channel_coeffs<T: Real>(gamma: &[T], beta: &[T], ss: Option<(&[T], &[T])>, g:
     }
 }
 
+/// Σ f(xᵢ) in f64 over 8 interleaved partial sums: one sequential f64 sum waits an add's latency
+/// per element (it was 7% of the 553M forward); the order is fixed by the length alone.
+fn sum_f64<T: Real>(x: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += f(c[l].f64());
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in tail {
+        s += f(v.f64());
+    }
+    s
+}
+
 fn stats<T: Real>(x: &[T], eps: f64) -> (f64, f64) {
     let m = x.len() as f64;
-    let mean = x.iter().map(|v| v.f64()).sum::<f64>() / m;
-    let var = x.iter().map(|v| (v.f64() - mean).powi(2)).sum::<f64>() / m;
+    let mean = sum_f64(x, |v| v) / m;
+    let var = sum_f64(x, |v| (v - mean) * (v - mean)) / m;
     (mean, 1.0 / (var + eps).sqrt())
 }
 

@@ -254,3 +254,29 @@ fn a_bad_ran_conv_is_a_named_error() {
     let se = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && se.contains("RAN_CONV=\"fast\"") && se.contains("direct, winograd or auto") && !se.contains("panicked"), "{se}");
 }
+
+/// The weight transform runs 8 kernels at a time (`winograd_transform::kernels`) with the scalar
+/// form (`kernel`) for the last columns: both must give the same bits, or a weight's transform
+/// would depend on whether its column fell in a full group of 8 (the cases above check the
+/// lane-to-column mapping through the convolution; this checks the arithmetic itself).
+#[test]
+fn the_lane_weight_transform_is_the_scalar_one_bit_for_bit() {
+    use ran::backend::cpu::winograd_transform::{kernel, kernels, LANES};
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+    };
+    for _ in 0..64 {
+        let g: [[f64; LANES]; 9] = std::array::from_fn(|_| std::array::from_fn(|_| next()));
+        let u = kernels(&g);
+        for l in 0..LANES {
+            let want = kernel(&std::array::from_fn(|i| g[i][l]));
+            for xi in 0..36 {
+                assert_eq!(u[xi][l].to_bits(), want[xi].to_bits(), "lane {l}, ξ {xi}");
+            }
+        }
+    }
+}

@@ -91,15 +91,29 @@ pub fn transform_weights<T: Real>(w: &[T], g: &Conv2dGeom, orient: Orient) -> Ve
     };
     let mut u = T::for_overwrite(36 * rows * cols);
     let dst = SendPtr(u.as_mut_ptr());
+    // tap i of the kernel at (row r, column col)
+    let tap = |r: usize, col: usize, i: usize| -> f64 {
+        match orient {
+            Orient::Forward => w[(r * c + col) * 9 + i].f64(),
+            // rows are input channels, columns output channels; taps reversed in both axes
+            Orient::XBackward => w[(col * c + r) * 9 + 8 - i].f64(),
+        }
+    };
     (0..rows).into_par_iter().for_each(|r| {
-        for col in 0..cols {
-            let k: [f64; 9] = match orient {
-                Orient::Forward => std::array::from_fn(|i| w[(r * c + col) * 9 + i].f64()),
-                // rows are input channels, columns output channels; taps reversed in both axes
-                Orient::XBackward => std::array::from_fn(|i| w[(col * c + r) * 9 + 8 - i].f64()),
-            };
+        let full = cols - cols % tf::LANES;
+        for col0 in (0..full).step_by(tf::LANES) {
+            let k: [tf::Lanes<f64>; 9] = std::array::from_fn(|i| std::array::from_fn(|l| tap(r, col0 + l, i)));
+            for (xi, v) in tf::kernels(&k).iter().enumerate() {
+                for (l, &vl) in v.iter().enumerate() {
+                    // SAFETY: task r writes only the elements of row r of each U[ξ], inside `u`.
+                    unsafe { *dst.at((xi * rows + r) * cols + col0 + l) = T::of(vl) };
+                }
+            }
+        }
+        for col in full..cols {
+            let k: [f64; 9] = std::array::from_fn(|i| tap(r, col, i));
             for (xi, v) in tf::kernel(&k).into_iter().enumerate() {
-                // SAFETY: task r writes only the elements of row r of each U[ξ], inside `u`.
+                // SAFETY: as above
                 unsafe { *dst.at((xi * rows + r) * cols + col) = T::of(v) };
             }
         }

@@ -8,9 +8,13 @@
 //! written after it is built (no `&mut` access through the shared `Arc`), so a live tensor's entry
 //! cannot go stale.
 //!
-//! Bounded: the transformed weights held take at most `RAN_WINOGRAD_CACHE_MB` MiB (default 512;
+//! Bounded: the transformed weights held take at most `RAN_WINOGRAD_CACHE_MB` MiB (default 256;
 //! 4× the 3×3 weights they come from, so the default holds every transformed weight of a UNet with
-//! up to 128 MiB of 3×3 weights). When full, a new weight is transformed for the call and not
+//! up to 64 MiB of 3×3 weights). 256, not 512: since the transform runs 8 kernels at a time, the
+//! 553M model's detect spends about as much CPU with no cache as with 512 MiB (60.0 / 58.2 s user,
+//! index mode) while its peak RSS is 2239 / 2502 MiB (cap 256: 2250 MiB), and the 128-channel UNet
+//! at 64² still gains its 12% (470–480 ms user per forward at 256 and at 512, 540 ms at 0;
+//! benches/RESULTS.md). When full, a new weight is transformed for the call and not
 //! kept: first come, first kept, because under the cyclic access of a forward pass bigger than the
 //! cap, evicting the least recently used would miss on every call.
 
@@ -21,7 +25,7 @@ use crate::ops::contract::Conv2dGeom;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-const DEFAULT_CACHE_MB: usize = 512;
+const DEFAULT_CACHE_MB: usize = 256;
 
 pub type Storage = Arc<Values>;
 

@@ -15,6 +15,10 @@ use common::*;
 use ran::backend::cuda::emu::{instrumented, set_race_check, set_schedule, Schedule};
 use ran::backend::cuda::EmulatedCuda;
 use ran::optable::{sizes, OpCase};
+use std::sync::Mutex;
+
+/// The emulator's schedule and race detector are process-wide: the tests take turns.
+static SCHED: Mutex<()> = Mutex::new(());
 
 fn rows_checked(r: &Report, cases: &[OpCase]) -> Result<(), String> {
     let want: std::collections::BTreeSet<&str> = cases.iter().flat_map(|c| ran::optable::entries_for(c).map(|e| e.method).collect::<Vec<_>>()).collect();
@@ -28,6 +32,7 @@ fn rows_checked(r: &Report, cases: &[OpCase]) -> Result<(), String> {
 
 #[test]
 fn emulated_cuda_matches_the_references_and_cpu_under_every_schedule() {
+    let _g = SCHED.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = EmulatedCuda::emulated();
     let (large, small): (Vec<OpCase>, Vec<OpCase>) = fixture_cases().into_iter().partition(|c| c.is_large());
     let mut failures = Vec::new();
@@ -74,59 +79,138 @@ fn real_gpu_matches_the_references_and_cpu() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
-/// The precision dimension (issue #14): every fixture case of conv2d, conv2d_x_backward, linear
-/// and linear_x_backward on the emulator at tf32, bf16 and f16. Where the dispatch routes it to a
-/// tensor-core kernel, the reference is the CPU backend on the operands rounded the same way
-/// (`optable::precision::rounded_case`) with the row's own f32 tolerance — products of rounded
-/// operands are exact, only the summation order differs, so a wrong fragment or an operand not
-/// rounded fails it; where it routes to the f32 kernel (a shape or precision without one), the
-/// reference is the CPU on the case as it is, as in the f32 suite. Forward schedule.
+/// The precision dimension (issue #14): every GEMM row that `--precision` reaches (conv2d,
+/// conv2d_add, conv2d_act, conv2d_x_backward, linear, linear_parts, linear_x_backward:
+/// `optable::precision::ROUNDED_OPERANDS`) at tf32, bf16 and f16 on the emulator, on the small
+/// fixture cases and the tensor-core cases (`optable::tc_cases`: a second tile, split-K and a K
+/// tail for every row) under the forward, reverse and random schedules (the race detector on at
+/// bf16: the barriers are the same code at every precision), and on the large fixture cases under
+/// the forward one, as the f32 suite. The reference is the CPU backend at the same precision
+/// (`RoundedCpu`: the operands rounded where `route` sends the shape to a tensor-core kernel, f32
+/// elsewhere). A tensor-core route is held to `precision::tensor_core_tolerance` (f32 summation of
+/// K exact products of rounded operands, stated per case in the log: K, max|G| and the bound);
+/// the f32 result of the unrounded operands must fail that bound (else it could not tell a kernel
+/// that skips the rounding), and the proxy must agree with the plain CPU on
+/// `precision::rounded_case` (the operand list and the proxy round the same tensors). An f32
+/// route is held to the row's own f32 tolerance against the unrounded CPU result.
 ///
 /// Catches: a low-precision kernel that rounds differently from `Precision::round` (tf32's ties
-/// away from zero, bf16/f16 to even), rounds the bias, or drops a K tile; a fallback that is not f32.
+/// away from zero, bf16/f16 to even), rounds the bias or the residual, drops or repeats a K tile or
+/// a split, mis-addresses the second tile or the K tail, applies the activation or the planes'
+/// means to the wrong values; a row that `--precision` reaches missing from the operand list; a
+/// fallback that is not f32; a missing barrier (race detector).
 #[test]
-fn low_precision_rows_match_the_cpu_on_operands_rounded_the_same_way() {
-    use ran::backend::cuda::precision_dispatch::{route, GemmOp, Route};
+fn low_precision_rows_match_the_rounding_cpu_under_every_schedule() {
+    use ran::backend::cuda::precision_dispatch::Route;
+    use ran::backend::cuda::tensor_core::tc_plan;
+    use ran::backend::rounded_cpu::RoundedCpu;
     use ran::ops::precision::Precision;
     use ran::optable::compare::compare;
-    use ran::optable::precision::{geometry, rounded_case, rounded_operands, Geometry};
-    use ran::optable::{entries_for, run_method, Inputs};
+    use ran::optable::precision::{gemm_mnk, gemm_row, rounded_case, rounded_operands, route_of, tensor_core_tolerance, ROUNDED_OPERANDS};
+    use ran::optable::tc_cases::tensor_core_cases;
+    use ran::optable::{entries_for, run_method, Inputs, Outputs};
     use ran::{Backend, Cpu};
-    set_schedule(Schedule::Forward);
-    let cases: Vec<OpCase> = fixture_cases().into_iter().filter(|c| !c.is_large()).collect();
+    use std::collections::{BTreeMap, BTreeSet};
+    let _g = SCHED.lock().unwrap_or_else(|e| e.into_inner());
+    fn host<B: Backend>(b: &B, o: Outputs<B>) -> Vec<(String, Vec<f32>)> {
+        o.into_iter().map(|(k, t)| (k, b.to_host(&t).unwrap())).collect()
+    }
+    fn run<B: Backend>(b: &B, m: &str, c: &OpCase) -> Vec<(String, Vec<f32>)> {
+        let o = run_method(b, m, c, &Inputs::load(b, c).unwrap()).unwrap_or_else(|e| panic!("{} {} {m}: {e}", b.name(), c.name));
+        host(b, o)
+    }
+    let (large, small): (Vec<OpCase>, Vec<OpCase>) = fixture_cases().into_iter().partition(|c| c.is_large());
+    let every: Vec<OpCase> = small.into_iter().chain(tensor_core_cases()).collect();
+    let runs: [(&[OpCase], Vec<Schedule>); 2] = [(every.as_slice(), Schedule::all(7).to_vec()), (large.as_slice(), vec![Schedule::Forward])];
     let mut failures = Vec::new();
-    let mut checked = std::collections::BTreeMap::<(String, &str, &str), (usize, f64)>::new();
+    // (precision, row, route) → (comparisons, largest share of the tolerance used)
+    let mut checked = BTreeMap::<(String, &str, &str), (usize, f64)>::new();
+    // per row: whether a tensor-core case had a second tile, split-K, a K tail
+    let mut reached = BTreeMap::<&str, [bool; 3]>::new();
+    let mut least_unrounded = f64::INFINITY;
     for p in [Precision::Tf32, Precision::Bf16, Precision::F16] {
         let gpu = EmulatedCuda::emulated().with_precision(p);
-        for c in &cases {
-            for e in entries_for(c).filter(|e| rounded_operands(e.method).is_some()) {
-                let r = match geometry(c, e.method).unwrap() {
-                    Geometry::Conv(g) if e.method == "conv2d" || e.method == "conv2d_add" => route(GemmOp::Conv2d(&g), p),
-                    Geometry::Conv(g) => route(GemmOp::Conv2dXBackward(&g), p),
-                    Geometry::Linear(g) if e.method == "linear" => route(GemmOp::Linear(&g), p),
-                    Geometry::Linear(g) => route(GemmOp::LinearXBackward(&g), p),
-                };
-                let reference = if r == Route::TensorCore { rounded_case(c, e.method, p).unwrap() } else { c.clone() };
-                let got = run_method(&gpu, e.method, c, &Inputs::load(&gpu, c).unwrap()).unwrap_or_else(|err| panic!("{p} {} {}: {err}", c.name, e.method));
-                let want = run_method(&Cpu, e.method, &reference, &Inputs::load(&Cpu, &reference).unwrap()).unwrap();
-                for ((k, gt), (_, wt)) in got.iter().zip(&want) {
-                    let (g, w) = (gpu.to_host(gt).unwrap(), Cpu.to_host(wt).unwrap());
-                    let tol = e.tolerance(c, k, &w);
-                    let cmp = compare(&g, &w, tol).unwrap();
-                    let row = checked.entry((p.to_string(), e.method, if r == Route::TensorCore { "tensor core" } else { "f32" })).or_insert((0, 0.0));
-                    row.0 += 1;
-                    row.1 = row.1.max(cmp.used);
-                    if !cmp.passes() {
-                        failures.push(format!("{p} {} {}.{k} ({r:?}): element {} got {} want {} (atol {:e}, rtol {:e})", c.name, e.method, cmp.worst, g[cmp.worst], w[cmp.worst], tol.atol, tol.rtol));
+        let proxy = RoundedCpu::new(p);
+        for (cases, schedules) in &runs {
+            for c in cases.iter() {
+                for e in entries_for(c).filter(|e| rounded_operands(e.method).is_some()) {
+                    let m = e.method;
+                    let tc = route_of(c, m, p).unwrap() == Route::TensorCore;
+                    let want = run(&proxy, m, c);
+                    let tols: Vec<_> = if tc {
+                        let (gm, gn, k) = gemm_mnk(c, m).unwrap();
+                        let plan = tc_plan(gm, gn, k, p);
+                        let r = reached.entry(m).or_default();
+                        r[0] |= plan.grid.0 > 1 || plan.grid.1 > 1;
+                        r[1] |= plan.splits > 1;
+                        r[2] |= k % 32 != 0;
+                        let gemm = run(&proxy, gemm_row(m), c);
+                        let gmax = gemm[0].1.iter().fold(0.0f64, |a, &v| a.max(v.abs() as f64));
+                        let tols: Vec<_> = want.iter().map(|(k_out, w)| tensor_core_tolerance(m, k_out, k, gmax, w)).collect();
+                        println!(
+                            "  {p:<5} {:<44} {m:<18} K {k:>5}  max|G| {gmax:8.3}  grid {}x{}x{} ({} tile)  atol {:.2e} rtol {:.1e}",
+                            c.name,
+                            plan.grid.0,
+                            plan.grid.1,
+                            plan.splits,
+                            if plan.large { "128" } else { "64" },
+                            tols[0].atol,
+                            tols[0].rtol
+                        );
+                        // the proxy is the plain CPU on the rounded operands of the list
+                        let rc = rounded_case(c, m, p).unwrap();
+                        for ((k_out, a), (_, w)) in run(&Cpu, m, &rc).iter().zip(&want) {
+                            let cmp = compare(a, w, e.tolerance(c, k_out, w)).unwrap();
+                            if !cmp.passes() {
+                                failures.push(format!("{p} {} {m}.{k_out}: RoundedCpu differs from the CPU on rounded_case at {} ({} vs {})", c.name, cmp.worst, w[cmp.worst], a[cmp.worst]));
+                            }
+                        }
+                        // the bound tells rounded operands from f32 ones
+                        let unrounded = run(&Cpu, m, c);
+                        let r = unrounded.iter().zip(&want).zip(&tols).map(|(((_, a), (_, w)), t)| compare(a, w, *t).unwrap().used).fold(0.0, f64::max);
+                        least_unrounded = least_unrounded.min(r);
+                        if r <= 2.0 {
+                            failures.push(format!("{p} {} {m}: the tensor-core bound cannot tell {p} operands from f32 ones (unrounded uses {r:.2}× of it)", c.name));
+                        }
+                        tols
+                    } else {
+                        want.iter().map(|(k_out, w)| e.tolerance(c, k_out, w)).collect()
+                    };
+                    let route = if tc { "tensor core" } else { "f32" };
+                    for &sched in schedules {
+                        set_schedule(sched);
+                        let was = set_race_check(p == Precision::Bf16);
+                        let got = run(&gpu, m, c);
+                        set_race_check(was);
+                        for (((k_out, g), (_, w)), t) in got.iter().zip(&want).zip(&tols) {
+                            let cmp = compare(g, w, *t).unwrap();
+                            let row = checked.entry((p.to_string(), m, route)).or_insert((0, 0.0));
+                            row.0 += 1;
+                            row.1 = row.1.max(cmp.used);
+                            if !cmp.passes() {
+                                failures.push(format!(
+                                    "{p} {sched:?} {} {m}.{k_out} ({route}): element {} got {} want {} (atol {:e}, rtol {:e})",
+                                    c.name, cmp.worst, g[cmp.worst], w[cmp.worst], t.atol, t.rtol
+                                ));
+                            }
+                        }
                     }
                 }
             }
         }
     }
+    set_schedule(Schedule::Forward);
     for ((p, m, route), (n, used)) in &checked {
         println!("  {p:<5} {m:<18} {route:<12} {n:>3} cmp  uses {:5.1}% of tolerance", 100.0 * used);
     }
-    // every precision reached all five rows
-    assert_eq!(checked.keys().map(|(p, m, _)| (p.clone(), *m)).collect::<std::collections::BTreeSet<_>>().len(), 15, "{checked:?}");
+    println!("  unrounded operands: at least {least_unrounded:.1}× the tensor-core bound");
+    // every precision reached every row of the list on the tensor cores
+    let rows: BTreeSet<&str> = ROUNDED_OPERANDS.iter().map(|(m, _)| *m).collect();
+    assert_eq!(rows.len(), 7);
+    let on_tc: BTreeSet<(String, &str)> = checked.keys().filter(|k| k.2 == "tensor core").map(|(p, m, _)| (p.clone(), *m)).collect();
+    assert_eq!(on_tc.len(), 3 * rows.len(), "(precision, row) pairs on the tensor cores: {on_tc:?}");
+    for m in &rows {
+        assert_eq!(reached.get(m), Some(&[true; 3]), "{m}: [second tile, split-K, K tail] reached by its tensor-core cases");
+    }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }

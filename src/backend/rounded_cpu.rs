@@ -1,12 +1,14 @@
 //! The CPU backend as `--device cpu` runs it: `Cpu` itself at f32, and at tf32/bf16/f16 the CPU
 //! proxy of the CUDA backend's lower precisions (issue #14's accuracy check without a GPU). The
-//! proxy rounds the operands of conv2d, conv2d_x_backward, linear and linear_x_backward with
+//! proxy rounds the operands of conv2d (and conv2d_add, conv2d_act, which call it), conv2d_x_backward,
+//! linear (and linear_parts), linear_x_backward with
 //! `Precision::round_slice` — the host twin of the kernels' casts — and multiplies in f32, where
 //! `precision_dispatch::route` sends the shape to a tensor-core kernel (elsewhere the kernel is the
 //! f32 one, and so is the proxy); attention's forward at bf16/f16 follows the tensor-core flash
 //! kernel's rounding points (cpu/attention_rounded.rs). Products of rounded operands are exact in
 //! f32, so the proxy and the kernels differ only in the order of the f32 sums
-//! (tests/cpu_precision_proxy.rs checks that on the emulator).
+//! (tests/backends_agree.rs checks that on the emulator, row by row and precision by precision,
+//! at the bound of `optable::precision::tensor_core_tolerance`).
 //!
 //! Every other op, and every op at f32, is `Cpu`'s own: the tensors share `Cpu`'s storage, so
 //! handing one on is a reference-count increment.

@@ -11,6 +11,7 @@ pub mod precision;
 pub mod run;
 pub mod sizes;
 pub mod table;
+pub mod tc_cases;
 pub mod traffic;
 
 pub use case::OpCase;

@@ -217,7 +217,7 @@ pub fn unet_cases() -> Vec<(&'static str, fn() -> Vec<TrafficCase>)> {
 /// One line of the human table.
 pub fn format_row(o: &OpTraffic) -> String {
     format!(
-        "{:<40} {:<28} {:>5} {:>10.2} {:>10.2} {:>6.2}x {:>11.3} {:>9.1} {:>10.2}",
+        "{:<40} {:<30} {:>5} {:>10.2} {:>10.2} {:>6.2}x {:>11.3} {:>9.1} {:>10.2}",
         o.case,
         o.method,
         o.precision.to_string(),
@@ -231,5 +231,5 @@ pub fn format_row(o: &OpTraffic) -> String {
 }
 
 pub fn header() -> String {
-    format!("{:<40} {:<28} {:>5} {:>10} {:>10} {:>7} {:>11} {:>9} {:>10}", "case", "op", "prec", "MB moved", "MB min", "ratio", "GFLOP", "FLOP/B", "H200 µs ≥")
+    format!("{:<40} {:<30} {:>5} {:>10} {:>10} {:>7} {:>11} {:>9} {:>10}", "case", "op", "prec", "MB moved", "MB min", "ratio", "GFLOP", "FLOP/B", "H200 µs ≥")
 }

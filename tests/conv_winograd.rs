@@ -248,6 +248,38 @@ fn the_backend_caches_transformed_weights_per_tensor_and_never_aliases_a_freed_o
     }
 }
 
+/// The input gradient's rule (`conv_select::worth_it_x_backward`): from 32 channels on either side
+/// and 64 output tiles ∂x takes Winograd, while the forward of the same conv stays direct below 128
+/// channels (the demo UNet's recorded numbers are forward numbers); the UNet's 32 → 6 output conv
+/// and 16² planes at batch 2 (32 tiles) keep the direct ∂x. The weight cache tells which path ran;
+/// ∂x is within the f32 bound either way. A rule that also moved the forward, or missed the ∂x,
+/// fails here; under RAN_CONV=direct nothing is cached, under RAN_CONV=winograd everything.
+#[test]
+fn the_input_gradient_takes_winograd_from_32_channels_the_forward_from_128() {
+    let auto = conv_select::algo().unwrap();
+    let (forced, on) = (auto == conv_select::ConvAlgo::Winograd, auto != conv_select::ConvAlgo::Direct);
+    let cpu = Cpu;
+    let p = Conv2dParams::new(1, 1, 1);
+    // (n, c, o, h, w, ∂x by Winograd under auto)
+    for (n, c, o, h, wd, dx_winograd) in [(2, 64, 64, 32, 32, true), (2, 32, 32, 64, 64, true), (2, 32, 6, 64, 64, false), (2, 64, 64, 16, 16, false)] {
+        let k = case(n, c, o, h, wd, 1, true);
+        let g = geom(&k);
+        let d = data(&g, 500 + c as u64 + o as u64);
+        let x = cpu.upload(&[n, c, h, wd], &d.x).unwrap();
+        let w = cpu.upload(&[o, c, 3, 3], &d.w).unwrap();
+        let b = cpu.upload(&[o], &d.b).unwrap();
+        let gy = cpu.upload(&[n, o, h, wd], &d.gy).unwrap();
+        Backend::conv2d(&cpu, &x, &w, Some(&b), &p).unwrap();
+        let gx = Backend::conv2d_x_backward(&cpu, &gy, &w, x.shape(), &p).unwrap();
+        let (e, m) = err(f64s(&cpu.download(&gx).unwrap()), &ref_x_backward(&f64s(&d.gy), &f64s(&d.w), &g));
+        let what = format!("{c} → {o} @{h}×{wd}, batch {n} ({auto:?})");
+        println!("{what}: ∂x error {:.2} × ε·√K·max|ref|", e / (f32::EPSILON as f64 * ((o * 9) as f64).sqrt() * m));
+        assert!(e <= f32_tol(o * 9, m), "{what}: x-backward error {e:e}");
+        assert_eq!(winograd_weights::is_cached(w.storage(), Orient::Forward), forced, "{what}: the forward's path");
+        assert_eq!(winograd_weights::is_cached(w.storage(), Orient::XBackward), forced || (on && dx_winograd), "{what}: ∂x's path");
+    }
+}
+
 #[test]
 fn a_bad_ran_conv_is_a_named_error() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_ran")).args(["bench", "conv", "--shape", "8x8x8", "--kernel", "3", "--iters", "1"]).env("RAN_CONV", "fast").output().unwrap();

@@ -273,15 +273,33 @@ fn within_scaled(what: &str, got: &[f32], want: &[f64], tol: f64) -> f64 {
 /// spread of the chunk means). Tolerance: max |got − ref| ≤ tol·max |ref| per output, f64 reference.
 #[test]
 fn group_norm_paths_match_float64() {
-    use ran::backend::cuda::EmulatedCuda;
-    use ran::backend::{Backend, GroupNormParams};
-    // observed ≤ 2.9e-7 of max |ref| on every output and case, under forward, reverse and random
-    // schedules (f32 sums of up to 8,198 values); a raw one-pass variance at mean 100 is off by O(1)
-    const TOL: f64 = 1e-6;
     // the split kernels' shared memory is checked here (the op table's group-norm cases are small
     // enough for the one-block kernels now): every access, when the build has the detector
     let race = ran::backend::cuda::emu::instrumented() && !ran::backend::cuda::emu::set_race_check(true);
-    let b = EmulatedCuda::emulated();
+    group_norm_cases(&ran::backend::cuda::EmulatedCuda::emulated(), true);
+    if race {
+        ran::backend::cuda::emu::set_race_check(false);
+    }
+}
+
+/// The CPU backend's group-norm gradients on the same cases and reference (backend/cpu/group_norm.rs:
+/// x̂ and the SiLU's derivative in f64 with the vectorised exp, lane sums), at the same tolerance.
+/// What it catches: a backward that formed pre = x̂·a + b in f32 as the forward's fold x·k + m
+/// (at mean 100, σ 0.01, x·k and m are ~1e4 with f32 rounding ~5e-4, so pre would be ~1e-3 off by
+/// that arithmetic); an exp or a sum off by more than f32 rounding; a channel's coefficients or an
+/// image's scale-shift taken from another. The CPU forward is not checked here: it uses that f32
+/// fold, which by the same arithmetic misses the 1e-6 bound in the mean-100 cases.
+#[test]
+fn cpu_group_norm_gradients_match_float64() {
+    group_norm_cases(&ran::Cpu, false);
+}
+
+/// Runs the cases of `group_norm_paths_match_float64` on `b`; the forward output too when `forward`.
+fn group_norm_cases<B: ran::Backend>(b: &B, forward: bool) {
+    use ran::backend::GroupNormParams;
+    // observed ≤ 2.9e-7 of max |ref| on every output and case, under forward, reverse and random
+    // schedules (f32 sums of up to 8,198 values); a raw one-pass variance at mean 100 is off by O(1)
+    const TOL: f64 = 1e-6;
     // (what, [n, c, s], groups, mean, spread (× uniform in [−½, ½)))
     let cases: &[(&str, [usize; 3], usize, f32, f32)] = &[
         ("fused, groups of 50, batch 2", [2, 6, 25], 3, 0.3, 2.0),
@@ -302,13 +320,13 @@ fn group_norm_paths_match_float64() {
         let (gat, bet, sct, sht) = (t(&ga, &[c]), t(&be, &[c]), t(&sc, &[n, c]), t(&sh, &[n, c]));
         let p = GroupNormParams { groups, eps: 1e-5, silu: true };
         let ss = Some((&sct, &sht));
-        let y = b.to_host(&b.group_norm(&xt, &gat, &bet, &p, ss).unwrap()).unwrap();
-        let gx = b.to_host(&b.group_norm_x_backward(&gyt, &xt, &gat, &bet, &p, ss).unwrap()).unwrap();
+        let h = |t: &ran::Tensor<B>| b.to_host(t).unwrap();
+        let y = if forward { within_scaled(&format!("{what}: y"), &h(&b.group_norm(&xt, &gat, &bet, &p, ss).unwrap()), &r.y, TOL) } else { f64::NAN };
+        let gx = h(&b.group_norm_x_backward(&gyt, &xt, &gat, &bet, &p, ss).unwrap());
         let w = b.group_norm_w_backward(&gyt, &xt, &gat, &bet, &p, ss).unwrap();
         let (dsc, dsh) = w.scale_shift.unwrap();
-        let h = |t: &ran::Tensor<EmulatedCuda>| b.to_host(t).unwrap();
         let ratios = [
-            within_scaled(&format!("{what}: y"), &y, &r.y, TOL),
+            y,
             within_scaled(&format!("{what}: gx"), &gx, &r.gx, TOL),
             within_scaled(&format!("{what}: ∂γ"), &h(&w.gamma), &r.gamma, TOL),
             within_scaled(&format!("{what}: ∂β"), &h(&w.beta), &r.beta, TOL),
@@ -316,9 +334,27 @@ fn group_norm_paths_match_float64() {
             within_scaled(&format!("{what}: ∂shift"), &h(&dsh), &r.shift, TOL),
         ];
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.1e}")).collect();
-        eprintln!("{what}: max error / max |ref| (y, gx, ∂γ, ∂β, ∂scale, ∂shift) = {}", shown.join(", "));
+        eprintln!("[{}] {what}: max error / max |ref| (y, gx, ∂γ, ∂β, ∂scale, ∂shift) = {}", b.name(), shown.join(", "));
     }
-    if race {
-        ran::backend::cuda::emu::set_race_check(false);
+}
+
+/// `exp_f64` (the CPU group norms' backward) against libm over its whole clamped range and near 0,
+/// where the reduced argument is the input itself; clamped inputs stay positive and finite.
+#[test]
+fn exp_f64_matches_libm() {
+    use ran::backend::cpu::real::exp_f64;
+    let mut worst = 0.0f64;
+    let mut x = -708.0f64;
+    while x <= 709.0 {
+        worst = worst.max(((exp_f64(x) - x.exp()) / x.exp()).abs());
+        x += 0.000_731;
     }
+    for i in -2000..=2000 {
+        let x = i as f64 * 1e-7;
+        worst = worst.max(((exp_f64(x) - x.exp()) / x.exp()).abs());
+    }
+    eprintln!("exp_f64: worst relative error against libm {worst:.2e}");
+    assert!(worst < 1e-15, "worst relative error {worst:e}");
+    assert_eq!(exp_f64(0.0), 1.0);
+    assert!(exp_f64(-1e6) > 0.0 && exp_f64(1e6).is_finite(), "clamped, not 0 or ∞");
 }

@@ -40,6 +40,8 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> 
         // the bias is added in the same pass
         super::depthwise::conv2d_depthwise(x, w, bias, &mut y, g);
         return y;
+    } else if by_block(g) {
+        conv2d_by_block(x, w, &mut y, g);
     } else {
         let (cg, og, kk, hw) = (g.cg(), g.og(), g.kk(), g.h() * g.w());
         let col_len = kk * g.max_band_cols();
@@ -87,6 +89,53 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> 
         });
     }
     y
+}
+
+/// Whether the conv runs one task per (image, group, band) with single-threaded GEMMs: when an
+/// image has fewer bands than there are threads (planes up to ~32², every pointwise conv) but the
+/// batch and groups give the threads whole rounds of blocks (`balanced`). Otherwise each image's
+/// GEMM is split over the threads by gemm itself, whose packing and hand-offs cost more than the
+/// products at 16² and 8². The GEMM per block is the same call either way (gemm's blocking
+/// depends on m, n, k only, not on its threading), so the outputs are the same bits.
+fn by_block(g: &Conv2dGeom) -> bool {
+    let bands = if g.pointwise() { 1 } else { g.bands().count() };
+    bands < rayon::current_num_threads() && balanced(g.n() * g.groups() * bands)
+}
+
+/// Whether `tasks` equal tasks keep rayon's threads evenly busy: at least one each, and a whole
+/// number of rounds or enough rounds that the last one's idle threads do not matter (3 blocks on
+/// 2 threads would leave one idle for a third of the time: gemm's own split does better).
+fn balanced(tasks: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    threads > 1 && tasks >= threads && (tasks % threads == 0 || tasks >= 4 * threads)
+}
+
+/// `conv2d`'s GEMMs, one task per (image, group, band) (`by_block`); the bias is added after.
+fn conv2d_by_block<T: Real>(x: &[T], w: &[T], y: &mut [T], g: &Conv2dGeom) {
+    let (cg, og, kk, hw, plane) = (g.cg(), g.og(), g.kk(), g.h() * g.w(), g.ho() * g.wo());
+    let bands: Vec<(usize, usize)> = if g.pointwise() { vec![(0, g.ho())] } else { g.bands().collect() };
+    let col_len = if g.pointwise() { 0 } else { kk * g.max_band_cols() };
+    let (nb, ng) = (bands.len(), g.groups());
+    let tasks: Vec<(usize, usize, (usize, usize))> = (0..g.n() * ng * nb).map(|t| (t / (ng * nb), (t / nb) % ng, bands[t % nb])).collect();
+    let dst = SendPtr(y.as_mut_ptr());
+    tasks.par_iter().for_each_init(
+        || Pooled::for_overwrite(col_len),
+        |col: &mut Pooled<T>, &(ni, gi, (r0, r1))| {
+            let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
+            let wg = MatRef::row_major(&w[gi * og * kk..][..og * kk], kk);
+            let yoff = (ni * g.o() + gi * og) * plane;
+            if g.pointwise() {
+                // SAFETY: each task writes its own image and group's [og, plane] block of y.
+                unsafe { matmul_raw(og, plane, kk, dst.at(yoff), (plane, 1), wg, MatRef::row_major(xg, hw), false, false) };
+                return;
+            }
+            let cols = (r1 - r0) * g.wo();
+            let col = &mut col[..kk * cols];
+            im2col_band(xg, g, r0, r1, col);
+            // SAFETY: tasks cover disjoint (image, group, output rows) blocks of y.
+            unsafe { matmul_raw(og, cols, kk, dst.at(yoff + r0 * g.wo()), (plane, 1), wg, MatRef::row_major(col, cols), false, false) };
+        },
+    );
 }
 
 /// Columns for output rows r0..r1 of one group: col[(ci·KH+ky)·KW+kx][(oy−r0)·Wo+ox].
@@ -139,8 +188,32 @@ pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &Conv2dGeom) -> Vec<T> {
         return gx;
     }
     let (cg, og, kk, plane) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo());
+    let colg_len = if g.pointwise() { 0 } else { kk * g.max_band_cols() };
+    if balanced(g.n() * g.groups()) {
+        // one task per (image, group), its bands in turn, single-threaded GEMMs and col2im: each
+        // input plane gets the same sums in the same order as below, so the same bits
+        gx.par_chunks_mut(cg * hw).enumerate().for_each_init(
+            || Pooled::for_overwrite(colg_len),
+            |colg: &mut Pooled<T>, (blk, gxg)| {
+                let (ni, gi) = (blk / g.groups(), blk % g.groups());
+                let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
+                let wt = MatRef::transposed(&w[gi * og * kk..][..og * kk], kk);
+                if g.pointwise() {
+                    matmul(kk, hw, og, gxg, hw, wt, MatRef::row_major(gyg, plane), false, false);
+                    return;
+                }
+                for (r0, r1) in g.bands() {
+                    let cols = (r1 - r0) * g.wo();
+                    let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
+                    matmul(kk, cols, og, &mut colg[..kk * cols], cols, wt, gyb, false, false);
+                    gxg.chunks_mut(hw).enumerate().for_each(|(ci, gp)| col2im_plane(&colg[..kk * cols], g, r0, r1, ci, gp));
+                }
+            },
+        );
+        return gx;
+    }
     // the GEMM (not accumulating) writes every element of the band's part
-    let mut colg: Pooled<T> = Pooled::for_overwrite(if g.pointwise() { 0 } else { kk * g.max_band_cols() });
+    let mut colg: Pooled<T> = Pooled::for_overwrite(colg_len);
     for ni in 0..g.n() {
         for gi in 0..g.groups() {
             let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
@@ -162,36 +235,41 @@ pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &Conv2dGeom) -> Vec<T> {
 }
 
 fn col2im_add<T: Real>(colg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, gxg: &mut [T]) {
+    gxg.par_chunks_mut(g.h() * g.w()).enumerate().for_each(|(ci, gp)| col2im_plane(colg, g, r0, r1, ci, gp));
+}
+
+/// Input plane `ci` of one group's ∂x += its rows of the band's columns.
+fn col2im_plane<T: Real>(colg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, ci: usize, gp: &mut [T]) {
     let (cols, khw) = ((r1 - r0) * g.wo(), g.kh() * g.kw());
-    gxg.par_chunks_mut(g.h() * g.w()).enumerate().for_each(|(ci, gp)| {
-        for ky in 0..g.kh() {
-            for kx in 0..g.kw() {
-                let src = &colg[(ci * khw + ky * g.kw() + kx) * cols..][..cols];
-                // outputs ox whose input column ix = ox·sw + kx − pl lies in 0..w: one range per tap,
-                // so the inner loop has no bounds tests (and vectorises at stride 1)
-                let ox0 = g.pl().saturating_sub(kx).div_ceil(g.sw());
-                let ox1 = ((g.w() + g.pl()).saturating_sub(kx)).div_ceil(g.sw()).min(g.wo());
-                if ox0 >= ox1 {
+    for ky in 0..g.kh() {
+        for kx in 0..g.kw() {
+            let src = &colg[(ci * khw + ky * g.kw() + kx) * cols..][..cols];
+            // outputs ox whose input column ix = ox·sw + kx − pl lies in 0..w: one range per tap,
+            // so the inner loop has no bounds tests (and vectorises at stride 1)
+            let ox0 = g.pl().saturating_sub(kx).div_ceil(g.sw());
+            let ox1 = ((g.w() + g.pl()).saturating_sub(kx)).div_ceil(g.sw()).min(g.wo());
+            if ox0 >= ox1 {
+                continue;
+            }
+            for oy in r0..r1 {
+                let Some(iy) = (oy * g.sh() + ky).checked_sub(g.pt()).filter(|&iy| iy < g.h()) else {
                     continue;
-                }
-                for oy in r0..r1 {
-                    let Some(iy) = (oy * g.sh() + ky).checked_sub(g.pt()).filter(|&iy| iy < g.h()) else { continue };
-                    let srow = &src[(oy - r0) * g.wo()..][ox0..ox1];
-                    let ix0 = ox0 * g.sw() + kx - g.pl();
-                    let drow = &mut gp[iy * g.w()..(iy + 1) * g.w()];
-                    if g.sw() == 1 {
-                        for (d, &v) in drow[ix0..ix0 + srow.len()].iter_mut().zip(srow) {
-                            *d += v;
-                        }
-                    } else {
-                        for (j, &v) in srow.iter().enumerate() {
-                            drow[ix0 + j * g.sw()] += v;
-                        }
+                };
+                let srow = &src[(oy - r0) * g.wo()..][ox0..ox1];
+                let ix0 = ox0 * g.sw() + kx - g.pl();
+                let drow = &mut gp[iy * g.w()..(iy + 1) * g.w()];
+                if g.sw() == 1 {
+                    for (d, &v) in drow[ix0..ix0 + srow.len()].iter_mut().zip(srow) {
+                        *d += v;
+                    }
+                } else {
+                    for (j, &v) in srow.iter().enumerate() {
+                        drow[ix0 + j * g.sw()] += v;
                     }
                 }
             }
         }
-    });
+    }
 }
 
 fn conv2d_depthwise_x_backward<T: Real>(gy: &[T], w: &[T], gx: &mut [T], g: &Conv2dGeom) {
@@ -220,31 +298,66 @@ fn conv2d_depthwise_x_backward<T: Real>(gy: &[T], w: &[T], gx: &mut [T], g: &Con
 /// ∂L/∂w = Σ over images of ∂L/∂y · im2col(x)ᵀ per group, band by band (the same column buffer
 /// as the forward), accumulated in place; depthwise and pointwise convs take their direct paths.
 pub fn conv2d_w_backward<T: Real>(gy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
-    let (cg, og, kk, plane, hw) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo(), g.h() * g.w());
-    let mut gw = vec![T::zero(); g.o() * kk];
+    let kk = g.kk();
     if g.depthwise() {
+        let mut gw = vec![T::zero(); g.o() * kk];
         conv2d_depthwise_w_backward(gy, x, &mut gw, g);
         return gw;
     }
-    let mut col: Pooled<T> = Pooled::for_overwrite(if g.pointwise() { 0 } else { kk * g.max_band_cols() });
-    for ni in 0..g.n() {
-        for gi in 0..g.groups() {
-            let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
-            let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
-            let gwg = &mut gw[gi * og * kk..][..og * kk];
-            if g.pointwise() {
-                matmul(og, kk, plane, gwg, kk, MatRef::row_major(gyg, plane), MatRef::transposed(xg, hw), true, true);
-                continue;
-            }
-            for (r0, r1) in g.bands() {
-                let cols = (r1 - r0) * g.wo();
-                im2col(xg, g, r0, r1, &mut col[..kk * cols]);
-                let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
-                matmul(og, kk, cols, gwg, kk, gyb, MatRef::transposed(&col[..kk * cols], cols), true, true);
-            }
+    let col_len = if g.pointwise() { 0 } else { kk * g.max_band_cols() };
+    if balanced(g.n()) {
+        // one partial ∂w per image (its groups and bands in turn, single-threaded GEMMs), summed
+        // in image order: another summation order than the loop below, f32 rounding apart the same
+        let parts: Vec<Vec<T>> = (0..g.n())
+            .into_par_iter()
+            .map_init(
+                || Pooled::for_overwrite(col_len),
+                |col: &mut Pooled<T>, ni| {
+                    let mut p = T::zeroed(g.o() * kk);
+                    w_backward_image(gy, x, g, ni, col, &mut p, false);
+                    p
+                },
+            )
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut gw = parts.next().expect("at least one image");
+        for p in parts {
+            gw.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+            T::recycle(p);
         }
+        return gw;
+    }
+    let mut gw = vec![T::zero(); g.o() * kk];
+    let mut col: Pooled<T> = Pooled::for_overwrite(col_len);
+    for ni in 0..g.n() {
+        w_backward_image(gy, x, g, ni, &mut col, &mut gw, true);
     }
     gw
+}
+
+/// gw += image `ni`'s ∂w, group by group, band by band; `parallel`: im2col and the GEMMs use
+/// every thread.
+fn w_backward_image<T: Real>(gy: &[T], x: &[T], g: &Conv2dGeom, ni: usize, col: &mut [T], gw: &mut [T], parallel: bool) {
+    let (cg, og, kk, plane, hw) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo(), g.h() * g.w());
+    for gi in 0..g.groups() {
+        let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
+        let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
+        let gwg = &mut gw[gi * og * kk..][..og * kk];
+        if g.pointwise() {
+            matmul(og, kk, plane, gwg, kk, MatRef::row_major(gyg, plane), MatRef::transposed(xg, hw), true, parallel);
+            continue;
+        }
+        for (r0, r1) in g.bands() {
+            let cols = (r1 - r0) * g.wo();
+            if parallel {
+                im2col(xg, g, r0, r1, &mut col[..kk * cols]);
+            } else {
+                im2col_band(xg, g, r0, r1, &mut col[..kk * cols]);
+            }
+            let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
+            matmul(og, kk, cols, gwg, kk, gyb, MatRef::transposed(&col[..kk * cols], cols), true, parallel);
+        }
+    }
 }
 
 /// One task per output channel's KH×KW taps, summed over images and output pixels.

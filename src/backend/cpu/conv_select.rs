@@ -3,7 +3,8 @@
 //!
 //! `RAN_CONV` (read once): `direct` = always direct; `winograd` = Winograd for every conv it can
 //! compute (the tests use it to run the fixtures through Winograd); unset or `auto` = Winograd
-//! where it wins by measurement (`worth_it`), direct elsewhere.
+//! where it wins by measurement (`worth_it` for the forward, `worth_it_x_backward` for ∂x),
+//! direct elsewhere.
 
 use super::conv2d;
 use super::winograd::{self, Orient, Plan};
@@ -46,12 +47,24 @@ pub fn worth_it(p: &Plan) -> bool {
     p.cin >= 128 && p.cout >= 128 && p.tiles() >= 64
 }
 
+/// The input gradient's rule: Winograd from 32 channels on either side at ≥ 64 output tiles. No
+/// recorded inference number goes through ∂x (it serves training and PaDiM's gradient, both
+/// checked against float64 at tolerances that the Winograd error, ~2× the direct conv's, fits), so
+/// the forward's 128-channel floor for the demo's bits does not apply; below 32 channels (the
+/// UNet's output conv to 6 channels) the 36 GEMMs are too thin to win.
+pub fn worth_it_x_backward(p: &Plan) -> bool {
+    p.cin >= 32 && p.cout >= 32 && p.tiles() >= 64
+}
+
 fn use_winograd(g: &Conv2dGeom, orient: Orient) -> Result<bool> {
     Ok(winograd::eligible(g)
         && match algo()? {
             ConvAlgo::Direct => false,
             ConvAlgo::Winograd => true,
-            ConvAlgo::Auto => worth_it(&Plan::new(g, orient)),
+            ConvAlgo::Auto => match orient {
+                Orient::Forward => worth_it(&Plan::new(g, orient)),
+                Orient::XBackward => worth_it_x_backward(&Plan::new(g, orient)),
+            },
         })
 }
 

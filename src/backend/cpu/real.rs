@@ -63,15 +63,14 @@ pub fn exp_f32(x: f32) -> f32 {
 #[inline(always)]
 pub fn exp_f64(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
-    // fdlibm's ln2HI (its low 32 bits zero) and ln2LO, by their bits
-    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
+    // fdlibm's ln2HI (its low 32 bits zero) and ln2LO, by their bits (folded at compile time)
+    let (ln2_hi, ln2_lo) = (f64::from_bits(0x3FE6_2E42_FEE0_0000), f64::from_bits(0x3DEA_39EF_3579_3C76));
     const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5·2^52: adding and subtracting rounds to an integer
     #[allow(clippy::manual_clamp)]
     let x = x.max(-708.0).min(709.0);
     let t = x * LOG2E + ROUND;
     let n = t - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let r = (x - n * ln2_hi) - n * ln2_lo;
     // Horner on 1/k! (each coefficient the correctly rounded quotient of two exact integers)
     const C: [f64; 14] = [
         1.0,

@@ -343,15 +343,15 @@ fn pointwise_bands_and_chunks_cover_the_product_once() {
     assert_eq!(out_chunks(960, 2, 128, 2).len(), 4, "B4's 16² expand: two bands × four chunks");
 }
 
-/// Catches: `on_workers` running its function on the calling thread (every op's parallel loop
-/// then injected into the pool from outside again) or losing its result; from a thread outside
-/// the pool and from inside it.
+/// Catches: `on_workers` running its function on the wrong thread (with RAN_CPU_ON_WORKERS=1 a
+/// pool thread, otherwise — the default — the calling one) or losing its result; from a thread
+/// outside the pool and from inside it.
 #[test]
 fn on_workers_runs_the_function_on_a_pool_thread() {
-    let off = std::env::var("RAN_CPU_ON_WORKERS").is_ok_and(|v| v.trim() == "0");
+    let off = !std::env::var("RAN_CPU_ON_WORKERS").is_ok_and(|v| v.trim() == "1");
     let outside = std::thread::spawn(|| Cpu.on_workers(|| (rayon::current_thread_index(), 7))).join().unwrap();
     assert_eq!(outside.1, 7);
-    assert_eq!(outside.0.is_some(), !off, "RAN_CPU_ON_WORKERS=0: {off}");
+    assert_eq!(outside.0.is_some(), !off, "RAN_CPU_ON_WORKERS off: {off}");
     let inside = two_threads().install(|| (rayon::current_thread_index(), Cpu.on_workers(rayon::current_thread_index)));
     assert_eq!(inside.0, inside.1, "already on a worker: the same thread");
 }
@@ -375,7 +375,7 @@ fn the_clis_cpu_backend_forwards_what_the_cpu_backend_implements() {
     assert!(cpu.len() >= 50 && cpu.contains("conv2d_act"), "read {} methods of Cpu", cpu.len());
     let missing: Vec<&String> = cpu.difference(&cli).filter(|m| *m != "linear_parts").collect();
     assert!(missing.is_empty(), "RoundedCpu leaves to the trait's default: {missing:?}");
-    let off = std::env::var("RAN_CPU_ON_WORKERS").is_ok_and(|v| v.trim() == "0");
+    let off = !std::env::var("RAN_CPU_ON_WORKERS").is_ok_and(|v| v.trim() == "1");
     let on = std::thread::spawn(|| ran::backend::rounded_cpu::RoundedCpu::default().on_workers(rayon::current_thread_index)).join().unwrap();
     assert_eq!(on.is_some(), !off, "RoundedCpu::on_workers from outside the pool");
 }

@@ -231,7 +231,8 @@ impl<B: Backend> EfficientNet<B> {
     }
 
     /// The tapped block outputs for x [N,3,H,W] (in [-1, 1], no ImageNet normalisation, as the paper),
-    /// run where the backend's loops start cheapest (`Backend::on_workers`: ~250 small ops).
+    /// run where the backend's loops start cheapest (`Backend::on_workers`: ~250 small ops; on the
+    /// CPU off unless `RAN_CPU_ON_WORKERS=1`).
     pub fn taps(&self, b: &B, x: &Tensor<B>) -> Result<Vec<Tensor<B>>> {
         b.on_workers(|| self.taps_here(b, x))
     }

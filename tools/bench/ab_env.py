@@ -6,8 +6,8 @@ the user + system CPU time per iteration (summed over the timed iterations of a 
 their count; /proc's 10 ms ticks), least and median over the rounds, and the ratio of each to the
 first variant's.
 
-    python tools/bench/ab_env.py --rounds 5 --variant base:RAN_CPU_ON_WORKERS=0,RAN_CPU_BANDS=0 \\
-        --variant new: [--variant old@/tmp/ran-old:] -- effnet --variant b4 --image-size 256 --iters 10 --threads 2
+    python tools/bench/ab_env.py --rounds 5 --variant whole:RAN_CPU_BANDS=0 --variant bands: \\
+        --variant workers:RAN_CPU_ON_WORKERS=1 [--variant old@/tmp/ran-old:] -- effnet --variant b4 --image-size 256 --iters 10 --threads 2
 """
 import argparse
 import json

@@ -9,13 +9,16 @@
 //! takes the other half. The values are the same: only the thread that runs the sequential part
 //! changes.
 //!
-//! `RAN_CPU_ON_WORKERS=0` (read once) runs `f` on the calling thread, for comparisons.
+//! **Off by default**: on the loaded 2-core dev machine (load 12–15) every B4 forward on the
+//! workers took ≥ 0.67 s against ≥ 0.12 s from the main thread, at the same CPU time
+//! (benches/RESULTS.md), and no quiet machine was there to show the gain it is for.
+//! `RAN_CPU_ON_WORKERS=1` (read once) turns it on; otherwise `f` runs on the calling thread.
 
 use std::sync::OnceLock;
 
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("RAN_CPU_ON_WORKERS").map(|v| v.trim() != "0").unwrap_or(true))
+    *ON.get_or_init(|| std::env::var("RAN_CPU_ON_WORKERS").is_ok_and(|v| v.trim() == "1"))
 }
 
 /// `f()` on a worker of the current rayon pool (the calling thread when it already is one).

@@ -7,10 +7,12 @@
 
 use ran::backend::cpu::activation::{act_into, bias_act};
 use ran::backend::cpu::depthwise::{conv2d_depthwise_fused_on, Kernel};
+use ran::backend::cpu::pointwise::{bands, out_chunks, pointwise, Mode, Pass};
 use ran::backend::cpu::simd::Isa;
 use ran::backend::{Activation, Conv2dParams, Padding2d};
 use ran::ops::contract::Conv2dGeom;
 use ran::optable::sizes::uniform;
+use ran::tensor::Shape;
 use ran::{Backend, Cpu, Tensor};
 
 const ACTS: [Activation; 4] = [Activation::Silu, Activation::Relu, Activation::Sigmoid, Activation::Relu6];
@@ -52,6 +54,9 @@ fn cases() -> Vec<Case> {
         Case { name: "1x1 groups2", x: [1, 10, 5, 13], o: 6, k: 1, p: p(1, Padding2d::default(), 2) },
         // the general conv (im2col + GEMM, bias inside) then the activation in place: B4's stem
         Case { name: "stem 3x3 s2 same380", x: [2, 3, 17, 15], o: 11, k: 3, p: p(2, same380, 1) },
+        // 65×48 outputs: two im2col bands (42 and 23 rows), run in parallel on two threads, so the
+        // bias and activation go into the band loop (conv2d.rs `conv2d_with`)
+        Case { name: "stem 3x3 s2 two bands", x: [1, 3, 131, 97], o: 11, k: 3, p: p(2, same380, 1) },
         Case { name: "1x1 s2", x: [1, 9, 11, 11], o: 5, k: 1, p: p(2, Padding2d::default(), 1) },
     ]
 }
@@ -63,6 +68,15 @@ fn cases() -> Vec<Case> {
 #[test]
 fn conv2d_act_is_conv2d_then_activation_bit_for_bit() {
     ran::backend::cpu::buffers::set_poison(true);
+    // two threads whatever the machine: the band-parallel paths are the ones taken by `ran bench`
+    two_threads().install(conv2d_act_cases)
+}
+
+fn two_threads() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap()
+}
+
+fn conv2d_act_cases() {
     for (ci, c) in cases().iter().enumerate() {
         let x = t(&c.x, 10 + ci as u64, 6.0);
         let w = t(&[c.o, c.x[1] / c.p.groups, c.k, c.k], 20 + ci as u64, 1.0);
@@ -248,4 +262,120 @@ fn conv2d_act_refuses_bad_shapes_with_the_ops_name() {
     assert!(e.contains("conv2d") && e.contains("bias"), "{e}");
     let e = Cpu.conv2d_act(&x, &t(&[6, 3, 1, 1], 4, 1.0), None, Activation::Silu, &Conv2dParams::default(), true).unwrap_err().to_string();
     assert!(e.contains("conv2d"), "{e}");
+}
+
+/// Catches: a pointwise task that reads x or w or writes y at a wrong offset (a column at a band
+/// boundary or a row at an output chunk's skipped or written twice — the buffers are
+/// NaN-poisoned —, the next image's or group's plane), a pass handed the wrong plane or first
+/// pixel, and a task small enough (≤ 64 pixels beside ≤ 64 outputs) for the gemm crate to block
+/// a depth k > 512 otherwise than the whole GEMM: tasks against the whole-plane GEMM bit for bit,
+/// raw and with bias + SiLU, on B4's 16² expand and project (two bands × four output chunks,
+/// k = 960), 95² (B4 at 380²: 9025 pixels, a tail band), k = 672 with 56 outputs on 385 pixels
+/// (a 49-pixel tail merged into the band before it; chunks of 24, 24 and 8 outputs), two groups
+/// and two images, and 128² (43 bands).
+#[test]
+fn pointwise_bands_give_the_whole_gemms_bits() {
+    ran::backend::cpu::buffers::set_poison(true);
+    let shapes: [([usize; 4], usize, usize); 6] =
+        [([1, 160, 16, 16], 960, 1), ([1, 960, 16, 16], 160, 1), ([2, 56, 95, 95], 336, 1), ([1, 672, 5, 77], 56, 1), ([2, 10, 13, 21], 6, 2), ([1, 24, 128, 128], 144, 1)];
+    let pool = two_threads();
+    for (si, &(xd, o, groups)) in shapes.iter().enumerate() {
+        let (cg, og, hw) = (xd[1] / groups, o / groups, xd[2] * xd[3]);
+        let b = bands(hw, cg, og, 2);
+        assert!(b.len() >= 2 && b.iter().all(|&(_, len)| len > 64), "{xd:?}: bands {b:?}");
+        let x = host(&t(&xd, 200 + si as u64, 3.0));
+        let w = host(&t(&[o, cg, 1, 1], 210 + si as u64, 1.0));
+        let bias = host(&t(&[o], 220 + si as u64, 2.0));
+        let g = ran::ops::conv::conv2d(&Shape::new(&xd), &Shape::new(&[o, cg, 1, 1]), None, &Conv2dParams { groups, ..Default::default() }).unwrap();
+        let none = |_: usize, _: usize, _: &mut [f32]| {};
+        let silu = |i: usize, _: usize, p: &mut [f32]| bias_act(Isa::detected(), p, Some(bias[i % o]), Some(Activation::Silu));
+        for (name, pass) in [("raw", &none as Pass), ("bias + silu", &silu as Pass)] {
+            let whole = pool.install(|| pointwise(Mode::Whole, &x, &w, &g, pass));
+            let banded = pool.install(|| pointwise(Mode::Bands, &x, &w, &g, pass));
+            assert!(whole.iter().all(|v| v.is_finite()), "{xd:?} {name}: the whole GEMM left values unwritten");
+            assert_eq!(bits(&banded), bits(&whole), "{xd:?} → {o} ({groups} groups) {name}");
+        }
+    }
+}
+
+/// Catches: bands that leave a pixel out, overlap, or end with a band of ≤ 64 pixels (the gemm
+/// crate's small-product path), a split that leaves a thread idle where each of two bands
+/// could keep 128 pixels, and output chunks that leave an output out, overlap or end with fewer
+/// than 8 (its matrix-vector path at 1): every plane size 1 … 3000 and B4's sizes at 256² and
+/// 380², thin and wide convs, every output count 1 … 1000, 1, 2 and 16 threads.
+#[test]
+fn pointwise_bands_and_chunks_cover_the_product_once() {
+    let sizes = (1..=3000).chain([4096, 9025, 16384, 36100]);
+    for hw in sizes {
+        for (cg, og) in [(24, 144), (960, 160), (672, 56), (3, 5)] {
+            for threads in [1, 2, 16] {
+                let b = bands(hw, cg, og, threads);
+                let mut next = 0;
+                for &(p0, len) in &b {
+                    assert!(p0 == next && len > 0, "hw {hw} ({cg} → {og}, {threads} threads): {b:?}");
+                    next = p0 + len;
+                }
+                assert_eq!(next, hw, "hw {hw}: {b:?}");
+                assert!(b.len() == 1 || b.iter().all(|&(_, len)| len > 64), "hw {hw} ({cg} → {og}): {b:?}");
+                if threads >= 2 && hw >= 256 {
+                    assert!(b.len() >= 2, "hw {hw} ({cg} → {og}, {threads} threads): one band");
+                }
+            }
+        }
+    }
+    // output chunks: every count 1 … 1000 cut among 1 … 9 pixel tasks
+    for og in 1..=1000 {
+        for tasks in 1..10 {
+            for threads in [1, 2, 16] {
+                let c = out_chunks(og, tasks, 128, threads);
+                let mut next = 0;
+                for &(o0, len) in &c {
+                    assert!(o0 == next && len > 0, "{og} outputs, {tasks} tasks: {c:?}");
+                    next = o0 + len;
+                }
+                assert_eq!(next, og, "{og} outputs: {c:?}");
+                assert!(c.len() == 1 || c.iter().all(|&(_, len)| len >= 8), "{og} outputs, {tasks} tasks: {c:?}");
+            }
+        }
+        // no cut where a band has ≤ 64 pixels (the product could take the small-product path)
+        assert_eq!(out_chunks(og, 1, 64, 2), vec![(0, og)]);
+    }
+    assert_eq!(out_chunks(960, 2, 128, 2).len(), 4, "B4's 16² expand: two bands × four chunks");
+}
+
+/// Catches: `on_workers` running its function on the wrong thread (with RAN_CPU_ON_WORKERS=1 a
+/// pool thread, otherwise — the default — the calling one) or losing its result; from a thread
+/// outside the pool and from inside it.
+#[test]
+fn on_workers_runs_the_function_on_a_pool_thread() {
+    let off = !std::env::var("RAN_CPU_ON_WORKERS").is_ok_and(|v| v.trim() == "1");
+    let outside = std::thread::spawn(|| Cpu.on_workers(|| (rayon::current_thread_index(), 7))).join().unwrap();
+    assert_eq!(outside.1, 7);
+    assert_eq!(outside.0.is_some(), !off, "RAN_CPU_ON_WORKERS off: {off}");
+    let inside = two_threads().install(|| (rayon::current_thread_index(), Cpu.on_workers(rayon::current_thread_index)));
+    assert_eq!(inside.0, inside.1, "already on a worker: the same thread");
+}
+
+/// Catches: the CLI's CPU backend (`RoundedCpu`, what `--device cpu` runs at every precision)
+/// taking the trait's default of an op the CPU backend implements itself. The values are the
+/// same bits either way, so no value test sees it, only the time: conv2d_act and conv2d_add ran
+/// as the trait's three-op compositions and the forward off the workers in every `ran bench
+/// effnet` and `ran detect` until this test. Read from the two impl blocks' sources;
+/// linear_parts is left to the trait there (its one GEMM over the stacked parts), which this
+/// test names rather than changes.
+#[test]
+fn the_clis_cpu_backend_forwards_what_the_cpu_backend_implements() {
+    let fns = |src: &str, marker: &str| -> std::collections::BTreeSet<String> {
+        let start = src.find(marker).unwrap_or_else(|| panic!("{marker}"));
+        let body = &src[start..start + src[start..].find("\n}\n").expect("end of the impl")];
+        body.split("\n    fn ").skip(1).map(|r| r.split(['(', '<']).next().unwrap().trim().to_string()).collect()
+    };
+    let cpu = fns(include_str!("../src/backend/cpu/mod.rs"), "impl Compute for Cpu");
+    let cli = fns(include_str!("../src/backend/rounded_cpu.rs"), "impl Compute for RoundedCpu");
+    assert!(cpu.len() >= 50 && cpu.contains("conv2d_act"), "read {} methods of Cpu", cpu.len());
+    let missing: Vec<&String> = cpu.difference(&cli).filter(|m| *m != "linear_parts").collect();
+    assert!(missing.is_empty(), "RoundedCpu leaves to the trait's default: {missing:?}");
+    let off = !std::env::var("RAN_CPU_ON_WORKERS").is_ok_and(|v| v.trim() == "1");
+    let on = std::thread::spawn(|| ran::backend::rounded_cpu::RoundedCpu::default().on_workers(rayon::current_thread_index)).join().unwrap();
+    assert_eq!(on.is_some(), !off, "RoundedCpu::on_workers from outside the pool");
 }

@@ -28,6 +28,10 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
         let ins: Vec<T<Self>> = inputs.iter().map(|&x| x.clone()).collect();
         f(&ins)
     }
+    /// `f()` where the backend's parallel loops start cheapest (`Backend::on_workers`).
+    fn on_workers<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
 
     // ---- transfers (element count checked) ----
     fn upload(&self, dims: &[usize], data: &[f32]) -> Result<T<Self>>;

@@ -58,6 +58,11 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     /// shapes and replayed after (backend/cuda/graph.rs: every value `f`'s kernels depend on must
     /// come through `inputs`; the outputs are fresh tensors). Elsewhere simply `f(inputs)`.
     fn graph_forward(&self, model: u64, inputs: &[&Tensor<Self>], f: &dyn Fn(&[Tensor<Self>]) -> Result<Vec<Tensor<Self>>>) -> Result<Vec<Tensor<Self>>>;
+    /// `f()`, run where this backend's parallel loops start cheapest: the CPU can run it on one
+    /// of its worker threads, so each op's loop splits inside the pool instead of being injected
+    /// into it from outside and waited for (cpu/workers.rs; off unless `RAN_CPU_ON_WORKERS=1`);
+    /// elsewhere simply `f()`. Values are unchanged.
+    fn on_workers<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R;
     /// The operand precision of conv2d / linear and their input gradients (issue #14; statistics,
     /// weight gradients and every other op stay f32): what results.json records.
     fn precision(&self) -> Precision;
@@ -216,6 +221,9 @@ impl<K: Compute> Backend for K {
     }
     fn graph_forward(&self, model: u64, inputs: &[&Tensor<Self>], f: &dyn Fn(&[Tensor<Self>]) -> Result<Vec<Tensor<Self>>>) -> Result<Vec<Tensor<Self>>> {
         Compute::graph_forward(self, model, inputs, f)
+    }
+    fn on_workers<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        Compute::on_workers(self, f)
     }
     fn precision(&self) -> Precision {
         Compute::precision(self)

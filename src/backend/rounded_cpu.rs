@@ -80,6 +80,9 @@ impl Compute for RoundedCpu {
     fn precision(&self) -> Precision {
         self.precision
     }
+    fn on_workers<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        Cpu.on_workers(f)
+    }
 
     fn upload(&self, dims: &[usize], data: &[f32]) -> Result<T> {
         Cpu.upload(dims, data).map(u)
@@ -96,6 +99,15 @@ impl Compute for RoundedCpu {
 
     fn conv2d(&self, x: &T, w: &T, bias: Option<&T>, g: &Conv2dGeom) -> Result<T> {
         Cpu.conv2d(&d(x), &d(w), bias.map(d).as_ref(), g).map(u)
+    }
+    // the fused convs at f32 (the other precisions take the `_lowp` defaults: the rounded conv,
+    // then the op): `Cpu`'s output passes, not the trait's composition of three ops
+    fn conv2d_act(&self, x: &T, w: &T, bias: Option<&T>, act: Activation, g: &Conv2dGeom, mean: bool) -> Result<(T, Option<T>)> {
+        let (y, m) = Cpu.conv2d_act(&d(x), &d(w), bias.map(d).as_ref(), act, g, mean)?;
+        Ok((u(y), m.map(u)))
+    }
+    fn conv2d_add(&self, x: &T, w: &T, bias: Option<&T>, res: &T, g: &Conv2dGeom) -> Result<T> {
+        Cpu.conv2d_add(&d(x), &d(w), bias.map(d).as_ref(), &d(res), g).map(u)
     }
     fn conv2d_x_backward(&self, gy: &T, w: &T, g: &Conv2dGeom) -> Result<T> {
         Cpu.conv2d_x_backward(&d(gy), &d(w), g).map(u)

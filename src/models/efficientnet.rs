@@ -230,8 +230,14 @@ impl<B: Backend> EfficientNet<B> {
         v
     }
 
-    /// The tapped block outputs for x [N,3,H,W] (in [-1, 1], no ImageNet normalisation, as the paper).
+    /// The tapped block outputs for x [N,3,H,W] (in [-1, 1], no ImageNet normalisation, as the paper),
+    /// run where the backend's loops start cheapest (`Backend::on_workers`: ~250 small ops; on the
+    /// CPU off unless `RAN_CPU_ON_WORKERS=1`).
     pub fn taps(&self, b: &B, x: &Tensor<B>) -> Result<Vec<Tensor<B>>> {
+        b.on_workers(|| self.taps_here(b, x))
+    }
+
+    fn taps_here(&self, b: &B, x: &Tensor<B>) -> Result<Vec<Tensor<B>>> {
         let act = Some(self.act);
         let mut h = self.stem.forward(b, x, act)?;
         let mut out = Vec::with_capacity(self.taps.len());
@@ -267,8 +273,10 @@ impl<B: Backend> EfficientNet<B> {
 
     /// The taps resized (bilinear, align_corners=False) to s×s and concatenated: [N, ΣC, s, s].
     pub fn features(&self, b: &B, x: &Tensor<B>, s: usize) -> Result<Tensor<B>> {
-        let taps = self.taps(b, x)?;
-        let resized: Vec<Tensor<B>> = taps.iter().map(|t| b.resize_bilinear(t, s, s)).collect::<Result<_>>()?;
-        b.concat_channels(&resized.iter().collect::<Vec<_>>())
+        b.on_workers(|| {
+            let taps = self.taps_here(b, x)?;
+            let resized: Vec<Tensor<B>> = taps.iter().map(|t| b.resize_bilinear(t, s, s)).collect::<Result<_>>()?;
+            b.concat_channels(&resized.iter().collect::<Vec<_>>())
+        })
     }
 }

@@ -265,8 +265,9 @@ pub static TABLE: &[Entry] = &[
 /// Backend methods that are not ops: transfers, views and what the backend says of itself (its
 /// precision's rows are the GEMM rows above, checked per precision by optable::precision; the
 /// driver-call counter; graph_forward, a way of running a function of ops: tests/cuda_graph.rs;
-/// from_host_f16, an upload of f16 weights: tests/cpu_f16_weights.rs).
-pub const NOT_OPS: &[&str] = &["name", "precision", "from_host", "from_host_vec", "from_host_f16", "to_host", "zeros", "reshape", "driver_counts", "graph_forward"];
+/// from_host_f16, an upload of f16 weights: tests/cpu_f16_weights.rs; on_workers, where a
+/// function of ops runs: tests/effnet_fused.rs).
+pub const NOT_OPS: &[&str] = &["name", "precision", "from_host", "from_host_vec", "from_host_f16", "to_host", "zeros", "reshape", "driver_counts", "graph_forward", "on_workers"];
 
 pub fn entry(method: &str) -> Option<&'static Entry> {
     TABLE.iter().find(|e| e.method == method)

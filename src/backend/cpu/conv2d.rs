@@ -31,14 +31,29 @@ impl Conv2dGeom {
     }
 }
 
+/// A pass over output rows after the bias: `pass(plane, p0, seg)`, seg = y[plane][p0 .. p0 + seg.len()].
+pub type Epilogue<'a, T> = &'a (dyn Fn(usize, usize, &mut [T]) + Sync);
+
 /// y = conv2d(x, w) + bias. Shapes were validated by `Conv2dParams::out_shape`.
 pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> Vec<T> {
+    conv2d_with(x, w, bias, g, None)
+}
+
+/// `conv2d`, then `epi` over every output (after its bias): where the bands run in parallel,
+/// on each band's rows right after its GEMM, while they are in cache (the bias added there, the
+/// same operation as the bias pass); otherwise over the planes after the conv.
+pub fn conv2d_with<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom, epi: Option<Epilogue<T>>) -> Vec<T> {
     let plane = g.ho() * g.wo();
     // every element is written: by the GEMM (not accumulating) or the depthwise loop
     let mut y = T::for_overwrite(g.n() * g.o() * plane);
+    // whether the bias and `epi` were applied inside the band loop
+    let mut inline = false;
     if g.cg() == 1 && !g.pointwise() {
         // the bias is added in the same pass
         super::depthwise::conv2d_depthwise(x, w, bias, &mut y, g);
+        if let Some(epi) = epi {
+            y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| epi(i, 0, p));
+        }
         return y;
     } else if by_block(g) {
         conv2d_by_block(x, w, &mut y, g);
@@ -58,6 +73,8 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> 
                 let bands: Vec<(usize, usize)> = g.bands().collect();
                 if bands.len() >= rayon::current_num_threads() && bands.len() > 1 {
                     // Enough bands to keep every thread busy: one band per task, single-threaded GEMM.
+                    inline = epi.is_some();
+                    let plane0 = ni * g.o() + gi * og;
                     let dst = SendPtr(yg.as_mut_ptr());
                     // column buffers from the pool: im2col writes every element of the band's part
                     bands.par_iter().for_each_init(
@@ -69,6 +86,16 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> 
                             // SAFETY: bands cover disjoint output rows, so tasks write disjoint columns
                             // of the [og, plane] block, all inside `yg`.
                             unsafe { matmul_raw(og, cols, kk, dst.at(r0 * g.wo()), (plane, 1), wg, MatRef::row_major(col, cols), false, false) };
+                            let Some(epi) = epi else { return };
+                            for o in 0..og {
+                                // SAFETY: this band's part of row o, written above by this task only
+                                let seg = unsafe { std::slice::from_raw_parts_mut(dst.at(o * plane + r0 * g.wo()), cols) };
+                                if let Some(b) = bias {
+                                    let bv = b[gi * og + o];
+                                    seg.iter_mut().for_each(|v| *v += bv);
+                                }
+                                epi(plane0 + o, r0 * g.wo(), seg);
+                            }
                         },
                     );
                 } else {
@@ -82,11 +109,17 @@ pub fn conv2d<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Conv2dGeom) -> 
             }
         }
     }
+    if inline {
+        return y;
+    }
     if let Some(b) = bias {
         y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
             let bv = b[i % g.o()];
             p.iter_mut().for_each(|v| *v += bv);
         });
+    }
+    if let Some(epi) = epi {
+        y.par_chunks_mut(plane).enumerate().for_each(|(i, p)| epi(i, 0, p));
     }
     y
 }
@@ -171,6 +204,15 @@ fn im2col_row<T: Real>(xg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, row: usiz
         if g.sw() == 1 {
             let ix0 = ox_lo + kx - g.pl();
             d[ox_lo..ox_hi].copy_from_slice(&srow[ix0..ix0 + (ox_hi - ox_lo)]);
+        } else if g.sw() == 2 && ox_hi > ox_lo {
+            // every other value, read as pairs (a known stride, unlike the general walk below),
+            // the last one alone: its pair may run past the row
+            let (ix0, n) = (ox_lo * 2 + kx - g.pl(), ox_hi - ox_lo);
+            let (body, last) = d[ox_lo..ox_hi].split_at_mut(n - 1);
+            for (v, pair) in body.iter_mut().zip(srow[ix0..].chunks_exact(2)) {
+                *v = pair[0];
+            }
+            last[0] = srow[ix0 + 2 * (n - 1)];
         } else {
             for (ox, v) in d[ox_lo..ox_hi].iter_mut().enumerate() {
                 *v = srow[(ox + ox_lo) * g.sw() + kx - g.pl()];

@@ -6,11 +6,14 @@
 //! where it wins by measurement (`worth_it` for the forward, `worth_it_x_backward` for ∂x),
 //! direct elsewhere.
 
+use super::activation::bias_act;
 use super::conv2d;
+use super::pointwise;
 use super::winograd::{self, Orient, Plan};
 use super::winograd_weights::{transformed, Storage};
 use crate::ops::contract::Conv2dGeom;
 use crate::{Error, Result};
+use rayon::prelude::*;
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +73,26 @@ fn use_winograd(g: &Conv2dGeom, orient: Orient) -> Result<bool> {
 
 /// y = conv2d(x, w) + bias by the algorithm chosen above.
 pub fn conv2d(x: &[f32], w: &Storage, bias: Option<&[f32]>, g: &Conv2dGeom) -> Result<Vec<f32>> {
+    if g.pointwise() {
+        // GEMMs over bands of pixels with the bias added to each band right after it (pointwise.rs;
+        // the same operations as conv2d.rs's whole GEMM and bias pass)
+        let isa = super::simd::isa();
+        let pass = |i: usize, _: usize, p: &mut [f32]| bias_act(isa, p, bias.map(|b| b[i % g.o()]), None);
+        return Ok(pointwise::pointwise(pointwise::mode(), x, &w.f32(), g, &pass));
+    }
     Ok(if use_winograd(g, Orient::Forward)? { winograd::run(x, &transformed(w, g, Orient::Forward), bias, &Plan::new(g, Orient::Forward)) } else { conv2d::conv2d(x, &w.f32(), bias, g) })
+}
+
+/// `conv2d`, then `epi` over every output after its bias: the direct conv applies it to each
+/// im2col band while the band is in cache where it runs its bands in parallel (conv2d.rs
+/// `conv2d_with`); Winograd, and every conv under `RAN_CPU_BANDS=0`, in a pass over the planes.
+pub fn conv2d_then(x: &[f32], w: &Storage, bias: Option<&[f32]>, g: &Conv2dGeom, epi: conv2d::Epilogue<f32>) -> Result<Vec<f32>> {
+    if !use_winograd(g, Orient::Forward)? && pointwise::mode() == pointwise::Mode::Bands {
+        return Ok(conv2d::conv2d_with(x, &w.f32(), bias, g, Some(epi)));
+    }
+    let mut y = conv2d(x, w, bias, g)?;
+    y.par_chunks_mut(g.ho() * g.wo()).enumerate().for_each(|(i, p)| epi(i, 0, p));
+    Ok(y)
 }
 
 /// ∂L/∂x of conv2d by the algorithm chosen above.

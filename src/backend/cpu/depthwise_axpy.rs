@@ -62,6 +62,15 @@ pub(super) fn plane_axpy_generic<T: Real>(xp: &[T], wk: &[T], bias: Option<T>, a
                 let ix0 = j0 * sw + b - g.pl();
                 if sw == 1 {
                     dst[j0..j1].copy_from_slice(&src[ix0..ix0 + (j1 - j0)]);
+                } else if sw == 2 {
+                    // every other value, read as pairs: a stride the compiler knows, which it
+                    // can turn into wide loads and shuffles (a `step_by` walk is a scalar
+                    // loop); the last one alone, as its pair may run past the row
+                    let (body, last) = dst[j0..j1].split_at_mut(j1 - j0 - 1);
+                    for (d, pair) in body.iter_mut().zip(src[ix0..].chunks_exact(2)) {
+                        *d = pair[0];
+                    }
+                    last[0] = src[ix0 + 2 * (j1 - j0 - 1)];
                 } else {
                     for (d, &v) in dst[j0..j1].iter_mut().zip(src[ix0..].iter().step_by(sw)) {
                         *d = v;

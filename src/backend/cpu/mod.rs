@@ -22,6 +22,7 @@ pub mod linear;
 pub mod mahalanobis;
 pub mod matmul;
 pub mod optim;
+pub mod pointwise;
 pub mod pool;
 pub mod real;
 pub mod reduce;
@@ -31,6 +32,7 @@ pub mod simd;
 pub mod winograd;
 pub mod winograd_transform;
 pub mod winograd_weights;
+pub mod workers;
 
 use super::{Compute, GroupNormGrads, ScaleShift};
 use crate::ops::attention::AttentionGeom;
@@ -78,6 +80,10 @@ impl HasStorage for Cpu {
 impl Compute for Cpu {
     fn name(&self) -> String {
         format!("cpu ({} rayon threads)", rayon::current_num_threads())
+    }
+
+    fn on_workers<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        workers::on_workers(f)
     }
 
     fn upload(&self, dims: &[usize], v: &[f32]) -> Result<CpuTensor> {

@@ -10,7 +10,8 @@ use crate::backend::Backend;
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::io::flags::ModelFlags;
 use crate::models::unet::Activations;
-use crate::train::step::{apply_gradients, loss_and_gradients_as, StepInputs, TrainState};
+use crate::train::loss_scale::{apply_gradients_scaled, LossScale};
+use crate::train::step::{loss_and_gradients_scaled, StepInputs, TrainState};
 use crate::{Error, Result};
 
 fn report(bench: &str, config: String, batch: usize, plan: Plan, f: impl FnMut() -> Result<()>) -> Result<Report> {
@@ -147,6 +148,11 @@ pub fn train<B: Backend>(b: &B, flags: &str, batch: usize, recompute: bool, plan
     let f = ModelFlags::parse(flags)?;
     let mut model = workloads::synthetic_unet(b, &f, true, 1)?;
     let mut state = TrainState::new(b, &mut model)?;
+    // f16 training scales its loss as `ran train` does (the unscaling and the overflow check are
+    // part of its step)
+    if b.precision() == crate::ops::precision::Precision::F16 {
+        state.loss_scale = Some(LossScale::default());
+    }
     let d = Diffusion::new(BetaSchedule::parse(&f.noise_schedule)?, f.diffusion_steps, "")?;
     let s = f.image_size;
     let x0 = workloads::rand_tensor(b, &[batch, 3, s, s], 11)?;
@@ -162,8 +168,8 @@ pub fn train<B: Backend>(b: &B, flags: &str, batch: usize, recompute: bool, plan
     let config = format!("training step (fwd + head + loss + {what} + AdamW + EMA) at {0}x{0}, flags `{flags}`", f.image_size);
     report("train", config, batch, plan, || {
         let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: y.as_deref(), feat_target: Some(&target), feat_max_t: None, only: Default::default() };
-        let (terms, grads) = loss_and_gradients_as(b, &model, &d, &inp, act)?;
-        apply_gradients(b, &mut model, &mut state, &grads, &hp, 0.997)?;
+        let (terms, grads) = loss_and_gradients_scaled(b, &model, &d, &inp, act, state.loss_scale.map(|s| s.factor()))?;
+        apply_gradients_scaled(b, &mut model, &mut state, &grads, &hp, 0.997)?;
         if terms.loss.is_finite() {
             Ok(())
         } else {

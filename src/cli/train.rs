@@ -81,10 +81,24 @@ pub struct TrainCmd {
     /// auto (GPU if usable, else CPU), cpu, cuda, cuda:N, emulator
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: Device,
-    /// Operands of conv and linear on the CUDA backend: f32, tf32, bf16 or f16 (statistics stay
-    /// f32) [default: f32 (mixed-precision training is not built); on the CPU, an emulation of the kernels' rounding]
+    /// Mixed-precision training: the operands of conv and linear (forward and input gradients)
+    /// rounded to tf32, bf16 or f16 by the CUDA kernels as they read them, f32 products and sums;
+    /// the weights stay f32 (the master weights) and so do the weight gradients, group norm,
+    /// softmax, the loss, AdamW and the EMA. bf16 and tf32 need nothing more. f16 (upstream's
+    /// fp16 recipe) scales the loss by 2^lg for the backward (see --loss-scale-init): a step
+    /// whose gradients overflow f16 is skipped (no AdamW or EMA update, the lr anneal goes on)
+    /// and lg drops by 1; each good step unscales the gradients and adds the growth to lg. The
+    /// scale goes into log.jsonl (lg_loss_scale, skipped) and the checkpoint. On the CPU an
+    /// emulation of the kernels' rounding (slower than f32) [default: f32]
     #[arg(long, value_parser = super::options::parse_precision)]
     precision: Option<Precision>,
+    /// f16 only: log2 of the initial loss scale [default: 20, upstream's INITIAL_LOG_LOSS_SCALE]
+    #[arg(long, value_name = "LG", allow_hyphen_values = true)]
+    loss_scale_init: Option<f64>,
+    /// f16 only: what each step without overflow adds to the log2 of the loss scale [default:
+    /// 1e-3, upstream's fp16_scale_growth]
+    #[arg(long, value_name = "G")]
+    loss_scale_growth: Option<f64>,
     /// Keep only each layer's input in the forward and recompute its inner activations in the
     /// backward: the same gradients (bit-identical on the CPU), less memory, 19% more work. Peak
     /// RSS of one step at batch 2 (`ran bench train`), default / --recompute: the demo config 200 /
@@ -118,6 +132,8 @@ impl TrainCmd {
             train_only: self.train_only,
             feature_max_t: self.feature_max_t,
             recompute: self.recompute,
+            loss_scale_init: self.loss_scale_init,
+            loss_scale_growth: self.loss_scale_growth,
         };
         let backend = match super::backend(self.device, self.precision, PrecisionDefault::F32) {
             Ok(b) => b,

@@ -1,10 +1,13 @@
 //! Training checkpoints: one safetensors file in the run's folder holding the model (`model.*`,
 //! upstream's state_dict names and shapes, so it also serves as `--init`), the EMA (`ema.*`),
-//! AdamW's moments (`adam_m.*`, `adam_v.*`), and in its metadata the step and the run's settings
-//! (the RNG state is the seed and the step: `rng`). Written atomically (temporary file, then
+//! AdamW's moments (`adam_m.*`, `adam_v.*`), and in its metadata the step, the AdamW updates
+//! made (`adam_updates`: fewer than the steps when f16 loss scaling skipped some), an f16 run's
+//! loss scale (`lg_loss_scale`) and the run's settings (the RNG state is the seed and the step:
+//! `rng`). Written atomically (temporary file, then
 //! rename): a crash or a full disk mid-write leaves the previous checkpoint as it was.
 
 use super::init::build;
+use super::loss_scale::LossScale;
 use super::step::TrainState;
 use crate::backend::Backend;
 use crate::io::flags::ModelFlags;
@@ -44,6 +47,11 @@ pub fn save<B: Backend>(dir: &Path, b: &B, model: &mut UNet<B>, state: &TrainSta
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("step".to_string(), state.step.to_string());
+    meta.insert("adam_updates".to_string(), state.updates.to_string());
+    if let Some(s) = &state.loss_scale {
+        // Display of an f64 is the shortest text that reads back to the same bits
+        meta.insert("lg_loss_scale".to_string(), s.lg.to_string());
+    }
     meta.insert("rng".to_string(), format!("counter-based: every draw of step s comes from (seed {}, s); resumes at step {}", settings.get("seed").map(String::as_str).unwrap_or("?"), state.step));
     meta.insert("settings".to_string(), serde_json::to_string(settings).map_err(|e| Error::InvalidArgument(e.to_string()))?);
     let file = path_in(dir);
@@ -84,8 +92,20 @@ pub fn check_same(dir: &Path, saved: &Settings, now: &Settings) -> Result<()> {
     }
 }
 
-/// The model and optimiser state of the checkpoint `st` (opened by `read_header`).
-pub fn restore<B: Backend>(b: &B, st: &SafeTensors, flags: &ModelFlags, step: u64) -> Result<(UNet<B>, TrainState<B>)> {
+/// The model and optimiser state of the checkpoint `st` (opened by `read_header`); the loss
+/// scale with `growth` when the checkpoint has one (an f16 run's).
+pub fn restore<B: Backend>(b: &B, st: &SafeTensors, flags: &ModelFlags, step: u64, growth: f64) -> Result<(UNet<B>, TrainState<B>)> {
+    let bad = |msg: String| Error::BadFile { path: st.path().to_path_buf(), msg };
+    let meta = st.metadata();
+    // a checkpoint from before f16 training made an AdamW update every step
+    let updates = match meta.get("adam_updates") {
+        None => step,
+        Some(v) => v.parse::<u64>().ok().filter(|&u| u <= step).ok_or_else(|| bad(format!("adam_updates `{v}`: a count of AdamW updates ≤ the step {step}")))?,
+    };
+    let loss_scale = match meta.get("lg_loss_scale") {
+        None => None,
+        Some(v) => Some(v.parse::<f64>().map_err(|_| bad(format!("lg_loss_scale `{v}` is not a number"))).and_then(|lg| LossScale::new(lg, growth).map_err(|e| bad(e.to_string())))?),
+    };
     let mut model = build(b, flags, &Prefixed { inner: st, prefix: "model.".into() })?;
     let mut moments = BTreeMap::new();
     let mut ema = BTreeMap::new();
@@ -103,5 +123,5 @@ pub fn restore<B: Backend>(b: &B, st: &SafeTensors, flags: &ModelFlags, step: u6
     if have != want {
         return Err(Error::BadFile { path: st.path().to_path_buf(), msg: format!("{have} tensors, a checkpoint of this model holds {want}") });
     }
-    Ok((model, TrainState { step, moments, ema }))
+    Ok((model, TrainState { step, updates, moments, ema, loss_scale }))
 }

@@ -1,5 +1,6 @@
 //! The run's record: one JSON object per step in `log.jsonl` (step, lr, mse, vb, feat_mse, loss,
-//! seconds), kept in step with the checkpoint when a run resumes.
+//! seconds; under f16 loss scaling also lg_loss_scale, and `skipped` on a skipped step), kept in
+//! step with the checkpoint when a run resumes.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,12 @@ pub struct StepRecord {
     pub loss: f64,
     /// wall time of the step
     pub seconds: f64,
+    /// f16 loss scaling: log2 of the scale this step's loss was multiplied by
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lg_loss_scale: Option<f64>,
+    /// f16: a gradient overflowed and the step was skipped (no AdamW or EMA update)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 pub struct Log {

@@ -9,6 +9,7 @@ pub mod init;
 pub mod interrupt;
 pub mod log;
 pub mod loss;
+pub mod loss_scale;
 pub mod plot;
 pub mod rng;
 pub mod run;

@@ -122,6 +122,8 @@ mod tests {
                 feat_mse: None,
                 loss: 10f64.powf(-(i as f64) / 50.0),
                 seconds: 0.1,
+                lg_loss_scale: None,
+                skipped: false,
             })
             .collect();
         let px = render(&recs);

@@ -7,8 +7,9 @@ use super::checkpoint::{self, Settings};
 use super::data::{self, rotated_chw, TrainData};
 use super::init::{build, initial};
 use super::log::{Log, StepRecord};
+use super::loss_scale::{apply_gradients_scaled, LossScale, INITIAL_LG_LOSS_SCALE, SCALE_GROWTH};
 use super::rng::{batch_indices, SplitMix, NOISE, ROTATION, TIMESTEPS};
-use super::step::{apply_gradients, loss_and_gradients_as, StepInputs, TrainOnly, TrainState};
+use super::step::{loss_and_gradients_scaled, StepInputs, TrainOnly, TrainState};
 use super::{interrupt, plot};
 use crate::anomaly::detector::load_extractor;
 use crate::backend::{AdamwParams, Backend};
@@ -18,6 +19,7 @@ use crate::io::image::ImageLimits;
 use crate::io::safetensors::{write_streaming, Dtype, SafeTensors};
 use crate::models::efficientnet::{EffNetConfig, EfficientNet};
 use crate::models::unet::{state_dict_shape, Activations, UNet};
+use crate::ops::precision::Precision;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,10 @@ pub struct TrainArgs {
     /// keep only each layer's input in the forward and recompute the rest in the backward (the
     /// same results, less memory, more time)
     pub recompute: bool,
+    /// f16 loss scaling: log2 of the initial scale (None: upstream's 20) and its growth per
+    /// good step (None: upstream's 1e-3); refused at other precisions
+    pub loss_scale_init: Option<f64>,
+    pub loss_scale_growth: Option<f64>,
 }
 
 pub struct Summary {
@@ -143,8 +149,19 @@ fn check_args(a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The loss scale of a fresh run at precision `p`: f16 only (its range needs it; bf16 has f32's).
+fn initial_scale(a: &TrainArgs, p: Precision) -> Result<Option<LossScale>> {
+    if p != Precision::F16 {
+        if a.loss_scale_init.is_some() || a.loss_scale_growth.is_some() {
+            return Err(Error::InvalidArgument(format!("--loss-scale-init / --loss-scale-growth scale the loss of f16 training; this run computes in {p}")));
+        }
+        return Ok(None);
+    }
+    LossScale::new(a.loss_scale_init.unwrap_or(INITIAL_LG_LOSS_SCALE), a.loss_scale_growth.unwrap_or(SCALE_GROWTH)).map(Some)
+}
+
 /// The settings a resumed run must share with the run it continues.
-fn settings(a: &TrainArgs, flags: &ModelFlags, data: &TrainData, anneal: u64, arch: Option<&str>) -> Settings {
+fn settings(a: &TrainArgs, flags: &ModelFlags, data: &TrainData, anneal: u64, arch: Option<&str>, p: Precision, scale: Option<&LossScale>) -> Settings {
     let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let mut s = BTreeMap::new();
     s.insert("flags".into(), flags.source.clone());
@@ -166,6 +183,13 @@ fn settings(a: &TrainArgs, flags: &ModelFlags, data: &TrainData, anneal: u64, ar
     }
     if let Some(m) = a.feature_max_t {
         s.insert("feature_max_t".into(), m.to_string());
+    }
+    if p != Precision::F32 {
+        s.insert("precision".into(), p.to_string());
+    }
+    if let Some(ls) = scale {
+        s.insert("loss_scale_init".into(), ls.lg.to_string());
+        s.insert("loss_scale_growth".into(), ls.growth.to_string());
     }
     s
 }
@@ -230,7 +254,9 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
     let data = data::load(&a.data, flags.image_size, &ImageLimits::default())?;
     let anneal = a.lr_anneal_steps.unwrap_or(a.steps);
     let arch = effnet.as_ref().map(|e| e.1.as_str());
-    let now = settings(a, &flags, &data, anneal, arch);
+    let precision = b.precision();
+    let scale0 = initial_scale(a, precision)?;
+    let now = settings(a, &flags, &data, anneal, arch, precision, scale0.as_ref());
     let run_dir = a.resume.clone().or_else(|| a.run_dir.clone()).unwrap_or_else(|| a.out.with_extension("train"));
     let d = Diffusion::new(BetaSchedule::parse(&flags.noise_schedule)?, flags.diffusion_steps, "")?;
     if let Some(m) = a.feature_max_t {
@@ -246,7 +272,17 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
         Some(dir) => {
             let (st, saved, step) = checkpoint::read_header(dir)?;
             checkpoint::check_same(dir, &saved, &now)?;
-            let (m, s) = checkpoint::restore(b, &st, &flags, step)?;
+            let (m, s) = checkpoint::restore(b, &st, &flags, step, scale0.map_or(0.0, |s| s.growth))?;
+            if s.loss_scale.is_some() != scale0.is_some() {
+                return Err(Error::BadFile {
+                    path: dir.clone(),
+                    msg: format!(
+                        "--resume: the checkpoint {} a loss scale, this {precision} run {}",
+                        if s.loss_scale.is_some() { "has" } else { "has no" },
+                        if scale0.is_some() { "needs one" } else { "has none" }
+                    ),
+                });
+            }
             (m, s, Vec::new())
         }
         None => {
@@ -255,7 +291,8 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
             }
             let init = initial(&flags, data.classes.len(), effnet.as_ref().map(|e| e.2), a.init.as_deref(), a.seed)?;
             let mut m = build(b, &flags, &init.weights)?;
-            let s = TrainState::new(b, &mut m)?;
+            let mut s = TrainState::new(b, &mut m)?;
+            s.loss_scale = scale0;
             (m, s, init.fresh)
         }
     };
@@ -303,8 +340,18 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
         let hp = AdamwParams { lr, ..AdamwParams::default() };
         let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: if y_on { Some(&y) } else { None }, feat_target: target.as_ref(), feat_max_t: a.feature_max_t, only: a.train_only };
         let act = if a.recompute { Activations::Recompute } else { Activations::Keep };
-        let step_result = loss_and_gradients_as(b, &model, &d, &inp, act).and_then(|(terms, grads)| apply_gradients(b, &mut model, &mut state, &grads, &hp, a.ema as f32).map(|()| terms));
-        let terms = match step_result {
+        let scale = state.loss_scale;
+        let step_result = loss_and_gradients_scaled(b, &model, &d, &inp, act, scale.map(|s| s.factor()))
+            .and_then(|(terms, grads)| apply_gradients_scaled(b, &mut model, &mut state, &grads, &hp, a.ema as f32).map(|took| (terms, took)))
+            .and_then(|r| match state.loss_scale {
+                // gradients that stay non-finite at every scale are not an overflow (NaN weights)
+                Some(s) if LossScale::new(s.lg, s.growth).is_err() && !r.1 => {
+                    Err(Error::InvalidArgument(format!("the gradients are not finite even with the loss scaled by 2^{}: not an f16 overflow", s.lg + 1.0)))
+                }
+                Some(s) if LossScale::new(s.lg, s.growth).is_err() => Err(Error::InvalidArgument(format!("the loss scale grew to 2^{}, past f32's range (--loss-scale-growth {})", s.lg, s.growth))),
+                _ => Ok(r),
+            });
+        let (terms, took) = match step_result {
             Ok(t) => t,
             Err(e) => {
                 bar.abandon();
@@ -317,8 +364,22 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
             }
         };
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let rec = StepRecord { step: state.step, lr, mse: mean(&terms.mse), vb: mean(&terms.vb), feat_mse: terms.feat_mse, loss: terms.loss, seconds: t0.elapsed().as_secs_f64() };
-        bar.set_message(format!("loss {:.4} (mse {:.4}, vb {:.4}{})", rec.loss, rec.mse, rec.vb, rec.feat_mse.map(|f| format!(", feat {f:.4}")).unwrap_or_default()));
+        let rec = StepRecord {
+            step: state.step,
+            lr,
+            mse: mean(&terms.mse),
+            vb: mean(&terms.vb),
+            feat_mse: terms.feat_mse,
+            loss: terms.loss,
+            seconds: t0.elapsed().as_secs_f64(),
+            lg_loss_scale: scale.map(|s| s.lg),
+            skipped: !took,
+        };
+        if let (false, Some(s)) = (took, &state.loss_scale) {
+            bar.suspend(|| eprintln!("step {}: f16 gradients overflowed, step skipped; lg_loss_scale now {}", state.step, s.lg));
+        }
+        let scale_note = scale.map(|s| format!(", f16 scale 2^{:.3}", s.lg)).unwrap_or_default();
+        bar.set_message(format!("loss {:.4} (mse {:.4}, vb {:.4}{}{scale_note})", rec.loss, rec.mse, rec.vb, rec.feat_mse.map(|f| format!(", feat {f:.4}")).unwrap_or_default()));
         bar.inc(1);
         log.push(rec)?;
         if state.step == a.steps || (a.save_every > 0 && state.step % a.save_every == 0) {
@@ -362,6 +423,8 @@ mod tests {
             train_only: only,
             feature_max_t: max_t,
             recompute: false,
+            loss_scale_init: None,
+            loss_scale_growth: None,
         }
     }
 

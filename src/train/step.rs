@@ -1,9 +1,12 @@
 //! One training step of the paper's recipe (docs/method.md §5): x_t = q_sample(x0, t, ε), the
 //! UNet forward (+ feature head), the loss and its gradient (`loss`), the UNet backward, one
 //! AdamW step on every parameter and the EMA update — as upstream's TrainLoop.run_step with
-//! fp32 weights, a uniform t sampler (weights 1) and no gradient clipping.
+//! f32 master weights, a uniform t sampler (weights 1) and no gradient clipping. Under
+//! `--precision f16` the loss is scaled for the backward and a step with an overflowed
+//! gradient is skipped (`loss_scale`).
 
 use super::loss::{diffusion_loss, Batch, LossTerms};
+use super::loss_scale::LossScale;
 use crate::backend::{AdamwParams, Backend};
 use crate::diffusion::Diffusion;
 use crate::models::unet::{Activations, UNet};
@@ -13,12 +16,17 @@ use std::collections::BTreeMap;
 
 /// The optimiser's and the EMA's state, by parameter name.
 pub struct TrainState<B: Backend> {
-    /// AdamW steps taken (torch's `step`, from 1 after the first)
+    /// training steps done (the run's iteration count: the lr anneal, `--steps`, the log)
     pub step: u64,
+    /// AdamW updates made (torch's `step`, from 1 after the first; its bias corrections): `step`
+    /// less the steps f16 loss scaling skipped (loss_scale.rs)
+    pub updates: u64,
     /// AdamW's first and second moments
     pub moments: BTreeMap<String, (Tensor<B>, Tensor<B>)>,
     /// the EMA of the weights (initialised from them, as upstream)
     pub ema: BTreeMap<String, Tensor<B>>,
+    /// f16 training's dynamic loss scale (None: the loss is not scaled)
+    pub loss_scale: Option<LossScale>,
 }
 
 impl<B: Backend> TrainState<B> {
@@ -29,7 +37,7 @@ impl<B: Backend> TrainState<B> {
             moments.insert(name.clone(), (b.zeros(p.dims())?, b.zeros(p.dims())?));
             ema.insert(name, p);
         }
-        Ok(TrainState { step: 0, moments, ema })
+        Ok(TrainState { step: 0, updates: 0, moments, ema, loss_scale: None })
     }
 }
 
@@ -100,6 +108,24 @@ fn q_sample_batch(d: &Diffusion, x0: &[f32], eps: &[f32], t: &[usize]) -> Vec<f3
     xt
 }
 
+/// The tensors an optimiser step updates, by name: the UNet's parameters, or any named set.
+pub trait ParamSet<B: Backend> {
+    /// Calls `f` on every tensor, which it may replace.
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Tensor<B>) -> Result<()>) -> Result<()>;
+}
+
+impl<B: Backend> ParamSet<B> for UNet<B> {
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Tensor<B>) -> Result<()>) -> Result<()> {
+        self.visit_params_mut(f)
+    }
+}
+
+impl<B: Backend> ParamSet<B> for BTreeMap<String, Tensor<B>> {
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Tensor<B>) -> Result<()>) -> Result<()> {
+        self.iter_mut().try_for_each(|(n, t)| f(n, t))
+    }
+}
+
 /// Runs one step: updates the model's weights, the moments and the EMA; returns the loss terms.
 /// `hp.lr` is this step's learning rate (the caller anneals it).
 pub fn train_step<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState<B>, d: &Diffusion, inp: &StepInputs<B>, hp: &AdamwParams, ema_rate: f32) -> Result<LossTerms> {
@@ -118,6 +144,21 @@ pub fn loss_and_gradients<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp
 /// only each layer's input (`Activations::Recompute`, `--recompute`: less memory, ~0.5 of a
 /// forward more work); the same bits either way on the CPU backend.
 pub fn loss_and_gradients_as<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, inp: &StepInputs<B>, act: Activations) -> Result<(LossTerms, BTreeMap<String, Tensor<B>>)> {
+    loss_and_gradients_scaled(b, model, d, inp, act, None)
+}
+
+/// `loss_and_gradients_as` with the loss multiplied by `loss_scale` for the backward (f16 loss
+/// scaling: the gradients returned are those of the scaled loss; the terms are the loss's own).
+/// The loss's gradient with respect to the outputs is multiplied in f32 before it enters the
+/// backward, as upstream's `(loss * 2 ** lg).backward()` multiplies an f32 loss.
+pub fn loss_and_gradients_scaled<B: Backend>(
+    b: &B,
+    model: &UNet<B>,
+    d: &Diffusion,
+    inp: &StepInputs<B>,
+    act: Activations,
+    loss_scale: Option<f32>,
+) -> Result<(LossTerms, BTreeMap<String, Tensor<B>>)> {
     let dims = inp.x0.dims().to_vec();
     if dims.len() != 4 || inp.eps.dims() != &dims[..] || inp.t.len() != dims[0] {
         return Err(Error::shape("train_step", format!("x0 {:?}, ε {:?} and {} timesteps do not describe one batch", dims, inp.eps.dims(), inp.t.len())));
@@ -161,7 +202,11 @@ pub fn loss_and_gradients_as<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, 
     }
     let feat_kept = feat.as_ref().filter(|_| !keep.is_empty()).map(|(p, t, _)| (&p[..], &t[..]));
     let batch = Batch { x0: &x0h, xt: &xth, eps: &epsh, dims: [dims[0], dims[1], dims[2], dims[3]], t: inp.t, out: &outh, feat: feat_kept };
-    let (terms, g) = diffusion_loss(d, &batch)?;
+    let (terms, mut g) = diffusion_loss(d, &batch)?;
+    if let Some(f) = loss_scale {
+        g.g_out.iter_mut().for_each(|v| *v *= f);
+        g.g_feat.iter_mut().flatten().for_each(|v| *v *= f);
+    }
     // ∂feat back to the whole batch: zero on the samples the term leaves out
     let g_feat = match (&g.g_feat, &out.feat, &feat) {
         (Some(v), Some(p), Some((_, _, per))) => {
@@ -189,10 +234,16 @@ pub fn loss_and_gradients_as<B: Backend>(b: &B, model: &UNet<B>, d: &Diffusion, 
 
 /// One AdamW step on every parameter a gradient reaches, then the EMA update.
 pub fn apply_gradients<B: Backend>(b: &B, model: &mut UNet<B>, state: &mut TrainState<B>, grads: &BTreeMap<String, Tensor<B>>, hp: &AdamwParams, ema_rate: f32) -> Result<()> {
+    apply_gradients_to(b, model, state, grads, hp, ema_rate)
+}
+
+/// `apply_gradients` on any set of named parameters: one training step and one AdamW update.
+pub fn apply_gradients_to<B: Backend>(b: &B, params: &mut dyn ParamSet<B>, state: &mut TrainState<B>, grads: &BTreeMap<String, Tensor<B>>, hp: &AdamwParams, ema_rate: f32) -> Result<()> {
+    let k = hp.at_step(state.updates + 1)?;
     state.step += 1;
-    let k = hp.at_step(state.step)?;
+    state.updates += 1;
     let TrainState { moments, ema, .. } = state;
-    model.visit_params_mut(&mut |name, p| {
+    params.visit_mut(&mut |name, p| {
         // a parameter no gradient reaches (the head without a target) keeps its value, as with
         // torch, where its .grad stays None and AdamW skips it
         let Some(gr) = grads.get(name) else { return Ok(()) };

@@ -8,6 +8,7 @@
 //!   unscaled gradients (bit for bit at f32 with a power-of-two scale; within a stated bound at
 //!   f16), and an overflowing scale skips steps, leaving every weight, moment and EMA bit alone,
 //!   until it fits.
+//!
 //! The `ran train` runs (loss falls, resume, emulator) are in tests/cli_train_mixed.rs.
 
 mod common;

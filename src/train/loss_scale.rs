@@ -49,7 +49,7 @@ impl LossScale {
     /// finite, non-zero f32 values.
     pub fn new(lg: f64, growth: f64) -> Result<Self> {
         let s = LossScale { lg, growth };
-        if !(lg.is_finite() && growth.is_finite() && growth >= 0.0) || !s.factor().is_normal() || !s.inverse().is_normal() {
+        if !(lg.is_finite() && growth.is_finite() && growth >= 0.0 && s.factor().is_normal() && s.inverse().is_normal()) {
             return Err(Error::InvalidArgument(format!("loss scale: log2 {lg} with growth {growth}: the scale 2^lg must be a normal f32 (lg in [-126, 126]) and the growth finite and ≥ 0")));
         }
         Ok(s)

@@ -6,6 +6,7 @@ pub mod fd;
 pub mod paths;
 pub mod table;
 pub mod tc;
+pub mod train_cli;
 
 #[allow(unused_imports)] // each test binary uses some of them
 pub use paths::{fixture_path, ran_bin, ran_command, repo_path};

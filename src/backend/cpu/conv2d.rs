@@ -229,55 +229,47 @@ pub fn conv2d_x_backward<T: Real>(gy: &[T], w: &[T], g: &Conv2dGeom) -> Vec<T> {
         conv2d_depthwise_x_backward(gy, w, &mut gx, g);
         return gx;
     }
-    let (cg, og, kk, plane) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo());
-    let colg_len = if g.pointwise() { 0 } else { kk * g.max_band_cols() };
+    let colg_len = if g.pointwise() { 0 } else { g.kk() * g.max_band_cols() };
+    let block = g.cg() * hw;
     if balanced(g.n() * g.groups()) {
-        // one task per (image, group), its bands in turn, single-threaded GEMMs and col2im: each
-        // input plane gets the same sums in the same order as below, so the same bits
-        gx.par_chunks_mut(cg * hw).enumerate().for_each_init(
-            || Pooled::for_overwrite(colg_len),
-            |colg: &mut Pooled<T>, (blk, gxg)| {
-                let (ni, gi) = (blk / g.groups(), blk % g.groups());
-                let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
-                let wt = MatRef::transposed(&w[gi * og * kk..][..og * kk], kk);
-                if g.pointwise() {
-                    matmul(kk, hw, og, gxg, hw, wt, MatRef::row_major(gyg, plane), false, false);
-                    return;
-                }
-                for (r0, r1) in g.bands() {
-                    let cols = (r1 - r0) * g.wo();
-                    let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
-                    matmul(kk, cols, og, &mut colg[..kk * cols], cols, wt, gyb, false, false);
-                    gxg.chunks_mut(hw).enumerate().for_each(|(ci, gp)| col2im_plane(&colg[..kk * cols], g, r0, r1, ci, gp));
-                }
-            },
-        );
+        // one task per (image, group), single-threaded inside: each input plane gets the same
+        // sums in the same order as the threaded loop below, so the same bits
+        gx.par_chunks_mut(block)
+            .enumerate()
+            .for_each_init(|| Pooled::for_overwrite(colg_len), |colg: &mut Pooled<T>, (blk, gxg)| x_backward_group(gy, w, g, blk / g.groups(), blk % g.groups(), colg, gxg, false));
         return gx;
     }
-    // the GEMM (not accumulating) writes every element of the band's part
     let mut colg: Pooled<T> = Pooled::for_overwrite(colg_len);
-    for ni in 0..g.n() {
-        for gi in 0..g.groups() {
-            let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
-            let gxg = &mut gx[(ni * g.c() + gi * cg) * hw..][..cg * hw];
-            let wt = MatRef::transposed(&w[gi * og * kk..][..og * kk], kk);
-            if g.pointwise() {
-                matmul(kk, hw, og, gxg, hw, wt, MatRef::row_major(gyg, plane), false, true);
-                continue;
-            }
-            for (r0, r1) in g.bands() {
-                let cols = (r1 - r0) * g.wo();
-                let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
-                matmul(kk, cols, og, &mut colg[..kk * cols], cols, wt, gyb, false, true);
-                col2im_add(&colg[..kk * cols], g, r0, r1, gxg);
-            }
-        }
+    for (blk, gxg) in gx.chunks_mut(block).enumerate() {
+        x_backward_group(gy, w, g, blk / g.groups(), blk % g.groups(), &mut colg, gxg, true);
     }
     gx
 }
 
-fn col2im_add<T: Real>(colg: &[T], g: &Conv2dGeom, r0: usize, r1: usize, gxg: &mut [T]) {
-    gxg.par_chunks_mut(g.h() * g.w()).enumerate().for_each(|(ci, gp)| col2im_plane(colg, g, r0, r1, ci, gp));
+/// Image `ni`, group `gi` of ∂x (`gxg`, its cg planes): per band, the columns wᵀ·∂y (the GEMM
+/// overwrites every element of the band's part of `colg`) scattered back by col2im. `parallel`
+/// threads the GEMM and the planes; either way each plane's sums run in the same order.
+#[allow(clippy::too_many_arguments)]
+fn x_backward_group<T: Real>(gy: &[T], w: &[T], g: &Conv2dGeom, ni: usize, gi: usize, colg: &mut [T], gxg: &mut [T], parallel: bool) {
+    let (og, kk, plane, hw) = (g.og(), g.kk(), g.ho() * g.wo(), g.h() * g.w());
+    let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
+    let wt = MatRef::transposed(&w[gi * og * kk..][..og * kk], kk);
+    if g.pointwise() {
+        matmul(kk, hw, og, gxg, hw, wt, MatRef::row_major(gyg, plane), false, parallel);
+        return;
+    }
+    for (r0, r1) in g.bands() {
+        let cols = (r1 - r0) * g.wo();
+        let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
+        let colb = &mut colg[..kk * cols];
+        matmul(kk, cols, og, colb, cols, wt, gyb, false, parallel);
+        let colb = &*colb;
+        if parallel {
+            gxg.par_chunks_mut(hw).enumerate().for_each(|(ci, gp)| col2im_plane(colb, g, r0, r1, ci, gp));
+        } else {
+            gxg.chunks_mut(hw).enumerate().for_each(|(ci, gp)| col2im_plane(colb, g, r0, r1, ci, gp));
+        }
+    }
 }
 
 /// Input plane `ci` of one group's ∂x += its rows of the band's columns.

@@ -115,6 +115,11 @@ impl Compute for RoundedCpu {
     fn linear(&self, x: &T, w: &T, bias: Option<&T>, g: &LinearGeom) -> Result<T> {
         Cpu.linear(&d(x), &d(w), bias.map(d).as_ref(), g).map(u)
     }
+    // one GEMM per part (each part's own `linear` bits) and a stacked f16 weight widened part by
+    // part, as `Cpu` (the trait's default widens the whole stack and runs one GEMM)
+    fn linear_parts(&self, x: &T, w: &T, bias: Option<&T>, g: &LinearGeom, parts: &[usize]) -> Result<T> {
+        Cpu.linear_parts(&d(x), &d(w), bias.map(d).as_ref(), g, parts).map(u)
+    }
     fn linear_x_backward(&self, gy: &T, w: &T, g: &LinearGeom) -> Result<T> {
         Cpu.linear_x_backward(&d(gy), &d(w), g).map(u)
     }

@@ -26,8 +26,10 @@ fn training_lowers_the_loss_and_resumes_bit_identically() {
         assert!(log[0].get(k).is_some(), "log lacks {k}: {}", log[0]);
     }
     assert_eq!(log[39]["step"], 40);
-    // lr anneals linearly: step j (0-based) trains at 1e-3·(1 − j/40)
-    assert!((log[10]["lr"].as_f64().unwrap() - 1e-3 * 0.75).abs() < 1e-12, "{}", log[10]);
+    // lr anneals linearly as upstream's TrainLoop: step j ≥ 1 (0-based) trains at 1e-3·(1 − (j − 1)/40)
+    assert!((log[11]["lr"].as_f64().unwrap() - 1e-3 * 0.75).abs() < 1e-12, "{}", log[11]);
+    // catches the off-by-one (step j at 1 − j/40): upstream's first two steps share the initial lr
+    assert!(log[0]["lr"] == 1e-3 && log[1]["lr"] == 1e-3, "{} {}", log[0], log[1]);
     let (first, last) = (loss[..10].iter().sum::<f64>() / 10.0, loss[30..].iter().sum::<f64>() / 10.0);
     println!("mean loss of steps 1–10: {first:.4}, of steps 31–40: {last:.4}");
     // observed (seed 0, deterministic): 0.852 → 0.364; a loop that does not learn stays near 1

@@ -78,6 +78,17 @@ pub struct Summary {
 }
 
 /// An error of step `step` (1-based), said once, with `note` after it.
+/// The learning rate of step `step` (0-based) under a linear anneal over `anneal` steps (0: none),
+/// as upstream's TrainLoop (train_util.py:153-178, 220-226): the optimiser is built with `lr`,
+/// and `_anneal_lr` runs after each step with that step's index, setting the next one's rate, so
+/// steps 0 and 1 both train at `lr` and step j ≥ 1 at lr·(1 − (j − 1)/anneal).
+pub fn annealed_lr(lr: f64, anneal: u64, step: u64) -> f64 {
+    if anneal == 0 {
+        return lr;
+    }
+    lr * (1.0 - (step.saturating_sub(1) as f64 / anneal as f64).min(1.0))
+}
+
 fn at_step(step: u64, e: Error, note: &str) -> Error {
     let msg = match e {
         Error::InvalidArgument(m) => m,
@@ -336,7 +347,7 @@ pub fn run<B: Backend>(b: &B, a: &TrainArgs) -> Result<Summary> {
             (Some((e, _, _)), Some(h)) => Some(e.features(b, &x0, h.feat_shape).map_err(|e| at_step(step + 1, e, ""))?),
             _ => None,
         };
-        let lr = if anneal > 0 { a.lr * (1.0 - (step as f64 / anneal as f64).min(1.0)) } else { a.lr };
+        let lr = annealed_lr(a.lr, anneal, step);
         let hp = AdamwParams { lr, ..AdamwParams::default() };
         let inp = StepInputs { x0: &x0, eps: &eps, t: &t, y: if y_on { Some(&y) } else { None }, feat_target: target.as_ref(), feat_max_t: a.feature_max_t, only: a.train_only };
         let act = if a.recompute { Activations::Recompute } else { Activations::Keep };

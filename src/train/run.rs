@@ -77,7 +77,6 @@ pub struct Summary {
     pub last: Option<StepRecord>,
 }
 
-/// An error of step `step` (1-based), said once, with `note` after it.
 /// The learning rate of step `step` (0-based) under a linear anneal over `anneal` steps (0: none),
 /// as upstream's TrainLoop (train_util.py:153-178, 220-226): the optimiser is built with `lr`,
 /// and `_anneal_lr` runs after each step with that step's index, setting the next one's rate, so
@@ -89,6 +88,7 @@ pub fn annealed_lr(lr: f64, anneal: u64, step: u64) -> f64 {
     lr * (1.0 - (step.saturating_sub(1) as f64 / anneal as f64).min(1.0))
 }
 
+/// An error of step `step` (1-based), said once, with `note` after it.
 fn at_step(step: u64, e: Error, note: &str) -> Error {
     let msg = match e {
         Error::InvalidArgument(m) => m,

@@ -73,11 +73,11 @@ fn demo_detect_and_eval_run_out_of_the_box() {
     assert_eq!(m["precision"], "f32", "metrics.json records the precision the maps were made in");
     assert!(so.contains("ensemble: calibrated"), "{so}");
     let mean = m["mean"]["pixel_auroc"].as_f64().unwrap();
-    assert!(mean > 0.88, "demo mean pixel AUROC {mean} (README: 0.911)");
+    assert!(mean > 0.88, "demo mean pixel AUROC {mean} (README: 0.904)");
     // the KL-only and feature-only rows come with the ensemble
     for mode in ["kl_only", "feature_only"] {
         let v = m["mean"][mode]["pixel_auroc"].as_f64().unwrap();
-        assert!(v > 0.85, "{mode}: {v} (README: 0.874 / 0.888)");
+        assert!(v > 0.85, "{mode}: {v} (README: 0.867 / 0.881)");
     }
     assert!(so.contains("mean, KL only") && so.contains("mean, feature only"), "{so}");
     // per defect kind: scratches and colour spots are found everywhere (README's table)
@@ -90,23 +90,23 @@ fn demo_detect_and_eval_run_out_of_the_box() {
     }
 }
 
-/// The demo model retrained by `ran train` (weights/README.md, the three phases) is a model the
-/// other commands take as it is, and it finds the demo's defects: measured 0.904 mean pixel
-/// AUROC (calibrated ensemble), 0.867 KL only, 0.881 feature only, scratches and spots ≥ 0.99.
-/// Catches: a training run whose output eval cannot read (metadata, head, f16 conversion), or a
-/// trained model no better than chance.
+/// The Python-trained reference the demo model replaced (weights/README.md: its classes are in
+/// another order, brick, moon, gravel, so each category must be scored as its class by name) still
+/// reproduces its published figures: 0.911 mean pixel AUROC (calibrated ensemble), 0.874 KL only,
+/// 0.888 feature only. Catches: categories mapped to class indices by folder order rather than by
+/// the model's class names (gravel scored as moon), and a change that breaks a model ran did not train.
 #[test]
-fn the_demo_model_that_ran_train_made_finds_the_defects() {
-    let model = paths::repo_path("weights/demo/unet_demo_ran.safetensors").display().to_string();
-    let out = std::env::temp_dir().join(format!("ran-cli-ran-trained-{}", std::process::id()));
+fn the_python_trained_reference_model_still_scores_as_published() {
+    let model = paths::repo_path("weights/demo/unet_demo_python.safetensors").display().to_string();
+    let out = std::env::temp_dir().join(format!("ran-cli-python-ref-{}", std::process::id()));
     let o = ran(&["eval", "--demo", "--model", &model, "--device", "cpu", "--out", &out.display().to_string()]);
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let mean = m["mean"]["pixel_auroc"].as_f64().unwrap();
-    assert!(mean > 0.88, "ran-trained demo: mean pixel AUROC {mean} (measured 0.904)");
-    for mode in ["kl_only", "feature_only"] {
+    assert!((mean - 0.911).abs() < 0.002, "Python-trained reference: mean pixel AUROC {mean} (published 0.911)");
+    for (mode, published) in [("kl_only", 0.874), ("feature_only", 0.888)] {
         let v = m["mean"][mode]["pixel_auroc"].as_f64().unwrap();
-        assert!(v > 0.85, "{mode}: {v} (measured 0.867 / 0.881)");
+        assert!((v - published).abs() < 0.002, "{mode}: {v} (published {published})");
     }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -23,8 +23,11 @@ use ran::Shape;
 fn conv2d_w_backward_matches_finite_differences() {
     let mut r = Rng(9);
     // (name, x dims, w dims, stride, padding l r t b, groups): dense, strided with top ≠ left,
-    // grouped, depthwise, pointwise
-    let cases: [(&str, [usize; 4], [usize; 4], usize, [usize; 4], usize); 5] = [
+    // grouped, depthwise, pointwise; 45×100 output pixels make three im2col bands (the CPU's
+    // BAND_COLS is 2048): a band after the first that overwrote instead of adding, or the first
+    // adding onto the scratch's stale values, shows; 3 images on 2 threads take the image loop
+    let cases: [(&str, [usize; 4], [usize; 4], usize, [usize; 4], usize); 6] = [
+        ("3x3 s1 p1 @45x100, 3 bands, 3 images", [3, 2, 45, 100], [3, 2, 3, 3], 1, [1, 1, 1, 1], 1),
         ("3x3 s1 p1", [2, 3, 5, 6], [4, 3, 3, 3], 1, [1, 1, 1, 1], 1),
         ("3x3 s2 top 1 left 0", [1, 2, 7, 6], [3, 2, 3, 3], 2, [0, 1, 1, 0], 1),
         ("3x3 groups 2", [1, 4, 5, 5], [4, 2, 3, 3], 1, [1, 1, 1, 1], 2),

@@ -38,10 +38,14 @@ impl Build {
 }
 
 fn conv(name: &str, c_in: usize, c_out: usize, hw: usize, k: usize, stride: usize) -> OpCase {
+    conv_batch(name, 1, c_in, c_out, hw, k, stride)
+}
+
+fn conv_batch(name: &str, n: usize, c_in: usize, c_out: usize, hw: usize, k: usize, stride: usize) -> OpCase {
     let p = k / 2;
     let ho = (hw + 2 * p - k) / stride + 1;
     let b = Build::new(name, json!({"op": "conv2d", "stride": stride, "pad": [p, p, p, p], "groups": 1, "grads": ["x"]}));
-    b.r("x", &[1, c_in, hw, hw]).t("w", &[c_out, c_in, k, k], 0.1, 0.0).r("b", &[c_out]).r("gy", &[1, c_out, ho, ho]).case
+    b.r("x", &[n, c_in, hw, hw]).t("w", &[c_out, c_in, k, k], 0.1, 0.0).r("b", &[c_out]).r("gy", &[n, c_out, ho, ho]).case
 }
 
 fn renamed(mut c: OpCase, op: &str) -> OpCase {
@@ -56,6 +60,9 @@ pub fn production_cases() -> Vec<OpCase> {
     // the UNet's 3×3 convolutions at 64² (256 ch) and 256² (128 ch); a down-sampling one
     let c64 = conv("conv3x3 256->256 @64x64", 256, 256, 64, 3, 1);
     v.push(renamed(c64.clone(), "conv2d_w_backward"));
+    // the demo's training step (32 channels at 64², batch 2): few output channels, a long kk
+    v.push(renamed(conv_batch("conv3x3 32->32 @64x64 batch 2", 2, 32, 32, 64, 3, 1), "conv2d_w_backward"));
+    v.push(renamed(conv_batch("conv3x3 64->64 @32x32 batch 2", 2, 64, 64, 32, 3, 1), "conv2d_w_backward"));
     v.push(c64);
     v.push(conv("conv3x3 128->128 @256x256", 128, 128, 256, 3, 1));
     // the ResBlock's out_conv with the skip added in its epilogue

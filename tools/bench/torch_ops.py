@@ -48,6 +48,14 @@ def main():
                 gy = torch.randn(1, c, hw, hw)
                 report(f"conv2d_x_backward_3x3 {c}->{c} @{hw}x{hw}",
                        timeit(lambda: torch.nn.grad.conv2d_input(x.shape, w, gy, padding=1)), flops=flops)
+        # the weight gradient (benches/kernels.rs conv2d_w_backward rows): the paper's 256 channels,
+        # and the demo's training shapes at batch 2
+        for n, c, hw in [(1, 256, 64), (2, 32, 64), (2, 64, 32)]:
+            x = torch.randn(n, c, hw, hw)
+            gy = torch.randn(n, c, hw, hw)
+            flops = 2.0 * n * c * c * 9 * hw * hw
+            report(f"conv2d_w_backward_3x3 {c}->{c} @{hw}x{hw} batch {n}",
+                   timeit(lambda: torch.nn.grad.conv2d_weight(x, (c, c, 3, 3), gy, padding=1)), flops=flops)
         x = torch.randn(1, 256, 64, 64)
         g, be = torch.randn(256), torch.randn(256)
         report("group_norm+silu 256ch @64x64", timeit(lambda: F.silu(F.group_norm(x, 32, g, be, 1e-5))),

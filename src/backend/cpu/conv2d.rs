@@ -370,26 +370,41 @@ pub fn conv2d_w_backward<T: Real>(gy: &[T], x: &[T], g: &Conv2dGeom) -> Vec<T> {
 }
 
 /// gw += image `ni`'s ∂w, group by group, band by band; `parallel`: im2col and the GEMMs use
-/// every thread.
+/// every thread. Each group's product runs transposed, ∂wᵀ [kk, og] = col · ∂yᵀ, into `gwt`,
+/// added into gw once at the end: gemm is 3–5× faster with the long kk (C·KH·KW) as its m than
+/// with the short og (32–64 in the demo: below one 64-row microkernel panel), measured on the
+/// demo's shapes (benches/RESULTS.md, "conv2d_w_backward orientation").
 fn w_backward_image<T: Real>(gy: &[T], x: &[T], g: &Conv2dGeom, ni: usize, col: &mut [T], gw: &mut [T], parallel: bool) {
     let (cg, og, kk, plane, hw) = (g.cg(), g.og(), g.kk(), g.ho() * g.wo(), g.h() * g.w());
+    let mut gwt: Pooled<T> = Pooled::for_overwrite(kk * og);
     for gi in 0..g.groups() {
         let xg = &x[(ni * g.c() + gi * cg) * hw..][..cg * hw];
         let gyg = &gy[(ni * g.o() + gi * og) * plane..][..og * plane];
-        let gwg = &mut gw[gi * og * kk..][..og * kk];
         if g.pointwise() {
-            matmul(og, kk, plane, gwg, kk, MatRef::row_major(gyg, plane), MatRef::transposed(xg, hw), true, parallel);
-            continue;
-        }
-        for (r0, r1) in g.bands() {
-            let cols = (r1 - r0) * g.wo();
-            if parallel {
-                im2col(xg, g, r0, r1, &mut col[..kk * cols]);
-            } else {
-                im2col_band(xg, g, r0, r1, &mut col[..kk * cols]);
+            // a 1×1 stride-1 conv's columns are x itself
+            matmul(kk, og, plane, &mut gwt, og, MatRef::row_major(xg, hw), MatRef::transposed(gyg, plane), false, parallel);
+        } else {
+            for (bi, (r0, r1)) in g.bands().enumerate() {
+                let cols = (r1 - r0) * g.wo();
+                if parallel {
+                    im2col(xg, g, r0, r1, &mut col[..kk * cols]);
+                } else {
+                    im2col_band(xg, g, r0, r1, &mut col[..kk * cols]);
+                }
+                let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: 1, cs: plane };
+                // the first band overwrites every element of gwt, the others add
+                matmul(kk, og, cols, &mut gwt, og, MatRef::row_major(&col[..kk * cols], cols), gyb, bi > 0, parallel);
             }
-            let gyb = MatRef { data: &gyg[r0 * g.wo()..], rs: plane, cs: 1 };
-            matmul(og, kk, cols, gwg, kk, gyb, MatRef::transposed(&col[..kk * cols], cols), true, parallel);
+        }
+        add_transposed(&gwt, kk, og, &mut gw[gi * og * kk..][..og * kk]);
+    }
+}
+
+/// dst[c·rows + r] += src[r·cols + c]: the [kk, og] product added into ∂w's [og, kk] block.
+fn add_transposed<T: Real>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    for (c, drow) in dst.chunks_exact_mut(rows).take(cols).enumerate() {
+        for (r, d) in drow.iter_mut().enumerate() {
+            *d += src[r * cols + c];
         }
     }
 }

@@ -1,5 +1,6 @@
 // The tensor-core GEMMs' companions: operands cast to the narrow type in the layout the engine
-// reads (permute_cast_tc_*: NCHW → NHWC, weight reorders, transposes), and the deterministic
+// reads (permute_cast_tc_*: NCHW → NHWC, weight reorders, transposes; im2col_rows_cast_tc_*: the
+// weight gradient's k-contiguous rows over output pixels), and the deterministic
 // second pass of split-K (splitk_reduce_f32: partials summed in split order, then bias and
 // residual, into the op's layout). See tc_gemm.cuh and contract.cuh (TcPermute, TcGemmGeom).
 #include "common.cuh"
@@ -33,6 +34,44 @@ extern "C" __global__ void permute_cast_tc_f16(const float* src, uint32_t* dst, 
 extern "C" __global__ void permute_cast_tc_tf32(const float* src, uint32_t* dst, TcPermute p) {
   const long long total = (long long)p.d[0] * p.d[1] * p.d[2] * p.d[3];
   KC_FOR_EACH(i, total) dst[i] = TcTf32::cvt(src[permute_src(i, p)]);
+}
+
+// The weight gradient's operands (CudaBackend::conv2d_w_backward_tc): row r = (ci, ky, kx) of
+// x's transposed im2col, k = (img, oy, ox) an output pixel, K = n·ho·wo padded with zeros to kp
+// (whole 16-byte chunks, so rows start aligned and no chunk reads the next row):
+//   dst[r][k] = x[img][ci][oy·sh + ky − pt][ox·sw + kx − pl], 0 outside the image or for k ≥ K.
+// With a 1×1 stride-1 geometry (c = o, h = ho, w = wo) the same kernel lays ∂y out as [o][kp].
+__device__ __forceinline__ float im2col_rows_at(const float* x, const Conv2dGeom& a, long long r, long long k) {
+  const int hw = a.ho * a.wo;
+  if (k >= (long long)a.n * hw) return 0.0f;
+  const int img = (int)(k / hw), pix = (int)(k - (long long)img * hw), oy = pix / a.wo, ox = pix - oy * a.wo;
+  const int khw = a.kh * a.kw;
+  const int ci = (int)(r / khw), tap = (int)(r - (long long)ci * khw), ky = tap / a.kw, kx = tap - ky * a.kw;
+  const int iy = oy * a.sh + ky - a.pt, ix = ox * a.sw + kx - a.pl;
+  if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w) return 0.0f;
+  return x[(((long long)img * a.c + ci) * a.h + iy) * a.w + ix];
+}
+
+// 2-byte types: a thread writes one 32-bit word, elements k and k+1 of a row (kp is even).
+template <class P>
+__device__ __forceinline__ void im2col_rows_cast_pairs(const float* x, uint32_t* dst, const Conv2dGeom& a, int kp) {
+  const long long half_row = kp / 2, rows = (long long)a.c * a.kh * a.kw;
+  KC_FOR_EACH(j, rows * half_row) {
+    const long long r = j / half_row, k = 2 * (j - r * half_row);
+    const uint32_t lo = P::cvt(im2col_rows_at(x, a, r, k));
+    const uint32_t hi = P::cvt(im2col_rows_at(x, a, r, k + 1));
+    dst[j] = lo | hi << 16;
+  }
+}
+
+extern "C" __global__ void im2col_rows_cast_tc_bf16(const float* x, uint32_t* dst, Conv2dGeom a, int kp) { im2col_rows_cast_pairs<TcBf16>(x, dst, a, kp); }
+extern "C" __global__ void im2col_rows_cast_tc_f16(const float* x, uint32_t* dst, Conv2dGeom a, int kp) { im2col_rows_cast_pairs<TcF16>(x, dst, a, kp); }
+extern "C" __global__ void im2col_rows_cast_tc_tf32(const float* x, uint32_t* dst, Conv2dGeom a, int kp) {
+  const long long rows = (long long)a.c * a.kh * a.kw;
+  KC_FOR_EACH(i, rows * kp) {
+    const long long r = i / kp;
+    dst[i] = TcTf32::cvt(im2col_rows_at(x, a, r, i - r * kp));
+  }
 }
 
 // out(m, n) = Σ_s ws[s][m][n] (s ascending) + bias + res: the same sum whatever the block order.

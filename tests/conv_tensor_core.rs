@@ -268,3 +268,46 @@ fn conv2d_tc_matches_the_float64_fixtures_within_the_rounding_bound() {
     // conv7x7_s2_p3 (o = 4)
     assert_eq!(ran, 22, "fixture runs that reached the tensor cores");
 }
+
+/// The weight gradient (`conv2d_w_backward_tc`: ∂y and x's transposed im2col as k-contiguous rows
+/// over output pixels, padded to whole chunks) on every dense fixture case of
+/// tests/fixtures/weight_grads.safetensors (PyTorch float64 autograd), in each precision, within the
+/// operand-rounding bound; grouped and depthwise cases take the f32 kernel and must equal it.
+/// Catches: a tap ↔ row or pixel ↔ column index swapped in the im2col rows, padding columns not
+/// zero (K = n·ho·wo is rarely a multiple of 8 here), the images of a batch not all summed, top
+/// and left padding swapped; the tight check on the rounding CPU under every schedule is
+/// tests/backends_agree.rs (op-table cases with a second tile, split-K and a K tail).
+#[test]
+fn conv2d_w_backward_tc_matches_the_float64_fixtures_within_the_rounding_bound() {
+    use ran::backend::cuda::tensor_core::conv2d_w_backward_tc_supported;
+    let emu = EmulatedCuda::emulated();
+    let cpu = Cpu;
+    let (mut on_tc, mut fallback) = (0, 0);
+    for case in fixture_cases_for("conv2d_w_backward") {
+        let pad = case.usizes("pad").unwrap();
+        let s = case.usize("stride").unwrap();
+        let params = Conv2dParams { stride: (s, s), padding: Padding2d::lrtb(pad[0], pad[1], pad[2], pad[3]), groups: case.usize("groups").unwrap() };
+        let (xs, x) = case.host("x").unwrap();
+        let (ws, _) = case.host("w").unwrap();
+        let (gys, gy) = case.host("gy").unwrap();
+        let g = ran::ops::conv::conv2d_w_backward(&Shape::new(gys), &Shape::new(xs), &Shape::new(ws), &params).unwrap();
+        let want = case.host("g_w").unwrap().1.to_vec();
+        for p in LOW {
+            let got = emu.to_host(&emu.conv2d_w_backward_tc(&emu.from_host(gys, gy).unwrap(), &emu.from_host(xs, x).unwrap(), &g, p).unwrap()).unwrap();
+            if conv2d_w_backward_tc_supported(&g, p) {
+                let mag = cpu.conv2d_w_backward(&cpu.from_host(gys, &abs(gy)).unwrap(), &cpu.from_host(xs, &abs(x)).unwrap(), &Shape::new(ws), &params, false).unwrap().0;
+                let r = fixture_ratio(&got, &want, &cpu.to_host(&mag).unwrap(), p);
+                assert!(r <= 1.0, "{} {p} g_w: {r:.2}× the rounding bound", case.name);
+                eprintln!("{} {p} g_w: {r:.3}× the rounding bound", case.name);
+                on_tc += 1;
+            } else {
+                let f32_gw = cpu.conv2d_w_backward(&cpu.from_host(gys, gy).unwrap(), &cpu.from_host(xs, x).unwrap(), &Shape::new(ws), &params, false).unwrap().0;
+                let r = tight_ratio(&got, &cpu.to_host(&f32_gw).unwrap(), g.n() * g.ho() * g.wo());
+                assert!(r <= 1.0, "{} {p}: the f32 fallback differs from the CPU's f32 ∂w ({r:.2}×)", case.name);
+                fallback += 1;
+            }
+        }
+    }
+    eprintln!("conv2d_w_backward fixtures: {on_tc} on the tensor cores, {fallback} on the f32 kernel");
+    assert!(on_tc >= 3 * 5 && fallback >= 3, "fixture runs: {on_tc} on the tensor cores, {fallback} fallbacks");
+}

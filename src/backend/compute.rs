@@ -68,6 +68,10 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn conv2d_x_backward_lowp(&self, gy: &T<Self>, w: &T<Self>, g: &Conv2dGeom, _p: Precision) -> Result<T<Self>> {
         self.conv2d_x_backward(gy, w, g)
     }
+    /// ∂w with ∂y and x rounded to `p` (the bias gradient stays `channel_sum`'s f32 sums).
+    fn conv2d_w_backward_lowp(&self, gy: &T<Self>, x: &T<Self>, g: &Conv2dGeom, _p: Precision) -> Result<T<Self>> {
+        self.conv2d_w_backward(gy, x, g)
+    }
     fn linear_lowp(&self, x: &T<Self>, w: &T<Self>, bias: Option<&T<Self>>, g: &LinearGeom, _p: Precision) -> Result<T<Self>> {
         self.linear(x, w, bias, g)
     }

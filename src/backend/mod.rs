@@ -316,7 +316,10 @@ impl<K: Compute> Backend for K {
     fn conv2d_w_backward(&self, gy: &Tensor<Self>, x: &Tensor<Self>, w_shape: &Shape, p: &Conv2dParams, with_bias: bool) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
         let g = ops::conv::conv2d_w_backward(gy.shape(), x.shape(), w_shape, p)?;
         ops::flops::conv2d(&g);
-        let gw = Compute::conv2d_w_backward(self, gy, x, &g)?;
+        let gw = match Compute::precision(self) {
+            Precision::F32 => Compute::conv2d_w_backward(self, gy, x, &g)?,
+            p => Compute::conv2d_w_backward_lowp(self, gy, x, &g, p)?,
+        };
         let gb = if with_bias { Some(self.channel_sum(gy, g.n(), g.o(), g.ho() * g.wo())?) } else { None };
         Ok((Tensor::from_parts(w_shape.clone(), gw.storage().clone()), gb))
     }

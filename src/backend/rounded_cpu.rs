@@ -161,6 +161,12 @@ impl Compute for RoundedCpu {
     fn conv2d_w_backward(&self, gy: &T, x: &T, g: &Conv2dGeom) -> Result<T> {
         Cpu.conv2d_w_backward(&d(gy), &d(x), g).map(u)
     }
+    fn conv2d_w_backward_lowp(&self, gy: &T, x: &T, g: &Conv2dGeom, p: Precision) -> Result<T> {
+        if route(GemmOp::Conv2dWBackward(g), p) == Route::F32 {
+            return self.conv2d_w_backward(gy, x, g);
+        }
+        Cpu.conv2d_w_backward(&self.rounded(gy, p)?, &self.rounded(x, p)?, g).map(u)
+    }
     fn linear_w_backward(&self, gy: &T, x: &T, g: &LinearGeom) -> Result<T> {
         Cpu.linear_w_backward(&d(gy), &d(x), g).map(u)
     }

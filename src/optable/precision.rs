@@ -39,10 +39,19 @@ pub const ROUNDED_OPERANDS: &[(&str, &[&str])] = &[
     ("conv2d_add", &["x", "w"]),
     ("conv2d_act", &["x", "w"]),
     ("conv2d_x_backward", &["gy", "w"]),
+    ("conv2d_w_backward", &["gy", "x"]),
     ("linear", &["x", "w"]),
     ("linear_parts", &["x", "w"]),
     ("linear_x_backward", &["gy", "w"]),
 ];
+
+/// Outputs of those rows computed from the unrounded operands: conv2d_w_backward's bias gradient
+/// is `channel_sum`'s f32 sums of ∂y on every backend (only ∂w's GEMM rounds ∂y).
+pub const F32_OUTPUTS: &[(&str, &str)] = &[("conv2d_w_backward", "g_b")];
+
+pub fn f32_output(method: &str, out: &str) -> bool {
+    F32_OUTPUTS.contains(&(method, out))
+}
 
 pub fn rounded_operands(method: &str) -> Option<&'static [&'static str]> {
     ROUNDED_OPERANDS.iter().find(|(m, _)| *m == method).map(|(_, o)| *o)
@@ -73,6 +82,7 @@ pub fn geometry(c: &OpCase, method: &str) -> Result<Geometry> {
     Ok(match method {
         "conv2d" | "conv2d_add" | "conv2d_act" => Geometry::Conv(conv::conv2d(&dims("x")?, &dims("w")?, bias.as_ref(), &conv_params(c)?)?),
         "conv2d_x_backward" => Geometry::Conv(conv::conv2d_x_backward(&dims("gy")?, &dims("w")?, &dims("x")?, &conv_params(c)?)?),
+        "conv2d_w_backward" => Geometry::Conv(conv::conv2d_w_backward(&dims("gy")?, &dims("x")?, &dims("w")?, &conv_params(c)?)?),
         "linear" | "linear_parts" => Geometry::Linear(conv::linear(&dims("x")?, &dims("w")?, bias.as_ref())?),
         "linear_x_backward" => Geometry::Linear(conv::linear_x_backward(&dims("gy")?, &dims("w")?)?),
         _ => return Err(Error::InvalidArgument(format!("{method}: not a row --precision reaches"))),
@@ -83,6 +93,7 @@ pub fn geometry(c: &OpCase, method: &str) -> Result<Geometry> {
 pub fn route_of(c: &OpCase, method: &str, p: Precision) -> Result<Route> {
     Ok(match geometry(c, method)? {
         Geometry::Conv(g) if method == "conv2d_x_backward" => route(GemmOp::Conv2dXBackward(&g), p),
+        Geometry::Conv(g) if method == "conv2d_w_backward" => route(GemmOp::Conv2dWBackward(&g), p),
         Geometry::Conv(g) => route(GemmOp::Conv2d(&g), p),
         Geometry::Linear(g) if method == "linear_x_backward" => route(GemmOp::LinearXBackward(&g), p),
         Geometry::Linear(g) => route(GemmOp::Linear(&g), p),
@@ -90,11 +101,13 @@ pub fn route_of(c: &OpCase, method: &str, p: Precision) -> Result<Route> {
 }
 
 /// The row's GEMM (M, N, K) as the tensor-core engine launches it (backend/cuda/tensor_core.rs):
-/// conv2d M = o, N = n·ho·wo, K = kh·kw·c; its ∂x M = c, N = n·h·w, K = kh·kw·o; linear M = rows,
+/// conv2d M = o, N = n·ho·wo, K = kh·kw·c; its ∂x M = c, N = n·h·w, K = kh·kw·o; its ∂w M = o,
+/// N = c·kh·kw, K = n·ho·wo padded to whole chunks (`conv2d_w_backward_tc_depth`); linear M = rows,
 /// N = fout, K = fin; its ∂x N = fin, K = fout.
 pub fn gemm_mnk(c: &OpCase, method: &str) -> Result<(usize, usize, usize)> {
     Ok(match geometry(c, method)? {
         Geometry::Conv(g) if method == "conv2d_x_backward" => (g.c(), g.n() * g.h() * g.w(), g.kh() * g.kw() * g.o()),
+        Geometry::Conv(g) if method == "conv2d_w_backward" => (g.o(), g.kk(), crate::backend::cuda::tensor_core::conv2d_w_backward_tc_depth(&g)),
         Geometry::Conv(g) => (g.o(), g.n() * g.ho() * g.wo(), g.kh() * g.kw() * g.c()),
         Geometry::Linear(g) if method == "linear_x_backward" => (g.rows, g.fin, g.fout),
         Geometry::Linear(g) => (g.rows, g.fout, g.fin),
@@ -146,9 +159,9 @@ mod tests {
         assert_eq!(r.tensors["w"].1, bf);
         assert_eq!(r.tensors["b"].1, v);
         assert_ne!(bf, v);
-        for m in ["conv2d", "conv2d_add", "conv2d_act", "conv2d_x_backward", "linear", "linear_parts", "linear_x_backward"] {
+        for m in ["conv2d", "conv2d_add", "conv2d_act", "conv2d_x_backward", "conv2d_w_backward", "linear", "linear_parts", "linear_x_backward"] {
             assert!(rounded_operands(m).is_some(), "{m}");
         }
-        assert!(rounded_operands("conv2d_w_backward").is_none());
+        assert!(rounded_operands("linear_w_backward").is_none());
     }
 }

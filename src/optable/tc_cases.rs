@@ -58,6 +58,17 @@ const CONVS: [Conv; 3] = [
     Conv { name: "tc 3x3 s2 asym 24->32 @11x11", n: 1, c: 24, hw: 11, o: 32, stride: 2, pad: [1, 0, 0, 1] },
 ];
 
+/// 3×3 weight gradients: GEMM M = o, N = 9c, K = n·ho·wo padded to a multiple of 8.
+const WGRADS: [Conv; 3] = [
+    // 136×144×168 (K = 162 + 6 zeros): 2×2 large tiles, 5.25 K steps (a K tail of 8), one split
+    Conv { name: "tc wgrad 3x3 two tiles 16->136 @9x9 n2", n: 2, c: 16, hw: 9, o: 136, stride: 1, pad: [1, 1, 1, 1] },
+    // 40×216×288: 4 small tiles in N, 9 K steps in 2 splits
+    Conv { name: "tc wgrad 3x3 split-K 24->40 @12x12 n2", n: 2, c: 24, hw: 12, o: 40, stride: 1, pad: [1, 1, 1, 1] },
+    // stride 2, top ≠ left, c = 3 (no other tensor-core path takes it): K = 25 output pixels + 7
+    // zeros, so a pad column read from past the image, or not zeroed, shows
+    Conv { name: "tc wgrad 3x3 s2 asym 3->8 @11x11", n: 1, c: 3, hw: 11, o: 8, stride: 2, pad: [1, 0, 0, 1] },
+];
+
 #[derive(Clone, Copy)]
 struct Linear {
     name: &'static str,
@@ -76,7 +87,8 @@ const LINEARS: [Linear; 2] = [
 ];
 
 /// The cases: per conv shape conv2d (with ∂x), conv2d_add and conv2d_act (SiLU with the planes'
-/// means on the first, sigmoid on the second); per linear shape linear (with ∂x) and linear_parts.
+/// means on the first, sigmoid on the second); per weight-gradient shape conv2d_w_backward (with
+/// the bias gradient); per linear shape linear (with ∂x) and linear_parts.
 pub fn tensor_core_cases() -> Vec<OpCase> {
     let mut v = Vec::new();
     for (i, s) in CONVS.iter().enumerate() {
@@ -96,6 +108,12 @@ pub fn tensor_core_cases() -> Vec<OpCase> {
             act["mean"] = Value::from(i == 0);
             v.push(Make::new(&format!("{} +act", s.name), act, seed + 20).t("x", &x, 2.0).t("w", &w, 1.0).t("b", &[s.o], 1.0).case);
         }
+    }
+    for (i, s) in WGRADS.iter().enumerate() {
+        let (ho, wo) = s.out();
+        let params = json!({"op": "conv2d_w_backward", "stride": s.stride, "pad": s.pad, "groups": 1});
+        let seed = 7500 + 100 * i as u64;
+        v.push(Make::new(s.name, params, seed).t("x", &[s.n, s.c, s.hw, s.hw], 2.0).t("w", &[s.o, s.c, 3, 3], 1.0).t("b", &[s.o], 1.0).t("gy", &[s.n, s.o, ho, wo], 2.0).case);
     }
     for (i, l) in LINEARS.iter().enumerate() {
         let seed = 8000 + 100 * i as u64;

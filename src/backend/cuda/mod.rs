@@ -271,6 +271,9 @@ impl<D: Device> Compute for CudaBackend<D> {
     fn conv2d_x_backward_lowp(&self, gy: &T<D>, w: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
         precision_dispatch::conv2d_x_backward(self, gy, w, g, p)
     }
+    fn conv2d_w_backward_lowp(&self, gy: &T<D>, x: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        precision_dispatch::conv2d_w_backward(self, gy, x, g, p)
+    }
     fn linear_lowp(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
         precision_dispatch::linear(self, x, w, bias, g, p)
     }

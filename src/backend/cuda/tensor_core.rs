@@ -1,5 +1,5 @@
-//! Tensor-core paths of the CUDA backend (issue #14 item 2): conv2d, its input gradient, linear
-//! and its input gradient as implicit GEMMs on mma.sync in bf16, f16 or tf32 with f32
+//! Tensor-core paths of the CUDA backend (issue #14 item 2): conv2d, its input and weight
+//! gradients, linear and its input gradient as implicit GEMMs on mma.sync in bf16, f16 or tf32 with f32
 //! accumulators (kernels/tc_gemm.cuh, conv2d_tc.cu, linear_tc.cu, tc_support.cu). The operands
 //! are cast to the narrow type (round to nearest even; tf32 nearest, ties away) into scratch
 //! buffers in the layouts the engine reads (NHWC activations, tap-major weights); the results are
@@ -50,6 +50,18 @@ pub fn conv2d_tc_supported(g: &Conv2dGeom, p: Precision) -> bool {
 /// (`o`) are its GEMM depth.
 pub fn conv2d_x_backward_tc_supported(g: &Conv2dGeom, p: Precision) -> bool {
     tc_precision(p) && g.groups() == 1 && g.o() % tc_channel_multiple(p) == 0 && g.n() * g.c() * g.h() * g.w() > 0 && g.o() > 0
+}
+
+/// Whether `conv2d_w_backward_tc` runs this geometry on the tensor cores: every dense conv. Its
+/// depth is the output pixels, padded with zeros to whole chunks, so no channel count is refused.
+pub fn conv2d_w_backward_tc_supported(g: &Conv2dGeom, p: Precision) -> bool {
+    tc_precision(p) && g.groups() == 1 && g.n() * g.ho() * g.wo() > 0 && g.o() * g.kk() > 0
+}
+
+/// The weight gradient's GEMM depth: n·ho·wo output pixels, padded to a multiple of 8 (a whole
+/// 16-byte chunk of bf16/f16, two of tf32).
+pub fn conv2d_w_backward_tc_depth(g: &Conv2dGeom) -> usize {
+    (g.n() * g.ho() * g.wo()).next_multiple_of(8)
 }
 
 /// Whether `linear_tc` runs this geometry on the tensor cores (`fin` is the depth).
@@ -187,6 +199,28 @@ impl<D: Device> CudaBackend<D> {
         Ok(gx)
     }
 
+    /// ∂w of conv2d (groups 1) from ∂y and x, both rounded to `p`, on the tensor cores: one GEMM
+    /// M = o, N = c·kh·kw, K = n·ho·wo (padded to kp) over two k-contiguous operands made by
+    /// `im2col_rows_cast` — ∂y as [o][kp], x's transposed im2col as [c·kh·kw][kp] — and the plain
+    /// rows kernel (linear_tc's); the output [o][c·kh·kw] is ∂w's own layout. K is long and M·N
+    /// small, so split-K does most of the spreading. Grouped convs and `F32` take the f32 kernel.
+    /// The im2col costs (c·kh·kw)·kp narrow elements of scratch (604 MB at 256 channels, 256²,
+    /// batch 2, bf16): built whole, not in K slices (a later step if memory asks for it).
+    pub fn conv2d_w_backward_tc(&self, gy: &T<D>, x: &T<D>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        if !conv2d_w_backward_tc_supported(g, p) {
+            return self.conv2d_w_backward(gy, x, g);
+        }
+        let (o, kk, kp) = (g.o(), g.kk(), conv2d_w_backward_tc_depth(g));
+        // ∂y as the im2col of a 1×1 stride-1 conv over it: rows o, k = (img, oy, ox)
+        let gy_geom = Conv2dGeom { c: g.o, h: g.ho, w: g.wo, kh: 1, kw: 1, sh: 1, sw: 1, pt: 0, pl: 0, ..*g };
+        let a = self.im2col_rows_cast(gy, &gy_geom, kp, p)?;
+        let bm = self.im2col_rows_cast(x, g, kp, p)?;
+        let gw = self.alloc(&[o, g.cg(), g.kh(), g.kw()])?;
+        let t = gemm_geom(o, kk, kp, kk, false, false);
+        self.gemm(Op::Linear, p, None, Gemm { a: &a, b: &bm, bias: None, res: None, out: b(&gw), t })?;
+        Ok(gw)
+    }
+
     /// y = x·wᵀ + bias (x [rows, fin], w [fout, fin]) with x and w rounded to `p`, on the tensor
     /// cores; `F32` and `fin` not a multiple of `tc_channel_multiple` use `Compute::linear`.
     pub fn linear_tc(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, g: &LinearGeom, p: Precision) -> Result<T<D>> {
@@ -262,6 +296,22 @@ impl<D: Device> CudaBackend<D> {
             Precision::Bf16 => launch::permute_cast_tc_bf16(&self.dev, &cfg, b(t), &out, &pm)?,
             Precision::F16 => launch::permute_cast_tc_f16(&self.dev, &cfg, b(t), &out, &pm)?,
             Precision::Tf32 | Precision::F32 => launch::permute_cast_tc_tf32(&self.dev, &cfg, b(t), &out, &pm)?,
+        }
+        Ok(out)
+    }
+
+    /// The rows (ci, ky, kx) of `t`'s transposed im2col under `g`, cast to `p`, each `kp` long
+    /// (zeros past n·ho·wo): kernels/tc_support.cu `im2col_rows_cast_tc_*`.
+    fn im2col_rows_cast(&self, t: &T<D>, g: &Conv2dGeom, kp: usize, p: Precision) -> Result<CachedBuf<D>> {
+        debug_assert!(kp % 2 == 0 && kp >= g.n() * g.ho() * g.wo());
+        let n = g.c() * g.kh() * g.kw() * kp;
+        let out = self.dev.alloc_zeros(n * elem_bytes(p))?;
+        let cfg = ew(if elem_bytes(p) == 2 { n / 2 } else { n });
+        let kp = i32::try_from(kp).map_err(|_| crate::Error::InvalidArgument(format!("conv2d_w_backward on the tensor cores: {kp} output pixels (padded) exceed the kernels' 32-bit index")))?;
+        match p {
+            Precision::Bf16 => launch::im2col_rows_cast_tc_bf16(&self.dev, &cfg, b(t), &out, g, kp)?,
+            Precision::F16 => launch::im2col_rows_cast_tc_f16(&self.dev, &cfg, b(t), &out, g, kp)?,
+            Precision::Tf32 | Precision::F32 => launch::im2col_rows_cast_tc_tf32(&self.dev, &cfg, b(t), &out, g, kp)?,
         }
         Ok(out)
     }

@@ -118,6 +118,7 @@ impl FastExp for f64 {
 const LANES: usize = 16;
 
 /// Σ v, summed in LANES interleaved partial sums.
+#[inline(always)]
 pub fn sum_lanes<T: Real>(v: &[T]) -> T {
     let mut acc = [T::zero(); LANES];
     let chunks = v.chunks_exact(LANES);
@@ -131,6 +132,7 @@ pub fn sum_lanes<T: Real>(v: &[T]) -> T {
 }
 
 /// max v (−∞ for an empty slice), in LANES interleaved partial maxima.
+#[inline(always)]
 pub fn max_lanes<T: Real>(v: &[T]) -> T {
     let mut acc = [T::neg_infinity(); LANES];
     let chunks = v.chunks_exact(LANES);

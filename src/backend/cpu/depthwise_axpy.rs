@@ -31,6 +31,40 @@ pub(super) fn scratch_len(g: &Conv2dGeom) -> usize {
     g.sh() * g.sw() * rows * cols + g.ho() * cols + cols
 }
 
+/// Kernels up to 7×7 keep their taps on the stack and take `taps_into_registers`.
+const MAX_TAPS: usize = 49;
+/// Outputs summed in registers at a time: four 16-lane vectors at AVX-512.
+const STRIP: usize = 64;
+
+/// out[i] = Σ over `taps` (offset, w), in their order from +0, of phases[offset + i]·w: a strip of
+/// `STRIP` outputs stays in registers through every tap and is stored once, where one pass per tap
+/// over the whole plane loads and stores every output kh·kw times (from L2 at 95²–190² planes).
+/// The same operations in the same order per output as the per-tap passes, so the same bits.
+#[inline(always)]
+fn taps_into_registers<T: Real>(out: &mut [T], phases: &[T], taps: &[(usize, T)]) {
+    let n = out.len();
+    let mut strips = out.chunks_exact_mut(STRIP);
+    for (si, dst) in strips.by_ref().enumerate() {
+        let i0 = si * STRIP;
+        let mut acc = [T::zero(); STRIP];
+        for &(base, wv) in taps {
+            let src = &phases[base + i0..][..STRIP];
+            for j in 0..STRIP {
+                acc[j] += src[j] * wv;
+            }
+        }
+        dst.copy_from_slice(&acc);
+    }
+    let i0 = n - n % STRIP;
+    let tail = strips.into_remainder();
+    tail.fill(T::zero());
+    for &(base, wv) in taps {
+        for (o, &v) in tail.iter_mut().zip(&phases[base + i0..]) {
+            *o += v * wv;
+        }
+    }
+}
+
 /// One output plane yp from input plane xp and the channel's (finite) taps wk, with the bias and
 /// activation applied per row; returns Σ yp in f64 when `sum`.
 #[allow(clippy::too_many_arguments)]
@@ -82,13 +116,21 @@ pub(super) fn plane_axpy_generic<T: Real>(xp: &[T], wk: &[T], bias: Option<T>, a
     // out[oy·cols + ox] (ox < Wo are the outputs, the rest scratch), one axpy per tap
     let n = ho * cols;
     let out = &mut rest[..n];
-    out.fill(T::zero());
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let wv = wk[ky * kw + kx];
-            let base = (ky % sh * sw + kx % sw) * phase + (ky / sh) * cols + kx / sw;
-            for (o, &v) in out.iter_mut().zip(&phases[base..base + n]) {
-                *o += v * wv;
+    let tap = |ky: usize, kx: usize| ((ky % sh * sw + kx % sw) * phase + (ky / sh) * cols + kx / sw, wk[ky * kw + kx]);
+    if kh * kw <= MAX_TAPS {
+        let mut taps = [(0usize, T::zero()); MAX_TAPS];
+        for (i, t) in taps.iter_mut().take(kh * kw).enumerate() {
+            *t = tap(i / kw, i % kw);
+        }
+        taps_into_registers(out, phases, &taps[..kh * kw]);
+    } else {
+        out.fill(T::zero());
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (base, wv) = tap(ky, kx);
+                for (o, &v) in out.iter_mut().zip(&phases[base..base + n]) {
+                    *o += v * wv;
+                }
             }
         }
     }

@@ -35,6 +35,9 @@
 // group_norm_fused_f32: a group whose values (padded to 4) and channels' (a, bb) pairs fit in this
 // many floats of shared memory (24 KiB) is normalised by one block in one launch.
 #define GN_FUSED_FLOATS 6144
+// group_norm_coefs_f32 → a conv's operand loader (gn_pre.cuh): one record of this many floats per
+// (image, channel): x0, mean of x − x0, 1/σ, a, bb, then padding to 32 bytes.
+#define GN_PRE_FLOATS 8
 #define ATTN_BLOCK 128
 // Mahalanobis: one block per (position, image); its warps share the rows of L⁻¹.
 #define MAHA_BLOCK 256

@@ -3,6 +3,7 @@
 // group). Launch: block (16,16), grid (⌈N/64⌉, ⌈M/64⌉, groups), IGEMM_SMEM_BYTES dynamic smem.
 // CPU twin: src/backend/cpu/conv2d.rs.
 #include "common.cuh"
+#include "gn_pre.cuh"
 #include "igemm.cuh"
 
 // ---- forward: M = out channels of the group, N = output pixels of all images, K = Cg·KH·KW ----
@@ -61,6 +62,46 @@ extern "C" __global__ void conv2d_add_f32(const float* __restrict__ x, const flo
                                           const float* __restrict__ res, float* __restrict__ y, Conv2dGeom a) {
   const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
   igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdB{x, a, g, cg}, ConvFwdResStore{y, bias, res, a, g, og});
+}
+
+// conv2d of act(GN(x)·(1+scale)+shift), with a residual when has_res (CudaBackend::group_norm_conv2d):
+// the operand loader normalises each in-image value with its (image, channel) record (gn_pre.cuh,
+// from group_norm_coefs_f32); padding stays 0, as it is outside the normalised tensor.
+struct ConvFwdNormB {
+  const float* x;
+  const float* coef;
+  Conv2dGeom a;
+  int g, cg, silu;
+  __device__ float operator()(int k, int n) const {
+    int khw = a.kh * a.kw, ci = k / khw, r = k % khw, ky = r / a.kw, kx = r % a.kw;
+    int hw = a.ho * a.wo, img = n / hw, pix = n % hw, oy = pix / a.wo, ox = pix % a.wo;
+    int iy = oy * a.sh - a.pt + ky, ix = ox * a.sw - a.pl + kx;
+    if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w) return 0.0f;
+    const long long ch = (long long)img * a.c + g * cg + ci;
+    return gn_pre(x[(ch * a.h + iy) * a.w + ix], coef + ch * GN_PRE_FLOATS, silu);
+  }
+};
+struct ConvFwdMaybeResStore {
+  float* y;
+  const float* bias;
+  const float* res;
+  Conv2dGeom a;
+  int g, og, has_res;
+  __device__ void operator()(int m, int n, float v) const {
+    int hw = a.ho * a.wo, img = n / hw, pix = n % hw;
+    int oc = g * og + m;
+    const long long o = ((long long)img * a.o + oc) * hw + pix;
+    const float h = v + (a.has_bias ? bias[oc] : 0.0f);
+    y[o] = has_res ? h + res[o] : h;
+  }
+};
+
+extern "C" __global__ void conv2d_norm_f32(const float* __restrict__ x, const float* __restrict__ coef, const float* __restrict__ w,
+                                           const float* __restrict__ bias, const float* __restrict__ res, float* __restrict__ y, Conv2dGeom a,
+                                           int silu, int has_res) {
+  const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
+  igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdNormB{x, coef, a, g, cg, silu},
+             ConvFwdMaybeResStore{y, bias, res, a, g, og, has_res});
 }
 
 // ---- input gradient: M = in channels of the group, N = input pixels, K = Og·KH·KW ----------------

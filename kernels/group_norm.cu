@@ -5,6 +5,7 @@
 // chunks, one block per chunk: a statistics pass writes each chunk's moments, the next pass merges
 // its group's (once per block) and normalises. CPU twin: src/backend/cpu/group_norm.rs.
 #include "common.cuh"
+#include "gn_pre.cuh"
 #include "index_walk.cuh"
 
 // pre = x̂·a + b for channel ch of batch item b
@@ -117,11 +118,6 @@ __device__ __forceinline__ void gn_block_moments(const float* __restrict__ xc, i
     m2 = has ? sh[2][lane] : 0.0f;
     gn_warp_merge(n, m, m2);
   }
-}
-
-__device__ __forceinline__ float gn_out(float v, float x0, float mean_d, float rstd, float a, float bb, int silu) {
-  const float pre = ((v - x0) - mean_d) * rstd * a + bb;
-  return silu ? pre / (1.0f + expf(-pre)) : pre;
 }
 
 // Where block `blockIdx.x` works: (image, group) `ng`, values [start, start + cnt) of the group.
@@ -308,6 +304,68 @@ extern "C" __global__ void group_norm_apply_f32(const float* __restrict__ x, con
       gn_coef_update(c, gamma, beta, scale, shift, p, k);
       yc[i] = gn_out(xc[i], s0.x0, s0.mean_d, s0.rstd, c.a, c.bb, p.silu);
     }
+  }
+}
+
+// ---- records for a consuming conv (CudaBackend::group_norm_conv2d) ------------------------------
+// One launch over the split's chunks (one chunk per group when q.splits = 1): each block's moments
+// go to `part` as group_norm_stats_f32 writes them; the last block of its group to finish (counted
+// in cnt[group], which it puts back to 0 for the next launch) merges the group's moments as
+// gn_block_setup does and writes each channel's record of gn_pre.cuh to `coef`. The conv then
+// normalises its operand as it loads it: no normalised tensor is written or read back.
+extern "C" __global__ void group_norm_coefs_f32(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                                const float* __restrict__ scale, const float* __restrict__ shift, float* __restrict__ part,
+                                                int* __restrict__ cnt, float* __restrict__ coef, GroupNormGeom p, GroupNormSplit q) {
+  __shared__ float sh[3][32];
+  __shared__ float st[2];
+  __shared__ int last;
+  const GnChunk k = gn_chunk(p, q);
+  const float* xg = x + (long long)k.ng * k.len;
+  const float x0 = gn_first(xg);
+  const float eps = p.eps;
+  float n, m, m2;
+  gn_block_moments(xg + k.start, k.cnt, x0, nullptr, sh, n, m, m2);
+  if (threadIdx.x == 0) {
+    if (q.splits == 1) {  // the block's moments are the group's (as group_norm_fused_f32)
+      st[0] = m;
+      st[1] = rsqrtf(m2 / (float)k.len + eps);
+      last = 1;
+    } else {
+      part[2 * blockIdx.x] = m;
+      part[2 * blockIdx.x + 1] = m2;
+      __threadfence();  // the moments are visible before the count says they are there
+      last = atomicAdd(&cnt[k.ng], 1) == q.splits - 1;
+    }
+  }
+  __syncthreads();
+  if (!last) return;  // uniform per block
+  if (q.splits > 1) {
+    __threadfence();
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      const float* pg = part + 2LL * k.ng * q.splits;
+      float gn = 0.0f, gm = 0.0f, gm2 = 0.0f;
+      for (int j = lane; j < q.splits; j += 32) gn_merge(gn, gm, gm2, (float)min(q.chunk, k.len - j * q.chunk), pg[2 * j], pg[2 * j + 1]);
+      gn_warp_merge(gn, gm, gm2);
+      if (lane == 0) {
+        st[0] = gm;
+        st[1] = rsqrtf(gm2 / (float)k.len + eps);
+        atomicExch(&cnt[k.ng], 0);
+      }
+    }
+    __syncthreads();
+  }
+  for (int j = threadIdx.x; j < k.cpg; j += blockDim.x) {
+    const int ch = k.g * k.cpg + j;
+    float* r = coef + ((long long)k.b * p.c + ch) * GN_PRE_FLOATS;
+    float a, bb;
+    gn_coeffs(gamma, beta, scale, shift, p, k.b, ch, &a, &bb);
+    r[0] = x0;
+    r[1] = st[0];
+    r[2] = st[1];
+    r[3] = a;
+    r[4] = bb;
+    r[5] = r[6] = r[7] = 0.0f;
   }
 }
 

@@ -4,6 +4,7 @@
 // second pass of split-K (splitk_reduce_f32: partials summed in split order, then bias and
 // residual, into the op's layout). See tc_gemm.cuh and contract.cuh (TcPermute, TcGemmGeom).
 #include "common.cuh"
+#include "gn_pre.cuh"
 #include "tc_gemm.cuh"
 
 // Destination element i (row-major over p.d) from source element Σ idx_k · p.ss[k].
@@ -34,6 +35,38 @@ extern "C" __global__ void permute_cast_tc_f16(const float* src, uint32_t* dst, 
 extern "C" __global__ void permute_cast_tc_tf32(const float* src, uint32_t* dst, TcPermute p) {
   const long long total = (long long)p.d[0] * p.d[1] * p.d[2] * p.d[3];
   KC_FOR_EACH(i, total) dst[i] = TcTf32::cvt(src[permute_src(i, p)]);
+}
+
+// x NCHW → NHWC narrow as permute_cast_tc_* with dims [n, h, w, c], normalised on the way by its
+// (image, channel) record (gn_pre.cuh): the tensor-core conv of CudaBackend::group_norm_conv2d.
+// Element i's channel is i mod c, its image i / (h·w·c); the conv's loader pads with zeros after.
+__device__ __forceinline__ float permute_norm_at(const float* src, const float* coef, long long i, const TcPermute& p, int silu) {
+  const int c = p.d[3];
+  const long long img = i / ((long long)p.d[1] * p.d[2] * c);
+  const long long ch = img * c + (int)(i % c);
+  return gn_pre(src[permute_src(i, p)], coef + ch * GN_PRE_FLOATS, silu);
+}
+
+template <class P>
+__device__ __forceinline__ void permute_cast_norm_pairs(const float* src, const float* coef, uint32_t* dst, const TcPermute& p, int silu) {
+  const long long total = (long long)p.d[0] * p.d[1] * p.d[2] * p.d[3];
+  KC_FOR_EACH(j, (total + 1) / 2) {
+    const long long i = 2 * j;
+    const uint32_t lo = P::cvt(permute_norm_at(src, coef, i, p, silu));
+    const uint32_t hi = i + 1 < total ? P::cvt(permute_norm_at(src, coef, i + 1, p, silu)) : 0u;
+    dst[j] = lo | hi << 16;
+  }
+}
+
+extern "C" __global__ void permute_cast_norm_tc_bf16(const float* src, const float* coef, uint32_t* dst, TcPermute p, int silu) {
+  permute_cast_norm_pairs<TcBf16>(src, coef, dst, p, silu);
+}
+extern "C" __global__ void permute_cast_norm_tc_f16(const float* src, const float* coef, uint32_t* dst, TcPermute p, int silu) {
+  permute_cast_norm_pairs<TcF16>(src, coef, dst, p, silu);
+}
+extern "C" __global__ void permute_cast_norm_tc_tf32(const float* src, const float* coef, uint32_t* dst, TcPermute p, int silu) {
+  const long long total = (long long)p.d[0] * p.d[1] * p.d[2] * p.d[3];
+  KC_FOR_EACH(i, total) dst[i] = TcTf32::cvt(permute_norm_at(src, coef, i, p, silu));
 }
 
 // The weight gradient's operands (CudaBackend::conv2d_w_backward_tc): row r = (ci, ky, kx) of

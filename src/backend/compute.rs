@@ -132,6 +132,26 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
         let plain = GroupNormGeom { ss_stride: g.c, scale_off: 0, shift_off: 0, ..*g };
         self.group_norm(x, gamma, beta, Some((&scale, &shift)), &plain)
     }
+    /// conv2d (in `p`; + res when given) of act(GN(x)·(1+scale)+shift), scale and shift read from
+    /// `emb`'s columns as `group_norm_emb` reads them when `emb` is given (gn.has_ss): here the two
+    /// ops in sequence — the CPU's numbers are the unfused ones, bit for bit —; the CUDA backend
+    /// normalises the conv's operand as it loads it (no normalised tensor in memory).
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_conv2d(
+        &self,
+        x: &T<Self>,
+        gamma: &T<Self>,
+        beta: &T<Self>,
+        emb: Option<&T<Self>>,
+        gn: &GroupNormGeom,
+        w: &T<Self>,
+        bias: Option<&T<Self>>,
+        res: Option<&T<Self>>,
+        g: &Conv2dGeom,
+        p: Precision,
+    ) -> Result<T<Self>> {
+        group_norm_then_conv2d(self, x, gamma, beta, emb, gn, w, bias, res, g, p)
+    }
     /// x [N, C, S] with C = `c`, S = `s`.
     fn channel_affine(&self, x: &T<Self>, scale: &T<Self>, shift: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
     fn channel_affine_x_backward(&self, gy: &T<Self>, scale: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
@@ -199,4 +219,32 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     fn kl_bits(&self, x0: &T<Self>, xt: &T<Self>, p_mean: &T<Self>, p_logvar: &T<Self>, c: &StepCoefs) -> Result<T<Self>>;
     fn p_sample(&self, mean: &T<Self>, logvar: &T<Self>, z: &T<Self>, nonzero: bool) -> Result<T<Self>>;
     fn ddim_step(&self, xt: &T<Self>, pred_x0: &T<Self>, z: &T<Self>, c: &DdimCoefs) -> Result<T<Self>>;
+}
+
+/// `Compute::group_norm_conv2d` as its two ops: group_norm (group_norm_emb with `emb`), then conv2d
+/// (conv2d_add with `res`) in `p` — what the default runs, and a device's fallback.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_then_conv2d<C: Compute>(
+    be: &C,
+    x: &T<C>,
+    gamma: &T<C>,
+    beta: &T<C>,
+    emb: Option<&T<C>>,
+    gn: &GroupNormGeom,
+    w: &T<C>,
+    bias: Option<&T<C>>,
+    res: Option<&T<C>>,
+    g: &Conv2dGeom,
+    p: Precision,
+) -> Result<T<C>> {
+    let h = match emb {
+        Some(e) => be.group_norm_emb(x, gamma, beta, e, gn)?,
+        None => be.group_norm(x, gamma, beta, None, gn)?,
+    };
+    match (res, p) {
+        (None, Precision::F32) => be.conv2d(&h, w, bias, g),
+        (None, p) => be.conv2d_lowp(&h, w, bias, g, p),
+        (Some(r), Precision::F32) => be.conv2d_add(&h, w, bias, r, g),
+        (Some(r), p) => be.conv2d_add_lowp(&h, w, bias, r, g, p),
+    }
 }

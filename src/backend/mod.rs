@@ -119,6 +119,23 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     /// scale = emb[:, offset..offset+C], shift = emb[:, offset+C..offset+2C] (upstream's
     /// `th.chunk(emb_out, 2, dim=1)`), read in place by the kernel — no slices.
     fn group_norm_emb(&self, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, emb: &Tensor<Self>, offset: usize) -> Result<Tensor<Self>>;
+    /// conv2d(act(GN(x)·(1+scale)+shift), w, bias) (+ res shaped like the output): `group_norm`
+    /// — `group_norm_emb` with `emb` = (emb, offset) — feeding `conv2d` (`conv2d_add` with `res`),
+    /// with the same values as the two ops; a GPU applies the normalisation in the conv's operand
+    /// loader, so the normalised tensor is never stored (the UNet's every norm → conv pair).
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_conv2d(
+        &self,
+        x: &Tensor<Self>,
+        gamma: &Tensor<Self>,
+        beta: &Tensor<Self>,
+        gn: &GroupNormParams,
+        emb: Option<(&Tensor<Self>, usize)>,
+        w: &Tensor<Self>,
+        bias: Option<&Tensor<Self>>,
+        res: Option<&Tensor<Self>>,
+        p: &Conv2dParams,
+    ) -> Result<Tensor<Self>>;
     /// Inference batch norm folded to y = x·scale[c] + shift[c] (see `fold_batch_norm`).
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>>;
     fn channel_affine_x_backward(&self, gy: &Tensor<Self>, scale: &Tensor<Self>) -> Result<Tensor<Self>>;
@@ -353,6 +370,29 @@ impl<K: Compute> Backend for K {
     fn group_norm_emb(&self, x: &Tensor<Self>, gamma: &Tensor<Self>, beta: &Tensor<Self>, p: &GroupNormParams, emb: &Tensor<Self>, offset: usize) -> Result<Tensor<Self>> {
         let g = ops::norm::group_norm_emb(x.shape(), gamma.shape(), beta.shape(), p, emb.shape(), offset)?;
         Compute::group_norm_emb(self, x, gamma, beta, emb, &g)
+    }
+    fn group_norm_conv2d(
+        &self,
+        x: &Tensor<Self>,
+        gamma: &Tensor<Self>,
+        beta: &Tensor<Self>,
+        gn: &GroupNormParams,
+        emb: Option<(&Tensor<Self>, usize)>,
+        w: &Tensor<Self>,
+        bias: Option<&Tensor<Self>>,
+        res: Option<&Tensor<Self>>,
+        p: &Conv2dParams,
+    ) -> Result<Tensor<Self>> {
+        let ng = match emb {
+            Some((e, offset)) => ops::norm::group_norm_emb(x.shape(), gamma.shape(), beta.shape(), gn, e.shape(), offset)?,
+            None => ops::norm::group_norm(x.shape(), gamma.shape(), beta.shape(), gn, None)?,
+        };
+        let g = ops::conv::conv2d(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+        if let Some(r) = res {
+            ops::elementwise::binary_same("group_norm_conv2d", &Shape::new(&g.y_dims()), r.shape())?;
+        }
+        ops::flops::conv2d(&g);
+        Compute::group_norm_conv2d(self, x, gamma, beta, emb.map(|e| e.0), &ng, w, bias, res, &g, Compute::precision(self))
     }
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>> {
         let (c, s) = ops::norm::channel_affine("channel_affine", x.shape(), scale.shape(), Some(shift.shape()))?;

@@ -73,6 +73,11 @@ impl<B: Backend> Norm<B> {
     fn forward(&self, b: &B, x: &Tensor<B>, silu: bool, ss: Option<(&Tensor<B>, &Tensor<B>)>) -> Result<Tensor<B>> {
         b.group_norm(x, &self.g, &self.b, &GroupNormParams::gn32(silu), ss)
     }
+    /// conv(act(GN(x)·(1+scale)+shift)) (+ res), scale and shift from `emb`'s columns when given:
+    /// one op (Backend::group_norm_conv2d), the normalised tensor never stored on a GPU.
+    fn norm_conv(&self, b: &B, x: &Tensor<B>, silu: bool, emb: Option<(&Tensor<B>, usize)>, conv: &Conv<B>, res: Option<&Tensor<B>>) -> Result<Tensor<B>> {
+        b.group_norm_conv2d(x, &self.g, &self.b, &GroupNormParams::gn32(silu), emb, &conv.w, conv.b.as_ref(), res, &conv.p)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -143,28 +148,28 @@ impl<B: Backend> ResBlock<B> {
     fn forward(&self, b: &B, x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
         // each intermediate is dropped as soon as the next is made (a shadowed binding would live
         // to the end of the function: at the paper's 256² level that held 4 extra activations)
-        let h = {
-            let c = {
-                let n = resample_owned(b, self.in_norm.forward(b, x, true, None)?, self.updown)?;
-                self.in_conv.forward(b, &n)?
-            };
-            if self.scale_shift {
-                // scale and shift read in place from this block's columns
-                b.group_norm_emb(&c, &self.out_norm.g, &self.out_norm.b, &GroupNormParams::gn32(true), proj, self.emb_off)?
-            } else {
-                let n = proj.dims()[0];
-                let e = b.slice_channels(proj, self.emb_off, self.emb_off + self.cout)?;
-                let e = b.reshape(&e, &[n, self.cout, 1, 1])?;
-                self.out_norm.forward(b, &b.add(&c, &e)?, true, None)?
+        let c = match self.updown {
+            Resample::None => self.in_norm.norm_conv(b, x, true, None, &self.in_conv, None)?,
+            // the norm's output is resampled before the conv: two ops
+            r => self.in_conv.forward(b, &resample_owned(b, self.in_norm.forward(b, x, true, None)?, r)?)?,
+        };
+        let skip = {
+            let x = resample(b, x, self.updown)?;
+            match &self.skip {
+                Some(c) => c.forward(b, &x)?,
+                None => x,
             }
         };
-        let x = resample(b, x, self.updown)?;
-        let skip = match &self.skip {
-            Some(c) => c.forward(b, &x)?,
-            None => x,
-        };
-        // skip + out_conv(h), the add in the conv's epilogue
-        self.out_conv.forward_add(b, &h, &skip)
+        // skip + out_conv(out_norm(c)), the add in the conv's epilogue
+        if self.scale_shift {
+            // scale and shift read in place from this block's columns
+            self.out_norm.norm_conv(b, &c, true, Some((proj, self.emb_off)), &self.out_conv, Some(&skip))
+        } else {
+            let n = proj.dims()[0];
+            let e = b.slice_channels(proj, self.emb_off, self.emb_off + self.cout)?;
+            let e = b.reshape(&e, &[n, self.cout, 1, 1])?;
+            self.out_norm.norm_conv(b, &b.add(&c, &e)?, true, None, &self.out_conv, Some(&skip))
+        }
     }
 }
 
@@ -210,7 +215,7 @@ impl<B: Backend> Attention<B> {
         let d = x.dims().to_vec();
         let t: usize = d[2..].iter().product();
         let xf = b.reshape(x, &[d[0], d[1], t, 1])?;
-        let qkv = self.qkv.forward(b, &self.norm.forward(b, &xf, false, None)?)?;
+        let qkv = self.norm.norm_conv(b, &xf, false, None, &self.qkv, None)?;
         let a = b.attention_legacy(&qkv, self.heads)?;
         // xf + proj(a), the add in the conv's epilogue
         b.reshape(&self.proj.forward_add(b, &a, &xf)?, &d)
@@ -589,11 +594,11 @@ impl<B: Backend> UNet<B> {
                 feat_src = Some(h.clone());
             }
         }
-        let out = self.out_conv.forward(b, &self.out_norm.forward(b, &h, true, None)?)?;
+        let out = self.out_norm.norm_conv(b, &h, true, None, &self.out_conv, None)?;
         let feat = match (&self.feat_head, &feat_src) {
             (Some(fh), Some(src)) => {
                 let r = b.resize_bilinear(src, fh.feat_shape, fh.feat_shape)?;
-                Some(fh.conv.forward(b, &fh.norm.forward(b, &r, true, None)?)?)
+                Some(fh.norm.norm_conv(b, &r, true, None, &fh.conv, None)?)
             }
             _ => None,
         };

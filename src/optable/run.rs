@@ -90,6 +90,15 @@ pub fn run_method<B: Backend>(b: &B, method: &str, c: &OpCase, t: &Inputs<B>) ->
         "linear" => one("y", b.linear(g("x")?, g("w")?, t.opt("b"))?),
         "linear_parts" => one("y", b.linear_parts(g("x")?, g("w")?, t.opt("b"), &c.usizes("parts")?)?),
         "group_norm_emb" => one("y", b.group_norm_emb(g("x")?, g("gamma")?, g("beta")?, &gn_params(c)?, g("emb")?, c.usize("offset")?)?),
+        "group_norm_conv2d" => {
+            // the norm's groups under "gn_groups" ("groups" is the conv's)
+            let gn = GroupNormParams { groups: c.usize("gn_groups")?, eps: c.f64("eps")? as f32, silu: c.bool("silu")? };
+            let emb = match t.opt("emb") {
+                Some(e) => Some((e, c.usize("offset")?)),
+                None => None,
+            };
+            one("y", b.group_norm_conv2d(g("x")?, g("gamma")?, g("beta")?, &gn, emb, g("w")?, t.opt("b"), t.opt("res"), &conv_params(c)?)?)
+        }
         "linear_x_backward" => one("g_x", b.linear_x_backward(g("gy")?, g("w")?)?),
         "linear_w_backward" => {
             let (gw, gb) = b.linear_w_backward(g("gy")?, g("x")?, c.has("b") || c.bool("bias").unwrap_or(false))?;

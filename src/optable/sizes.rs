@@ -100,6 +100,24 @@ pub fn production_cases() -> Vec<OpCase> {
         .r("emb", &[1, 2048])
         .case;
     v.push(gn_emb);
+    // the ResBlock's out_layers: group norm with scale-shift from the packed projection and SiLU,
+    // folded into the 3×3 out_conv with the skip added
+    let gn_conv = Build {
+        case: OpCase::new(
+            "group_norm32+emb+silu -> conv3x3+res 256->256 @64x64",
+            json!({"op": "group_norm_conv2d", "gn_groups": 32, "eps": 1e-5, "silu": true, "offset": 512, "stride": 1, "pad": [1, 1, 1, 1], "groups": 1}),
+        ),
+        seed: 70,
+    }
+    .r("x", &[1, 256, 64, 64])
+    .t("gamma", &[256], 0.1, 1.0)
+    .t("beta", &[256], 0.1, 0.0)
+    .r("emb", &[1, 2048])
+    .t("w", &[256, 256, 3, 3], 0.1, 0.0)
+    .r("b", &[256])
+    .r("res", &[1, 256, 64, 64])
+    .case;
+    v.push(gn_conv);
     v.push(renamed(gn.clone(), "group_norm_w_backward"));
     v.push(gn);
     v.push(

@@ -212,6 +212,9 @@ pub static TABLE: &[Entry] = &[
     row!("group_norm", "group_norm", ["x", "gamma", "beta", "scale", "shift"], Scaled(NORM), MinBytes),
     // scale and shift read from columns of a packed projection: group_norm's arithmetic
     row!("group_norm_emb", "group_norm_emb", ["x", "gamma", "beta", "emb"], Scaled(NORM), MinBytes),
+    // group norm feeding a conv: the norm's f32 rounding (relative to its unit-scale output) carried
+    // through the conv's sums of K products
+    row!("group_norm_conv2d", "group_norm_conv2d", ["x", "gamma", "beta", "emb", "w", "b", "res"], Reduction { base: NORM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
     row!("group_norm_x_backward", "group_norm", ["gy", "x", "gamma", "beta", "scale", "shift"], Scaled(NORM), MinBytes),
     row!("group_norm_w_backward", "group_norm_w_backward", ["gy", "x", "gamma", "beta", "scale", "shift"], Fixed(tol(4e-6, 2e-6)), MinBytes),
     row!("channel_affine", "batch_norm", ["x"], Fixed(SIMPLE), MinBytes),

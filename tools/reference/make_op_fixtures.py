@@ -303,6 +303,57 @@ case("concat2_odd", "concat_channels", {}, {"a": rnd(2, 2, 3, 3), "b": rnd(2, 1,
 case("slice1_4_vec", "slice_channels", {"start": 1, "end": 4}, {"x": rnd(2, 6, 2, 4)},
      lambda x: x[:, 1:4], grads=("x",))
 
+
+# ---- group norm feeding a conv (Backend::group_norm_conv2d: the UNet's norm → conv pairs) ---------
+# Drawn after every case above, so those stay bit-identical. beta and shift are far from 0, so a
+# conv that normalised its zero padding as well (act(bb) ≠ 0) is off at every border pixel; scale and
+# shift sit in an emb row at an odd offset between filler columns (as group_norm_emb's cases); groups
+# that one block normalises and groups split over blocks (6,384 values, above the one-block limit
+# of 6,144: 7 chunks); batch 2 with
+# different scale-shift per image (a record taken from the wrong image shows); odd spatial sizes; a
+# residual; a 1×1 conv over [N, C, T, 1] without SiLU (the attention block's qkv); stride 2 with
+# asymmetric padding; a mean of 1.5 with σ = 0.01 (the normalisation's cancellation).
+EMB_BEFORE, EMB_AFTER = 3, 2
+
+
+def gnconv_case(name, x, gn_groups, silu, ss, w, stride, pad, bias, res, large=False):
+    n, c = x.shape[:2]
+    ins = {"x": x, "gamma": 1 + rnd(c, scale=0.2), "beta": rnd(c, scale=0.5) + 0.3, "w": w}
+    params = {"gn_groups": gn_groups, "eps": 1e-5, "silu": silu, "stride": stride, "pad": list(pad), "groups": 1}
+    if large:
+        params["large"] = True
+    if bias:
+        ins["b"] = rnd(w.shape[0])
+    if ss:
+        filler = lambda k: 50 + 10 * torch.rand(n, k, dtype=torch.float32).double()  # noqa: E731
+        ins["emb"] = torch.cat([filler(EMB_BEFORE), rnd(n, c, scale=0.3), rnd(n, c, scale=0.3) + 0.2, filler(EMB_AFTER)], dim=1)
+        params["offset"] = EMB_BEFORE
+    ho = (x.shape[2] + pad[2] + pad[3] - w.shape[2]) // stride + 1
+    wo = (x.shape[3] + pad[0] + pad[1] - w.shape[3]) // stride + 1
+    if res:
+        ins["res"] = rnd(n, w.shape[0], ho, wo)
+
+    def f(x, gamma, beta, w, b=None, emb=None, res=None):
+        h = F.group_norm(x, gn_groups, gamma, beta, 1e-5)
+        if emb is not None:
+            scale, shift = emb[:, EMB_BEFORE:EMB_BEFORE + c], emb[:, EMB_BEFORE + c:EMB_BEFORE + 2 * c]
+            h = h * (1 + scale[..., None, None]) + shift[..., None, None]
+        if silu:
+            h = F.silu(h)
+        y = F.conv2d(F.pad(h, tuple(pad)), w, b, stride=stride)
+        return y if res is None else y + res
+
+    case(name, "group_norm_conv2d", params, ins, f)
+
+
+gnconv_case("gnconv3x3_silu_emb_res_batch2", rnd(2, 16, 7, 9) + 0.5, 4, True, True, rnd(8, 16, 3, 3, scale=0.2), 1, (1, 1, 1, 1), True, True)
+gnconv_case("gnconv1x1_t50_nosilu", rnd(1, 32, 50, 1), 8, False, False, rnd(48, 32, 1, 1, scale=0.2), 1, (0, 0, 0, 0), True, False)
+gnconv_case("gnconv3x3_s2_asym_nobias", rnd(1, 8, 9, 8), 2, True, False, rnd(6, 8, 3, 3, scale=0.3), 2, (0, 1, 0, 1), False, False)
+gnconv_case("gnconv3x3_mean1.5_sigma0.01", (rnd(1, 16, 6, 6, scale=0.01) + 1.5).float().double(), 4, True, True, rnd(8, 16, 3, 3, scale=0.2),
+            1, (1, 1, 1, 1), True, False)
+gnconv_case("big_gnconv3x3_split_emb_res", rnd(1, 32, 56, 57, scale=1.5) - 0.7, 16, True, True, rnd(16, 32, 3, 3, scale=0.07), 1, (1, 1, 1, 1),
+            True, True, large=True)
+
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 meta["__generator__"] = json.dumps({"script": "tools/reference/make_op_fixtures.py", "torch": torch.__version__,
                                     "python": sys.version.split()[0]})

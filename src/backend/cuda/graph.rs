@@ -107,6 +107,8 @@ impl<D: Device> CudaBackend<D> {
     pub fn clear_graphs(&self) {
         let all: Vec<_> = self.graphs.map.lock().map(|mut m| m.drain().collect()).unwrap_or_default();
         drop(all);
+        // the group-norm counters stay while a recorded graph may read them (norm_conv.rs)
+        self.release_gn_counters();
     }
 
     /// A copy of `x` in a fresh buffer.

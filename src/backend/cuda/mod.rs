@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod graph;
 pub mod kernels;
 pub mod launch;
+pub mod norm_conv;
 pub mod norm_split;
 pub mod precision_dispatch;
 pub mod tensor_core;
@@ -47,6 +48,8 @@ pub struct CudaBackend<D: Device> {
     graphs: graph::GraphCache<D>,
     /// the tensor-core paths' narrow weight copies, made once per weight (weight_cache.rs)
     weights: weight_cache::WeightCache<D>,
+    /// group_norm_coefs_f32's zeroed per-group counters (norm_conv.rs)
+    gn_counts: norm_conv::GnCounters<D>,
 }
 
 /// Cached bytes kept for reuse where the device does not say its size (the emulator: host memory
@@ -138,7 +141,13 @@ impl<D: Device> CudaBackend<D> {
             eprintln!("warning: {e}; graphs stay on");
             true
         });
-        CudaBackend { dev: CachedDevice::new(dev, opts), precision: Precision::F32, graphs: graph::GraphCache::new(graphs), weights: weight_cache::WeightCache::new(weight_cache::WEIGHT_CACHE_BYTES) }
+        CudaBackend {
+            dev: CachedDevice::new(dev, opts),
+            precision: Precision::F32,
+            graphs: graph::GraphCache::new(graphs),
+            weights: weight_cache::WeightCache::new(weight_cache::WEIGHT_CACHE_BYTES),
+            gn_counts: norm_conv::GnCounters::new(),
+        }
     }
     /// The device underneath the caching layer.
     pub fn device(&self) -> &D {
@@ -382,6 +391,26 @@ impl<D: Device> Compute for CudaBackend<D> {
             launch::group_norm_apply_f32(&self.dev, &p.cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), b(&y), g, &p.split)?;
         }
         Ok(y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_conv2d(
+        &self,
+        x: &T<D>,
+        gamma: &T<D>,
+        beta: &T<D>,
+        emb: Option<&T<D>>,
+        gn: &GroupNormGeom,
+        w: &T<D>,
+        bias: Option<&T<D>>,
+        res: Option<&T<D>>,
+        g: &Conv2dGeom,
+        p: Precision,
+    ) -> Result<T<D>> {
+        match self.group_norm_conv2d_folded(x, gamma, beta, emb, gn, w, bias, res, g, p)? {
+            Some(y) => Ok(y),
+            None => super::compute::group_norm_then_conv2d(self, x, gamma, beta, emb, gn, w, bias, res, g, p),
+        }
     }
 
     fn group_norm_emb(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, emb: &T<D>, g: &GroupNormGeom) -> Result<T<D>> {

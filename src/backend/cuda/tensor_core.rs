@@ -173,13 +173,43 @@ impl<D: Device> CudaBackend<D> {
     }
 
     fn conv2d_tc_epilogue(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
-        let (n, c, h, wd, o, kh, kw) = (g.n(), g.c(), g.h(), g.w(), g.o(), g.kh(), g.kw());
+        let (n, c, h, wd) = (g.n(), g.c(), g.h(), g.w());
         let xn = self.permute_cast(x, [n, h, wd, c], [c * h * wd, wd, 1, h * wd], p)?; // NHWC
+        self.conv2d_tc_of_nhwc(&xn, w, bias, res, g, p)
+    }
+
+    /// `conv2d_add_tc` (`conv2d_tc` without `res`) of act(GN(x)·(1+scale)+shift): x normalised
+    /// by its (image, channel) records `coef` (kernels/gn_pre.cuh) as it is cast to NHWC, then the
+    /// same GEMM. Shapes the tensor cores cannot take run the f32 kernel that normalises in its
+    /// loader (CudaBackend::conv2d_norm_f32).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv2d_norm_tc(&self, x: &T<D>, coef: &T<D>, silu: bool, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        if !conv2d_tc_supported(g, p) {
+            return self.conv2d_norm_f32(x, coef, silu, w, bias, res, g);
+        }
+        let (n, c, h, wd) = (g.n(), g.c(), g.h(), g.w());
+        let dims = [n, h, wd, c];
+        let nn = x.numel();
+        let out = self.dev.alloc_zeros(nn.div_ceil(2) * 2 * elem_bytes(p))?;
+        let pm = TcPermute { d: dims.map(|v| v as i32), ss: [c * h * wd, wd, 1, h * wd].map(|v| v as i32) };
+        let cfg = ew(if elem_bytes(p) == 2 { nn.div_ceil(2) } else { nn });
+        let silu = silu as i32;
+        match p {
+            Precision::Bf16 => launch::permute_cast_norm_tc_bf16(&self.dev, &cfg, b(x), b(coef), &out, &pm, silu)?,
+            Precision::F16 => launch::permute_cast_norm_tc_f16(&self.dev, &cfg, b(x), b(coef), &out, &pm, silu)?,
+            Precision::Tf32 | Precision::F32 => launch::permute_cast_norm_tc_tf32(&self.dev, &cfg, b(x), b(coef), &out, &pm, silu)?,
+        }
+        self.conv2d_tc_of_nhwc(&out, w, bias, res, g, p)
+    }
+
+    /// The tensor-core conv of an operand already cast to NHWC in `p`.
+    fn conv2d_tc_of_nhwc(&self, xn: &CachedBuf<D>, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        let (n, c, o, kh, kw) = (g.n(), g.c(), g.o(), g.kh(), g.kw());
         let wn = self.weight_cast(w, [o, kh, kw, c], [c * kh * kw, kw, 1, kh * kw], p)?; // [o][kh][kw][c]
         let y = self.alloc(&g.y_dims())?;
         let mut t = gemm_geom(o, n * g.ho() * g.wo(), kh * kw * c, g.ho() * g.wo(), bias.is_some(), false);
         t.has_res = res.is_some() as i32;
-        self.gemm(Op::Conv, p, Some(g), Gemm { a: &*wn, b: &xn, bias: bias.map(b), res: res.map(b), out: b(&y), t })?;
+        self.gemm(Op::Conv, p, Some(g), Gemm { a: &*wn, b: xn, bias: bias.map(b), res: res.map(b), out: b(&y), t })?;
         Ok(y)
     }
 

@@ -36,7 +36,7 @@ impl<D: Device> CudaBackend<D> {
         let (bh, t) = (g.n * g.heads, g.t);
         let tp = t.next_multiple_of(8);
         let rows = bh * 3 * g.d;
-        let scratch = self.dev.alloc_zeros(rows * tp * 2)?;
+        let scratch = self.dev.alloc(rows * tp * 2)?; // every element written, the padding as 0
         let cast_cfg = ew(rows * tp);
         if f16 {
             launch::cast_qkv_pad_f16(&self.dev, &cast_cfg, b(qkv), &scratch, i(rows), i(t), i(tp))?;

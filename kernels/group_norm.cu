@@ -345,7 +345,9 @@ extern "C" __global__ void group_norm_coefs_f32(const float* __restrict__ x, con
       const int lane = threadIdx.x;
       const float* pg = part + 2LL * k.ng * q.splits;
       float gn = 0.0f, gm = 0.0f, gm2 = 0.0f;
-      for (int j = lane; j < q.splits; j += 32) gn_merge(gn, gm, gm2, (float)min(q.chunk, k.len - j * q.chunk), pg[2 * j], pg[2 * j + 1]);
+      // through L2 (__ldcg): other blocks wrote these during this launch, and this SM's L1 may
+      // hold the sector from a neighbouring group's merge, read before they were written
+      for (int j = lane; j < q.splits; j += 32) gn_merge(gn, gm, gm2, (float)min(q.chunk, k.len - j * q.chunk), __ldcg(&pg[2 * j]), __ldcg(&pg[2 * j + 1]));
       gn_warp_merge(gn, gm, gm2);
       if (lane == 0) {
         st[0] = gm;

@@ -241,6 +241,8 @@ static inline long long max(long long a, long long b) { return a > b ? a : b; }
 static inline float min(float a, float b) { return fminf(a, b); }
 static inline float max(float a, float b) { return fmaxf(a, b); }
 template <class T> static inline T __ldg(const T* p) { return *p; }
+// ld.global.cg (L2 only, not L1): the host has one coherent memory
+template <class T> static inline T __ldcg(const T* p) { return *p; }
 
 // ---- tensor cores, ldmatrix, cp.async, vector accesses ------------------------------------
 #include "cuda_emu_tc.h"

@@ -184,6 +184,10 @@ EMU_ATOMIC static inline T atomicAdd(T* a, T v) {
 }
 template <class T> EMU_ATOMIC static inline T atomicSub(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); }
 template <class T> EMU_ATOMIC static inline T atomicExch(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); }
+// ld.global.cg (through L2, not the SM's L1): the one load the race detector lets read what another
+// block of the same launch wrote (a plain load may hit a stale L1 line on a GPU). Not instrumented,
+// as the atomics: no bounds check beyond the guard pages.
+template <class T> EMU_ATOMIC static inline T __ldcg(const T* p) { emu_count_global(p, sizeof(T), 1); return *p; }
 template <class T> EMU_ATOMIC static inline T atomicAnd(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); }
 template <class T> EMU_ATOMIC static inline T atomicOr(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); }
 template <class T> EMU_ATOMIC static inline T atomicXor(T* a, T v) { emu_count_global(a, sizeof(T), 3); return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); }
@@ -241,8 +245,7 @@ static inline long long max(long long a, long long b) { return a > b ? a : b; }
 static inline float min(float a, float b) { return fminf(a, b); }
 static inline float max(float a, float b) { return fmaxf(a, b); }
 template <class T> static inline T __ldg(const T* p) { return *p; }
-// ld.global.cg (L2 only, not L1): the host has one coherent memory
-template <class T> static inline T __ldcg(const T* p) { return *p; }
+
 
 // ---- tensor cores, ldmatrix, cp.async, vector accesses ------------------------------------
 #include "cuda_emu_tc.h"

@@ -50,8 +50,9 @@ const CASES: [Case; 4] = [
     Case { name: "one_block_emb_res_batch2", n: 2, c: 16, hw: (7, 9), groups: 4, o: 8, k: 3, stride: 1, pad: (1, 1, 1, 1), silu: true, emb: true, res: true, bias: true, split: false },
     // 6,384-value groups, split: the last block of each group merges (the counter, run twice)
     Case { name: "split_emb_res", n: 1, c: 32, hw: (56, 57), groups: 16, o: 16, k: 3, stride: 1, pad: (1, 1, 1, 1), silu: true, emb: true, res: true, bias: true, split: true },
-    // the attention block's qkv: a 1×1 over [N, C, T, 1], no SiLU, T odd (no 16-byte paths)
-    Case { name: "1x1_t50_no_silu", n: 1, c: 32, hw: (50, 1), groups: 8, o: 48, k: 1, stride: 1, pad: (0, 0, 0, 0), silu: false, emb: false, res: false, bias: true, split: false },
+    // the attention block's qkv: a 1×1 over [N, C, T, 1], no SiLU, T odd (no 16-byte paths);
+    // 136 outputs: three tiles in M (f32 64-row, tensor-core 64-row), so the loader serves each
+    Case { name: "1x1_t50_no_silu_three_m_tiles", n: 1, c: 32, hw: (50, 1), groups: 8, o: 136, k: 1, stride: 1, pad: (0, 0, 0, 0), silu: false, emb: false, res: false, bias: true, split: false },
     // stride 2, padding only bottom/right, batch 3 of split groups (6,560 values), no bias
     Case { name: "s2_asym_batch3_split", n: 3, c: 16, hw: (40, 41), groups: 4, o: 8, k: 3, stride: 2, pad: (0, 1, 0, 1), silu: true, emb: false, res: false, bias: false, split: true },
 ];

@@ -407,10 +407,7 @@ impl<D: Device> Compute for CudaBackend<D> {
         g: &Conv2dGeom,
         p: Precision,
     ) -> Result<T<D>> {
-        match self.group_norm_conv2d_folded(x, gamma, beta, emb, gn, w, bias, res, g, p)? {
-            Some(y) => Ok(y),
-            None => super::compute::group_norm_then_conv2d(self, x, gamma, beta, emb, gn, w, bias, res, g, p),
-        }
+        self.group_norm_conv2d_folded(x, gamma, beta, emb, gn, w, bias, res, g, p)
     }
 
     fn group_norm_emb(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, emb: &T<D>, g: &GroupNormGeom) -> Result<T<D>> {

@@ -72,8 +72,8 @@ impl<D: Device> CudaBackend<D> {
         drop(bufs);
     }
 
-    /// group_norm_conv2d as group_norm_coefs_f32 + a normalising conv; None where there is nothing
-    /// to normalise (the caller then runs the two ops).
+    /// group_norm_conv2d as group_norm_coefs_f32 + a normalising conv; the two ops where there is
+    /// nothing to normalise, for a depthwise conv, or with the fold off.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn group_norm_conv2d_folded(
         &self,
@@ -87,9 +87,10 @@ impl<D: Device> CudaBackend<D> {
         res: Option<&T<D>>,
         g: &Conv2dGeom,
         p: Precision,
-    ) -> Result<Option<T<D>>> {
+    ) -> Result<T<D>> {
+        let unfolded = || crate::backend::compute::group_norm_then_conv2d(self, x, gamma, beta, emb, gn, w, bias, res, g, p);
         if g.depthwise() || !fold_enabled() {
-            return Ok(None);
+            return unfolded();
         }
         // the decomposition group_norm uses (one block per group where it would fuse, else its
         // split), so the records, and so the conv's result, are group_norm → conv2d's bit for bit
@@ -97,7 +98,7 @@ impl<D: Device> CudaBackend<D> {
         let (split, cfg, blocks) = match (norm_split::fused(gn), norm_split::plan(gn)) {
             (Some(f), _) => (GroupNormSplit { splits: 1, chunk: len as i32 }, LaunchCfg { smem_bytes: 0, ..f }, f.grid.0 as usize),
             (None, Some(p)) => (p.split, p.cfg, p.blocks),
-            (None, None) => return Ok(None),
+            (None, None) => return unfolded(),
         };
         let (n, c) = (gn.n(), gn.c());
         // scale and shift read in place from emb's columns (gn's stride and offsets), as group_norm_emb
@@ -107,10 +108,10 @@ impl<D: Device> CudaBackend<D> {
         let coef = self.alloc(&[n * c * GN_PRE_FLOATS as usize])?; // every record written in full
         launch::group_norm_coefs_f32(&self.dev, &cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), &*cnt, b(&coef), gn, &split)?;
         let silu = gn.silu != 0;
-        Ok(Some(match p {
-            Precision::F32 => self.conv2d_norm_f32(x, &coef, silu, w, bias, res, g)?,
-            p => self.conv2d_norm_tc(x, &coef, silu, w, bias, res, g, p)?,
-        }))
+        match p {
+            Precision::F32 => self.conv2d_norm_f32(x, &coef, silu, w, bias, res, g),
+            p => self.conv2d_norm_tc(x, &coef, silu, w, bias, res, g, p),
+        }
     }
 
     /// conv2d (+ res) of x normalised by `coef` in the f32 implicit GEMM's operand loader.

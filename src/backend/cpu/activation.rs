@@ -120,6 +120,22 @@ pub(super) fn bias_act_generic<T: Real>(y: &mut [T], bias: Option<T>, act: Optio
     }
 }
 
+/// `bias_act_generic` from `x` into `y`: y = act(x + bias), the same operations. Reading a row
+/// that a copy has just stored costs a store-forwarding stall per vector (the copy's stores are
+/// not the loads' width), so a kernel that would copy and then apply writes through this.
+#[inline(always)]
+pub(super) fn bias_act_into_generic<T: Real>(y: &mut [T], x: &[T], bias: Option<T>, act: Option<Activation>) {
+    match (bias, act) {
+        (None, None) => y.copy_from_slice(x),
+        (Some(b), None) => map_into(y, x, |v| v + b),
+        (None, Some(a)) => act_into_generic(y, x, a),
+        (Some(b), Some(Activation::Silu)) => map_into(y, x, |v| silu_of(v + b)),
+        (Some(b), Some(Activation::Relu)) => map_into(y, x, |v| (v + b).max(T::zero())),
+        (Some(b), Some(Activation::Sigmoid)) => map_into(y, x, |v| sigmoid_of(v + b)),
+        (Some(b), Some(Activation::Relu6)) => map_into(y, x, |v| relu6_of(v + b)),
+    }
+}
+
 /// The output pass of a conv with a residual: y = res + (y + bias), as add(res, conv2d(x, w, bias)).
 #[inline(always)]
 fn bias_res_generic<T: Real>(y: &mut [T], bias: Option<T>, res: &[T]) {

@@ -11,7 +11,7 @@
 //! never becomes −0 under round-to-nearest. That needs finite taps (0·∞ is NaN), so the caller
 //! uses this kernel only for channels whose weights are all finite.
 
-use super::activation::bias_act_generic;
+use super::activation::bias_act_into_generic;
 use super::depthwise::row_sum_f64;
 use super::real::Real;
 use crate::backend::Activation;
@@ -136,8 +136,7 @@ pub(super) fn plane_axpy_generic<T: Real>(xp: &[T], wk: &[T], bias: Option<T>, a
     }
     let mut total = 0.0f64;
     for (oy, row) in yp.chunks_exact_mut(wo).enumerate() {
-        row.copy_from_slice(&out[oy * cols..][..wo]);
-        bias_act_generic(row, bias, act);
+        bias_act_into_generic(row, &out[oy * cols..][..wo], bias, act);
         if sum {
             total += row_sum_f64(row);
         }

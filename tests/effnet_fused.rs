@@ -42,7 +42,8 @@ fn cases() -> Vec<Case> {
     let same380 = Padding2d::lrtb(0, 1, 0, 1);
     let p = |stride: usize, padding: Padding2d, groups: usize| Conv2dParams { stride: (stride, stride), padding, groups };
     vec![
-        // depthwise (the row kernel): 3×3 stride 1, 5×5 stride 2 with padding 2 and with the
+        // depthwise (the plane-axpy kernel, whose output pass writes each row from its strips'
+        // buffer; the row kernel where a tap is not finite): 3×3 stride 1, 5×5 stride 2 with padding 2 and with the
         // asymmetric (0, 1) of B4's static padding, a channel multiplier of 2
         Case { name: "dw3x3 s1", x: [2, 13, 11, 17], o: 13, k: 3, p: p(1, Padding2d::same(1), 13) },
         Case { name: "dw5x5 s2 p2", x: [2, 13, 19, 21], o: 13, k: 5, p: p(2, Padding2d::same(2), 13) },

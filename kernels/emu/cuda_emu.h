@@ -246,7 +246,6 @@ static inline float min(float a, float b) { return fminf(a, b); }
 static inline float max(float a, float b) { return fmaxf(a, b); }
 template <class T> static inline T __ldg(const T* p) { return *p; }
 
-
 // ---- tensor cores, ldmatrix, cp.async, vector accesses ------------------------------------
 #include "cuda_emu_tc.h"
 

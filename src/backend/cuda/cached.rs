@@ -88,6 +88,9 @@ struct Shared<D: Device> {
     /// set while a recording is open (checked before taking the lock on every launch)
     recording: AtomicBool,
     rec: Mutex<Option<Recording<D>>>,
+    /// the dynamic shared memory each kernel has been allowed (the attribute stays set, so a
+    /// launch within it makes no second call: attention's opt-in at every layer did)
+    smem_allowed: Mutex<std::collections::HashMap<&'static str, u32>>,
 }
 
 /// A kernel argument as a recorded graph keeps it: buffers by handle, scalars and structs by value.
@@ -274,7 +277,8 @@ pub struct CachedDevice<D: Device> {
 impl<D: Device> CachedDevice<D> {
     pub fn new(dev: D, opts: CacheOptions) -> Self {
         let free = Mutex::new(FreeList { by_class: BTreeMap::new(), bytes: 0 });
-        let home = Shared { dev, opts, free, held: AtomicUsize::new(0), n: Counters::default(), recording: AtomicBool::new(false), rec: Mutex::new(None) };
+        let home =
+            Shared { dev, opts, free, held: AtomicUsize::new(0), n: Counters::default(), recording: AtomicBool::new(false), rec: Mutex::new(None), smem_allowed: Mutex::new(Default::default()) };
         CachedDevice { home: Arc::new(home) }
     }
 
@@ -544,8 +548,14 @@ impl<D: Device> Device for CachedDevice<D> {
     }
 
     fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()> {
+        let mut allowed = self.home.smem_allowed.lock().unwrap_or_else(|p| p.into_inner());
+        if allowed.get(kernel).is_some_and(|&b| b >= bytes) {
+            return Ok(());
+        }
         bump(&self.home.n.other);
-        self.home.dev.set_max_dynamic_smem(kernel, bytes)
+        self.home.dev.set_max_dynamic_smem(kernel, bytes)?;
+        allowed.insert(kernel, bytes);
+        Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {

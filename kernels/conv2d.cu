@@ -4,6 +4,7 @@
 // CPU twin: src/backend/cpu/conv2d.rs.
 #include "common.cuh"
 #include "gn_pre.cuh"
+#include "gn_out.cuh"
 #include "igemm.cuh"
 
 // ---- forward: M = out channels of the group, N = output pixels of all images, K = Cg·KH·KW ----
@@ -102,6 +103,48 @@ extern "C" __global__ void conv2d_norm_f32(const float* __restrict__ x, const fl
   const int g = blockIdx.z, cg = a.c / a.groups, og = a.o / a.groups, kk = cg * a.kh * a.kw;
   igemm_tile(og, a.n * a.ho * a.wo, kk, ConvFwdA{w, g, og, kk}, ConvFwdNormB{x, coef, a, g, cg, silu},
              ConvFwdMaybeResStore{y, bias, res, a, g, og, has_res});
+}
+
+// ---- conv2d (+ res) that also writes the group-norm records of its output (gn_out.cuh) ----------
+// groups = 1 and hw % IGEMM_TN == 0 (host: CudaBackend::conv2d_gn), so no column is past N and
+// every tile lies in one image. The store is ConvFwdMaybeResStore's arithmetic.
+template <class LoadB>
+__device__ __forceinline__ void conv2d_gn_out_body(const LoadB& lb, const float* w, const float* bias, const float* res, float* y, const Conv2dGeom& a,
+                                                   int has_res, const GnOut& o) {
+  const int og = a.o, kk = a.c * a.kh * a.kw, hw = a.ho * a.wo;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int m0 = blockIdx.y * IGEMM_TM, n0 = blockIdx.x * IGEMM_TN;
+  float v[4][4];
+  igemm_acc(og, a.n * hw, kk, ConvFwdA{w, 0, og, kk}, lb, v);
+  for (int i = 0; i < 4; ++i) {
+    const int m = m0 + ty + 16 * i;
+    if (m >= og) continue;
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx + 16 * j, img = n / hw, pix = n - img * hw;
+      const long long off = ((long long)img * a.o + m) * hw + pix;
+      const float h = v[i][j] + (a.has_bias ? bias[m] : 0.0f);
+      v[i][j] = has_res ? h + res[off] : h;
+      y[off] = v[i][j];
+    }
+  }
+  igemm_gn_out(v, og, a.has_bias ? bias : nullptr, o);  // the bias: each channel's shift
+}
+
+extern "C" __global__ void conv2d_gn_out_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                                             const float* __restrict__ res, float* __restrict__ y, float* __restrict__ part, float* __restrict__ chm,
+                                             int* __restrict__ cnt, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                             const float* __restrict__ scale, const float* __restrict__ shift, float* __restrict__ coef, Conv2dGeom a,
+                                             GroupNormGeom q, int has_res) {
+  conv2d_gn_out_body(ConvFwdB{x, a, 0, a.c}, w, bias, res, y, a, has_res, GnOut{part, chm, cnt, gamma, beta, scale, shift, coef, q});
+}
+
+// The same with x normalised in the loader by its records coef_in (conv2d_norm_f32's loader).
+extern "C" __global__ void conv2d_norm_gn_out_f32(const float* __restrict__ x, const float* __restrict__ coef_in, const float* __restrict__ w,
+                                                  const float* __restrict__ bias, const float* __restrict__ res, float* __restrict__ y,
+                                                  float* __restrict__ part, float* __restrict__ chm, int* __restrict__ cnt, const float* __restrict__ gamma,
+                                                  const float* __restrict__ beta, const float* __restrict__ scale, const float* __restrict__ shift,
+                                                  float* __restrict__ coef, Conv2dGeom a, GroupNormGeom q, int silu, int has_res) {
+  conv2d_gn_out_body(ConvFwdNormB{x, coef_in, a, 0, a.c, silu}, w, bias, res, y, a, has_res, GnOut{part, chm, cnt, gamma, beta, scale, shift, coef, q});
 }
 
 // ---- input gradient: M = in channels of the group, N = input pixels, K = Og·KH·KW ----------------

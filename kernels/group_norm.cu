@@ -8,35 +8,12 @@
 #include "gn_pre.cuh"
 #include "index_walk.cuh"
 
-// pre = x̂·a + b for channel ch of batch item b
-__device__ __forceinline__ void gn_coeffs(const float* gamma, const float* beta, const float* scale, const float* shift,
-                                          const GroupNormGeom& p, int b, int ch, float* a, float* bb) {
-  float ga = gamma[ch], be = beta[ch];
-  if (p.has_ss) {
-    float k = 1.0f + scale[(long long)b * p.ss_stride + p.scale_off + ch];
-    *a = ga * k;
-    *bb = be * k + shift[(long long)b * p.ss_stride + p.shift_off + ch];
-  } else {
-    *a = ga;
-    *bb = be;
-  }
-}
-
 // ---- moments ------------------------------------------------------------------------------------
 // Moments (count n, mean m, M2 = Σ(v − m)²) are of d = x − x0, x0 the group's first value: x − x0
 // is exact when the two are within a factor 2 (a large mean against a small spread), so the mean
 // keeps its precision there, where a mean of x itself would carry half an ulp of the mean. Each
 // thread shifts once more by its own first d, and the threads' and blocks' moments are merged by
 // Chan's pairwise formula, so no sum of squares is ever taken far from its data's mean.
-
-// Chan, Golub & LeVeque: (n, m, m2) ← (n, m, m2) ∪ (nb, mb, m2b).
-__device__ __forceinline__ void gn_merge(float& n, float& m, float& m2, float nb, float mb, float m2b) {
-  if (nb == 0.0f) return;
-  const float nt = n + nb, d = mb - m, w = nb / nt;
-  m += d * w;
-  m2 += m2b + d * d * n * w;
-  n = nt;
-}
 
 // Lane 0 ends with the merge of the warp's 32 moments (a fixed tree: the same on every run).
 __device__ __forceinline__ void gn_warp_merge(float& n, float& m, float& m2) {
@@ -359,16 +336,59 @@ extern "C" __global__ void group_norm_coefs_f32(const float* __restrict__ x, con
   }
   for (int j = threadIdx.x; j < k.cpg; j += blockDim.x) {
     const int ch = k.g * k.cpg + j;
-    float* r = coef + ((long long)k.b * p.c + ch) * GN_PRE_FLOATS;
     float a, bb;
     gn_coeffs(gamma, beta, scale, shift, p, k.b, ch, &a, &bb);
-    r[0] = x0;
-    r[1] = st[0];
-    r[2] = st[1];
-    r[3] = a;
-    r[4] = bb;
-    r[5] = r[6] = r[7] = 0.0f;
+    gn_put_record(coef + ((long long)k.b * p.c + ch) * GN_PRE_FLOATS, x0, st[0], st[1], a, bb);
   }
+}
+
+// torch.cat([a, b], 1) of a [N, ca, S] and b [N, cb, S] into y [N, C = ca + cb, S] that also
+// writes y's records for the group norm q that reads it (the UNet decoder's cat([h, skip]) →
+// in_norm; CudaBackend::concat_channels_gn), so that norm's conv needs no statistics launch.
+// One block per (image, channel) plane: it copies the plane (gn_block_moments storing every value
+// into y) and files the plane's moments of y − x0 (x0 its first value) in chm[plane] = {x0, mean,
+// M2}; the last plane of an image to finish (counter cnt[img], put back to 0) merges each group's
+// planes, their means moved to the group's first plane's x0, and writes the image's records
+// {x0, mean − x0, 1/σ, a, bb, 0, 0, 0} (gn_pre.cuh).
+extern "C" __global__ void concat2_gn_f32(const float* __restrict__ a, int ca, const float* __restrict__ b, int cb, float* __restrict__ y,
+                                          float* __restrict__ chm, int* __restrict__ cnt, const float* __restrict__ gamma,
+                                          const float* __restrict__ beta, const float* __restrict__ scale, const float* __restrict__ shift,
+                                          float* __restrict__ coef, GroupNormGeom q) {
+  __shared__ float sh[3][32];
+  __shared__ int last;
+  const int C = ca + cb, s = q.s, img = blockIdx.x / C, ch = blockIdx.x - img * C;
+  const float* src = ch < ca ? a + ((long long)img * ca + ch) * s : b + ((long long)img * cb + (ch - ca)) * s;
+  float* dst = y + (long long)blockIdx.x * s;
+  const float x0 = gn_first(src);
+  float n, m, m2;
+  gn_block_moments(src, s, x0, dst, sh, n, m, m2);
+  if (threadIdx.x == 0) {
+    chm[3 * blockIdx.x] = x0;
+    chm[3 * blockIdx.x + 1] = m;
+    chm[3 * blockIdx.x + 2] = m2;
+  }
+  __threadfence();  // the plane's copy and moments are visible before the count says they are there
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&cnt[img], 1) == C - 1;
+  __syncthreads();
+  if (!last) return;  // uniform per block
+  __threadfence();
+  const int cpg = C / q.groups;
+  const float len = (float)cpg * (float)s;
+  for (int g = threadIdx.x; g < q.groups; g += blockDim.x) {
+    const float* c = chm + 3 * ((long long)img * C + g * cpg);
+    const float g0 = __ldcg(&c[0]);
+    float gn = 0.0f, gm = 0.0f, gm2 = 0.0f;
+    for (int j = 0; j < cpg; ++j) gn_merge(gn, gm, gm2, (float)s, (__ldcg(&c[3 * j]) - g0) + __ldcg(&c[3 * j + 1]), __ldcg(&c[3 * j + 2]));
+    const float rstd = rsqrtf(gm2 / len + q.eps);
+    for (int j = 0; j < cpg; ++j) {
+      const int k = g * cpg + j;
+      float ga, bb;
+      gn_coeffs(gamma, beta, scale, shift, q, img, k, &ga, &bb);
+      gn_put_record(coef + ((long long)img * C + k) * GN_PRE_FLOATS, g0, gm, rstd, ga, bb);
+    }
+  }
+  if (threadIdx.x == 0) atomicExch(&cnt[img], 0);
 }
 
 // ∂L/∂pre at one element: the incoming gradient, through SiLU when fused.

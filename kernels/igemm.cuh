@@ -8,13 +8,13 @@
 
 // Tile sizes and IGEMM_SMEM_BYTES: contract.cuh.
 
-template <class LoadA, class LoadB, class Store>
-__device__ __forceinline__ void igemm_tile(int M, int N, int K, const LoadA& la, const LoadB& lb, const Store& st) {
+// The block's accumulators: acc[i][j] = C[m0 + ty + 16i][n0 + tx + 16j] (m0, n0 the tile's corner).
+template <class LoadA, class LoadB>
+__device__ __forceinline__ void igemm_acc(int M, int N, int K, const LoadA& la, const LoadB& lb, float (&acc)[4][4]) {
   float* As = dynamic_smem<float>();       // [TK][TM]
   float* Bs = As + IGEMM_TK * IGEMM_TM;    // [TK][TN]
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * IGEMM_THREADS + tx;
   const int m0 = blockIdx.y * IGEMM_TM, n0 = blockIdx.x * IGEMM_TN;
-  float acc[4][4];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
   for (int k0 = 0; k0 < K; k0 += IGEMM_TK) {
@@ -38,6 +38,14 @@ __device__ __forceinline__ void igemm_tile(int M, int N, int K, const LoadA& la,
     }
     __syncthreads();
   }
+}
+
+template <class LoadA, class LoadB, class Store>
+__device__ __forceinline__ void igemm_tile(int M, int N, int K, const LoadA& la, const LoadB& lb, const Store& st) {
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int m0 = blockIdx.y * IGEMM_TM, n0 = blockIdx.x * IGEMM_TN;
+  float acc[4][4];
+  igemm_acc(M, N, K, la, lb, acc);
   for (int i = 0; i < 4; ++i) {
     int m = m0 + ty + 16 * i;
     if (m >= M) continue;

@@ -152,6 +152,30 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
     ) -> Result<T<Self>> {
         group_norm_then_conv2d(self, x, gamma, beta, emb, gn, w, bias, res, g, p)
     }
+    /// conv2d (in `p`; + res) of x, normalised as `group_norm_conv2d` normalises it when `norm`
+    /// is given, and the output's group-norm records for `next` where the backend makes them in
+    /// the conv's epilogue (`Backend::conv2d_gn`). Here: `rec` unread, the unfused ops, no records.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_gn(
+        &self,
+        x: &T<Self>,
+        _rec: Option<&T<Self>>,
+        norm: Option<&GnOperand<'_, Self>>,
+        w: &T<Self>,
+        bias: Option<&T<Self>>,
+        res: Option<&T<Self>>,
+        g: &Conv2dGeom,
+        p: Precision,
+        _next: Option<&GnOperand<'_, Self>>,
+    ) -> Result<(T<Self>, Option<T<Self>>)> {
+        Ok((conv2d_maybe_norm(self, x, norm, w, bias, res, g, p)?, None))
+    }
+    /// act(GN(x)) nearest-2× upsampled (`up`) or 2×2 average pooled, from x's records `rec` in
+    /// one pass where the backend has one (`Backend::group_norm_resample`); None here: the front
+    /// runs group_norm and the resample.
+    fn group_norm_resample(&self, _x: &T<Self>, _rec: Option<&T<Self>>, _norm: &GnOperand<'_, Self>, _up: bool) -> Result<Option<T<Self>>> {
+        Ok(None)
+    }
     /// x [N, C, S] with C = `c`, S = `s`.
     fn channel_affine(&self, x: &T<Self>, scale: &T<Self>, shift: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
     fn channel_affine_x_backward(&self, gy: &T<Self>, scale: &T<Self>, c: usize, s: usize) -> Result<T<Self>>;
@@ -181,6 +205,11 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
 
     // ---- layout (output dims given) ----
     fn concat_channels(&self, xs: &[&T<Self>], dims: &[usize]) -> Result<T<Self>>;
+    /// `concat_channels`, and the result's group-norm records for `next` where the backend makes
+    /// them as it copies (`Backend::concat_channels_gn`). Here: no records.
+    fn concat_channels_gn(&self, xs: &[&T<Self>], dims: &[usize], _next: Option<&GnOperand<'_, Self>>) -> Result<(T<Self>, Option<T<Self>>)> {
+        Ok((self.concat_channels(xs, dims)?, None))
+    }
     fn slice_channels(&self, x: &T<Self>, start: usize, dims: &[usize]) -> Result<T<Self>>;
     fn gather_channels(&self, x: &T<Self>, ids: &[usize], dims: &[usize]) -> Result<T<Self>>;
     fn gather_channels_x_backward(&self, gy: &T<Self>, ids: &[usize], dims: &[usize]) -> Result<T<Self>>;
@@ -224,6 +253,29 @@ pub trait Compute: HasStorage + Sized + Send + Sync + 'static {
 /// `Compute::group_norm_conv2d` as its two ops: group_norm (group_norm_emb with `emb`), then conv2d
 /// (conv2d_add with `res`) in `p` — what the default runs, and a device's fallback.
 #[allow(clippy::too_many_arguments)]
+/// A group norm as an operand of a fused op (`Compute::conv2d_gn`), its geometry checked: γ, β,
+/// emb (the scale-shift columns, at g's stride and offsets) and g.
+pub struct GnOperand<'a, C: HasStorage> {
+    pub gamma: &'a T<C>,
+    pub beta: &'a T<C>,
+    pub emb: Option<&'a T<C>>,
+    pub g: GroupNormGeom,
+}
+
+/// conv2d (+ res) of x, or of x normalised by `norm` (`group_norm_conv2d`), in `p`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_maybe_norm<C: Compute>(be: &C, x: &T<C>, norm: Option<&GnOperand<'_, C>>, w: &T<C>, bias: Option<&T<C>>, res: Option<&T<C>>, g: &Conv2dGeom, p: Precision) -> Result<T<C>> {
+    if let Some(n) = norm {
+        return be.group_norm_conv2d(x, n.gamma, n.beta, n.emb, &n.g, w, bias, res, g, p);
+    }
+    match (res, p) {
+        (None, Precision::F32) => be.conv2d(x, w, bias, g),
+        (None, p) => be.conv2d_lowp(x, w, bias, g, p),
+        (Some(r), Precision::F32) => be.conv2d_add(x, w, bias, r, g),
+        (Some(r), p) => be.conv2d_add_lowp(x, w, bias, r, g, p),
+    }
+}
+
 pub fn group_norm_then_conv2d<C: Compute>(
     be: &C,
     x: &T<C>,

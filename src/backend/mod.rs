@@ -39,6 +39,49 @@ pub struct GroupNormGrads<B: HasStorage> {
     pub scale_shift: Option<(Tensor<B>, Tensor<B>)>,
 }
 
+/// A group norm as the UNet applies it, as an operand of `Backend::conv2d_gn`: γ, β, its
+/// parameters and, for scale-shift, emb [N, E] with scale = emb[:, off..off+C], shift =
+/// emb[:, off+C..off+2C] (as `group_norm_emb`).
+pub struct GnSpec<'a, B: HasStorage> {
+    pub gamma: &'a Tensor<B>,
+    pub beta: &'a Tensor<B>,
+    pub p: GroupNormParams,
+    pub emb: Option<(&'a Tensor<B>, usize)>,
+}
+
+impl<B: HasStorage> Clone for GnSpec<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: HasStorage> Copy for GnSpec<'_, B> {}
+
+impl<'a, B: HasStorage> GnSpec<'a, B> {
+    /// This norm's geometry over x (shapes checked).
+    fn geom(&self, x: &Shape) -> Result<crate::ops::contract::GroupNormGeom> {
+        match self.emb {
+            Some((e, off)) => ops::norm::group_norm_emb(x, self.gamma.shape(), self.beta.shape(), &self.p, e.shape(), off),
+            None => ops::norm::group_norm(x, self.gamma.shape(), self.beta.shape(), &self.p, None),
+        }
+    }
+    /// The Compute-level operand, with its checked geometry over x.
+    fn operand(&self, x: &Shape) -> Result<compute::GnOperand<'a, B>> {
+        Ok(compute::GnOperand { gamma: self.gamma, beta: self.beta, emb: self.emb.map(|e| e.0), g: self.geom(x)? })
+    }
+}
+
+/// Group-norm records, where given, are one record per (image, channel) of x.
+fn check_records<B: HasStorage>(op: &'static str, x: &Tensor<B>, rec: Option<&Tensor<B>>) -> Result<()> {
+    if let Some(r) = rec {
+        let d = x.dims();
+        let want = [d[0], d.get(1).copied().unwrap_or(0), crate::ops::contract::GN_PRE_FLOATS as usize];
+        if r.dims() != want {
+            return Err(crate::Error::shape(op, format!("records {:?} for an input {:?}: expected {want:?}", r.dims(), d)));
+        }
+    }
+    Ok(())
+}
+
 /// Shapes of an optional scale-shift pair.
 fn ss_shapes<'a, B: HasStorage>(ss: &ScaleShift<'a, B>) -> Option<(&'a Shape, &'a Shape)> {
     ss.map(|(a, b)| (a.shape(), b.shape()))
@@ -136,6 +179,31 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
         res: Option<&Tensor<Self>>,
         p: &Conv2dParams,
     ) -> Result<Tensor<Self>>;
+    /// conv2d(x′, w, bias) (+ res shaped like the output), x′ = act(GN(x)·(1+scale)+shift) when
+    /// `norm` is given (as `group_norm_conv2d`), else x; and, when `next` is given, possibly the
+    /// group-norm records of the output for that norm: where the backend computes them in the
+    /// conv's epilogue (CUDA at f32: kernels/gn_out.cuh), so the conv that reads the output
+    /// through `next` — given them as `rec` — needs no statistics launch. None elsewhere (the CPU:
+    /// its numbers are the unfused ops'). `rec` must be records an earlier call returned for
+    /// exactly `norm` (the same γ, β, parameters and emb) over this x; a backend may also ignore
+    /// it and compute x's statistics itself.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_gn(
+        &self,
+        x: &Tensor<Self>,
+        rec: Option<&Tensor<Self>>,
+        norm: Option<&GnSpec<'_, Self>>,
+        w: &Tensor<Self>,
+        bias: Option<&Tensor<Self>>,
+        res: Option<&Tensor<Self>>,
+        p: &Conv2dParams,
+        next: Option<&GnSpec<'_, Self>>,
+    ) -> Result<(Tensor<Self>, Option<Tensor<Self>>)>;
+    /// act(GN(x)) with `norm`'s parameters and scale-shift, then nearest-2× upsampled (`up`) or
+    /// 2×2 average pooled with stride 2 — the up/down ResBlock's in_norm → h_upd: one pass from
+    /// x's records `rec` where its producer made them (`conv2d_gn`; the CUDA backend), else the
+    /// two ops. x [N, C, H, W].
+    fn group_norm_resample(&self, x: &Tensor<Self>, rec: Option<&Tensor<Self>>, norm: &GnSpec<'_, Self>, up: bool) -> Result<Tensor<Self>>;
     /// Inference batch norm folded to y = x·scale[c] + shift[c] (see `fold_batch_norm`).
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>>;
     fn channel_affine_x_backward(&self, gy: &Tensor<Self>, scale: &Tensor<Self>) -> Result<Tensor<Self>>;
@@ -171,6 +239,9 @@ pub trait Backend: HasStorage + Sized + Send + Sync + 'static {
     // ---- layout ----------------------------------------------------------------------------------
     /// torch.cat(xs, dim=1).
     fn concat_channels(&self, xs: &[&Tensor<Self>]) -> Result<Tensor<Self>>;
+    /// `concat_channels`, and, when `next` is given, possibly the result's group-norm records for
+    /// that norm (as `conv2d_gn` makes them: the CUDA backend for two parts, in the copy's launch).
+    fn concat_channels_gn(&self, xs: &[&Tensor<Self>], next: Option<&GnSpec<'_, Self>>) -> Result<(Tensor<Self>, Option<Tensor<Self>>)>;
     /// x[:, start..end].
     fn slice_channels(&self, x: &Tensor<Self>, start: usize, end: usize) -> Result<Tensor<Self>>;
     /// Gradients of the parts of `concat_channels`, given the parts' channel counts.
@@ -394,6 +465,50 @@ impl<K: Compute> Backend for K {
         ops::flops::conv2d(&g);
         Compute::group_norm_conv2d(self, x, gamma, beta, emb.map(|e| e.0), &ng, w, bias, res, &g, Compute::precision(self))
     }
+    fn conv2d_gn(
+        &self,
+        x: &Tensor<Self>,
+        rec: Option<&Tensor<Self>>,
+        norm: Option<&GnSpec<'_, Self>>,
+        w: &Tensor<Self>,
+        bias: Option<&Tensor<Self>>,
+        res: Option<&Tensor<Self>>,
+        p: &Conv2dParams,
+        next: Option<&GnSpec<'_, Self>>,
+    ) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
+        let norm = norm.map(|n| n.operand(x.shape())).transpose()?;
+        if rec.is_some() && norm.is_none() {
+            return Err(crate::Error::InvalidArgument("conv2d_gn: group-norm records given without the norm they are for".into()));
+        }
+        check_records("conv2d_gn", x, rec)?;
+        let g = ops::conv::conv2d(x.shape(), w.shape(), bias.map(|b| b.shape()), p)?;
+        let y = Shape::new(&g.y_dims());
+        if let Some(r) = res {
+            ops::elementwise::binary_same("conv2d_gn", &y, r.shape())?;
+        }
+        let next = next.map(|n| n.operand(&y)).transpose()?;
+        ops::flops::conv2d(&g);
+        Compute::conv2d_gn(self, x, rec, norm.as_ref(), w, bias, res, &g, Compute::precision(self), next.as_ref())
+    }
+    fn group_norm_resample(&self, x: &Tensor<Self>, rec: Option<&Tensor<Self>>, norm: &GnSpec<'_, Self>, up: bool) -> Result<Tensor<Self>> {
+        if x.shape().rank() != 4 {
+            return Err(crate::Error::shape("group_norm_resample", format!("x {:?}: expected [N, C, H, W]", x.dims())));
+        }
+        let op = norm.operand(x.shape())?;
+        check_records("group_norm_resample", x, rec)?;
+        if let Some(y) = Compute::group_norm_resample(self, x, rec, &op, up)? {
+            return Ok(y);
+        }
+        let h = match norm.emb {
+            Some((e, off)) => Backend::group_norm_emb(self, x, norm.gamma, norm.beta, &norm.p, e, off)?,
+            None => Backend::group_norm(self, x, norm.gamma, norm.beta, &norm.p, None)?,
+        };
+        if up {
+            Backend::upsample_nearest2x(self, &h)
+        } else {
+            Backend::avg_pool2d(self, &h, &Pool2dParams::new(2, 2, 0))
+        }
+    }
     fn channel_affine(&self, x: &Tensor<Self>, scale: &Tensor<Self>, shift: &Tensor<Self>) -> Result<Tensor<Self>> {
         let (c, s) = ops::norm::channel_affine("channel_affine", x.shape(), scale.shape(), Some(shift.shape()))?;
         Compute::channel_affine(self, x, scale, shift, c, s)
@@ -473,6 +588,12 @@ impl<K: Compute> Backend for K {
         let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
         let dims = ops::layout::concat_channels(&shapes)?;
         Compute::concat_channels(self, xs, &dims)
+    }
+    fn concat_channels_gn(&self, xs: &[&Tensor<Self>], next: Option<&GnSpec<'_, Self>>) -> Result<(Tensor<Self>, Option<Tensor<Self>>)> {
+        let shapes: Vec<&Shape> = xs.iter().map(|x| x.shape()).collect();
+        let dims = ops::layout::concat_channels(&shapes)?;
+        let next = next.map(|n| n.operand(&Shape::new(&dims))).transpose()?;
+        Compute::concat_channels_gn(self, xs, &dims, next.as_ref())
     }
     fn slice_channels(&self, x: &Tensor<Self>, start: usize, end: usize) -> Result<Tensor<Self>> {
         let dims = ops::layout::slice_channels(x.shape(), start, end)?;

@@ -9,7 +9,7 @@ pub use params::state_dict_shape;
 pub use tape::{Activations, Tape};
 
 use super::weights::Loader;
-use crate::backend::{Backend, Conv2dParams, GroupNormParams, Pool2dParams};
+use crate::backend::{Backend, Conv2dParams, GnSpec, GroupNormParams, Pool2dParams};
 use crate::io::flags::ModelFlags;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -36,6 +36,11 @@ impl<B: Backend> Conv<B> {
     }
     fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
         b.conv2d(x, &self.w, self.b.as_ref(), &self.p)
+    }
+    /// `forward` (+ res), with the output's group-norm records for `next` where the backend makes them.
+    fn forward_gn(&self, b: &B, x: &Tensor<B>, res: Option<&Tensor<B>>, next: Option<&GnSpec<'_, B>>) -> Result<Act<B>> {
+        let (t, rec) = b.conv2d_gn(x, None, None, &self.w, self.b.as_ref(), res, &self.p, next)?;
+        Ok(Act { t, rec })
     }
     /// res + conv(x): a residual connection, added in the conv's epilogue on a GPU.
     fn forward_add(&self, b: &B, x: &Tensor<B>, res: &Tensor<B>) -> Result<Tensor<B>> {
@@ -73,10 +78,31 @@ impl<B: Backend> Norm<B> {
     fn forward(&self, b: &B, x: &Tensor<B>, silu: bool, ss: Option<(&Tensor<B>, &Tensor<B>)>) -> Result<Tensor<B>> {
         b.group_norm(x, &self.g, &self.b, &GroupNormParams::gn32(silu), ss)
     }
+    /// This norm as an operand (`Backend::conv2d_gn`), scale and shift from `emb`'s columns when given.
+    fn spec<'a>(&'a self, silu: bool, emb: Option<(&'a Tensor<B>, usize)>) -> GnSpec<'a, B> {
+        GnSpec { gamma: &self.g, beta: &self.b, p: GroupNormParams::gn32(silu), emb }
+    }
     /// conv(act(GN(x)·(1+scale)+shift)) (+ res), scale and shift from `emb`'s columns when given:
-    /// one op (Backend::group_norm_conv2d), the normalised tensor never stored on a GPU.
-    fn norm_conv(&self, b: &B, x: &Tensor<B>, silu: bool, emb: Option<(&Tensor<B>, usize)>, conv: &Conv<B>, res: Option<&Tensor<B>>) -> Result<Tensor<B>> {
-        b.group_norm_conv2d(x, &self.g, &self.b, &GroupNormParams::gn32(silu), emb, &conv.w, conv.b.as_ref(), res, &conv.p)
+    /// one op (Backend::conv2d_gn), the normalised tensor never stored on a GPU; x's statistics
+    /// from its records when its producer made them (`x.rec`), and the output's for `next`.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_conv(&self, b: &B, x: &Act<B>, silu: bool, emb: Option<(&Tensor<B>, usize)>, conv: &Conv<B>, res: Option<&Tensor<B>>, next: Option<&GnSpec<'_, B>>) -> Result<Act<B>> {
+        let (t, rec) = b.conv2d_gn(&x.t, x.rec.as_ref(), Some(&self.spec(silu, emb)), &conv.w, conv.b.as_ref(), res, &conv.p, next)?;
+        Ok(Act { t, rec })
+    }
+}
+
+/// A layer's output and, where its conv made them in its epilogue (`Backend::conv2d_gn`: the
+/// CUDA backend at f32), its group-norm records for the norm that reads it next — so that norm's
+/// conv needs no statistics launch of its own.
+pub struct Act<B: Backend> {
+    t: Tensor<B>,
+    rec: Option<Tensor<B>>,
+}
+
+impl<B: Backend> Act<B> {
+    fn plain(t: Tensor<B>) -> Self {
+        Act { t, rec: None }
     }
 }
 
@@ -92,14 +118,6 @@ fn resample<B: Backend>(b: &B, x: &Tensor<B>, r: Resample) -> Result<Tensor<B>> 
         Resample::None => Ok(x.clone()),
         Resample::Up => b.upsample_nearest2x(x),
         Resample::Down => b.avg_pool2d(x, &Pool2dParams::new(2, 2, 0)),
-    }
-}
-
-/// `resample` of a tensor the caller gives up: freed once resampled.
-fn resample_owned<B: Backend>(b: &B, x: Tensor<B>, r: Resample) -> Result<Tensor<B>> {
-    match r {
-        Resample::None => Ok(x),
-        r => resample(b, &x, r),
     }
 }
 
@@ -144,17 +162,23 @@ impl<B: Backend> ResBlock<B> {
     }
 
     /// `proj` is every block's emb_layers(emb) side by side (`EmbPack::project`); this block's
-    /// columns start at `emb_off`.
-    fn forward(&self, b: &B, x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
+    /// columns start at `emb_off`. `next`: the norm that reads the output, if any.
+    fn forward(&self, b: &B, x: &Act<B>, proj: &Tensor<B>, next: Option<&GnSpec<'_, B>>) -> Result<Act<B>> {
+        // out_norm's scale-shift read in place from this block's columns; the records of c for it
+        // made by in_conv (without scale-shift the add below comes between, so none)
+        let out_spec = self.scale_shift.then(|| self.out_norm.spec(true, Some((proj, self.emb_off))));
         // each intermediate is dropped as soon as the next is made (a shadowed binding would live
         // to the end of the function: at the paper's 256² level that held 4 extra activations)
         let c = match self.updown {
-            Resample::None => self.in_norm.norm_conv(b, x, true, None, &self.in_conv, None)?,
-            // the norm's output is resampled before the conv: two ops
-            r => self.in_conv.forward(b, &resample_owned(b, self.in_norm.forward(b, x, true, None)?, r)?)?,
+            Resample::None => self.in_norm.norm_conv(b, x, true, None, &self.in_conv, None, out_spec.as_ref())?,
+            // the norm's output is resampled before the conv (one op with x's records)
+            r => {
+                let h = b.group_norm_resample(&x.t, x.rec.as_ref(), &self.in_norm.spec(true, None), r == Resample::Up)?;
+                self.in_conv.forward_gn(b, &h, None, out_spec.as_ref())?
+            }
         };
         let skip = {
-            let x = resample(b, x, self.updown)?;
+            let x = resample(b, &x.t, self.updown)?;
             match &self.skip {
                 Some(c) => c.forward(b, &x)?,
                 None => x,
@@ -162,13 +186,12 @@ impl<B: Backend> ResBlock<B> {
         };
         // skip + out_conv(out_norm(c)), the add in the conv's epilogue
         if self.scale_shift {
-            // scale and shift read in place from this block's columns
-            self.out_norm.norm_conv(b, &c, true, Some((proj, self.emb_off)), &self.out_conv, Some(&skip))
+            self.out_norm.norm_conv(b, &c, true, Some((proj, self.emb_off)), &self.out_conv, Some(&skip), next)
         } else {
             let n = proj.dims()[0];
             let e = b.slice_channels(proj, self.emb_off, self.emb_off + self.cout)?;
             let e = b.reshape(&e, &[n, self.cout, 1, 1])?;
-            self.out_norm.norm_conv(b, &b.add(&c, &e)?, true, None, &self.out_conv, Some(&skip))
+            self.out_norm.norm_conv(b, &Act::plain(b.add(&c.t, &e)?), true, None, &self.out_conv, Some(&skip), next)
         }
     }
 }
@@ -211,14 +234,17 @@ impl<B: Backend> Attention<B> {
         Ok(Attention { norm: Norm::load(l, &format!("{p}.norm"), c)?, qkv, proj: Conv::load_1d(l, &format!("{p}.proj_out"), c, c)?, heads })
     }
 
-    fn forward(&self, b: &B, x: &Tensor<B>) -> Result<Tensor<B>> {
-        let d = x.dims().to_vec();
+    /// `next`: the norm that reads the output, if any.
+    fn forward(&self, b: &B, x: &Act<B>, next: Option<&GnSpec<'_, B>>) -> Result<Act<B>> {
+        let d = x.t.dims().to_vec();
         let t: usize = d[2..].iter().product();
-        let xf = b.reshape(x, &[d[0], d[1], t, 1])?;
-        let qkv = self.norm.norm_conv(b, &xf, false, None, &self.qkv, None)?;
-        let a = b.attention_legacy(&qkv, self.heads)?;
+        // [N, C, T, 1]: the same (image, channel) records as [N, C, H, W]
+        let xf = Act { t: b.reshape(&x.t, &[d[0], d[1], t, 1])?, rec: x.rec.clone() };
+        let qkv = self.norm.norm_conv(b, &xf, false, None, &self.qkv, None, None)?;
+        let a = b.attention_legacy(&qkv.t, self.heads)?;
         // xf + proj(a), the add in the conv's epilogue
-        b.reshape(&self.proj.forward_add(b, &a, &xf)?, &d)
+        let y = self.proj.forward_gn(b, &a, Some(&xf.t), next)?;
+        Ok(Act { t: b.reshape(&y.t, &d)?, rec: y.rec })
     }
 }
 
@@ -233,21 +259,36 @@ pub enum Layer<B: Backend> {
 }
 
 impl<B: Backend> Layer<B> {
-    /// `proj`: the packed timestep projections of every ResBlock (`EmbPack::project`).
-    fn forward(&self, b: &B, x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
+    /// `proj`: the packed timestep projections of every ResBlock (`EmbPack::project`); `next`: the
+    /// norm that reads the output, if any (its records made where the backend can).
+    fn forward(&self, b: &B, x: &Act<B>, proj: &Tensor<B>, next: Option<&GnSpec<'_, B>>) -> Result<Act<B>> {
         match self {
-            Layer::Conv(c) | Layer::Down(c) => c.forward(b, x),
-            Layer::Res(r) => r.forward(b, x, proj),
-            Layer::Attn(a) => a.forward(b, x),
-            Layer::Up(c) => c.forward(b, &b.upsample_nearest2x(x)?),
+            Layer::Conv(c) | Layer::Down(c) => c.forward_gn(b, &x.t, None, next),
+            Layer::Res(r) => r.forward(b, x, proj, next),
+            Layer::Attn(a) => a.forward(b, x, next),
+            Layer::Up(c) => c.forward_gn(b, &b.upsample_nearest2x(&x.t)?, None, next),
+        }
+    }
+
+    /// The norm this layer applies to its input first (which reads the input's records).
+    fn first_norm(&self) -> Option<GnSpec<'_, B>> {
+        match self {
+            Layer::Res(r) => Some(r.in_norm.spec(true, None)),
+            Layer::Attn(a) => Some(a.norm.spec(false, None)),
+            _ => None,
         }
     }
 }
 
-fn run<B: Backend>(b: &B, layers: &[Layer<B>], x: &Tensor<B>, proj: &Tensor<B>) -> Result<Tensor<B>> {
-    let mut h = layers[0].forward(b, x, proj)?;
-    for l in &layers[1..] {
-        h = l.forward(b, &h, proj)?;
+/// The layers in order; `after`: the norm that reads the last one's output, if any.
+fn run<B: Backend>(b: &B, layers: &[Layer<B>], x: Act<B>, proj: &Tensor<B>, after: Option<&GnSpec<'_, B>>) -> Result<Act<B>> {
+    let mut h = x;
+    for (i, l) in layers.iter().enumerate() {
+        let next = match layers.get(i + 1) {
+            Some(n) => n.first_norm(),
+            None => after.copied(),
+        };
+        h = l.forward(b, &h, proj, next.as_ref())?;
     }
     Ok(h)
 }
@@ -577,28 +618,40 @@ impl<B: Backend> UNet<B> {
         let semb = b.activation(&emb, crate::backend::Activation::Silu)?;
         let proj = self.emb_projections(b, &semb)?;
         let mut hs = Vec::with_capacity(self.input_blocks.len());
-        let mut h = x.clone();
-        for blk in &self.input_blocks {
-            h = run(b, blk, &h, &proj)?;
-            hs.push(h.clone());
+        let mut h = Act::plain(x.clone());
+        for (i, blk) in self.input_blocks.iter().enumerate() {
+            // the norm the block's output meets next: the next block's first layer's, or the middle's
+            let after = self.input_blocks.get(i + 1).map_or(&self.middle, |n| n).first().and_then(Layer::first_norm);
+            h = run(b, blk, h, &proj, after.as_ref())?;
+            hs.push(h.t.clone());
         }
-        h = run(b, &self.middle, &h, &proj)?;
+        // a concat comes next (it makes its own records)
+        let mut h = run(b, &self.middle, h, &proj, None)?;
         let mut feat_src = None;
+        let out_spec = self.out_norm.spec(true, None);
+        let blocks = self.output_blocks.len();
         for (j, blk) in self.output_blocks.iter().enumerate() {
             let skip = hs.pop().expect("one skip per block");
-            let cat = b.concat_channels(&[&h, &skip])?;
-            // the parts are in `cat` now: freed before the block runs
+            // with the records of the block's first norm where the backend makes them as it copies
+            let (t, rec) = b.concat_channels_gn(&[&h.t, &skip], blk.first().and_then(Layer::first_norm).as_ref())?;
+            // the parts are in `t` now: freed before the block runs
             drop((h, skip));
-            h = run(b, blk, &cat, &proj)?;
+            // the last block's output meets the output norm
+            h = run(b, blk, Act { t, rec }, &proj, (j + 1 == blocks).then_some(&out_spec))?;
             if j == FEAT_TAP && self.feat_head.is_some() {
-                feat_src = Some(h.clone());
+                feat_src = Some(h.t.clone());
             }
         }
-        let out = self.out_norm.norm_conv(b, &h, true, None, &self.out_conv, None)?;
+        let out = self.out_norm.norm_conv(b, &h, true, None, &self.out_conv, None, None)?.t;
+        self.finish(b, out, feat_src)
+    }
+
+    /// The feature head on its tap, and the outputs.
+    fn finish(&self, b: &B, out: Tensor<B>, feat_src: Option<Tensor<B>>) -> Result<(UNetOutput<B>, Option<Tensor<B>>)> {
         let feat = match (&self.feat_head, &feat_src) {
             (Some(fh), Some(src)) => {
                 let r = b.resize_bilinear(src, fh.feat_shape, fh.feat_shape)?;
-                Some(fh.norm.norm_conv(b, &r, true, None, &fh.conv, None)?)
+                Some(fh.norm.norm_conv(b, &Act::plain(r), true, None, &fh.conv, None, None)?.t)
             }
             _ => None,
         };

@@ -4,7 +4,7 @@
 
 use super::case::OpCase;
 use crate::backend::VarType;
-use crate::backend::{fold_batch_norm, Activation, AdamwParams, Backend, Conv2dParams, GroupNormParams, Padding2d, Pool2dParams};
+use crate::backend::{fold_batch_norm, Activation, AdamwParams, Backend, Conv2dParams, GnSpec, GroupNormParams, Padding2d, Pool2dParams};
 use crate::diffusion::{BetaSchedule, Diffusion};
 use crate::{Error, Result, Tensor};
 use std::collections::BTreeMap;
@@ -46,6 +46,21 @@ pub(crate) fn conv_params(c: &OpCase) -> Result<Conv2dParams> {
 
 fn gn_params(c: &OpCase) -> Result<GroupNormParams> {
     Ok(GroupNormParams { groups: c.usize("groups")?, eps: c.f64("eps")? as f32, silu: c.bool("silu")? })
+}
+
+/// The norm a `conv2d_gn` / `concat_channels_gn` case's output meets next (gamma, beta,
+/// gn_groups, and emb's columns from `offset`).
+fn next_norm<'a, B: Backend>(c: &OpCase, t: &'a Inputs<B>) -> Result<GnSpec<'a, B>> {
+    let emb = match t.opt("emb") {
+        Some(e) => Some((e, c.usize("offset")?)),
+        None => None,
+    };
+    Ok(GnSpec { gamma: t.get("gamma")?, beta: t.get("beta")?, p: GroupNormParams { groups: c.usize("gn_groups")?, eps: c.f64("eps")? as f32, silu: c.bool("silu")? }, emb })
+}
+
+/// The case's 3×3 conv (w2, b2, padding 1) of silu(next(y)), from y's records where made.
+fn next_conv<B: Backend>(b: &B, t: &Inputs<B>, y: &Tensor<B>, rec: Option<&Tensor<B>>, next: &GnSpec<'_, B>) -> Result<Tensor<B>> {
+    Ok(b.conv2d_gn(y, rec, Some(next), t.get("w2")?, t.opt("b2"), None, &Conv2dParams::new(1, 1, 1), None)?.0)
 }
 
 fn pool_params(c: &OpCase) -> Result<Pool2dParams> {
@@ -98,6 +113,29 @@ pub fn run_method<B: Backend>(b: &B, method: &str, c: &OpCase, t: &Inputs<B>) ->
                 None => None,
             };
             one("y", b.group_norm_conv2d(g("x")?, g("gamma")?, g("beta")?, &gn, emb, g("w")?, t.opt("b"), t.opt("res"), &conv_params(c)?)?)
+        }
+        // the producer's output y, and z = the next norm's 3×3 conv from the records it made
+        "conv2d_gn" => {
+            let ins = match (t.opt("in_gamma"), t.opt("in_beta")) {
+                (Some(ga), Some(be)) => Some(GnSpec { gamma: ga, beta: be, p: GroupNormParams { groups: c.usize("in_groups")?, eps: c.f64("eps")? as f32, silu: true }, emb: None }),
+                _ => None,
+            };
+            let next = next_norm(c, t)?;
+            let (y, rec) = b.conv2d_gn(g("x")?, None, ins.as_ref(), g("w")?, t.opt("b"), t.opt("res"), &conv_params(c)?, Some(&next))?;
+            let z = next_conv(b, t, &y, rec.as_ref(), &next)?;
+            Ok(vec![("y".to_string(), y), ("z".to_string(), z)])
+        }
+        "concat_channels_gn" => {
+            let next = next_norm(c, t)?;
+            let (y, rec) = b.concat_channels_gn(&[g("a")?, g("b")?], Some(&next))?;
+            let z = next_conv(b, t, &y, rec.as_ref(), &next)?;
+            Ok(vec![("y".to_string(), y), ("z".to_string(), z)])
+        }
+        // the records from the concat of the case's two parts (so the one-pass kernel runs)
+        "group_norm_resample" => {
+            let gn = GnSpec { gamma: g("gamma")?, beta: g("beta")?, p: GroupNormParams { groups: c.usize("gn_groups")?, eps: c.f64("eps")? as f32, silu: c.bool("silu")? }, emb: None };
+            let (x, rec) = b.concat_channels_gn(&[g("a")?, g("b")?], Some(&gn))?;
+            one("y", b.group_norm_resample(&x, rec.as_ref(), &gn, c.bool("up")?)?)
         }
         "linear_x_backward" => one("g_x", b.linear_x_backward(g("gy")?, g("w")?)?),
         "linear_w_backward" => {

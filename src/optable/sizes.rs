@@ -118,6 +118,49 @@ pub fn production_cases() -> Vec<OpCase> {
     .r("res", &[1, 256, 64, 64])
     .case;
     v.push(gn_conv);
+    // the ResBlock's in_conv making out_norm's records in its epilogue (z: the next norm's conv,
+    // 8 outputs, from them)
+    v.push(
+        Build {
+            case: OpCase::new(
+                "conv3x3 256->256 @64x64 + records for group_norm32+emb -> conv3x3 256->8",
+                json!({"op": "conv2d_gn", "gn_groups": 32, "eps": 1e-5, "silu": true, "offset": 512, "stride": 1, "pad": [1, 1, 1, 1], "groups": 1}),
+            ),
+            seed: 71,
+        }
+        .r("x", &[1, 256, 64, 64])
+        .t("w", &[256, 256, 3, 3], 0.1, 0.0)
+        .r("b", &[256])
+        .t("gamma", &[256], 0.1, 1.0)
+        .t("beta", &[256], 0.1, 0.0)
+        .r("emb", &[1, 2048])
+        .t("w2", &[8, 256, 3, 3], 0.1, 0.0)
+        .r("b2", &[8])
+        .case,
+    );
+    // the decoder's cat([h, skip]) making in_norm's records
+    v.push(
+        Build { case: OpCase::new("concat 256+256 @64x64 + records for group_norm32 -> conv3x3 512->8", json!({"op": "concat_channels_gn", "gn_groups": 32, "eps": 1e-5, "silu": true})), seed: 72 }
+            .r("a", &[1, 256, 64, 64])
+            .r("b", &[1, 256, 64, 64])
+            .t("gamma", &[512], 0.1, 1.0)
+            .t("beta", &[512], 0.1, 0.0)
+            .t("w2", &[8, 512, 3, 3], 0.1, 0.0)
+            .r("b2", &[8])
+            .case,
+    );
+    // the down ResBlock's in_norm → 2×2 pool from the concat's records
+    v.push(
+        Build {
+            case: OpCase::new("group_norm32+silu -> avg_pool2x2 256ch @64x64 (records from a concat)", json!({"op": "group_norm_resample", "gn_groups": 32, "eps": 1e-5, "silu": true, "up": false})),
+            seed: 73,
+        }
+        .r("a", &[1, 128, 64, 64])
+        .r("b", &[1, 128, 64, 64])
+        .t("gamma", &[256], 0.1, 1.0)
+        .t("beta", &[256], 0.1, 0.0)
+        .case,
+    );
     v.push(renamed(gn.clone(), "group_norm_w_backward"));
     v.push(gn);
     v.push(

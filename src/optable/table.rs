@@ -134,6 +134,16 @@ fn conv_k(c: &OpCase) -> f64 {
     c.dims("w").map(|w| (w[1] * w[2] * w[3]) as f64).unwrap_or(1.0)
 }
 
+/// K of the second conv (w2) of a records case
+fn conv2_k(c: &OpCase) -> f64 {
+    c.dims("w2").map(|w| (w[1] * w[2] * w[3]) as f64).unwrap_or(1.0)
+}
+
+/// the longer of the producer's and the next conv's sums
+fn conv_gn_k(c: &OpCase) -> f64 {
+    conv_k(c).max(conv2_k(c))
+}
+
 /// ∂w sums over every output position of the batch
 fn conv_w_k(c: &OpCase) -> f64 {
     c.dims("gy").map(|g| (g[0] * g[2] * g[3]) as f64).unwrap_or(1.0)
@@ -215,6 +225,12 @@ pub static TABLE: &[Entry] = &[
     // group norm feeding a conv: the norm's f32 rounding (relative to its unit-scale output) carried
     // through the conv's sums of K products
     row!("group_norm_conv2d", "group_norm_conv2d", ["x", "gamma", "beta", "emb", "w", "b", "res"], Reduction { base: NORM, k: conv_k }, Flops(|c| 2.0 * conv_macs(c))),
+    // records made by the producer: y its own output (a conv: its K; a concat: exact), z the next
+    // norm's conv from them (the norm's rounding through w2's K)
+    row!("conv2d_gn", "conv2d_gn", ["x", "w", "b", "res", "gamma", "beta", "emb", "w2"], Reduction { base: NORM, k: conv_gn_k }, Flops(|c| 2.0 * conv_macs(c))),
+    row!("concat_channels_gn", "concat_channels_gn", ["a", "b", "gamma", "beta", "emb", "w2"], Reduction { base: NORM, k: conv2_k }, MinBytes),
+    // group norm and a 2×2 pool or nearest copy: the norm's rounding, averaged or copied
+    row!("group_norm_resample", "group_norm_resample", ["a", "b", "gamma", "beta"], Scaled(NORM), MinBytes),
     row!("group_norm_x_backward", "group_norm", ["gy", "x", "gamma", "beta", "scale", "shift"], Scaled(NORM), MinBytes),
     row!("group_norm_w_backward", "group_norm_w_backward", ["gy", "x", "gamma", "beta", "scale", "shift"], Fixed(tol(4e-6, 2e-6)), MinBytes),
     row!("channel_affine", "batch_norm", ["x"], Fixed(SIMPLE), MinBytes),

@@ -6,7 +6,8 @@ Inputs are drawn in float32 (so the Rust side sees exactly the same values) and 
 float64; outputs and vector-Jacobian products are computed in float64 and stored as float32.
 
 Writes tests/fixtures/ops.safetensors:
-  tensors  "<case>.<name>"   inputs, "y" (output), "gy" (upstream gradient), "g_<input>" (grads)
+  tensors  "<case>.<name>"   inputs, "y" (output; ops with several outputs name each), "gy"
+                            (upstream gradient), "g_<input>" (grads)
   metadata "<case>" -> JSON  {"op": ..., op parameters ..., "grads": [inputs with a gradient]}
 
 Run:  python tools/reference/make_op_fixtures.py   (versions pinned in requirements.txt)
@@ -41,6 +42,12 @@ def case(name, op, params, inputs, fn, grads=(), dtype=torch.float64):
     y = fn(**ins)
     for k, v in inputs.items():
         tensors[f"{name}.{k}"] = v.float().contiguous()
+    if isinstance(y, dict):  # several named outputs (no gradients)
+        assert not grads, name
+        for k, v in y.items():
+            tensors[f"{name}.{k}"] = v.detach().float().contiguous()
+        meta[name] = json.dumps({"op": op, **params, "grads": []})
+        return
     tensors[f"{name}.y"] = y.detach().float().contiguous()
     if grads:
         gy = torch.randn(y.shape, dtype=torch.float32).to(dtype)
@@ -353,6 +360,105 @@ gnconv_case("gnconv3x3_mean1.5_sigma0.01", (rnd(1, 16, 6, 6, scale=0.01) + 1.5).
             1, (1, 1, 1, 1), True, False)
 gnconv_case("big_gnconv3x3_split_emb_res", rnd(1, 32, 56, 57, scale=1.5) - 0.7, 16, True, True, rnd(16, 32, 3, 3, scale=0.07), 1, (1, 1, 1, 1),
             True, True, large=True)
+
+
+# ---- group-norm statistics made by the producer (Backend::conv2d_gn, concat_channels_gn,
+# group_norm_resample) --------------------------------------------------------------------------
+# Drawn after every case above, so those stay bit-identical. Each case also names the norm the
+# output meets next (gamma, beta, its groups, emb's scale-shift) and a 3×3 conv (w2, b2) over
+# silu(that norm(y)): "z", which a backend computes from the records its producer made. Sizes
+# where the CUDA backend makes them (64-value tiles in one image; a two-part concat) and where it
+# cannot (144 values an image); a group straddling two row tiles or the concat's parts (3 channels
+# a group); a mean of 1000 against a spread of 1 carried by the bias (the moments' shift).
+def f32(t):
+    """A shifted draw rounded to float32, so the reference sees the values the Rust side loads."""
+    return t.float().double()
+
+
+def next_norm(ins, params, n, c, gn_groups, ss):
+    ins["gamma"] = f32(1 + rnd(c, scale=0.2))
+    ins["beta"] = f32(rnd(c, scale=0.5) + 0.3)
+    params.update({"gn_groups": gn_groups, "eps": 1e-5, "silu": True})
+    if ss:
+        filler = lambda k: 50 + 10 * torch.rand(n, k, dtype=torch.float32).double()  # noqa: E731
+        ins["emb"] = f32(torch.cat([filler(EMB_BEFORE), rnd(n, c, scale=0.3), rnd(n, c, scale=0.3) + 0.2, filler(EMB_AFTER)], dim=1))
+        params["offset"] = EMB_BEFORE
+    ins["w2"] = rnd(8, c, 3, 3, scale=1.0 / (3 * c) ** 0.5)
+    ins["b2"] = rnd(8)
+
+
+def normed(y, gamma, beta, gn_groups, emb=None):
+    c = y.shape[1]
+    h = F.group_norm(y, gn_groups, gamma, beta, 1e-5)
+    if emb is not None:
+        scale, shift = emb[:, EMB_BEFORE:EMB_BEFORE + c], emb[:, EMB_BEFORE + c:EMB_BEFORE + 2 * c]
+        h = h * (1 + scale[..., None, None]) + shift[..., None, None]
+    return F.silu(h)
+
+
+def then_conv(y, gamma, beta, gn_groups, w2, b2, emb=None):
+    return F.conv2d(F.pad(normed(y, gamma, beta, gn_groups, emb), (1, 1, 1, 1)), w2, b2)
+
+
+def conv_gn_case(name, x, w, gn_groups, ss, res, offset=0.0, in_groups=None):
+    n, c = x.shape[0], w.shape[0]
+    ins = {"x": f32(x), "w": w, "b": f32(rnd(c) + offset)}
+    params = {"stride": 1, "pad": [1, 1, 1, 1], "groups": 1}
+    if in_groups:
+        ins["in_gamma"] = f32(1 + rnd(x.shape[1], scale=0.2))
+        ins["in_beta"] = f32(rnd(x.shape[1], scale=0.5) + 0.3)
+        params["in_groups"] = in_groups
+    if res:
+        ins["res"] = rnd(n, c, x.shape[2], x.shape[3])
+    next_norm(ins, params, n, c, gn_groups, ss)
+
+    def f(x, w, b, gamma, beta, w2, b2, res=None, emb=None, in_gamma=None, in_beta=None):
+        h = x if in_gamma is None else F.silu(F.group_norm(x, in_groups, in_gamma, in_beta, 1e-5))
+        y = F.conv2d(F.pad(h, (1, 1, 1, 1)), w, b)
+        if res is not None:
+            y = y + res
+        return {"y": y, "z": then_conv(y, gamma, beta, gn_groups, w2, b2, emb)}
+
+    case(name, "conv2d_gn", params, ins, f)
+
+
+conv_gn_case("convgn_96ch_straddle_batch2", rnd(2, 8, 16, 16), rnd(96, 8, 3, 3, scale=0.2), 32, False, False)
+conv_gn_case("convgn_normin_res_emb_mean100", rnd(1, 32, 8, 24) + 0.4, rnd(64, 32, 3, 3, scale=0.06), 16, True, True, offset=100.0, in_groups=4)
+conv_gn_case("convgn_12x12_no_records", rnd(2, 8, 12, 12), rnd(64, 8, 3, 3, scale=0.2), 32, True, True)
+
+
+def concat_gn_case(name, a, b, gn_groups, ss):
+    n, c = a.shape[0], a.shape[1] + b.shape[1]
+    ins = {"a": f32(a), "b": f32(b)}
+    params = {}
+    next_norm(ins, params, n, c, gn_groups, ss)
+
+    def f(a, b, gamma, beta, w2, b2, emb=None):
+        y = torch.cat([a, b], dim=1)
+        return {"y": y, "z": then_conv(y, gamma, beta, gn_groups, w2, b2, emb)}
+
+    case(name, "concat_channels_gn", params, ins, f)
+
+
+concat_gn_case("concatgn_40+56_levels_emb_batch2", rnd(2, 40, 9, 12) + 100, rnd(2, 56, 9, 12) - 3, 32, True)
+concat_gn_case("concatgn_64+64_8x8", rnd(1, 64, 8, 8), rnd(1, 64, 8, 8) + 0.5, 32, False)
+
+
+def gn_resample_case(name, a, b, gn_groups, up):
+    c = a.shape[1] + b.shape[1]
+    ins = {"a": f32(a), "b": f32(b), "gamma": f32(1 + rnd(c, scale=0.2)), "beta": f32(rnd(c, scale=0.5) + 0.3)}
+    params = {"gn_groups": gn_groups, "eps": 1e-5, "silu": True, "up": up}
+
+    def f(a, b, gamma, beta):
+        h = normed(torch.cat([a, b], dim=1), gamma, beta, gn_groups)
+        return F.interpolate(h, scale_factor=2, mode="nearest") if up else F.avg_pool2d(h, 2)
+
+    case(name, "group_norm_resample", params, ins, f)
+
+
+gn_resample_case("gnresample_up_9x11_batch2", rnd(2, 48, 9, 11), rnd(2, 48, 9, 11) + 0.3, 32, True)
+gn_resample_case("gnresample_down_9x11_batch2", rnd(2, 48, 9, 11), rnd(2, 48, 9, 11) + 0.3, 32, False)
+gn_resample_case("gnresample_down_16x16", rnd(1, 32, 16, 16) + 2, rnd(1, 32, 16, 16), 16, False)
 
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 meta["__generator__"] = json.dumps({"script": "tools/reference/make_op_fixtures.py", "torch": torch.__version__,

@@ -9,6 +9,7 @@ pub mod broadcast;
 pub mod cached;
 pub mod device;
 pub mod emu;
+pub mod gn_out;
 pub mod gpu;
 pub mod graph;
 pub mod kernels;
@@ -410,6 +411,21 @@ impl<D: Device> Compute for CudaBackend<D> {
         self.group_norm_conv2d_folded(x, gamma, beta, emb, gn, w, bias, res, g, p)
     }
 
+    fn conv2d_gn(
+        &self,
+        x: &T<D>,
+        rec: Option<&T<D>>,
+        norm: Option<&crate::backend::compute::GnOperand<'_, Self>>,
+        w: &T<D>,
+        bias: Option<&T<D>>,
+        res: Option<&T<D>>,
+        g: &Conv2dGeom,
+        p: Precision,
+        next: Option<&crate::backend::compute::GnOperand<'_, Self>>,
+    ) -> Result<(T<D>, Option<T<D>>)> {
+        self.conv2d_gn_cuda(x, rec, norm, w, bias, res, g, p, next)
+    }
+
     fn group_norm_emb(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, emb: &T<D>, g: &GroupNormGeom) -> Result<T<D>> {
         // the kernel reads scale and shift at g's stride and offsets in emb: no slices
         Compute::group_norm(self, x, gamma, beta, Some((emb, emb)), g)
@@ -594,6 +610,14 @@ impl<D: Device> Compute for CudaBackend<D> {
             off += c;
         }
         Ok(y)
+    }
+
+    fn group_norm_resample(&self, x: &T<D>, rec: Option<&T<D>>, norm: &crate::backend::compute::GnOperand<'_, Self>, up: bool) -> Result<Option<T<D>>> {
+        self.group_norm_resample_cuda(x, rec, norm, up)
+    }
+
+    fn concat_channels_gn(&self, xs: &[&T<D>], dims: &[usize], next: Option<&crate::backend::compute::GnOperand<'_, Self>>) -> Result<(T<D>, Option<T<D>>)> {
+        self.concat_channels_gn_cuda(xs, dims, next)
     }
 
     fn slice_channels(&self, x: &T<D>, start: usize, dims: &[usize]) -> Result<T<D>> {

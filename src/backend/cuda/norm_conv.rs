@@ -52,7 +52,7 @@ const MIN_COUNTERS: usize = 1024;
 
 impl<D: Device> CudaBackend<D> {
     /// At least `n` zeroed counters.
-    fn gn_counters(&self, n: usize) -> Result<Arc<CachedBuf<D>>> {
+    pub(super) fn gn_counters(&self, n: usize) -> Result<Arc<CachedBuf<D>>> {
         let mut bufs = self.gn_counts.bufs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((len, buf)) = bufs.last() {
             if *len >= n {
@@ -92,25 +92,39 @@ impl<D: Device> CudaBackend<D> {
         if g.depthwise() || !fold_enabled() {
             return unfolded();
         }
-        // the decomposition group_norm uses (one block per group where it would fuse, else its
-        // split), so the records, and so the conv's result, are group_norm → conv2d's bit for bit
+        match self.gn_records(x, gamma, beta, emb, gn)? {
+            Some(coef) => self.conv2d_norm(x, &coef, gn.silu != 0, w, bias, res, g, p),
+            None => unfolded(),
+        }
+    }
+
+    /// x's records {x0, mean, 1/σ, a, bb, 0, 0, 0} per (image, channel) for the norm `gn` (one
+    /// group_norm_coefs_f32 launch), in the decomposition group_norm uses (one block per group
+    /// where it would fuse, else its split), so a conv normalising by them gives group_norm →
+    /// conv2d's values bit for bit. None where there is nothing to normalise.
+    pub(super) fn gn_records(&self, x: &T<D>, gamma: &T<D>, beta: &T<D>, emb: Option<&T<D>>, gn: &GroupNormGeom) -> Result<Option<T<D>>> {
         let len = gn.c() / gn.groups() * gn.s();
         let (split, cfg, blocks) = match (norm_split::fused(gn), norm_split::plan(gn)) {
             (Some(f), _) => (GroupNormSplit { splits: 1, chunk: len as i32 }, LaunchCfg { smem_bytes: 0, ..f }, f.grid.0 as usize),
             (None, Some(p)) => (p.split, p.cfg, p.blocks),
-            (None, None) => return unfolded(),
+            (None, None) => return Ok(None),
         };
         let (n, c) = (gn.n(), gn.c());
         // scale and shift read in place from emb's columns (gn's stride and offsets), as group_norm_emb
         let (sc, sh) = emb.map_or((gamma, beta), |e| (e, e));
         let part = self.alloc(&[2 * blocks])?; // every entry written before it is read (unread with one chunk)
         let cnt = self.gn_counters(n * gn.groups())?;
-        let coef = self.alloc(&[n * c * GN_PRE_FLOATS as usize])?; // every record written in full
+        let coef = self.alloc(&[n, c, GN_PRE_FLOATS as usize])?; // every record written in full
         launch::group_norm_coefs_f32(&self.dev, &cfg, b(x), b(gamma), b(beta), b(sc), b(sh), b(&part), &*cnt, b(&coef), gn, &split)?;
-        let silu = gn.silu != 0;
+        Ok(Some(coef))
+    }
+
+    /// conv2d (+ res) in `p` of x normalised by its records `coef` as the conv reads it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv2d_norm(&self, x: &T<D>, coef: &T<D>, silu: bool, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
         match p {
-            Precision::F32 => self.conv2d_norm_f32(x, &coef, silu, w, bias, res, g),
-            p => self.conv2d_norm_tc(x, &coef, silu, w, bias, res, g, p),
+            Precision::F32 => self.conv2d_norm_f32(x, coef, silu, w, bias, res, g),
+            p => self.conv2d_norm_tc(x, coef, silu, w, bias, res, g, p),
         }
     }
 

@@ -42,7 +42,7 @@ const EMB_BEFORE: usize = 3;
 const EMB_AFTER: usize = 2;
 
 /// Each case names what it bites on.
-const CASES: [Case; 3] = [
+const CASES: [Case; 5] = [
     // 96 outputs: two row tiles, the second partial; 3 channels a group, so group 21 (channels
     // 63–65) straddles the row tiles (a merge per row tile alone would be wrong); 16×16 = 4 tiles
     // an image, batch 2 (a tile's moments filed under the wrong image or tile shows)
@@ -52,6 +52,10 @@ const CASES: [Case; 3] = [
     Case { name: "norm_in_res_emb_mean_1000", n: 1, c: 32, h: 8, w: 24, o: 64, groups: 16, norm_in: true, res: true, emb: true, offset: 1000.0 },
     // one 64-value tile an image (8×8, the paper's lowest level), batch 3, 2 channels a group
     Case { name: "one_tile_batch3", n: 3, c: 16, h: 8, w: 8, o: 64, groups: 32, norm_in: false, res: true, emb: false, offset: 0.5 },
+    // 32×32: 16 tiles an image, so each of a row's 4 merging threads takes 4 (its stride loop)
+    Case { name: "sixteen_tiles_an_image", n: 1, c: 8, h: 32, w: 32, o: 64, groups: 32, norm_in: false, res: false, emb: true, offset: 0.0 },
+    // 512 groups of one channel: the image's last block has more groups than threads (its loop)
+    Case { name: "512_groups_8_row_tiles", n: 1, c: 8, h: 8, w: 8, o: 512, groups: 512, norm_in: false, res: false, emb: false, offset: 0.0 },
 ];
 
 impl Case {
@@ -350,4 +354,33 @@ fn group_norm_resample_reads_the_records() {
         set_race_check(was);
     }
     set_schedule(Schedule::Forward);
+}
+
+/// Catches a bug in the grid-stride loops of gn_upsample_nearest2x_f32 and gn_avg_pool2x2_f32
+/// (a grid is at most EW_MAX_BLOCKS × EW_BLOCK = 1,048,576 threads: 1,081,600 inputs make each
+/// thread's walk step once) and in concat2_gn_f32's loop over a plane longer than its block
+/// (67,600 values, float4 path).
+#[test]
+fn group_norm_resample_past_one_grid() {
+    let _g = SCHED.lock().unwrap_or_else(|e| e.into_inner());
+    set_schedule(Schedule::Forward);
+    let e = EmulatedCuda::emulated();
+    let (n, c, h, w) = (1usize, 16usize, 260usize, 260usize);
+    assert!(n * c * h * w > (ran::ops::contract::EW_MAX_BLOCKS * ran::ops::contract::EW_BLOCK) as usize);
+    let (va, vb) = (uniform(51, n * 8 * h * w), uniform(52, n * 8 * h * w).into_iter().map(|v| v + 0.5).collect::<Vec<f32>>());
+    let gamma: Vec<f32> = uniform(53, c).into_iter().map(|v| 1.0 + 0.2 * v).collect();
+    let beta: Vec<f32> = uniform(54, c).into_iter().map(|v| 0.3 + 0.5 * v).collect();
+    let (ea, eb, eg, ebt) = (e.from_host(&[n, 8, h, w], &va).unwrap(), e.from_host(&[n, 8, h, w], &vb).unwrap(), e.from_host(&[c], &gamma).unwrap(), e.from_host(&[c], &beta).unwrap());
+    let (ca, cb, cg, cbt) = (Cpu.from_host(&[n, 8, h, w], &va).unwrap(), Cpu.from_host(&[n, 8, h, w], &vb).unwrap(), Cpu.from_host(&[c], &gamma).unwrap(), Cpu.from_host(&[c], &beta).unwrap());
+    let p = GroupNormParams { groups: 4, eps: 1e-5, silu: true };
+    let (se, sc) = (GnSpec { gamma: &eg, beta: &ebt, p, emb: None }, GnSpec { gamma: &cg, beta: &cbt, p, emb: None });
+    let (cat, rec) = e.concat_channels_gn(&[&ea, &eb], Some(&se)).unwrap();
+    let rec = rec.expect("a two-part concat makes records");
+    let cat_cpu = Cpu.concat_channels(&[&ca, &cb]).unwrap();
+    for up in [true, false] {
+        let got = e.to_host(&e.group_norm_resample(&cat, Some(&rec), &se, up).unwrap()).unwrap();
+        let want = Cpu.to_host(&Cpu.group_norm_resample(&cat_cpu, None, &sc, up).unwrap()).unwrap();
+        // the statistics' rounding over 270,400-value groups (~1e-6 of 1/σ)
+        check(&format!("260x260 up={up}"), &got, &want, 2e-5, 1e-5);
+    }
 }

@@ -643,11 +643,6 @@ impl<B: Backend> UNet<B> {
             }
         }
         let out = self.out_norm.norm_conv(b, &h, true, None, &self.out_conv, None, None)?.t;
-        self.finish(b, out, feat_src)
-    }
-
-    /// The feature head on its tap, and the outputs.
-    fn finish(&self, b: &B, out: Tensor<B>, feat_src: Option<Tensor<B>>) -> Result<(UNetOutput<B>, Option<Tensor<B>>)> {
         let feat = match (&self.feat_head, &feat_src) {
             (Some(fh), Some(src)) => {
                 let r = b.resize_bilinear(src, fh.feat_shape, fh.feat_shape)?;

@@ -269,6 +269,14 @@ else
   skip detect_torch "no torch"
 fi
 
+# ---- 6b. the fusions' A/B at batch 1 (kernels/README.md): the conv's activation cast as a pass
+# of its own, and group norm unfolded; last, so they never take the time of the steps above
+for v in CAST_FIRST=1 FOLD_NORM=0; do
+  tag=$(echo "$v" | tr 'A-Z=' 'a-z_')
+  step "variant_unet_$tag" 90 env "RAN_CUDA_$v" "$RAN" bench unet --device "$DEVICE" --flags "$BIG" --batch 1 --iters $((ITERS / 2 + 1)) --warmup 1 --json --quiet \
+    && last_json "variant_unet_$tag"
+done
+
 # ---- 7. summary
 SUMMARY_PY=python3
 [ $HAVE_TORCH = 1 ] && SUMMARY_PY=$PY

@@ -190,7 +190,7 @@ struct AdamwCoefs {
 // C[m×n] = A[m×k]·B[n×k]ᵀ (both operands rows with k contiguous, in the narrow type). Column n
 // belongs to image n / hw at pixel n % hw; the result goes to out[((n / hw)·m + row)·hw + n % hw]
 // (conv: NCHW; linear: hw = n, so out[row·n + col]). K steps [split·kt_per_split, +kt_per_split)
-// per blockIdx.z; splits > 1 writes f32 partials ws[split][m][n] that tc_splitk_reduce_f32 sums.
+// per blockIdx.z; splits > 1 writes f32 partials ws[split][m][n] that each tile's last block sums (tc_splitk_finish).
 struct TcGemmGeom {
   int m;
   int n;

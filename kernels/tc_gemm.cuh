@@ -12,9 +12,11 @@
 //   step kt:  wait_group S−2 (stage kt landed) ; __syncthreads
 //             issue stage kt+S−1 into the slot stage kt−1 used (everyone left it at the barrier)
 //             per mma k step: A by ldmatrix.x4 per m16, B by ldmatrix.x4 per two n8; mma.sync
-//   epilogue: f32 acc (+ bias, + residual) → out, or → ws[split] partials when split-K
+//   epilogue: f32 acc (+ bias, + residual) → out; with split-K → ws[split] partials, and the
+//             tile's last block to finish sums them into out (tc_splitk_finish)
 #pragma once
 #include "common.cuh"
+#include "gn_pre.cuh"
 
 // ---- precisions: the operand element, and the mma that consumes two 16-byte chunks of k -------
 struct TcBf16 {
@@ -68,6 +70,7 @@ __device__ __forceinline__ int tc_swz(int r, int c) {
 template <class P, int J>
 struct TcRowsLoader {
   typedef typename P::E E;
+  static constexpr bool STAGED = false;  // read by cp.async straight into shared memory
   const E* x;
   int rows, K;
   const E* row[J];
@@ -88,6 +91,7 @@ struct TcRowsLoader {
 template <class P, int J>
 struct TcConvFwdLoader {
   typedef typename P::E E;
+  static constexpr bool STAGED = false;  // read by cp.async straight into shared memory
   const E* x;  // [n][h][w][c]
   Conv2dGeom a;
   int N, K;
@@ -132,6 +136,82 @@ struct TcConvFwdLoader {
   }
 };
 
+// Forward im2col of NCHW f32 x, cast to P on its way into shared memory (no cast pass of its own):
+// the rows, k order and stepping of TcConvFwdLoader, but a chunk is EPC f32 loads h·w apart
+// (channels c .. c+EPC−1 of one tap; across a warp, eight pixels in a row: whole 32-byte sectors),
+// staged through registers. `fetch(j)` issues the loads when the stage is issued; `put(j, dst)`
+// normalises by the (image, channel) record when `coef` is set (gn_pre.cuh, then SiLU when `silu`),
+// casts and stores the 16-byte chunk, after the current stage's mma, so the loads' latency hides
+// behind it. Positions outside the image, past N or past K are zeros of the normalised tensor.
+template <class P, int J>
+struct TcConvFwdF32Loader {
+  typedef typename P::E E;
+  static constexpr bool STAGED = true;
+  static constexpr int EPC = TcChunks<P>::EPC;
+  const float* x;     // [n][c][h][w]
+  const float* coef;  // [n][c][GN_PRE_FLOATS], or null: x as it is
+  int silu;
+  Conv2dGeom a;
+  int N, K;
+  int img[J], iy0[J], ix0[J];  // img −1: a row past N
+  int k, c, ky, kx;
+  float v[J][EPC];
+  const float* rec[J];  // the chunk's first record (null: no norm)
+  bool live[J];         // false: the chunk is zeros
+  __device__ __forceinline__ void init(int row0, int rstep, int col, int kt0) {
+    const int hw = a.ho * a.wo;
+    for (int j = 0; j < J; ++j) {
+      const int n = row0 + j * rstep;
+      img[j] = -1;
+      if (n < N) {
+        const int im = n / hw, pix = n - im * hw, oy = pix / a.wo;
+        img[j] = im;
+        iy0[j] = oy * a.sh - a.pt;
+        ix0[j] = (pix - oy * a.wo) * a.sw - a.pl;
+      }
+    }
+    k = kt0 * TCG_BK + col * EPC;
+    const int tap = k / a.c;
+    c = k - tap * a.c;
+    ky = tap / a.kw;
+    kx = tap - ky * a.kw;
+  }
+  __device__ __forceinline__ void fetch(int j) {
+    const int iy = iy0[j] + ky, ix = ix0[j] + kx;
+    live[j] = img[j] >= 0 && k < K && iy >= 0 && iy < a.h && ix >= 0 && ix < a.w;
+    if (!live[j]) return;
+    const long long plane = (long long)a.h * a.w, ch = (long long)img[j] * a.c + c;
+    const float* p = x + ch * plane + (long long)iy * a.w + ix;
+#pragma unroll
+    for (int e = 0; e < EPC; ++e) v[j][e] = p[e * plane];
+    rec[j] = coef ? coef + ch * GN_PRE_FLOATS : nullptr;
+  }
+  __device__ __forceinline__ void put(int j, E* dst) const {
+    uint32_t wd[4];
+#pragma unroll
+    for (int e = 0; e < EPC; ++e) {
+      float f = 0.0f;
+      if (live[j]) f = rec[j] ? gn_pre(v[j][e], rec[j] + e * GN_PRE_FLOATS, silu) : v[j][e];
+      const uint32_t bits = P::cvt(f);
+      if constexpr (EPC == 4) wd[e] = bits;
+      else if (e % 2 == 0) wd[e / 2] = bits;
+      else wd[e / 2] |= bits << 16;
+    }
+    *reinterpret_cast<uint4*>(dst) = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+  }
+  __device__ __forceinline__ void next() {
+    k += TCG_BK;
+    c += TCG_BK;
+    while (c >= a.c) {  // as TcConvFwdLoader::next
+      c -= a.c;
+      if (++kx == a.kw) {
+        kx = 0;
+        ++ky;
+      }
+    }
+  }
+};
+
 // Input-gradient im2col of NHWC ∂y: row = input pixel (img, iy, ix), k = (ky, kx, o) with o
 // contiguous; tap (ky, kx) reaches output (oy, ox) = ((iy + pt − ky) / sh, (ix + pl − kx) / sw)
 // when both divide exactly. Quotient and remainder of iy + pt (per row) and of ky (per thread,
@@ -139,6 +219,7 @@ struct TcConvFwdLoader {
 template <class P, int J>
 struct TcConvDgradLoader {
   typedef typename P::E E;
+  static constexpr bool STAGED = false;  // read by cp.async straight into shared memory
   const E* gy;  // [n][ho][wo][o]
   Conv2dGeom a;
   int N, K;
@@ -198,9 +279,11 @@ struct TcConvDgradLoader {
 };
 
 // ---- the engine --------------------------------------------------------------------------------
-// Issues one stage: each thread's J chunks of A and of B (zero-filled where the loader says null).
+// Issues one stage: each thread's J chunks of A by cp.async (zero-filled where the loader says
+// null), and of B the same, or, for a staged B loader, its global loads into registers (put later
+// by tc_put_stage).
 template <class P, class Tile, class LA, class LB>
-__device__ __forceinline__ void tc_issue_stage(typename P::E* as, typename P::E* bs, const LA& la, const LB& lb, int row_a, int row_b, int rstep, int col) {
+__device__ __forceinline__ void tc_issue_stage(typename P::E* as, typename P::E* bs, const LA& la, LB& lb, int row_a, int row_b, int rstep, int col) {
   constexpr int CPR = TcChunks<P>::CPR, EPC = TcChunks<P>::EPC;
   constexpr int JA = Tile::BM * CPR / Tile::THREADS, JB = Tile::BN * CPR / Tile::THREADS;
 #pragma unroll
@@ -210,8 +293,23 @@ __device__ __forceinline__ void tc_issue_stage(typename P::E* as, typename P::E*
   }
 #pragma unroll
   for (int j = 0; j < JB; ++j) {
-    const typename P::E* s = lb.src(j);
-    kc_cp_async_cg16_zfill(bs + tc_swz<CPR>(row_b + j * rstep, col) * EPC, s ? s : lb.base(), s ? 16 : 0);
+    if constexpr (LB::STAGED) {
+      lb.fetch(j);
+    } else {
+      const typename P::E* s = lb.src(j);
+      kc_cp_async_cg16_zfill(bs + tc_swz<CPR>(row_b + j * rstep, col) * EPC, s ? s : lb.base(), s ? 16 : 0);
+    }
+  }
+}
+
+// A staged B loader's chunks of the stage last issued, cast and stored into its slot (no-op for cp.async).
+template <class P, class Tile, class LB>
+__device__ __forceinline__ void tc_put_stage(typename P::E* bs, const LB& lb, int row_b, int rstep, int col) {
+  if constexpr (LB::STAGED) {
+    constexpr int CPR = TcChunks<P>::CPR, EPC = TcChunks<P>::EPC;
+    constexpr int JB = Tile::BN * CPR / Tile::THREADS;
+#pragma unroll
+    for (int j = 0; j < JB; ++j) lb.put(j, bs + tc_swz<CPR>(row_b + j * rstep, col) * EPC);
   }
 }
 
@@ -221,18 +319,54 @@ struct TcEpilogue {
   const float* res;
   float* out;
   float* ws;
+  int* cnt;  // split-K: one zeroed counter per output tile (put back to 0 by its last block)
   TcGemmGeom t;
   __device__ __forceinline__ void store(int m, int n, int img, int pix, float v) const {
     if (t.splits > 1) {
       ws[((long long)blockIdx.z * t.m + m) * t.n + n] = v;
       return;
     }
+    finish(m, n, img, pix, v);
+  }
+  // (v + bias) + res into the op's layout
+  __device__ __forceinline__ void finish(int m, int n, int img, int pix, float v) const {
     if (t.has_bias) v += bias[t.bias_on_n ? n : m];
     const long long o = ((long long)img * t.m + m) * t.hw + pix;
     if (t.has_res) v += res[o];
     out[o] = v;
   }
 };
+
+// Split-K's reduction inside the GEMM (no second launch): every split's block of a tile has
+// written its partials; the last to count itself in (cnt[tile], which it puts back to 0) sums
+// them in split order from 0 — whichever block is last, the same bits — then bias and residual.
+// The others' partials are read through L2 (__ldcg): an SM's L1 is not coherent with other SMs.
+template <class Tile>
+__device__ __forceinline__ void tc_splitk_finish(const TcEpilogue& epi) {
+  __shared__ int last;
+  const TcGemmGeom& t = epi.t;
+  __threadfence();  // this thread's partials are visible before the count says they are there
+  __syncthreads();
+  int* c = epi.cnt + blockIdx.y * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) {
+    last = atomicAdd(c, 1) == t.splits - 1;
+    if (last) atomicExch(c, 0);  // every split has counted: none of this launch reads it again
+  }
+  __syncthreads();
+  if (!last) return;  // uniform per block
+  __threadfence();
+  const int m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
+  const long long mn = (long long)t.m * t.n;
+  for (int i = threadIdx.x; i < Tile::BM * Tile::BN; i += Tile::THREADS) {  // n fastest: coalesced
+    const int m = m0 + i / Tile::BN, n = n0 + i % Tile::BN;
+    if (m >= t.m || n >= t.n) continue;
+    const long long at = (long long)m * t.n + n;
+    float v = 0.0f;
+    for (int sp = 0; sp < t.splits; ++sp) v += __ldcg(&epi.ws[sp * mn + at]);
+    const int img = n / t.hw;
+    epi.finish(m, n, img, n - img * t.hw, v);
+  }
+}
 
 template <class P, class Tile, class LA, class LB>
 __device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi) {
@@ -267,6 +401,7 @@ __device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi) {
   for (int s = 0; s < S - 1; ++s) {
     if (s < nk) {
       tc_issue_stage<P, Tile>(smem + s * STAGE_ELEMS, smem + s * STAGE_ELEMS + A_ELEMS, la, lb, rrow, rrow, RSTEP, col);
+      tc_put_stage<P, Tile>(smem + s * STAGE_ELEMS + A_ELEMS, lb, rrow, RSTEP, col);
       la.next();
       lb.next();
     }
@@ -276,8 +411,8 @@ __device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi) {
     kc_cp_async_wait<S - 2>();  // all but the newest S−2 groups landed: stage kt is here
     __syncthreads();            // ... for every thread; and everyone is done with stage kt−1
     const int pre = kt + S - 1;
+    E* const slot = smem + (pre % S) * STAGE_ELEMS;  // stage kt−1's: everyone left it at the barrier
     if (pre < nk) {
-      E* slot = smem + (pre % S) * STAGE_ELEMS;
       tc_issue_stage<P, Tile>(slot, slot + A_ELEMS, la, lb, rrow, rrow, RSTEP, col);
       la.next();
       lb.next();
@@ -304,6 +439,8 @@ __device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi) {
 #pragma unroll
         for (int ni = 0; ni < NI; ++ni) P::mma(acc[mi][ni], af[mi], bf[ni]);
     }
+    // a staged B's chunks of stage pre, loaded while the mma ran; read at step pre, after its barrier
+    if (pre < nk) tc_put_stage<P, Tile>(slot + A_ELEMS, lb, rrow, RSTEP, col);
   }
   kc_cp_async_wait<0>();  // only empty groups remain; leave none in flight
 
@@ -324,4 +461,5 @@ __device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi) {
           if (m < t.m) epi.store(m, n, img, pix, acc[mi][ni][2 * e2 + e1]);
         }
     }
+  if (t.splits > 1) tc_splitk_finish<Tile>(epi);
 }

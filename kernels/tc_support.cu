@@ -1,8 +1,7 @@
 // The tensor-core GEMMs' companions: operands cast to the narrow type in the layout the engine
 // reads (permute_cast_tc_*: NCHW → NHWC, weight reorders, transposes; im2col_rows_cast_tc_*: the
-// weight gradient's k-contiguous rows over output pixels), and the deterministic
-// second pass of split-K (splitk_reduce_f32: partials summed in split order, then bias and
-// residual, into the op's layout). See tc_gemm.cuh and contract.cuh (TcPermute, TcGemmGeom).
+// weight gradient's k-contiguous rows over output pixels). See tc_gemm.cuh and contract.cuh
+// (TcPermute, TcGemmGeom).
 #include "common.cuh"
 #include "gn_pre.cuh"
 #include "tc_gemm.cuh"
@@ -104,20 +103,5 @@ extern "C" __global__ void im2col_rows_cast_tc_tf32(const float* x, uint32_t* ds
   KC_FOR_EACH(i, rows * kp) {
     const long long r = i / kp;
     dst[i] = TcTf32::cvt(im2col_rows_at(x, a, r, i - r * kp));
-  }
-}
-
-// out(m, n) = Σ_s ws[s][m][n] (s ascending) + bias + res: the same sum whatever the block order.
-extern "C" __global__ void splitk_reduce_f32(const float* ws, const float* bias, const float* res, float* out, TcGemmGeom t) {
-  const long long mn = (long long)t.m * t.n;
-  KC_FOR_EACH(i, mn) {
-    const int m = (int)(i / t.n), n = (int)(i % t.n);
-    float v = 0.0f;
-    for (int s = 0; s < t.splits; ++s) v += ws[s * mn + i];
-    if (t.has_bias) v += bias[t.bias_on_n ? n : m];
-    const int img = n / t.hw, pix = n - img * t.hw;
-    const long long o = ((long long)img * t.m + m) * t.hw + pix;
-    if (t.has_res) v += res[o];
-    out[o] = v;
   }
 }

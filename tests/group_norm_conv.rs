@@ -7,7 +7,7 @@
 //! `gnconv*`) is the op table's: tests/ops_vs_torch.rs (CPU) and tests/backends_agree.rs (emulator).
 
 mod common;
-use common::tc::{schedules, uniform};
+use common::tc::{first_difference, schedules, uniform};
 use ran::backend::cuda::emu::{set_race_check, set_schedule, Schedule};
 use ran::backend::cuda::norm_split;
 use ran::backend::cuda::EmulatedCuda;
@@ -130,10 +130,6 @@ fn launches(e: &EmulatedCuda, f: impl Fn()) -> u64 {
     let before = e.driver_counts().unwrap();
     f();
     (e.driver_counts().unwrap() - before).launches
-}
-
-fn first_difference(a: &[f32], b: &[f32]) -> Option<(usize, f32, f32)> {
-    a.iter().zip(b).enumerate().find(|(_, (x, y))| x.to_bits() != y.to_bits()).map(|(i, (x, y))| (i, *x, *y))
 }
 
 /// Catches: a conv that normalises its zero padding (bb ≠ 0 there), a record taken for the wrong

@@ -50,7 +50,7 @@ fn all_unet() -> Vec<(OpTraffic, OpCase)> {
 }
 
 /// A GEMM launch's operands: M×K A (parameter `a`), N×K B (parameter `b`, for a conv the virtual
-/// im2col), `elem` bytes each, BM×BN tiles.
+/// im2col), `elem` bytes each (`elem_b` for B), BM×BN tiles.
 struct Gemm {
     a: u32,
     b: u32,
@@ -58,6 +58,7 @@ struct Gemm {
     n: f64,
     k: f64,
     elem: f64,
+    elem_b: f64,
     bm: f64,
     bn: f64,
 }
@@ -65,7 +66,7 @@ struct Gemm {
 fn gemm_of(l: &LaunchTraffic, c: &OpCase, method: &str) -> Option<Gemm> {
     let k = l.kernel.as_str();
     if !(k.starts_with("conv2d") || k.starts_with("linear")) {
-        return None; // the operand casts (permute_cast_tc_*) and split-K's reduction are not tiles
+        return None; // the operand casts (permute_cast_tc_*) are not tiles
     }
     let (elem, bm, bn) = if k.ends_with("_f32") && (k.starts_with("conv2d") || k.starts_with("linear")) {
         (4.0, 64.0, 64.0) // igemm.cuh IGEMM_TM × IGEMM_TN
@@ -86,14 +87,20 @@ fn gemm_of(l: &LaunchTraffic, c: &OpCase, method: &str) -> Option<Gemm> {
         let (m, kk) = if method == "conv2d_x_backward" { (x[1], w[0] * taps) } else { (w[0], x[1] * taps) };
         // stride 1, same padding: output pixels = input pixels
         let n = x[0] * x[2] * x[3];
+        if k.contains("_tc_nchw_") {
+            // the loader-cast forward: x (parameter 0) read as f32, the weights A (parameter 2)
+            return Some(Gemm { a: 2, b: 0, m, n, k: kk, elem, elem_b: 4.0, bm, bn });
+        }
         // f32 igemm and the tensor cores both take the weights as A (parameter 1), the image as B (0)
-        Gemm { a: 1, b: 0, m, n, k: kk, elem, bm, bn }
+        Gemm { a: 1, b: 0, m, n, k: kk, elem, elem_b: elem, bm, bn }
     } else {
         let (x, w) = (d("x"), d("w"));
         if k.contains("_tc_") {
-            Gemm { a: 0, b: 1, m: x[0], n: w[0], k: x[1], elem, bm, bn } // A = x rows, B = w
+            Gemm { a: 0, b: 1, m: x[0], n: w[0], k: x[1], elem, elem_b: elem, bm, bn }
+        // A = x rows, B = w
         } else {
-            Gemm { a: 1, b: 0, m: w[0], n: x[0], k: x[1], elem, bm, bn } // igemm: A = w, B = x rows
+            Gemm { a: 1, b: 0, m: w[0], n: x[0], k: x[1], elem, elem_b: elem, bm, bn }
+            // igemm: A = w, B = x rows
         }
     };
     Some(g)
@@ -134,7 +141,7 @@ fn unet_kernels_stay_within_their_traffic_bounds() {
             // every tile of a block column reads its BM rows of A in full: A is read ⌈N/BN⌉ times
             let a_implied = g.m * g.k * g.elem * (g.n / g.bn).ceil();
             // B ⌈M/BM⌉ times, less the zero-padding taps of a conv's im2col (never loaded)
-            let b_implied = g.n * g.k * g.elem * (g.m / g.bm).ceil();
+            let b_implied = g.n * g.k * g.elem_b * (g.m / g.bm).ceil();
             let what = format!("{} {} {} ({})", o.case, o.method, l.kernel, o.precision);
             // exact per block; split-K (grid.z > 1) splits K steps unevenly (16 over 3: 6, 5, 5), so
             // a sample of blocks over-represents some splits: 5% there (linear 512→1536 measures +3%)

@@ -23,6 +23,11 @@ use ran::ops::precision::Precision;
 pub const TIGHT: f64 = 2.0;
 pub const LOW: [Precision; 3] = [Precision::Bf16, Precision::F16, Precision::Tf32];
 
+/// The first element where `a` and `b` differ in any bit: (index, a's value, b's value).
+pub fn first_difference(a: &[f32], b: &[f32]) -> Option<(usize, f32, f32)> {
+    a.iter().zip(b).enumerate().find(|(_, (x, y))| x.to_bits() != y.to_bits()).map(|(i, (x, y))| (i, *x, *y))
+}
+
 /// Uniform in [−1, 1).
 pub fn uniform(seed: u64, n: usize) -> Vec<f32> {
     // the project's seeded generator (optable::sizes), stretched to [−1, 1)

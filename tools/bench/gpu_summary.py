@@ -126,6 +126,22 @@ def main():
             L.append(f"\n- target: 553M forward at 256², batch 1 ≤ {TARGETS['unet_b1_ms']:.0f} ms: ran {r1:.1f} ms")
         L.append("")
 
+    # the fusions' A/B (benches/gpu.sh step 6b): batch 1, beside the default's unet_ran_b1
+    var = {f[len("variant_unet_"):-5]: one(os.path.join(d, f)) for f in sorted(os.listdir(d)) if f.startswith("variant_unet_") and f.endswith(".json")}
+    var = {k: v for k, v in var.items() if v}
+    if var:
+        base = unet.get("unet_ran_b1", {}).get("min_ms")
+        L.append("**Fusions A/B**, UNet forward batch 1, min ms (the default: casts in the conv loader, group norm folded)")
+        L.append("")
+        L.append("| variant | min ms | launches a forward | ÷ default |")
+        L.append("|---|---:|---:|---:|")
+        launches = lambda r: (r.get("driver_per_run") or {}).get("launches", "—")  # noqa: E731
+        L.append(f"| default | {fmt(base, 2)} | {launches(unet.get('unet_ran_b1', {}))} | 1 |")
+        for k, v in var.items():
+            m, (name, val) = v.get("min_ms"), k.upper().rsplit("_", 1)
+            L.append(f"| RAN_CUDA_{name}={val} | {fmt(m, 2)} | {launches(v)} | {fmt(m / base if m and base else None)} |")
+        L.append("")
+
     # detection
     dr, dt = one(os.path.join(d, "detect_ran.json")), one(os.path.join(d, "detect_torch.json"))
     if dr or dt:

@@ -51,6 +51,9 @@ pub struct CudaBackend<D: Device> {
     weights: weight_cache::WeightCache<D>,
     /// group_norm_coefs_f32's zeroed per-group counters (norm_conv.rs)
     gn_counts: norm_conv::GnCounters<D>,
+    /// the tensor-core conv casts x to NHWC in a pass of its own first (`RAN_CUDA_CAST_FIRST=1`),
+    /// instead of in its loader (tensor_core.rs): the same numbers, for measuring which pays
+    cast_first: bool,
 }
 
 /// Cached bytes kept for reuse where the device does not say its size (the emulator: host memory
@@ -76,6 +79,20 @@ impl EmulatedCuda {
 }
 
 type T<D> = Tensor<CudaBackend<D>>;
+
+/// An on/off switch from the environment, read by the caller once per process: unset or empty
+/// gives `default`; a value other than 0 or 1 is reported and gives `default` too.
+fn env_switch(var: &str, default: bool, keeps: &str) -> bool {
+    match std::env::var(var).as_deref() {
+        Err(_) | Ok("") => default,
+        Ok("1") => true,
+        Ok("0") => false,
+        Ok(v) => {
+            eprintln!("warning: {var}=`{v}`: expected 0 or 1; {keeps}");
+            default
+        }
+    }
+}
 
 /// A 1-D grid-stride launch over `n` elements.
 fn ew(n: usize) -> LaunchCfg {
@@ -148,7 +165,13 @@ impl<D: Device> CudaBackend<D> {
             graphs: graph::GraphCache::new(graphs),
             weights: weight_cache::WeightCache::new(weight_cache::WEIGHT_CACHE_BYTES),
             gn_counts: norm_conv::GnCounters::new(),
+            cast_first: tensor_core::cast_first_from_env(),
         }
+    }
+    /// The tensor-core conv's activation cast as a pass of its own (true) or in its loader.
+    pub fn with_cast_first(mut self, on: bool) -> Self {
+        self.cast_first = on;
+        self
     }
     /// The device underneath the caching layer.
     pub fn device(&self) -> &D {

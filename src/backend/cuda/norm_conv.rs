@@ -37,14 +37,7 @@ impl<D: Device> Default for GnCounters<D> {
 /// values, bit for bit; for measuring what the fold gives). Read once per process.
 pub fn fold_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| match std::env::var("RAN_CUDA_FOLD_NORM").as_deref() {
-        Err(_) | Ok("") | Ok("1") => true,
-        Ok("0") => false,
-        Ok(v) => {
-            eprintln!("warning: RAN_CUDA_FOLD_NORM=`{v}`: expected 0 or 1; the fold stays on");
-            true
-        }
-    })
+    *ON.get_or_init(|| super::env_switch("RAN_CUDA_FOLD_NORM", true, "the fold stays on"))
 }
 
 /// Counters are made at least this many at a time (a batch of 32 at 32 groups), then doubled.

@@ -5,6 +5,11 @@
 //! buffers in the layouts the engine reads (NHWC activations, tap-major weights); the results are
 //! f32 in the backend's usual NCHW / row-major layouts.
 //!
+//! The forward conv reads x as it is (f32 NCHW): its loader casts (and normalises, for the folded
+//! group norm) each chunk as it stages it into shared memory (`conv2d_tc_nchw_*`), so no cast
+//! pass or NHWC copy is made. `RAN_CUDA_CAST_FIRST=1` casts first (`permute_cast_tc_*`, or
+//! `permute_cast_norm_tc_*`) and runs the NHWC kernels: the same numbers bit for bit.
+//!
 //! Each entry point takes the op's checked geometry and a `Precision`. `Precision::F32`, grouped
 //! convolutions, empty shapes and shapes the kernels cannot take (channels not a multiple of
 //! 16 bytes' worth of elements: 8 for bf16/f16, 4 for tf32) go to the f32 `Compute` op — never a
@@ -44,6 +49,13 @@ fn narrow_bytes(n: usize, p: Precision) -> usize {
 /// f16, 4 tf32), so that chunks are aligned and never straddle two taps of a convolution.
 pub fn tc_channel_multiple(p: Precision) -> usize {
     16 / elem_bytes(p)
+}
+
+/// `RAN_CUDA_CAST_FIRST`: 1 casts the conv's activation in a pass of its own; unset, empty or 0:
+/// in the conv's loader. Read once per process.
+pub fn cast_first_from_env() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| super::env_switch("RAN_CUDA_CAST_FIRST", false, "the cast stays in the loader"))
 }
 
 fn tc_precision(p: Precision) -> bool {
@@ -150,6 +162,18 @@ fn kernel_name(op: Op, p: Precision, large: bool) -> &'static str {
     }
 }
 
+fn nchw_kernel_name(p: Precision, large: bool) -> &'static str {
+    use Precision::*;
+    match (large, p) {
+        (true, Bf16) => "conv2d_tc_nchw_bf16",
+        (true, F16) => "conv2d_tc_nchw_f16",
+        (true, _) => "conv2d_tc_nchw_tf32",
+        (false, Bf16) => "conv2d_tc_nchw_small_bf16",
+        (false, F16) => "conv2d_tc_nchw_small_f16",
+        (false, _) => "conv2d_tc_nchw_small_tf32",
+    }
+}
+
 /// The narrow operands and the f32 results of one GEMM launch.
 struct Gemm<'a, B> {
     a: &'a B,
@@ -182,6 +206,9 @@ impl<D: Device> CudaBackend<D> {
     }
 
     fn conv2d_tc_epilogue(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        if !self.cast_first {
+            return self.conv2d_tc_nchw(x, None, w, bias, res, g, p);
+        }
         let (n, c, h, wd) = (g.n(), g.c(), g.h(), g.w());
         let xn = self.permute_cast(x, [n, h, wd, c], [c * h * wd, wd, 1, h * wd], p)?; // NHWC
         self.conv2d_tc_of_nhwc(&xn, w, bias, res, g, p)
@@ -196,6 +223,9 @@ impl<D: Device> CudaBackend<D> {
         if !conv2d_tc_supported(g, p) {
             return self.conv2d_norm_f32(x, coef, silu, w, bias, res, g);
         }
+        if !self.cast_first {
+            return self.conv2d_tc_nchw(x, Some((coef, silu)), w, bias, res, g, p);
+        }
         let (n, c, h, wd) = (g.n(), g.c(), g.h(), g.w());
         let dims = [n, h, wd, c];
         let nn = x.numel();
@@ -209,6 +239,33 @@ impl<D: Device> CudaBackend<D> {
             Precision::Tf32 | Precision::F32 => launch::permute_cast_norm_tc_tf32(&self.dev, &cfg, b(x), b(coef), &out, &pm, silu)?,
         }
         self.conv2d_tc_of_nhwc(&out, w, bias, res, g, p)
+    }
+
+    /// The tensor-core conv of f32 NCHW x, cast (and normalised by `norm`'s records, then SiLU
+    /// when its flag says) in the loader: `conv2d_tc_nchw_*`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_tc_nchw(&self, x: &T<D>, norm: Option<(&T<D>, bool)>, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+        let (n, c, o, kh, kw) = (g.n(), g.c(), g.o(), g.kh(), g.kw());
+        let wn = self.weight_cast(w, [o, kh, kw, c], [c * kh * kw, kw, 1, kh * kw], p)?; // [o][kh][kw][c]
+        let y = self.alloc(&g.y_dims())?;
+        let mut t = gemm_geom(o, n * g.ho() * g.wo(), kh * kw * c, g.ho() * g.wo(), bias.is_some(), false);
+        t.has_res = res.is_some() as i32;
+        let coef = norm.map_or(b(x), |(r, _)| b(r)); // unread without a norm
+        let (on, silu) = (norm.is_some() as i32, norm.is_some_and(|(_, s)| s) as i32);
+        let out = b(&y);
+        self.gemm_plan(nchw_kernel_name(p, tc_plan(t.m as usize, t.n as usize, t.k as usize, p).large), p, &mut t, bias.map(b), res.map(b), b(x), |name, cfg, ws, cnt, bias, res, t| {
+            let (x, wn) = (b(x), &*wn);
+            match name {
+                "conv2d_tc_nchw_bf16" => launch::conv2d_tc_nchw_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                "conv2d_tc_nchw_f16" => launch::conv2d_tc_nchw_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                "conv2d_tc_nchw_tf32" => launch::conv2d_tc_nchw_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                "conv2d_tc_nchw_small_bf16" => launch::conv2d_tc_nchw_small_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                "conv2d_tc_nchw_small_f16" => launch::conv2d_tc_nchw_small_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                "conv2d_tc_nchw_small_tf32" => launch::conv2d_tc_nchw_small_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                _ => unreachable!("nchw_kernel_name returns only these"),
+            }
+        })?;
+        Ok(y)
     }
 
     /// The tensor-core conv of an operand already cast to NHWC in `p`.
@@ -297,24 +354,42 @@ impl<D: Device> CudaBackend<D> {
     /// Launches one GEMM: the kernel for (op, precision, tile), then split-K's reduction.
     fn gemm(&self, op: Op, p: Precision, conv: Option<&Conv2dGeom>, gm: Gemm<'_, CachedBuf<D>>) -> Result<()> {
         let mut t = gm.t;
+        let large = tc_plan(t.m as usize, t.n as usize, t.k as usize, p).large;
+        self.gemm_plan(kernel_name(op, p, large), p, &mut t, gm.bias, gm.res, gm.a, |name, cfg, ws, cnt, bias, res, t| {
+            launch_by_name(&self.dev, name, cfg, gm.a, gm.b, bias, res, gm.out, ws, cnt, conv, t)
+        })
+    }
+
+    /// The plan of t's GEMM (tile, grid, split-K, written into `t`) and the launch of kernel
+    /// `name` by `go(name, cfg, ws, cnt, bias, res, t)`: with split-K, `ws` holds the splits'
+    /// partials and `cnt` a zeroed counter per output tile (the tile's last block sums the
+    /// partials into `out`, tc_gemm.cuh `tc_splitk_finish`). `dummy`: any live buffer, passed
+    /// for an absent bias or residual (has_bias / has_res say 0).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_plan(
+        &self,
+        name: &'static str,
+        p: Precision,
+        t: &mut TcGemmGeom,
+        bias: Option<&CachedBuf<D>>,
+        res: Option<&CachedBuf<D>>,
+        dummy: &CachedBuf<D>,
+        go: impl FnOnce(&'static str, &LaunchCfg, &CachedBuf<D>, &CachedBuf<D>, &CachedBuf<D>, &CachedBuf<D>, &TcGemmGeom) -> Result<()>,
+    ) -> Result<()> {
         let plan = tc_plan(t.m as usize, t.n as usize, t.k as usize, p);
         t.splits = plan.splits as i32;
         t.kt_per_split = plan.kt_per_split as i32;
         let threads = if plan.large { TCG_L_THREADS } else { TCG_S_THREADS };
         let cfg = LaunchCfg { grid: plan.grid, block: (threads, 1, 1), smem_bytes: plan.smem_bytes };
-        let name = kernel_name(op, p, plan.large);
         allow_smem(&self.dev, name, &cfg)?;
         // every split's block writes its whole tile of partials (each split non-empty, tc_plan);
         // without split-K ws is unread
         let ws = self.dev.alloc(if plan.splits > 1 { plan.splits * t.m as usize * t.n as usize * 4 } else { 4 })?;
-        // dummies for the unread bias / residual: any live buffer (has_bias / has_res say 0)
-        let bias = gm.bias.unwrap_or(gm.a);
-        let res = gm.res.unwrap_or(gm.a);
-        // with split-K the GEMM writes only its partials to ws; the reduction writes `out`
-        launch_by_name(&self.dev, name, &cfg, gm.a, gm.b, bias, res, gm.out, &ws, conv, &t)?;
-        if plan.splits > 1 {
-            launch::splitk_reduce_f32(&self.dev, &ew(t.m as usize * t.n as usize), &ws, bias, res, gm.out, &t)?;
-        }
+        let bias = bias.unwrap_or(dummy);
+        let res = res.unwrap_or(dummy);
+        // the counters are shared with the group-norm records' (each launch leaves them 0; one stream)
+        let cnt = if plan.splits > 1 { Some(self.gn_counters(plan.grid.0 as usize * plan.grid.1 as usize)?) } else { None };
+        go(name, &cfg, &ws, cnt.as_deref().unwrap_or(&ws), bias, res, t)?;
         Ok(())
     }
 
@@ -378,29 +453,30 @@ fn launch_by_name<D: Device>(
     res: &D::Buf,
     out: &D::Buf,
     ws: &D::Buf,
+    cnt: &D::Buf,
     conv: Option<&Conv2dGeom>,
     t: &TcGemmGeom,
 ) -> Result<()> {
     let conv = || conv.expect("a conv kernel gets its geometry");
     match name {
-        "conv2d_tc_bf16" => launch::conv2d_tc_bf16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
-        "conv2d_tc_f16" => launch::conv2d_tc_f16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
-        "conv2d_tc_tf32" => launch::conv2d_tc_tf32(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
-        "conv2d_tc_small_bf16" => launch::conv2d_tc_small_bf16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
-        "conv2d_tc_small_f16" => launch::conv2d_tc_small_f16(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
-        "conv2d_tc_small_tf32" => launch::conv2d_tc_small_tf32(dev, cfg, bm, a, bias, res, out, ws, conv(), t),
-        "conv2d_x_backward_tc_bf16" => launch::conv2d_x_backward_tc_bf16(dev, cfg, bm, a, res, out, ws, conv(), t),
-        "conv2d_x_backward_tc_f16" => launch::conv2d_x_backward_tc_f16(dev, cfg, bm, a, res, out, ws, conv(), t),
-        "conv2d_x_backward_tc_tf32" => launch::conv2d_x_backward_tc_tf32(dev, cfg, bm, a, res, out, ws, conv(), t),
-        "conv2d_x_backward_tc_small_bf16" => launch::conv2d_x_backward_tc_small_bf16(dev, cfg, bm, a, res, out, ws, conv(), t),
-        "conv2d_x_backward_tc_small_f16" => launch::conv2d_x_backward_tc_small_f16(dev, cfg, bm, a, res, out, ws, conv(), t),
-        "conv2d_x_backward_tc_small_tf32" => launch::conv2d_x_backward_tc_small_tf32(dev, cfg, bm, a, res, out, ws, conv(), t),
-        "linear_tc_bf16" => launch::linear_tc_bf16(dev, cfg, a, bm, bias, res, out, ws, t),
-        "linear_tc_f16" => launch::linear_tc_f16(dev, cfg, a, bm, bias, res, out, ws, t),
-        "linear_tc_tf32" => launch::linear_tc_tf32(dev, cfg, a, bm, bias, res, out, ws, t),
-        "linear_tc_small_bf16" => launch::linear_tc_small_bf16(dev, cfg, a, bm, bias, res, out, ws, t),
-        "linear_tc_small_f16" => launch::linear_tc_small_f16(dev, cfg, a, bm, bias, res, out, ws, t),
-        "linear_tc_small_tf32" => launch::linear_tc_small_tf32(dev, cfg, a, bm, bias, res, out, ws, t),
+        "conv2d_tc_bf16" => launch::conv2d_tc_bf16(dev, cfg, bm, a, bias, res, out, ws, cnt, conv(), t),
+        "conv2d_tc_f16" => launch::conv2d_tc_f16(dev, cfg, bm, a, bias, res, out, ws, cnt, conv(), t),
+        "conv2d_tc_tf32" => launch::conv2d_tc_tf32(dev, cfg, bm, a, bias, res, out, ws, cnt, conv(), t),
+        "conv2d_tc_small_bf16" => launch::conv2d_tc_small_bf16(dev, cfg, bm, a, bias, res, out, ws, cnt, conv(), t),
+        "conv2d_tc_small_f16" => launch::conv2d_tc_small_f16(dev, cfg, bm, a, bias, res, out, ws, cnt, conv(), t),
+        "conv2d_tc_small_tf32" => launch::conv2d_tc_small_tf32(dev, cfg, bm, a, bias, res, out, ws, cnt, conv(), t),
+        "conv2d_x_backward_tc_bf16" => launch::conv2d_x_backward_tc_bf16(dev, cfg, bm, a, res, out, ws, cnt, conv(), t),
+        "conv2d_x_backward_tc_f16" => launch::conv2d_x_backward_tc_f16(dev, cfg, bm, a, res, out, ws, cnt, conv(), t),
+        "conv2d_x_backward_tc_tf32" => launch::conv2d_x_backward_tc_tf32(dev, cfg, bm, a, res, out, ws, cnt, conv(), t),
+        "conv2d_x_backward_tc_small_bf16" => launch::conv2d_x_backward_tc_small_bf16(dev, cfg, bm, a, res, out, ws, cnt, conv(), t),
+        "conv2d_x_backward_tc_small_f16" => launch::conv2d_x_backward_tc_small_f16(dev, cfg, bm, a, res, out, ws, cnt, conv(), t),
+        "conv2d_x_backward_tc_small_tf32" => launch::conv2d_x_backward_tc_small_tf32(dev, cfg, bm, a, res, out, ws, cnt, conv(), t),
+        "linear_tc_bf16" => launch::linear_tc_bf16(dev, cfg, a, bm, bias, res, out, ws, cnt, t),
+        "linear_tc_f16" => launch::linear_tc_f16(dev, cfg, a, bm, bias, res, out, ws, cnt, t),
+        "linear_tc_tf32" => launch::linear_tc_tf32(dev, cfg, a, bm, bias, res, out, ws, cnt, t),
+        "linear_tc_small_bf16" => launch::linear_tc_small_bf16(dev, cfg, a, bm, bias, res, out, ws, cnt, t),
+        "linear_tc_small_f16" => launch::linear_tc_small_f16(dev, cfg, a, bm, bias, res, out, ws, cnt, t),
+        "linear_tc_small_tf32" => launch::linear_tc_small_tf32(dev, cfg, a, bm, bias, res, out, ws, cnt, t),
         _ => unreachable!("kernel_name returns only these"),
     }
 }

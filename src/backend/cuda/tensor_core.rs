@@ -253,18 +253,26 @@ impl<D: Device> CudaBackend<D> {
         let coef = norm.map_or(b(x), |(r, _)| b(r)); // unread without a norm
         let (on, silu) = (norm.is_some() as i32, norm.is_some_and(|(_, s)| s) as i32);
         let out = b(&y);
-        self.gemm_plan(nchw_kernel_name(p, tc_plan(t.m as usize, t.n as usize, t.k as usize, p).large), p, &mut t, bias.map(b), res.map(b), b(x), |name, cfg, ws, cnt, bias, res, t| {
-            let (x, wn) = (b(x), &*wn);
-            match name {
-                "conv2d_tc_nchw_bf16" => launch::conv2d_tc_nchw_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                "conv2d_tc_nchw_f16" => launch::conv2d_tc_nchw_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                "conv2d_tc_nchw_tf32" => launch::conv2d_tc_nchw_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                "conv2d_tc_nchw_small_bf16" => launch::conv2d_tc_nchw_small_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                "conv2d_tc_nchw_small_f16" => launch::conv2d_tc_nchw_small_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                "conv2d_tc_nchw_small_tf32" => launch::conv2d_tc_nchw_small_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                _ => unreachable!("nchw_kernel_name returns only these"),
-            }
-        })?;
+        self.gemm_plan(
+            |large| nchw_kernel_name(p, large),
+            p,
+            &mut t,
+            bias.map(b),
+            res.map(b),
+            b(x),
+            |name, cfg, ws, cnt, bias, res, t| {
+                let (x, wn) = (b(x), &*wn);
+                match name {
+                    "conv2d_tc_nchw_bf16" => launch::conv2d_tc_nchw_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                    "conv2d_tc_nchw_f16" => launch::conv2d_tc_nchw_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                    "conv2d_tc_nchw_tf32" => launch::conv2d_tc_nchw_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                    "conv2d_tc_nchw_small_bf16" => launch::conv2d_tc_nchw_small_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                    "conv2d_tc_nchw_small_f16" => launch::conv2d_tc_nchw_small_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                    "conv2d_tc_nchw_small_tf32" => launch::conv2d_tc_nchw_small_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                    _ => unreachable!("nchw_kernel_name returns only these"),
+                }
+            },
+        )?;
         Ok(y)
     }
 
@@ -351,24 +359,29 @@ impl<D: Device> CudaBackend<D> {
         self.linear_tc(x, w, bias, &g, Precision::Bf16)
     }
 
-    /// Launches one GEMM: the kernel for (op, precision, tile), then split-K's reduction.
+    /// Launches one GEMM: the kernel for (op, precision, tile).
     fn gemm(&self, op: Op, p: Precision, conv: Option<&Conv2dGeom>, gm: Gemm<'_, CachedBuf<D>>) -> Result<()> {
         let mut t = gm.t;
-        let large = tc_plan(t.m as usize, t.n as usize, t.k as usize, p).large;
-        self.gemm_plan(kernel_name(op, p, large), p, &mut t, gm.bias, gm.res, gm.a, |name, cfg, ws, cnt, bias, res, t| {
-            launch_by_name(&self.dev, name, cfg, gm.a, gm.b, bias, res, gm.out, ws, cnt, conv, t)
-        })
+        self.gemm_plan(
+            |large| kernel_name(op, p, large),
+            p,
+            &mut t,
+            gm.bias,
+            gm.res,
+            gm.a,
+            |name, cfg, ws, cnt, bias, res, t| launch_by_name(&self.dev, name, cfg, gm.a, gm.b, bias, res, gm.out, ws, cnt, conv, t),
+        )
     }
 
-    /// The plan of t's GEMM (tile, grid, split-K, written into `t`) and the launch of kernel
-    /// `name` by `go(name, cfg, ws, cnt, bias, res, t)`: with split-K, `ws` holds the splits'
+    /// The plan of t's GEMM (tile, grid, split-K, written into `t`) and the launch of the kernel
+    /// `name_of(large tile)` by `go(name, cfg, ws, cnt, bias, res, t)`: with split-K, `ws` holds the splits'
     /// partials and `cnt` a zeroed counter per output tile (the tile's last block sums the
     /// partials into `out`, tc_gemm.cuh `tc_splitk_finish`). `dummy`: any live buffer, passed
     /// for an absent bias or residual (has_bias / has_res say 0).
     #[allow(clippy::too_many_arguments)]
     fn gemm_plan(
         &self,
-        name: &'static str,
+        name_of: impl FnOnce(bool) -> &'static str,
         p: Precision,
         t: &mut TcGemmGeom,
         bias: Option<&CachedBuf<D>>,
@@ -381,6 +394,7 @@ impl<D: Device> CudaBackend<D> {
         t.kt_per_split = plan.kt_per_split as i32;
         let threads = if plan.large { TCG_L_THREADS } else { TCG_S_THREADS };
         let cfg = LaunchCfg { grid: plan.grid, block: (threads, 1, 1), smem_bytes: plan.smem_bytes };
+        let name = name_of(plan.large);
         allow_smem(&self.dev, name, &cfg)?;
         // every split's block writes its whole tile of partials (each split non-empty, tc_plan);
         // without split-K ws is unread

@@ -2,7 +2,9 @@
 //! conv2d_tc.cu on tc_gemm.cuh) on the emulator, bf16, f16 and tf32, under forward / reverse /
 //! random schedules (and the race detector where compiled in), against the CPU backend's f32 op
 //! on operands rounded the same way (tight) and against PyTorch's float64 fixtures (a bound).
-//! Tolerances: tests/common/tc.rs.
+//! Tolerances: tests/common/tc.rs. The forward here is the loader-cast kernels
+//! (`conv2d_tc_nchw_*`, the default); the cast-first NHWC forward kernels are held to them bit
+//! for bit by tests/conv_tc_staged.rs.
 
 mod common;
 use common::tc::{abs, fixture_cases_for, fixture_ratio, rounded, schedules, tight_ratio, uniform, LOW};

@@ -1,9 +1,10 @@
 //! Tensor-core paths of the CUDA backend (issue #14 item 2): conv2d, its input and weight
 //! gradients, linear and its input gradient as implicit GEMMs on mma.sync in bf16, f16 or tf32 with f32
-//! accumulators (kernels/tc_gemm.cuh, conv2d_tc.cu, linear_tc.cu, tc_support.cu). The operands
-//! are cast to the narrow type (round to nearest even; tf32 nearest, ties away) into scratch
-//! buffers in the layouts the engine reads (NHWC activations, tap-major weights); the results are
-//! f32 in the backend's usual NCHW / row-major layouts.
+//! accumulators (kernels/tc_gemm.cuh, conv2d_tc.cu, linear_tc.cu, tc_support.cu). Operands are
+//! cast to the narrow type (round to nearest even; tf32 nearest, ties away): the weights once
+//! (weight_cache.rs), the forward conv's x in its loader (below), the other activations into
+//! scratch in the layouts the engine reads (NHWC, k-contiguous rows); the results are f32 in the
+//! backend's usual NCHW / row-major layouts.
 //!
 //! The forward conv reads x as it is (f32 NCHW): its loader casts (and normalises, for the folded
 //! group norm) each chunk as it stages it into shared memory (`conv2d_tc_nchw_*`), so no cast

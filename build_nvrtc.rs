@@ -223,7 +223,59 @@ pub fn compile_and_embed(root: &Path, out: &Path, files: &[KernelFile]) {
         }
     }
     writeln!(s, "];").unwrap();
+    // what the driver checks at launch and the emulator must check too (kernels/emu): each
+    // kernel's static __shared__ bytes and registers per thread, from ptxas's sm_90 report
+    writeln!(s, "pub static KERNEL_RESOURCES_KNOWN: bool = {};", built.iter().all(Option::is_some)).unwrap();
+    writeln!(s, "pub static KERNEL_RESOURCES: &[KernelResources] = &[").unwrap();
+    for b in built.iter().flatten() {
+        let ptx = std::fs::read_to_string(&b.ptx).unwrap_or_default();
+        let bounds = parse_launch_bounds(&ptx);
+        for (name, regs, smem) in parse_resources(&b.report) {
+            let max = bounds.iter().find(|(k, _)| *k == name).map_or(0, |(_, t)| *t);
+            writeln!(s, "    KernelResources {{ kernel: {name:?}, registers: {regs}, static_smem: {smem}, max_threads: {max} }},").unwrap();
+        }
+    }
+    writeln!(s, "];").unwrap();
     std::fs::write(out.join("ptxas_report.txt"), &report).unwrap();
     writeln!(s, "pub static PTXAS_REPORT: &str = include_str!({:?});", out.join("ptxas_report.txt").display().to_string()).unwrap();
     std::fs::write(out.join("kernels_embedded.rs"), s).unwrap();
+}
+
+/// (kernel, registers per thread, static shared-memory bytes) from a `--ptxas-options=-v` log:
+/// "Compiling entry function 'k' for 'sm_90'" then "Used R registers, ..., S bytes smem" (the smem
+/// part absent when it is 0).
+fn parse_resources(report: &str) -> Vec<(String, u32, u32)> {
+    let mut v = Vec::new();
+    let mut entry: Option<String> = None;
+    for line in report.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            entry = rest.split('\'').next().map(str::to_string);
+        } else if let (Some(_), Some(used)) = (&entry, line.split("Used ").nth(1)) {
+            let num_before = |tag: &str| -> u32 {
+                used.split(',').find_map(|part| part.trim().strip_suffix(tag).and_then(|n| n.trim().split(' ').next_back()?.parse().ok())).unwrap_or(0)
+            };
+            let regs = used.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            v.push((entry.take().unwrap(), regs, num_before("bytes smem")));
+        }
+    }
+    v
+}
+
+/// (kernel, threads) of every entry with `__launch_bounds__`: PTX's `.maxntid x, y, z` between
+/// the `.entry name(` line and the body's `{`. A launch of more threads fails on the device.
+fn parse_launch_bounds(ptx: &str) -> Vec<(String, u32)> {
+    let mut v = Vec::new();
+    let mut entry: Option<String> = None;
+    for line in ptx.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix(".visible .entry ").or_else(|| l.strip_prefix(".entry ")) {
+            entry = rest.split('(').next().map(|n| n.trim().to_string());
+        } else if let (Some(_), Some(dims)) = (&entry, l.strip_prefix(".maxntid ")) {
+            let t: u32 = dims.split(',').filter_map(|d| d.trim().parse::<u32>().ok()).product();
+            v.push((entry.take().unwrap(), t));
+        } else if l.starts_with('{') {
+            entry = None;
+        }
+    }
+    v
 }

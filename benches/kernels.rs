@@ -4,7 +4,10 @@
 //! median time and GFLOP/s (GEMM-like rows: the table's FLOP count) or GB/s (the rest: the least
 //! traffic possible, each input read once and each output written once), and on a GPU the share
 //! of the device's fp32 peak and of its bf16 tensor peak (FLOP rows) or of its DRAM bandwidth
-//! (byte rows). `--gpu-only` skips the CPU; RAN_BENCH_JSON=FILE appends one JSON line per row. PyTorch's side: tools/bench/torch_ops.py; latest figures:
+//! (byte rows). `--gpu-only` skips the CPU; `--precision bf16|f16|tf32` times, after the f32 rows,
+//! the rows that precision reaches on the GPU (the tensor-core GEMMs of
+//! `optable::precision::ROUNDED_OPERANDS`, and attention) with the GPU backend at that precision
+//! (backend "cuda-bf16" in the JSON); RAN_BENCH_JSON=FILE appends one JSON line per row. PyTorch's side: tools/bench/torch_ops.py; latest figures:
 //! benches/RESULTS.md. One convolution is also `ran bench conv` (tools/bench/torch_conv.py).
 //!
 //!   cargo bench --bench kernels            (all)
@@ -13,7 +16,8 @@
 
 use ran::backend::cuda::gpu::GpuDevice;
 use ran::backend::cuda::Gpu;
-use ran::optable::{entries_for, run_method, sizes, Inputs, Work};
+use ran::optable::{entries_for, precision::rounded_operands, run_method, sizes, Inputs, Work};
+use ran::ops::precision::Precision;
 use ran::{Backend, Cpu};
 use std::time::{Duration, Instant};
 
@@ -136,7 +140,16 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // --gpu-only: the GPU check (benches/gpu.sh) has minutes, and the CPU rows are in RESULTS.md
     let gpu_only = args.iter().any(|a| a == "--gpu-only");
-    let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let precision = match args.iter().position(|a| a == "--precision") {
+        Some(i) => match args.get(i + 1).map(|v| v.parse::<Precision>()) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => return eprintln!("--precision: {e}"),
+            None => return eprintln!("--precision needs a value: bf16, f16 or tf32"),
+        },
+        None => None,
+    };
+    let value_of_precision = args.iter().position(|a| a == "--precision").map(|i| i + 1);
+    let filter: Vec<&String> = args.iter().enumerate().filter(|(i, a)| !a.starts_with("--") && Some(*i) != value_of_precision).map(|(_, a)| a).collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     if !gpu_only {
         run(&Cpu, "cpu", &want, &|| {}, None);
@@ -147,8 +160,13 @@ fn main() {
             if let Some(p) = peaks {
                 println!("(device peaks: {:.1} fp32 TFLOP/s, {:.0} bf16 tensor TFLOP/s, {:.0} GB/s DRAM)", p.fp32_tflops, p.tensor_tflops, p.dram_gbs);
             }
-            let g = Gpu::new(dev);
+            let mut g = Gpu::new(dev);
             run(&g, "cuda", &want, &|| g.device().synchronize().unwrap(), peaks);
+            if let Some(p) = precision.filter(|p| *p != Precision::F32) {
+                g.set_precision(p);
+                let lowp = |name: &str| want(name) && name.split(' ').next().is_some_and(|m| rounded_operands(m).is_some() || m == "attention_legacy");
+                run(&g, &format!("cuda-{p}"), &lowp, &|| g.device().synchronize().unwrap(), peaks);
+            }
         }
         Err(e) => println!("== no GPU benchmarks: {e}"),
     }

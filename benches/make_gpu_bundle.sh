@@ -6,7 +6,7 @@
 #   bin.tar.xz            ran, the test binaries gpu.sh runs, the kernel benchmark (stripped, xz)
 #   benches/gpu.sh, tools/bench/*.py, tools/reference/{dump_reference,upstream_unet,upstream_effnet}.py
 #   tests/fixtures/…      the fixture files those tests read (only those)
-#   weights/demo/, examples/demo/   the demo model, its EfficientNet-Lite0 taps and images
+#   weights/demo/, examples/demo/   the demo models (ran- and Python-trained), its EfficientNet-Lite0 taps, images
 #   wheels/               guided-diffusion-sdk and efficientnet-pytorch (pure Python; the host lacks them)
 #   MANIFEST              commit, glibc / libstdc++ versions the binaries need, sizes
 #
@@ -97,7 +97,7 @@ FIXTURES=(ops.safetensors weight_grads.safetensors optim.safetensors diffusion.s
   effnet_b4w.safetensors detect_paperlike.safetensors kl_paperlike.safetensors effnet_small.safetensors
   unet_tiny_pt.pt unet_tiny_pt.flags metrics.safetensors)
 for f in "${FIXTURES[@]}"; do cp "tests/fixtures/$f" "$B/tests/fixtures/" || die "tests/fixtures/$f is missing"; done
-cp weights/demo/unet_demo.safetensors weights/demo/efficientnet_lite0_taps.safetensors "$B/weights/demo/"
+cp weights/demo/unet_demo.safetensors weights/demo/unet_demo_python.safetensors weights/demo/efficientnet_lite0_taps.safetensors "$B/weights/demo/"
 cp -r examples/demo "$B/examples/"
 # pure-Python packages the reference scripts import and the host's image lacks (the pins of
 # tools/reference/requirements.txt); pip builds a wheel from an sdist where PyPI has no wheel

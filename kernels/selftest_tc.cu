@@ -166,3 +166,15 @@ extern "C" __global__ void selftest_smem_touch_i32(int* out, int smem_ints) {
   __syncthreads();
   out[threadIdx.x] = s[smem_ints - 1 - (int)threadIdx.x];
 }
+
+// A kernel with 1 KiB of static __shared__ beside its dynamic shared memory: static + dynamic
+// above 48 KiB needs the opt-in even when the dynamic part alone is within it (the driver's rule,
+// which every tensor-core GEMM, with 16 static bytes beside 48 KiB of stages, once broke).
+extern "C" __global__ void selftest_smem_static_touch_i32(int* out, int smem_ints) {
+  __shared__ int fixed[256];
+  int* s = dynamic_smem<int>();
+  fixed[threadIdx.x % 256] = (int)threadIdx.x;
+  for (int i = threadIdx.x; i < smem_ints; i += blockDim.x) s[i] = i;
+  __syncthreads();
+  out[threadIdx.x] = s[smem_ints - 1 - (int)threadIdx.x] + fixed[255 - threadIdx.x % 256];
+}

@@ -59,6 +59,26 @@ fn emulated_cuda_matches_the_references_and_cpu_under_every_schedule() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// The production-size cases on the emulator, where they are cheap enough (elementwise rows: the
+/// GPU check runs them all on the device). Catches: a generated case's random tensor taken for a
+/// reference output (the diffusion step's xt, p_mean, ... are inputs of its later rows: the first
+/// H200 run failed q_sample and p_mean_variance against them), and a tolerance that ignores the
+/// length of a broadcast input's gradient sum (4,096 terms for an nc11 scale at 64²).
+#[test]
+fn emulated_cuda_matches_the_cpu_on_the_elementwise_production_cases() {
+    let _g = SCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = EmulatedCuda::emulated();
+    let cheap = ["diffusion step 3x256x256", "mul bcast nc11 256ch @64x64"];
+    let cases: Vec<OpCase> = sizes::production_cases().into_iter().filter(|c| cheap.contains(&c.name.as_str())).collect();
+    assert_eq!(cases.len(), cheap.len(), "production cases renamed: {cheap:?}");
+    set_schedule(Schedule::Forward);
+    let r = check_cases(&gpu, "emulator production sizes", &cases, 1.0);
+    r.print("emulator production sizes");
+    let mut failures = r.failures.clone();
+    failures.extend(rows_checked(&r, &cases).err());
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
 /// On the device, FMA contraction and the math library's last-ulp differences are the GPU's own:
 /// the absolute tolerances are 4× the CPU's.
 #[test]

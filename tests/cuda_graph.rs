@@ -322,6 +322,9 @@ impl Device for Counting {
     fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> ran::Result<()> {
         EmuDevice.set_max_dynamic_smem(kernel, bytes)
     }
+    fn static_smem(&self, kernel: &'static str) -> ran::Result<u32> {
+        EmuDevice.static_smem(kernel)
+    }
     fn copy(&self, s: &CountedBuf, d: &CountedBuf, bytes: usize) -> ran::Result<()> {
         EmuDevice.copy(&s.buf, &d.buf, bytes)
     }

@@ -3,7 +3,8 @@
 //! (integer-valued inputs, so every product and sum is exact and any misplaced element shows),
 //! ldmatrix against the PTX ISA's definition and paired with mma, bf16/f16 rounding against a
 //! table torch made (tools/reference/make_rounding_table.py), cp.async's late landing and its
-//! poison, misaligned vector accesses, the 48 KiB shared-memory opt-in and partial-warp mma.
+//! poison, misaligned vector accesses, the 48 KiB shared-memory opt-in (static shared memory
+//! and registers counted as the driver counts them) and partial-warp mma.
 #![allow(unexpected_cfgs)] // `emu_instrumented` is set by build.rs when kernels are instrumented
 
 #[path = "common/paths.rs"]
@@ -315,6 +316,73 @@ fn dynamic_shared_memory_above_48_kib_needs_the_opt_in() {
     assert!(e.contains("exceed the 65536"), "{e}");
     let e = d.set_max_dynamic_smem("selftest_smem_touch_i32", 300 * 1024).expect_err("opt-in beyond 227 KiB").to_string();
     assert!(e.contains("at most 227 KiB"), "{e}");
+}
+
+/// Catches: the opt-in decided on the dynamic shared memory alone. The driver holds static plus
+/// dynamic to 48 KiB without it (every bf16 tensor-core GEMM, 48 KiB of stages beside 16 static
+/// bytes, failed on the H200 with CUDA_ERROR_INVALID_VALUE while the emulator ran it: a kernel's
+/// `__shared__` variables were invisible to it). Also: the opt-in ignoring the static part of the
+/// 227 KiB, and the engine's device layer (CachedDevice) not opting in by itself.
+#[test]
+#[cfg_attr(not(nvrtc_ptx), ignore = "built without NVRTC (RAN_NVRTC_LIB, RAN_REQUIRE_NVRTC=1): no ptxas figures for static shared memory")]
+fn static_shared_memory_counts_toward_the_48_kib_without_opt_in() {
+    use ran::backend::cuda::cached::{CacheOptions, CachedDevice};
+    use ran::backend::cuda::kernels::resources_of;
+    // ptxas's figure, the driver's CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES
+    assert_eq!(resources_of("selftest_smem_static_touch_i32").map(|r| r.static_smem), Some(1024));
+    assert_eq!(resources_of("conv2d_tc_nchw_bf16").map(|r| r.static_smem), Some(16), "the split-K `last` flag, 16-byte aligned");
+    let d = EmuDevice;
+    assert_eq!(d.static_smem("selftest_smem_static_touch_i32").unwrap(), 1024);
+    let out = d.alloc_zeros(256 * 4).unwrap();
+    let touch = |bytes: u32| launch::selftest_smem_static_touch_i32(&d, &cfg(1, 256, bytes), &out, (bytes / 4) as i32);
+    touch(47 * 1024).unwrap();
+    let e = touch(47 * 1024 + 16).expect_err("47 KiB + 16 dynamic beside 1 KiB static").to_string();
+    assert!(e.contains("48144 bytes of dynamic shared memory exceed the 48128") && e.contains("1024 static") && e.contains("cuFuncSetAttribute"), "{e}");
+    let e = d.set_max_dynamic_smem("selftest_smem_static_touch_i32", 227 * 1024).expect_err("227 KiB dynamic beside 1 KiB static").to_string();
+    assert!(e.contains("beside 1024 static"), "{e}");
+    d.set_max_dynamic_smem("selftest_smem_static_touch_i32", 226 * 1024).unwrap();
+    touch(226 * 1024).unwrap();
+    assert_eq!(down::<i32>(&d, &out, 256)[0], 226 * 1024 / 4 - 1 + 255);
+    // the engine's layer opts in when static + dynamic pass 48 KiB, once per kernel and size
+    let c = CachedDevice::new(EmuDevice, CacheOptions::from_env(0, true).unwrap());
+    let cout = c.alloc_zeros(256 * 4).unwrap();
+    let other = c.counts().other;
+    launch::selftest_smem_touch_i32(&c, &cfg(1, 256, 48 * 1024), &cout, 48 * 1024 / 4).unwrap();
+    assert_eq!(c.counts().other, other, "48 KiB with no static shared memory needs no opt-in");
+    for _ in 0..2 {
+        launch::selftest_smem_static_touch_i32(&c, &cfg(1, 256, 48 * 1024), &cout, 48 * 1024 / 4).unwrap();
+    }
+    assert_eq!(c.counts().other, other + 1, "one opt-in for two launches");
+}
+
+/// Catches: a launch whose registers (per thread, from ptxas, × threads) pass the 64 Ki of an SM
+/// accepted by the emulator (the GPU refuses it: too many resources requested for launch).
+#[test]
+#[cfg_attr(not(nvrtc_ptx), ignore = "built without NVRTC (RAN_NVRTC_LIB, RAN_REQUIRE_NVRTC=1): no ptxas register counts")]
+fn a_block_needing_more_registers_than_an_sm_has_is_refused() {
+    use ran::backend::cuda::kernels::resources_of;
+    // a kernel without __launch_bounds__ (ptxas budgets registers for a bound, so only an
+    // unbounded kernel can ask for more than an SM has)
+    let k = "conv2d_x_backward_f32";
+    let r = resources_of(k).unwrap();
+    assert_eq!(r.max_threads, 0, "{k} has no __launch_bounds__ (pick another probe)");
+    assert!(r.registers > 64, "{k}: {} registers (the probe needs more than 64 per thread)", r.registers);
+    // the configuration is checked before any argument is read (none is given)
+    let e = EmuDevice.launch(k, &cfg(1, 1024, 0), &[]).expect_err("1024 threads").to_string();
+    assert!(e.contains(&format!("1024 threads of {} registers", r.registers)) && e.contains("too many resources"), "{e}");
+}
+
+/// Catches: a block larger than the kernel's `__launch_bounds__` accepted (the compiler budgets
+/// registers for the bound; the GPU refuses the launch).
+#[test]
+#[cfg_attr(not(nvrtc_ptx), ignore = "built without NVRTC (RAN_NVRTC_LIB, RAN_REQUIRE_NVRTC=1): no PTX for the launch bounds")]
+fn a_block_past_the_launch_bounds_is_refused() {
+    use ran::backend::cuda::kernels::resources_of;
+    let k = "conv2d_tc_small_bf16";
+    assert_eq!(resources_of(k).map(|r| r.max_threads), Some(128), "the small tile's __launch_bounds__(TCG_S_THREADS)");
+    // the configuration is checked before any argument is read (none is given)
+    let e = EmuDevice.launch(k, &cfg(1, 160, 0), &[]).expect_err("160 threads").to_string();
+    assert!(e.contains("a block of 160 threads passes the kernel's __launch_bounds__ of 128"), "{e}");
 }
 
 /// Catches: mma run by fewer than 32 lanes (an exited lane, or a block whose last warp is partial)

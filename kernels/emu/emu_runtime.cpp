@@ -169,6 +169,17 @@ size_t env_size(const char* name, size_t dflt) {
 // cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) per kernel name (emu_func_set_max_dynamic_smem).
 std::map<std::string, unsigned> g_smem_optin;
 
+// What the driver knows of each kernel from its binary and the emulator cannot see in the
+// host-compiled code: static __shared__ bytes, registers per thread and launch bounds (given by
+// emu_set_kernel_resources). Unlisted kernels count as 0 (no NVRTC at build time).
+struct Resources {
+  unsigned static_smem = 0;
+  unsigned regs = 0;
+  unsigned max_threads = 0;  // __launch_bounds__ (0: none)
+};
+std::map<std::string, Resources> g_resources;
+constexpr unsigned kRegsPerSm = 65536;  // the register file an SM (and so one block) has on sm_80..sm_90
+
 int g_sched = -1;  // -1: read EMU_SCHED on first launch
 int g_race = -1;   // race detector: -1 = read EMU_RACE (default off, see kernels/README.md) on first launch
 bool g_traffic = false;         // traffic accounting on (emu_set_traffic)
@@ -734,14 +745,30 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
   if (threads == 0 || threads > kMaxThreads || (unsigned long long)gx * gy * gz == 0 || gy > 65535 || gz > 65535)
     return fail(1, std::string(name) + ": bad launch configuration (grid " + std::to_string(gx) + "x" + std::to_string(gy) + "x" +
                        std::to_string(gz) + ", block " + std::to_string(bx) + "x" + std::to_string(by) + "x" + std::to_string(bz) + ")");
-  if (smem_bytes > kMaxSmem) return fail(1, std::string(name) + ": " + std::to_string(smem_bytes) + " bytes of dynamic shared memory exceed 227 KiB");
-  if (smem_bytes > kDefaultSmem) {
+  {
+    // The driver's rules (CUDA_ERROR_INVALID_VALUE / _LAUNCH_OUT_OF_RESOURCES on the GPU): dynamic
+    // shared memory up to the opted-in size, else 48 KiB less the kernel's static __shared__
+    // (static + dynamic above 48 KiB needs the opt-in even when the dynamic part alone fits);
+    // registers allocated per warp in units of 256, at most 64 Ki per block.
     std::lock_guard<std::mutex> g(g_cfg_m);
+    Resources r;
+    auto ri = g_resources.find(name);
+    if (ri != g_resources.end()) r = ri->second;
+    if ((size_t)smem_bytes + r.static_smem > kMaxSmem)
+      return fail(1, std::string(name) + ": " + std::to_string(smem_bytes) + " bytes of dynamic and " + std::to_string(r.static_smem) +
+                         " of static shared memory exceed 227 KiB");
     auto it = g_smem_optin.find(name);
-    unsigned allowed = it == g_smem_optin.end() ? kDefaultSmem : it->second;
+    unsigned allowed = it != g_smem_optin.end() ? it->second : (kDefaultSmem > r.static_smem ? kDefaultSmem - r.static_smem : 0);
     if (smem_bytes > allowed)
       return fail(1, std::string(name) + ": " + std::to_string(smem_bytes) + " bytes of dynamic shared memory exceed the " + std::to_string(allowed) +
-                         " the kernel may use; above 48 KiB a launch must opt in first (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+                         " the kernel may use (" + std::to_string(r.static_smem) + " static); above 48 KiB of static + dynamic a launch must opt in first (cuFuncSetAttribute MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+    if (r.max_threads && threads > r.max_threads)
+      return fail(1, std::string(name) + ": a block of " + std::to_string(threads) + " threads passes the kernel's __launch_bounds__ of " +
+                         std::to_string(r.max_threads) + " (too many resources requested for launch)");
+    unsigned long long warps = (threads + 31) / 32, per_warp = ((unsigned long long)r.regs * 32 + 255) / 256 * 256;
+    if (warps * per_warp > kRegsPerSm)
+      return fail(1, std::string(name) + ": " + std::to_string(threads) + " threads of " + std::to_string(r.regs) + " registers need " +
+                         std::to_string(warps * per_warp) + " registers, more than the 65536 of an SM (too many resources requested for launch)");
   }
   std::lock_guard<std::mutex> lk(g_launch_m);
   std::vector<unsigned char> packed(e->packed_size + 16);
@@ -792,11 +819,30 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
 // `name` may then use up to `bytes` of dynamic shared memory (at most 227 KiB, as on sm_90).
 int emu_func_set_max_dynamic_smem(const char* name, unsigned bytes) {
   if (!find(name, false)) return fail(1, std::string("no kernel named `") + name + "` in the emulator registry");
-  if (bytes > kMaxSmem)
-    return fail(1, std::string(name) + ": cannot opt in to " + std::to_string(bytes) + " bytes of dynamic shared memory (at most 227 KiB = 232448)");
   std::lock_guard<std::mutex> g(g_cfg_m);
+  auto ri = g_resources.find(name);
+  unsigned stat = ri == g_resources.end() ? 0 : ri->second.static_smem;
+  if ((size_t)bytes + stat > kMaxSmem)
+    return fail(1, std::string(name) + ": cannot opt in to " + std::to_string(bytes) + " bytes of dynamic shared memory beside " + std::to_string(stat) +
+                       " static (at most 227 KiB = 232448 in all)");
   g_smem_optin[name] = bytes;
   return 0;
+}
+
+// Tells the emulator a kernel's static shared memory, registers per thread and launch bounds, which
+// its launch checks then hold to the driver's limits. 1 for a kernel the registry lacks.
+int emu_set_kernel_resources(const char* name, unsigned static_smem, unsigned regs, unsigned max_threads) {
+  if (!find(name, false)) return fail(1, std::string("no kernel named `") + name + "` in the emulator registry");
+  std::lock_guard<std::mutex> g(g_cfg_m);
+  g_resources[name] = Resources{static_smem, regs, max_threads};
+  return 0;
+}
+
+// The static shared memory the emulator holds `name` to (0 when unknown).
+unsigned emu_static_smem(const char* name) {
+  std::lock_guard<std::mutex> g(g_cfg_m);
+  auto ri = g_resources.find(name);
+  return ri == g_resources.end() ? 0 : ri->second.static_smem;
 }
 
 void emu_fail(const char* msg) {

@@ -41,6 +41,21 @@ impl OpCase {
         self.params["large"].as_bool().unwrap_or(false)
     }
 
+    /// A generated case (`sizes::production_cases`): random inputs and no reference outputs, so
+    /// its results are compared with the CPU backend's only.
+    pub fn is_synthetic(&self) -> bool {
+        self.params["synthetic"].as_bool().unwrap_or(false)
+    }
+
+    /// The independent reference's value of output `k`: a fixture's tensor of that name.
+    pub fn reference(&self, k: &str) -> Option<&HostTensor> {
+        if self.is_synthetic() {
+            None
+        } else {
+            self.tensors.get(k)
+        }
+    }
+
     pub fn has(&self, k: &str) -> bool {
         self.tensors.contains_key(k)
     }

@@ -235,5 +235,10 @@ pub fn production_cases() -> Vec<OpCase> {
             .r("z", &s)
             .case,
     );
+    // random inputs, no reference outputs: a tensor named like an output (the diffusion step's
+    // xt, p_mean, ... feed its later rows) is not an expected value
+    for c in &mut v {
+        c.params["synthetic"] = Value::Bool(true);
+    }
     v
 }

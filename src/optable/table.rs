@@ -42,6 +42,10 @@ pub enum TolRule {
         base: Tol,
         k: fn(&OpCase) -> f64,
     },
+    /// The gradient of a broadcast input: output `g_X` sums numel(gy)/numel(X) terms of gy (an
+    /// nc11 scale over 64² positions sums 4,096), so `base` grows as `Reduction`'s does with that
+    /// K; a same-shape input's gradient is K = 1, `base` itself
+    BroadcastSum(Tol),
     /// `atol` times the output's scale max(1, max|ref|): normalisation of small-variance input
     /// (x̂ = (x − μ)/σ amplifies the rounding of x − μ by 1/σ, and ∂x carries 1/σ too)
     Scaled(Tol),
@@ -81,6 +85,15 @@ impl Entry {
             TolRule::Fixed(t) => t,
             TolRule::Reduction { base, k } => {
                 let grow = (k(c) / 256.0).sqrt().max(1.0);
+                tol(base.atol * grow * scale(), base.rtol * grow)
+            }
+            TolRule::BroadcastSum(base) => {
+                let numel = |k: &str| c.tensors.get(k).map_or(1, |(_, v)| v.len().max(1));
+                let terms = out.strip_prefix("g_").map_or(1.0, |x| numel("gy") as f64 / numel(x) as f64);
+                if terms <= 1.0 {
+                    return base;
+                }
+                let grow = (terms / 256.0).sqrt().max(1.0);
                 tol(base.atol * grow * scale(), base.rtol * grow)
             }
             TolRule::Scaled(base) => tol(base.atol * scale(), base.rtol),
@@ -201,7 +214,7 @@ macro_rules! row {
 }
 
 use Cost::{Flops, MinBytes};
-use TolRule::{Adamw, Fixed, Reduction, Scaled};
+use TolRule::{Adamw, BroadcastSum, Fixed, Reduction, Scaled};
 
 /// Every Backend op, once.
 pub static TABLE: &[Entry] = &[
@@ -238,9 +251,9 @@ pub static TABLE: &[Entry] = &[
     row!("activation", "activation", ["x"], Fixed(SIMPLE), MinBytes),
     row!("activation_x_backward", "activation", ["gy", "x"], Fixed(SIMPLE), MinBytes),
     row!("add", "add", ["a", "b"], Fixed(EXACT), MinBytes),
-    row!("add_x_backward", "add", ["gy"], Fixed(SIMPLE), MinBytes),
+    row!("add_x_backward", "add", ["gy"], BroadcastSum(SIMPLE), MinBytes),
     row!("mul", "mul", ["a", "b"], Fixed(EXACT), MinBytes),
-    row!("mul_x_backward", "mul", ["gy", "a", "b"], Fixed(SIMPLE), MinBytes),
+    row!("mul_x_backward", "mul", ["gy", "a", "b"], BroadcastSum(SIMPLE), MinBytes),
     row!("scale_add_scalar", "scale_add_scalar", ["x"], Fixed(SIMPLE), MinBytes),
     row!("avg_pool2d", "avg_pool2d", ["x"], Fixed(SIMPLE), MinBytes),
     row!("avg_pool2d_x_backward", "avg_pool2d", ["gy"], Fixed(SIMPLE), MinBytes),

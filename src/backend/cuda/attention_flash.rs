@@ -3,7 +3,7 @@
 //! kernel of attention.cu.
 
 use super::device::{Device, LaunchCfg};
-use super::{allow_smem, b, i, launch, CudaBackend, T};
+use super::{b, i, launch, CudaBackend, T};
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{FA_BK, FA_BQ, FA_LDK, FA_LDP, FA_MAX_D, FA_THREADS};
 use crate::Result;
@@ -26,15 +26,12 @@ impl<D: Device> CudaBackend<D> {
         let (qkv, y, d, t) = (b(qkv), b(y), i(g.d), i(g.t));
         match g.d {
             ..=32 => {
-                allow_smem(&self.dev, "attention_flash_f32_d32", &cfg)?;
                 launch::attention_flash_f32_d32(&self.dev, &cfg, qkv, y, d, t)
             }
             33..=64 => {
-                allow_smem(&self.dev, "attention_flash_f32_d64", &cfg)?;
                 launch::attention_flash_f32_d64(&self.dev, &cfg, qkv, y, d, t)
             }
             _ => {
-                allow_smem(&self.dev, "attention_flash_f32_d128", &cfg)?;
                 launch::attention_flash_f32_d128(&self.dev, &cfg, qkv, y, d, t)
             }
         }
@@ -69,27 +66,18 @@ impl<D: Device> CudaBackend<D> {
         let dev = &self.dev;
         match g.d {
             ..=32 => {
-                allow_smem(dev, "attention_flash_stats_f32_d32", &stats)?;
                 launch::attention_flash_stats_f32_d32(dev, &stats, qkv, gy, &lse, &delta, d, ti)?;
-                allow_smem(dev, "attention_flash_dkdv_f32_d32", &dkdv)?;
                 launch::attention_flash_dkdv_f32_d32(dev, &dkdv, qkv, gy, &lse, &delta, gq, d, ti)?;
-                allow_smem(dev, "attention_flash_dq_f32_d32", &dq)?;
                 launch::attention_flash_dq_f32_d32(dev, &dq, qkv, gy, &lse, &delta, gq, d, ti)
             }
             33..=64 => {
-                allow_smem(dev, "attention_flash_stats_f32_d64", &stats)?;
                 launch::attention_flash_stats_f32_d64(dev, &stats, qkv, gy, &lse, &delta, d, ti)?;
-                allow_smem(dev, "attention_flash_dkdv_f32_d64", &dkdv)?;
                 launch::attention_flash_dkdv_f32_d64(dev, &dkdv, qkv, gy, &lse, &delta, gq, d, ti)?;
-                allow_smem(dev, "attention_flash_dq_f32_d64", &dq)?;
                 launch::attention_flash_dq_f32_d64(dev, &dq, qkv, gy, &lse, &delta, gq, d, ti)
             }
             _ => {
-                allow_smem(dev, "attention_flash_stats_f32_d128", &stats)?;
                 launch::attention_flash_stats_f32_d128(dev, &stats, qkv, gy, &lse, &delta, d, ti)?;
-                allow_smem(dev, "attention_flash_dkdv_f32_d128", &dkdv)?;
                 launch::attention_flash_dkdv_f32_d128(dev, &dkdv, qkv, gy, &lse, &delta, gq, d, ti)?;
-                allow_smem(dev, "attention_flash_dq_f32_d128", &dq)?;
                 launch::attention_flash_dq_f32_d128(dev, &dq, qkv, gy, &lse, &delta, gq, d, ti)
             }
         }

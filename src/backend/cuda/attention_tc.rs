@@ -3,7 +3,7 @@
 //! kernel cannot take, and `Precision::F32`/`Tf32`, take the f32 flash kernel.
 
 use super::device::{Device, LaunchCfg};
-use super::{allow_smem, b, ew, i, launch, CudaBackend, T};
+use super::{b, ew, i, launch, CudaBackend, T};
 use crate::backend::Compute;
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{FTC_BQ, FTC_LDS, FTC_MAX_D, FTC_THREADS};
@@ -51,7 +51,6 @@ impl<D: Device> CudaBackend<D> {
             (true, true) => "attention_flash_tc_f16_d64",
             (true, false) => "attention_flash_tc_f16_d128",
         };
-        allow_smem(&self.dev, kernel, &cfg)?;
         let (yb, d, t, tp) = (b(&y), i(g.d), i(t), i(tp));
         match kernel {
             "attention_flash_tc_bf16_d64" => launch::attention_flash_tc_bf16_d64(&self.dev, &cfg, &scratch, yb, d, t, tp)?,

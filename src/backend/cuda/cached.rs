@@ -21,6 +21,7 @@
 
 use super::device::{Arg, Device, LaunchCfg, Node};
 use crate::backend::driver_counts::DriverCounts;
+use crate::ops::contract::SMEM_DEFAULT_LIMIT;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -88,9 +89,16 @@ struct Shared<D: Device> {
     /// set while a recording is open (checked before taking the lock on every launch)
     recording: AtomicBool,
     rec: Mutex<Option<Recording<D>>>,
-    /// the dynamic shared memory each kernel has been allowed (the attribute stays set, so a
-    /// launch within it makes no second call: attention's opt-in at every layer did)
+    /// the dynamic shared memory each kernel may use now: 48 KiB less its static shared memory
+    /// until an opt-in raises it (the attribute stays set, so a launch within it makes no call)
     smem_allowed: Mutex<std::collections::HashMap<&'static str, u32>>,
+}
+
+/// RAN_CUDA_TRACE=1: every launch (recorded or run) printed to stderr with its configuration, for
+/// counting a forward's launches by kernel (`... 2>&1 | grep ^launch | cut -d' ' -f2 | sort | uniq -c`).
+fn trace_launches() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RAN_CUDA_TRACE").is_ok_and(|v| v == "1"))
 }
 
 /// A kernel argument as a recorded graph keeps it: buffers by handle, scalars and structs by value.
@@ -512,6 +520,11 @@ impl<D: Device> Device for CachedDevice<D> {
     }
 
     fn launch(&self, kernel: &'static str, cfg: &LaunchCfg, args: &[Arg<'_, CachedBuf<D>>]) -> Result<()> {
+        // before a recording too: a graph's replay launches with the attribute set now
+        self.set_max_dynamic_smem(kernel, cfg.smem_bytes)?;
+        if trace_launches() {
+            eprintln!("launch {kernel} grid {:?} block {:?} smem {}", cfg.grid, cfg.block, cfg.smem_bytes);
+        }
         let recorded = self.record(|| {
             let args = args
                 .iter()
@@ -547,15 +560,34 @@ impl<D: Device> Device for CachedDevice<D> {
         Ok(())
     }
 
+    /// Every launch comes here first: the opt-in (cuFuncSetAttribute) when the kernel's static
+    /// plus `bytes` of dynamic shared memory pass 48 KiB, once per kernel and size. The dynamic
+    /// part alone is not the test: the tensor-core GEMMs' 48 KiB of stages beside 16 static bytes
+    /// failed every bf16 launch on the H200 (2026-12-04) while the emulator, blind to static
+    /// shared memory then, ran them.
     fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()> {
-        let mut allowed = self.home.smem_allowed.lock().unwrap_or_else(|p| p.into_inner());
-        if allowed.get(kernel).is_some_and(|&b| b >= bytes) {
+        if bytes == 0 {
             return Ok(());
         }
-        bump(&self.home.n.other);
-        self.home.dev.set_max_dynamic_smem(kernel, bytes)?;
-        allowed.insert(kernel, bytes);
+        let mut allowed = self.home.smem_allowed.lock().unwrap_or_else(|p| p.into_inner());
+        let may = match allowed.get(kernel) {
+            Some(&b) => b,
+            None => {
+                let b = SMEM_DEFAULT_LIMIT.saturating_sub(self.home.dev.static_smem(kernel)?);
+                allowed.insert(kernel, b);
+                b
+            }
+        };
+        if bytes > may {
+            bump(&self.home.n.other);
+            self.home.dev.set_max_dynamic_smem(kernel, bytes)?;
+            allowed.insert(kernel, bytes);
+        }
         Ok(())
+    }
+
+    fn static_smem(&self, kernel: &'static str) -> Result<u32> {
+        self.home.dev.static_smem(kernel)
     }
 
     fn synchronize(&self) -> Result<()> {

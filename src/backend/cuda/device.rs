@@ -53,6 +53,9 @@ pub trait Device: Send + Sync + 'static {
     /// 48 KiB (`SMEM_DEFAULT_LIMIT`) fail without it (cuFuncSetAttribute with
     /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the emulator enforces the same rule).
     fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()>;
+    /// The kernel's static `__shared__` bytes (CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES): static plus
+    /// dynamic above 48 KiB needs the opt-in too.
+    fn static_smem(&self, kernel: &'static str) -> Result<u32>;
     /// Copies the first `bytes` bytes of `src` to `dst` (cuMemcpyDtoDAsync on the device's stream).
     fn copy(&self, src: &Self::Buf, dst: &Self::Buf, bytes: usize) -> Result<()>;
     /// Instantiates a graph of `nodes` (none of them has run): on the GPU a stream capture of

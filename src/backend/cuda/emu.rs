@@ -16,6 +16,8 @@ extern "C" {
     fn emu_hook_calls() -> u64;
     fn emu_instrumented() -> i32;
     fn emu_func_set_max_dynamic_smem(name: *const c_char, bytes: u32) -> i32;
+    fn emu_set_kernel_resources(name: *const c_char, static_smem: u32, regs: u32, max_threads: u32) -> i32;
+    fn emu_static_smem(name: *const c_char) -> u32;
     fn emu_set_traffic(on: i32, max_blocks: u32);
     fn emu_traffic_take(out: *mut c_void, cap: u32) -> u32;
     fn emu_alloc(bytes: usize) -> *mut c_void;
@@ -253,6 +255,21 @@ impl Drop for EmuBuf {
     }
 }
 
+/// Gives the emulator, once, every kernel's static shared memory, registers (ptxas's report) and
+/// launch bounds (the PTX's .maxntid; build.rs), so its launches meet the driver's limits: the host-compiled kernels cannot
+/// show them (a `__shared__` variable there is a plain thread-local).
+fn tell_kernel_resources() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for r in super::kernels::KERNEL_RESOURCES {
+            let name = CString::new(r.kernel).expect("kernel names have no NUL");
+            // SAFETY: plain FFI call with a NUL-terminated name; the runtime copies what it keeps.
+            // A kernel the emulator lacks is reported by its first launch instead.
+            unsafe { emu_set_kernel_resources(name.as_ptr(), r.static_smem, r.registers, r.max_threads) };
+        }
+    });
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmuDevice;
 
@@ -313,6 +330,7 @@ impl Device for EmuDevice {
     }
 
     fn launch(&self, kernel: &'static str, cfg: &LaunchCfg, args: &[Arg<'_, EmuBuf>]) -> Result<()> {
+        tell_kernel_resources();
         // Each parameter's value lives in its own 8-byte slot (pointers, i64) or in the caller's
         // struct (Pod); `ptrs[i]` points at parameter i, as cuLaunchKernel expects.
         let mut slots: Vec<u64> = args
@@ -342,9 +360,17 @@ impl Device for EmuDevice {
     }
 
     fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> Result<()> {
+        tell_kernel_resources();
         let name = CString::new(kernel).expect("kernel names have no NUL");
         // SAFETY: plain FFI call with a NUL-terminated name; the runtime guards its table with a mutex.
         check(unsafe { emu_func_set_max_dynamic_smem(name.as_ptr(), bytes) })
+    }
+
+    fn static_smem(&self, kernel: &'static str) -> Result<u32> {
+        tell_kernel_resources();
+        let name = CString::new(kernel).expect("kernel names have no NUL");
+        // SAFETY: plain FFI call with a NUL-terminated name; the runtime guards its table with a mutex.
+        Ok(unsafe { emu_static_smem(name.as_ptr()) })
     }
 
     fn copy(&self, src: &EmuBuf, dst: &EmuBuf, bytes: usize) -> Result<()> {

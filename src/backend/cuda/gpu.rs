@@ -309,7 +309,11 @@ impl Device for GpuDevice {
         let lc = LaunchConfig { grid_dim: cfg.grid, block_dim: cfg.block, shared_mem_bytes: cfg.smem_bytes };
         // SAFETY: argument order and types follow the kernel's signature: every launch goes through
         // the typed functions build.rs generates from that signature (backend/cuda/launch.rs).
-        unsafe { b.launch(lc) }.map_err(|e| err(format!("launching {kernel}: {e}")))?;
+        unsafe { b.launch(lc) }.map_err(|e| {
+            let stat = f.shared_size_bytes().unwrap_or(-1);
+            let regs = f.num_regs().unwrap_or(-1);
+            err(format!("launching {kernel} (grid {:?}, block {:?}, {} B dynamic + {stat} B static shared memory, {regs} registers): {e}", cfg.grid, cfg.block, cfg.smem_bytes))
+        })?;
         Ok(())
     }
 
@@ -318,6 +322,12 @@ impl Device for GpuDevice {
         let f = self.function(kernel)?;
         f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
             .map_err(|e| err(format!("{kernel}: cannot allow {bytes} bytes of dynamic shared memory (cuFuncSetAttribute): {e}")))
+    }
+
+    fn static_smem(&self, kernel: &'static str) -> Result<u32> {
+        let f = self.function(kernel)?;
+        let b = f.shared_size_bytes().map_err(|e| err(format!("{kernel}: static shared memory (cuFuncGetAttribute): {e}")))?;
+        Ok(b.max(0) as u32)
     }
 }
 

@@ -28,7 +28,7 @@ use crate::backend::Backend as _;
 use crate::ops::attention::AttentionGeom;
 use crate::ops::contract::{
     AdamwCoefs, BroadcastGeom, Conv2dGeom, DdimCoefs, GroupNormGeom, Pool2dGeom, StepCoefs, ATTN_BLOCK, EW_BLOCK, EW_MAX_BLOCKS, IGEMM_SMEM_BYTES, IGEMM_THREADS, IGEMM_TM, IGEMM_TN, MAHA_BLOCK,
-    MEAN_STD_BLOCK, REDUCE_BLOCK, SMEM_DEFAULT_LIMIT,
+    MEAN_STD_BLOCK, REDUCE_BLOCK,
 };
 use crate::ops::conv::LinearGeom;
 use crate::ops::padim::MahalanobisGeom;
@@ -104,15 +104,6 @@ fn ew(n: usize) -> LaunchCfg {
 fn igemm_cfg(m: usize, n: usize, z: usize) -> LaunchCfg {
     let grid = (n.div_ceil(IGEMM_TN as usize) as u32, m.div_ceil(IGEMM_TM as usize) as u32, z as u32);
     LaunchCfg { grid, block: (IGEMM_THREADS, IGEMM_THREADS, 1), smem_bytes: IGEMM_SMEM_BYTES }
-}
-
-/// Dynamic shared memory above 48 KiB needs the kernel's opt-in first (cuFuncSetAttribute; the
-/// emulator refuses such a launch without it, as the GPU does).
-fn allow_smem<D: Device>(dev: &D, kernel: &'static str, cfg: &LaunchCfg) -> Result<()> {
-    if cfg.smem_bytes > SMEM_DEFAULT_LIMIT {
-        dev.set_max_dynamic_smem(kernel, cfg.smem_bytes)?;
-    }
-    Ok(())
 }
 
 /// One block per row of a reduction.
@@ -694,7 +685,6 @@ impl<D: Device> Compute for CudaBackend<D> {
             self.attention_flash_f32(qkv, &y, g)?;
         } else if g.n * g.heads * g.t > 0 {
             let cfg = LaunchCfg { grid: (g.t as u32, (g.n * g.heads) as u32, 1), block: (ATTN_BLOCK, 1, 1), smem_bytes: ((g.t + 32) * 4) as u32 };
-            allow_smem(&self.dev, "attention_legacy_f32", &cfg)?;
             launch::attention_legacy_f32(&self.dev, &cfg, b(qkv), b(&y), i(g.d), i(g.t))?;
         }
         Ok(y)
@@ -708,7 +698,6 @@ impl<D: Device> Compute for CudaBackend<D> {
             self.attention_flash_x_backward_f32(gy, qkv, &gq, g)?;
         } else if g.n * g.heads * g.t > 0 {
             let cfg = LaunchCfg { grid: (g.t as u32, (g.n * g.heads) as u32, 1), block: (ATTN_BLOCK, 1, 1), smem_bytes: ((2 * g.t + 32) * 4) as u32 };
-            allow_smem(&self.dev, "attention_legacy_x_backward_f32", &cfg)?;
             launch::attention_legacy_x_backward_f32(&self.dev, &cfg, b(qkv), b(gy), b(&gq), i(g.d), i(g.t))?;
         }
         Ok(gq)

@@ -18,7 +18,7 @@
 
 use super::cached::CachedBuf;
 use super::device::{Device, LaunchCfg};
-use super::{allow_smem, b, ew, launch, CudaBackend, T};
+use super::{b, ew, launch, CudaBackend, T};
 use crate::backend::Compute as _;
 use crate::ops::contract::{
     Conv2dGeom, TcGemmGeom, TcPermute, TCG_BK, TCG_L_BM, TCG_L_BN, TCG_L_SMEM_2, TCG_L_SMEM_4, TCG_L_THREADS, TCG_SPLITK_MAX, TCG_SPLITK_MIN_BLOCKS, TCG_SPLITK_MIN_STEPS, TCG_S_BM, TCG_S_BN,
@@ -396,7 +396,6 @@ impl<D: Device> CudaBackend<D> {
         let threads = if plan.large { TCG_L_THREADS } else { TCG_S_THREADS };
         let cfg = LaunchCfg { grid: plan.grid, block: (threads, 1, 1), smem_bytes: plan.smem_bytes };
         let name = name_of(plan.large);
-        allow_smem(&self.dev, name, &cfg)?;
         // every split's block writes its whole tile of partials (each split non-empty, tc_plan);
         // without split-K ws is unread
         let ws = self.dev.alloc(if plan.splits > 1 { plan.splits * t.m as usize * t.n as usize * 4 } else { 4 })?;

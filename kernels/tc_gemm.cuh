@@ -13,9 +13,11 @@
 //             issue stage kt+S−1 into the slot stage kt−1 used (everyone left it at the barrier)
 //             per mma k step: A by ldmatrix.x4 per m16, B by ldmatrix.x4 per two n8; mma.sync
 //   epilogue: f32 acc (+ bias, + residual) → out; with split-K → ws[split] partials, and the
-//             tile's last block to finish sums them into out (tc_splitk_finish)
+//             tile's last block to finish sums them into out (tc_splitk_finish); with `gn`, the
+//             block that wrote the tile then makes its share of y's group-norm records (tc_gn_out)
 #pragma once
 #include "common.cuh"
+#include "gn_out.cuh"
 #include "gn_pre.cuh"
 
 // ---- precisions: the operand element, and the mma that consumes two 16-byte chunks of k -------
@@ -341,8 +343,9 @@ struct TcEpilogue {
 // written its partials; the last to count itself in (cnt[tile], which it puts back to 0) sums
 // them in split order from 0 — whichever block is last, the same bits — then bias and residual.
 // The others' partials are read through L2 (__ldcg): an SM's L1 is not coherent with other SMs.
+// Returns whether this block wrote the tile (the last split).
 template <class Tile>
-__device__ __forceinline__ void tc_splitk_finish(const TcEpilogue& epi) {
+__device__ __forceinline__ bool tc_splitk_finish(const TcEpilogue& epi) {
   __shared__ int last;
   const TcGemmGeom& t = epi.t;
   __threadfence();  // this thread's partials are visible before the count says they are there
@@ -353,7 +356,7 @@ __device__ __forceinline__ void tc_splitk_finish(const TcEpilogue& epi) {
     if (last) atomicExch(c, 0);  // every split has counted: none of this launch reads it again
   }
   __syncthreads();
-  if (!last) return;  // uniform per block
+  if (!last) return false;  // uniform per block
   __threadfence();
   const int m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
   const long long mn = (long long)t.m * t.n;
@@ -366,10 +369,52 @@ __device__ __forceinline__ void tc_splitk_finish(const TcEpilogue& epi) {
     const int img = n / t.hw;
     epi.finish(m, n, img, n - img * t.hw, v);
   }
+  return true;
+}
+
+// The group-norm records of the conv's output y (gn_out.cuh's scheme), from the block that wrote
+// the tile: its rows' moments over the tile's BN pixels (one image: host checks hw % BN == 0),
+// read back from y — the block's own stores, visible to it after the barrier, from L2 at worst:
+// the statistics launch this replaces read all of y too — then gn_out_merge. Moments are taken
+// less each channel's bias (its shift, as the f32 epilogue's), two-pass in registers.
+template <class Tile>
+__device__ __forceinline__ void tc_gn_out(const TcEpilogue& epi, const GnOut& o) {
+  constexpr int WARPS = Tile::THREADS / 32, PER = Tile::BN / 32;
+  const TcGemmGeom& t = epi.t;
+  const int C = o.q.c, hw = o.q.s, T = hw / Tile::BN;
+  const int m0 = blockIdx.y * Tile::BM, n0 = blockIdx.x * Tile::BN;
+  const int img = n0 / hw, pix0 = n0 - img * hw, tile = pix0 / Tile::BN;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float* sft = t.has_bias ? epi.bias : nullptr;
+  __syncthreads();  // every thread's stores of the tile are visible to the block
+  for (int r = warp; r < Tile::BM; r += WARPS) {
+    const int m = m0 + r;
+    if (m >= t.m) break;  // uniform per warp; rows only grow
+    const float k = sft ? sft[m] : 0.0f;
+    const float* row = epi.out + ((long long)img * t.m + m) * hw + pix0 + lane * PER;
+    float u[PER], s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < PER; ++e) {
+      u[e] = row[e] - k;
+      s += u[e];
+    }
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(KC_FULL_MASK, s, off);
+    const float mean = s * (1.0f / Tile::BN);
+    float d = 0.0f;
+#pragma unroll
+    for (int e = 0; e < PER; ++e) d += (u[e] - mean) * (u[e] - mean);
+    for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(KC_FULL_MASK, d, off);
+    if (lane == 0) {
+      float* p = o.part + 2 * (((long long)img * C + m) * T + tile);
+      p[0] = mean;
+      p[1] = d;
+    }
+  }
+  gn_out_merge<Tile::BM, Tile::THREADS>(threadIdx.x, img, T, (float)Tile::BN, t.m, m0, sft, o);
 }
 
 template <class P, class Tile, class LA, class LB>
-__device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi) {
+__device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi, const GnOut* gn = nullptr) {
   typedef typename P::E E;
   constexpr int CPR = TcChunks<P>::CPR, EPC = TcChunks<P>::EPC, S = TCG_STAGES;
   constexpr int MI = Tile::MI, NI = Tile::NI, RSTEP = Tile::THREADS / CPR;
@@ -461,5 +506,6 @@ __device__ __forceinline__ void tc_gemm(LA& la, LB& lb, const TcEpilogue& epi) {
           if (m < t.m) epi.store(m, n, img, pix, acc[mi][ni][2 * e2 + e1]);
         }
     }
-  if (t.splits > 1) tc_splitk_finish<Tile>(epi);
+  const bool wrote = t.splits > 1 ? tc_splitk_finish<Tile>(epi) : true;
+  if (gn && wrote) tc_gn_out<Tile>(epi, *gn);  // gn: uniform (a kernel argument)
 }

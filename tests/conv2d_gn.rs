@@ -3,6 +3,8 @@
 //! emulated CUDA backend at f32 against the CPU backend, which runs the unfused ops (conv2d,
 //! group_norm, conv2d; itself checked against PyTorch by tests/ops_vs_torch.rs). The records are
 //! also checked field by field against the group statistics of the output computed here in f64.
+//! The tensor-core producer (bf16) is held to the same record checks, and its y bit for bit to
+//! the same conv without records.
 //! Under every schedule, with the race detector where the kernels are instrumented.
 
 mod common;
@@ -216,6 +218,80 @@ fn records_made_in_the_epilogue_normalise_the_next_conv() {
         }
         set_schedule(Schedule::Forward);
     }
+}
+
+/// The tensor-core producer (bf16, `conv2d_tc_nchw_*` with its records, tc_gemm.cuh
+/// `tc_gn_out`): each case names the tile, split-K and merge path it bites on.
+const TC_CASES: [Case; 3] = [
+    // large tile (192 > 64 outputs, 512 pixels): two row tiles of 128, the second partial, group
+    // 42 (channels 126–128) across them; K = 288 in 2 splits, so the records come from each
+    // tile's last split (a split that made them from its partials would be wrong); batch 2
+    Case { name: "tc_large_two_row_tiles_split_k", n: 2, c: 32, h: 16, w: 16, o: 192, groups: 64, norm_in: false, res: true, emb: false, offset: 0.5 },
+    // small tile (64 outputs): 16 tiles an image (the merging threads' stride loop), 2 splits; a
+    // normalising producer, scale-shift from emb, mean 1000 against a spread of ~1
+    Case { name: "tc_small_split_k_norm_in_mean_1000", n: 1, c: 32, h: 32, w: 32, o: 64, groups: 32, norm_in: true, res: false, emb: true, offset: 1000.0 },
+    // large tile with no split (K = 144: 5 steps), batch 3, 2 tiles an image
+    Case { name: "tc_large_no_split_batch3", n: 3, c: 16, h: 16, w: 16, o: 128, groups: 32, norm_in: false, res: true, emb: false, offset: 0.0 },
+];
+
+/// Catches, on the tensor cores (bf16): the records made from anything but the tile's final
+/// values (a split's partials, the values before bias or residual), a tile filed under the wrong
+/// image or pixel range (128 or 64 pixels a tile), the merge's row loop (128 rows, 64 threads a
+/// pass) skipping rows, the records' counters colliding with split-K's in their shared buffer
+/// (the second call would find them non-zero), missing fences (race detector); and y changed by
+/// making them (bit for bit the conv without records).
+#[test]
+fn tensor_core_conv_makes_the_records_in_its_epilogue() {
+    use ran::ops::precision::Precision;
+    let _g = SCHED.lock().unwrap_or_else(|e| e.into_inner());
+    for (ci, c) in TC_CASES.iter().enumerate() {
+        let seed = 211 + 20 * ci as u64;
+        let e = EmulatedCuda::emulated().with_precision(Precision::Bf16);
+        let t = inputs(&e, c, seed);
+        let host = |x: &Tensor<EmulatedCuda>| e.to_host(x).unwrap();
+        let emb = t.emb.as_ref().map(host);
+        let (bias, gamma, beta) = (host(&t.b), host(&t.gamma), host(&t.beta));
+        let ins = c.norm_in.then(|| in_spec(&t));
+        let next = next_spec(c, &t);
+        // the same conv with no records asked for, and its consumer making its own statistics
+        set_schedule(Schedule::Forward);
+        let (y_plain, none) = e.conv2d_gn(&t.x, None, ins.as_ref(), &t.w, Some(&t.b), t.res.as_ref(), &conv3(), None).unwrap();
+        assert!(none.is_none());
+        let (z_plain, _) = e.conv2d_gn(&y_plain, None, Some(&next), &t.w2, Some(&t.b2), None, &conv3(), None).unwrap();
+        let (y_plain, z_plain) = (host(&y_plain), host(&z_plain));
+        for (sched, race) in schedules() {
+            set_schedule(sched);
+            let was = set_race_check(race);
+            let mut first = None;
+            for call in 0..2 {
+                let at = format!("{} {sched:?} race={race} call {call}", c.name);
+                let (y, rec, z) = chain(&e, c, &t);
+                let rec = rec.unwrap_or_else(|| panic!("{at}: no records made"));
+                assert!(y.iter().zip(&y_plain).all(|(a, b)| a.to_bits() == b.to_bits()), "{at}: y differs from the conv without records");
+                let cpg = c.o / c.groups;
+                let x0 = |_: usize, g: usize| bias[g * cpg];
+                let x = Expect { name: c.name, n: c.n, c: c.o, hw: c.h * c.w, groups: c.groups, gamma: &gamma, beta: &beta, emb: emb.as_deref(), x0: &x0 };
+                check_records(&x, &y, &rec);
+                // z: the consumer's bf16 operands from records that differ from the statistics
+                // launch's in the last bits (another merge order): a few flipped bf16 roundings,
+                // ~1e-5 each; a wrong normalisation is O(0.1)
+                check(&format!("{at}: z"), &z, &z_plain, 2e-3, 1e-3);
+                match &first {
+                    None => first = Some(rec),
+                    Some(f) => assert!(f.iter().zip(&rec).all(|(a, b)| a.to_bits() == b.to_bits()), "{at}: records differ from the first call's"),
+                }
+            }
+            set_race_check(was);
+        }
+        set_schedule(Schedule::Forward);
+    }
+    // a 12×12 output: 144 pixels an image, no whole 64-pixel tiles, so no records (the consumer
+    // makes its own) and the same y
+    let e = EmulatedCuda::emulated().with_precision(Precision::Bf16);
+    let c = Case { name: "tc_12x12", n: 2, c: 16, h: 12, w: 12, o: 64, groups: 32, norm_in: false, res: false, emb: false, offset: 0.0 };
+    let t = inputs(&e, &c, 5);
+    let (_, rec, _) = chain(&e, &c, &t);
+    assert!(rec.is_none(), "144 pixels an image: a tensor-core tile spans two images");
 }
 
 /// Catches: records made where a tile would span two images (ho·wo not a multiple of 64) or for

@@ -2,7 +2,9 @@
 //! norm's conv normalises from them with no statistics launch (`conv2d_norm_f32`,
 //! `permute_cast_norm_tc_*`):
 //! - `Compute::conv2d_gn`: a conv whose epilogue makes them (kernels/gn_out.cuh). At f32, where
-//!   every output tile lies in one image (ho·wo a multiple of IGEMM_TN) and groups = 1.
+//!   every output tile lies in one image (ho·wo a multiple of IGEMM_TN) and groups = 1; on the
+//!   tensor cores (bf16/f16/tf32, the loader-cast conv `conv2d_tc_nchw_*`) where ho·wo is a
+//!   multiple of the plan's tile width (64 or 128: `conv2d_tc_gn_out_supported`).
 //! - `Compute::group_norm_resample`: the up/down ResBlock's in_norm → h_upd in one pass from the
 //!   records (resample.cu `gn_upsample_nearest2x_f32`, `gn_avg_pool2x2_f32`), any precision.
 //! - `Compute::concat_channels_gn`: the decoder's two-part concat, one block per plane
@@ -13,6 +15,7 @@
 use super::device::Device;
 use super::device::LaunchCfg;
 use super::norm_conv::fold_enabled;
+use super::tensor_core::conv2d_tc_gn_out_supported;
 use super::{b, ew, i, igemm_cfg, launch, CudaBackend, T};
 use crate::backend::compute::{conv2d_maybe_norm, GnOperand};
 use crate::backend::Compute;
@@ -43,7 +46,9 @@ impl<D: Device> CudaBackend<D> {
         // with the fold off (RAN_CUDA_FOLD_NORM=0) every norm computes its own statistics
         let fold = fold_enabled() && !g.depthwise();
         let rec = rec.filter(|_| fold);
-        if let Some(q) = next.filter(|q| fold && p == Precision::F32 && gn_out_supported(g, &q.g)) {
+        let f32_records = |q: &&GnOperand<'_, Self>| p == Precision::F32 && gn_out_supported(g, &q.g);
+        let tc_records = |q: &&GnOperand<'_, Self>| p != Precision::F32 && !self.cast_first && conv2d_tc_gn_out_supported(g, &q.g, p);
+        if let Some(q) = next.filter(|q| fold && (f32_records(q) || tc_records(q))) {
             // x's records: given, or made now; a norm they cannot be made for is applied first
             let (mut xin, mut coef_in) = (x.clone(), None);
             if let Some(n) = norm {
@@ -61,7 +66,12 @@ impl<D: Device> CudaBackend<D> {
                     }
                 }
             }
-            let (y, coef) = self.conv2d_gn_out_f32(&xin, coef_in.as_ref().map(|(c, s)| (c, *s)), w, bias, res, g, q)?;
+            let coef_in = coef_in.as_ref().map(|(c, s)| (c, *s));
+            if p != Precision::F32 {
+                let (y, coef) = self.conv2d_tc_nchw(&xin, coef_in, w, bias, res, g, p, Some(q))?;
+                return Ok((y, coef));
+            }
+            let (y, coef) = self.conv2d_gn_out_f32(&xin, coef_in, w, bias, res, g, q)?;
             return Ok((y, Some(coef)));
         }
         let y = match (norm, rec) {

@@ -19,9 +19,10 @@
 use super::cached::CachedBuf;
 use super::device::{Device, LaunchCfg};
 use super::{b, ew, launch, CudaBackend, T};
+use crate::backend::compute::GnOperand;
 use crate::backend::Compute as _;
 use crate::ops::contract::{
-    Conv2dGeom, TcGemmGeom, TcPermute, TCG_BK, TCG_L_BM, TCG_L_BN, TCG_L_SMEM_2, TCG_L_SMEM_4, TCG_L_THREADS, TCG_SPLITK_MAX, TCG_SPLITK_MIN_BLOCKS, TCG_SPLITK_MIN_STEPS, TCG_S_BM, TCG_S_BN,
+    Conv2dGeom, GroupNormGeom, TcGemmGeom, GN_PRE_FLOATS, TcPermute, TCG_BK, TCG_L_BM, TCG_L_BN, TCG_L_SMEM_2, TCG_L_SMEM_4, TCG_L_THREADS, TCG_SPLITK_MAX, TCG_SPLITK_MIN_BLOCKS, TCG_SPLITK_MIN_STEPS, TCG_S_BM, TCG_S_BN,
     TCG_S_SMEM_2, TCG_S_SMEM_4, TCG_S_THREADS,
 };
 use crate::ops::conv::LinearGeom;
@@ -94,6 +95,17 @@ pub fn linear_tc_supported(g: &LinearGeom, p: Precision) -> bool {
 /// Whether `linear_x_backward_tc` runs this geometry on the tensor cores (`fout` is the depth).
 pub fn linear_x_backward_tc_supported(g: &LinearGeom, p: Precision) -> bool {
     tc_precision(p) && g.fout % tc_channel_multiple(p) == 0 && g.rows * g.fin * g.fout > 0
+}
+
+/// Whether `conv2d_tc_nchw` can make y's group-norm records for the norm `q` over y: the conv
+/// on the tensor cores, and every output tile (BN pixels of the plan's tile) in one image.
+pub fn conv2d_tc_gn_out_supported(g: &Conv2dGeom, q: &GroupNormGeom, p: Precision) -> bool {
+    let hw = g.ho() * g.wo();
+    if !conv2d_tc_supported(g, p) || hw == 0 || q.n() != g.n() || q.c() != g.o() || q.s() != hw {
+        return false;
+    }
+    let plan = tc_plan(g.o(), g.n() * hw, g.kh() * g.kw() * g.c(), p);
+    hw % (if plan.large { TCG_L_BN } else { TCG_S_BN }) as usize == 0
 }
 
 /// How one GEMM of M×N×K is launched: the tile, the grid and the split-K.
@@ -208,7 +220,7 @@ impl<D: Device> CudaBackend<D> {
 
     fn conv2d_tc_epilogue(&self, x: &T<D>, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
         if !self.cast_first {
-            return self.conv2d_tc_nchw(x, None, w, bias, res, g, p);
+            return Ok(self.conv2d_tc_nchw(x, None, w, bias, res, g, p, None)?.0);
         }
         let (n, c, h, wd) = (g.n(), g.c(), g.h(), g.w());
         let xn = self.permute_cast(x, [n, h, wd, c], [c * h * wd, wd, 1, h * wd], p)?; // NHWC
@@ -225,7 +237,7 @@ impl<D: Device> CudaBackend<D> {
             return self.conv2d_norm_f32(x, coef, silu, w, bias, res, g);
         }
         if !self.cast_first {
-            return self.conv2d_tc_nchw(x, Some((coef, silu)), w, bias, res, g, p);
+            return Ok(self.conv2d_tc_nchw(x, Some((coef, silu)), w, bias, res, g, p, None)?.0);
         }
         let (n, c, h, wd) = (g.n(), g.c(), g.h(), g.w());
         let dims = [n, h, wd, c];
@@ -243,17 +255,54 @@ impl<D: Device> CudaBackend<D> {
     }
 
     /// The tensor-core conv of f32 NCHW x, cast (and normalised by `norm`'s records, then SiLU
-    /// when its flag says) in the loader: `conv2d_tc_nchw_*`.
+    /// when its flag says) in the loader: `conv2d_tc_nchw_*`. With `next`, the same launch makes
+    /// y's records for that norm (tc_gemm.cuh `tc_gn_out`), returned beside y; the caller checks
+    /// `conv2d_tc_gn_out_supported` first.
     #[allow(clippy::too_many_arguments)]
-    fn conv2d_tc_nchw(&self, x: &T<D>, norm: Option<(&T<D>, bool)>, w: &T<D>, bias: Option<&T<D>>, res: Option<&T<D>>, g: &Conv2dGeom, p: Precision) -> Result<T<D>> {
+    pub(super) fn conv2d_tc_nchw(
+        &self,
+        x: &T<D>,
+        norm: Option<(&T<D>, bool)>,
+        w: &T<D>,
+        bias: Option<&T<D>>,
+        res: Option<&T<D>>,
+        g: &Conv2dGeom,
+        p: Precision,
+        next: Option<&GnOperand<'_, Self>>,
+    ) -> Result<(T<D>, Option<T<D>>)> {
         let (n, c, o, kh, kw) = (g.n(), g.c(), g.o(), g.kh(), g.kw());
+        let hw = g.ho() * g.wo();
         let wn = self.weight_cast(w, [o, kh, kw, c], [c * kh * kw, kw, 1, kh * kw], p)?; // [o][kh][kw][c]
         let y = self.alloc(&g.y_dims())?;
-        let mut t = gemm_geom(o, n * g.ho() * g.wo(), kh * kw * c, g.ho() * g.wo(), bias.is_some(), false);
+        let mut t = gemm_geom(o, n * hw, kh * kw * c, hw, bias.is_some(), false);
         t.has_res = res.is_some() as i32;
         let coef = norm.map_or(b(x), |(r, _)| b(r)); // unread without a norm
         let (on, silu) = (norm.is_some() as i32, norm.is_some_and(|(_, s)| s) as i32);
         let out = b(&y);
+        // the records' buffers and their counters (after split-K's in one zeroed buffer)
+        let plan = tc_plan(o, n * hw, kh * kw * c, p);
+        let bn = if plan.large { TCG_L_BN } else { TCG_S_BN } as usize;
+        let gn = match next {
+            Some(q) => {
+                let tiles = hw / bn;
+                let part = self.alloc(&[n * o * tiles * 2])?; // every tile's moments written before they are read
+                let chm = self.alloc(&[n * o * 2])?; // every channel's, likewise
+                let rec = self.alloc(&[n, o, GN_PRE_FLOATS as usize])?; // every record written in full
+                Some((q, part, chm, rec))
+            }
+            None => None,
+        };
+        let gn_counters = if gn.is_some() { n * plan.grid.1 as usize + n } else { 0 };
+        let q_geom = next.map_or(GroupNormGeom::default(), |q| q.g);
+        let dummy = b(x); // unread where gn = 0 or a norm has no scale-shift
+        let (part, chm, rec, gamma, beta, sc, sh) = match &gn {
+            Some((q, part, chm, rec)) => {
+                let (sc, sh) = q.emb.map_or((q.gamma, q.beta), |e| (e, e)); // unread without scale-shift
+                (b(part), b(chm), b(rec), b(q.gamma), b(q.beta), b(sc), b(sh))
+            }
+            None => (dummy, dummy, dummy, dummy, dummy, dummy, dummy),
+        };
+        let on_gn = gn.is_some() as i32;
         self.gemm_plan(
             |large| nchw_kernel_name(p, large),
             p,
@@ -261,20 +310,26 @@ impl<D: Device> CudaBackend<D> {
             bias.map(b),
             res.map(b),
             b(x),
+            gn_counters,
             |name, cfg, ws, cnt, bias, res, t| {
                 let (x, wn) = (b(x), &*wn);
+                macro_rules! go {
+                    ($k:ident) => {
+                        launch::$k(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu, part, chm, gamma, beta, sc, sh, rec, &q_geom, on_gn)
+                    };
+                }
                 match name {
-                    "conv2d_tc_nchw_bf16" => launch::conv2d_tc_nchw_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                    "conv2d_tc_nchw_f16" => launch::conv2d_tc_nchw_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                    "conv2d_tc_nchw_tf32" => launch::conv2d_tc_nchw_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                    "conv2d_tc_nchw_small_bf16" => launch::conv2d_tc_nchw_small_bf16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                    "conv2d_tc_nchw_small_f16" => launch::conv2d_tc_nchw_small_f16(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
-                    "conv2d_tc_nchw_small_tf32" => launch::conv2d_tc_nchw_small_tf32(&self.dev, cfg, x, coef, wn, bias, res, out, ws, cnt, g, t, on, silu),
+                    "conv2d_tc_nchw_bf16" => go!(conv2d_tc_nchw_bf16),
+                    "conv2d_tc_nchw_f16" => go!(conv2d_tc_nchw_f16),
+                    "conv2d_tc_nchw_tf32" => go!(conv2d_tc_nchw_tf32),
+                    "conv2d_tc_nchw_small_bf16" => go!(conv2d_tc_nchw_small_bf16),
+                    "conv2d_tc_nchw_small_f16" => go!(conv2d_tc_nchw_small_f16),
+                    "conv2d_tc_nchw_small_tf32" => go!(conv2d_tc_nchw_small_tf32),
                     _ => unreachable!("nchw_kernel_name returns only these"),
                 }
             },
         )?;
-        Ok(y)
+        Ok((y, gn.map(|(_, _, _, rec)| rec)))
     }
 
     /// The tensor-core conv of an operand already cast to NHWC in `p`.
@@ -370,6 +425,7 @@ impl<D: Device> CudaBackend<D> {
             gm.bias,
             gm.res,
             gm.a,
+            0,
             |name, cfg, ws, cnt, bias, res, t| launch_by_name(&self.dev, name, cfg, gm.a, gm.b, bias, res, gm.out, ws, cnt, conv, t),
         )
     }
@@ -377,8 +433,9 @@ impl<D: Device> CudaBackend<D> {
     /// The plan of t's GEMM (tile, grid, split-K, written into `t`) and the launch of the kernel
     /// `name_of(large tile)` by `go(name, cfg, ws, cnt, bias, res, t)`: with split-K, `ws` holds the splits'
     /// partials and `cnt` a zeroed counter per output tile (the tile's last block sums the
-    /// partials into `out`, tc_gemm.cuh `tc_splitk_finish`). `dummy`: any live buffer, passed
-    /// for an absent bias or residual (has_bias / has_res say 0).
+    /// partials into `out`, tc_gemm.cuh `tc_splitk_finish`), followed by `extra_counters` more
+    /// (the group-norm records', `tc_gn_out`). `dummy`: any live buffer, passed for an absent
+    /// bias or residual (has_bias / has_res say 0).
     #[allow(clippy::too_many_arguments)]
     fn gemm_plan(
         &self,
@@ -388,6 +445,7 @@ impl<D: Device> CudaBackend<D> {
         bias: Option<&CachedBuf<D>>,
         res: Option<&CachedBuf<D>>,
         dummy: &CachedBuf<D>,
+        extra_counters: usize,
         go: impl FnOnce(&'static str, &LaunchCfg, &CachedBuf<D>, &CachedBuf<D>, &CachedBuf<D>, &CachedBuf<D>, &TcGemmGeom) -> Result<()>,
     ) -> Result<()> {
         let plan = tc_plan(t.m as usize, t.n as usize, t.k as usize, p);
@@ -402,7 +460,8 @@ impl<D: Device> CudaBackend<D> {
         let bias = bias.unwrap_or(dummy);
         let res = res.unwrap_or(dummy);
         // the counters are shared with the group-norm records' (each launch leaves them 0; one stream)
-        let cnt = if plan.splits > 1 { Some(self.gn_counters(plan.grid.0 as usize * plan.grid.1 as usize)?) } else { None };
+        let counters = if plan.splits > 1 { plan.grid.0 as usize * plan.grid.1 as usize } else { 0 } + extra_counters;
+        let cnt = if counters > 0 { Some(self.gn_counters(counters)?) } else { None };
         go(name, &cfg, &ws, cnt.as_deref().unwrap_or(&ws), bias, res, t)?;
         Ok(())
     }

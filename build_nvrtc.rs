@@ -251,9 +251,7 @@ fn parse_resources(report: &str) -> Vec<(String, u32, u32)> {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             entry = rest.split('\'').next().map(str::to_string);
         } else if let (Some(_), Some(used)) = (&entry, line.split("Used ").nth(1)) {
-            let num_before = |tag: &str| -> u32 {
-                used.split(',').find_map(|part| part.trim().strip_suffix(tag).and_then(|n| n.trim().split(' ').next_back()?.parse().ok())).unwrap_or(0)
-            };
+            let num_before = |tag: &str| -> u32 { used.split(',').find_map(|part| part.trim().strip_suffix(tag).and_then(|n| n.trim().split(' ').next_back()?.parse().ok())).unwrap_or(0) };
             let regs = used.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
             v.push((entry.take().unwrap(), regs, num_before("bytes smem")));
         }

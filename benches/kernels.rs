@@ -16,8 +16,8 @@
 
 use ran::backend::cuda::gpu::GpuDevice;
 use ran::backend::cuda::Gpu;
-use ran::optable::{entries_for, precision::rounded_operands, run_method, sizes, Inputs, Work};
 use ran::ops::precision::Precision;
+use ran::optable::{entries_for, precision::rounded_operands, run_method, sizes, Inputs, Work};
 use ran::{Backend, Cpu};
 use std::time::{Duration, Instant};
 

@@ -25,15 +25,9 @@ impl<D: Device> CudaBackend<D> {
         let cfg = LaunchCfg { grid: (g.t.div_ceil(FA_BQ as usize) as u32, (g.n * g.heads) as u32, 1), block: (FA_THREADS, 1, 1), smem_bytes: attention_flash_smem_bytes(g.d) };
         let (qkv, y, d, t) = (b(qkv), b(y), i(g.d), i(g.t));
         match g.d {
-            ..=32 => {
-                launch::attention_flash_f32_d32(&self.dev, &cfg, qkv, y, d, t)
-            }
-            33..=64 => {
-                launch::attention_flash_f32_d64(&self.dev, &cfg, qkv, y, d, t)
-            }
-            _ => {
-                launch::attention_flash_f32_d128(&self.dev, &cfg, qkv, y, d, t)
-            }
+            ..=32 => launch::attention_flash_f32_d32(&self.dev, &cfg, qkv, y, d, t),
+            33..=64 => launch::attention_flash_f32_d64(&self.dev, &cfg, qkv, y, d, t),
+            _ => launch::attention_flash_f32_d128(&self.dev, &cfg, qkv, y, d, t),
         }
     }
 }

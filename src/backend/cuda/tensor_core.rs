@@ -22,8 +22,8 @@ use super::{b, ew, launch, CudaBackend, T};
 use crate::backend::compute::GnOperand;
 use crate::backend::Compute as _;
 use crate::ops::contract::{
-    Conv2dGeom, GroupNormGeom, TcGemmGeom, GN_PRE_FLOATS, TcPermute, TCG_BK, TCG_L_BM, TCG_L_BN, TCG_L_SMEM_2, TCG_L_SMEM_4, TCG_L_THREADS, TCG_SPLITK_MAX, TCG_SPLITK_MIN_BLOCKS, TCG_SPLITK_MIN_STEPS, TCG_S_BM, TCG_S_BN,
-    TCG_S_SMEM_2, TCG_S_SMEM_4, TCG_S_THREADS,
+    Conv2dGeom, GroupNormGeom, TcGemmGeom, TcPermute, GN_PRE_FLOATS, TCG_BK, TCG_L_BM, TCG_L_BN, TCG_L_SMEM_2, TCG_L_SMEM_4, TCG_L_THREADS, TCG_SPLITK_MAX, TCG_SPLITK_MIN_BLOCKS,
+    TCG_SPLITK_MIN_STEPS, TCG_S_BM, TCG_S_BN, TCG_S_SMEM_2, TCG_S_SMEM_4, TCG_S_THREADS,
 };
 use crate::ops::conv::LinearGeom;
 use crate::ops::precision::Precision;

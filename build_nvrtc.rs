@@ -225,7 +225,6 @@ pub fn compile_and_embed(root: &Path, out: &Path, files: &[KernelFile]) {
     writeln!(s, "];").unwrap();
     // what the driver checks at launch and the emulator must check too (kernels/emu): each
     // kernel's static __shared__ bytes and registers per thread, from ptxas's sm_90 report
-    writeln!(s, "pub static KERNEL_RESOURCES_KNOWN: bool = {};", built.iter().all(Option::is_some)).unwrap();
     writeln!(s, "pub static KERNEL_RESOURCES: &[KernelResources] = &[").unwrap();
     for b in built.iter().flatten() {
         let ptx = std::fs::read_to_string(&b.ptx).unwrap_or_default();

@@ -143,8 +143,14 @@ fn main() {
     let precision = match args.iter().position(|a| a == "--precision") {
         Some(i) => match args.get(i + 1).map(|v| v.parse::<Precision>()) {
             Some(Ok(p)) => Some(p),
-            Some(Err(e)) => return eprintln!("--precision: {e}"),
-            None => return eprintln!("--precision needs a value: bf16, f16 or tf32"),
+            Some(Err(e)) => {
+                eprintln!("--precision: {e}");
+                std::process::exit(2)
+            }
+            None => {
+                eprintln!("--precision needs a value: bf16, f16 or tf32");
+                std::process::exit(2)
+            }
         },
         None => None,
     };

@@ -172,6 +172,39 @@ fn check_records(x: &Expect, y: &[f32], rec: &[f32]) {
     }
 }
 
+/// Runs `chain` twice under every schedule (the race detector where instrumented) and checks
+/// each call: `check_y` and `check_z` against the case's references, the records against y's
+/// f64 statistics (x0 = the bias of the group's first channel, the shift its moments are taken
+/// from), and the second call's records bit for bit the first's (fixed merge trees; a counter
+/// not put back to 0 would change them).
+fn chain_under_every_schedule(e: &EmulatedCuda, c: &Case, t: &Inputs<EmulatedCuda>, check_y: &dyn Fn(&str, &[f32]), check_z: &dyn Fn(&str, &[f32])) {
+    let host = |x: &Tensor<EmulatedCuda>| e.to_host(x).unwrap();
+    let emb = t.emb.as_ref().map(host);
+    let (bias, gamma, beta) = (host(&t.b), host(&t.gamma), host(&t.beta));
+    let cpg = c.o / c.groups;
+    let x0 = |_: usize, g: usize| bias[g * cpg];
+    for (sched, race) in schedules() {
+        set_schedule(sched);
+        let was = set_race_check(race);
+        let mut first = None;
+        for call in 0..2 {
+            let at = format!("{} {sched:?} race={race} call {call}", c.name);
+            let (y, rec, z) = chain(e, c, t);
+            let rec = rec.unwrap_or_else(|| panic!("{at}: no records made"));
+            check_y(&at, &y);
+            let x = Expect { name: c.name, n: c.n, c: c.o, hw: c.h * c.w, groups: c.groups, gamma: &gamma, beta: &beta, emb: emb.as_deref(), x0: &x0 };
+            check_records(&x, &y, &rec);
+            check_z(&at, &z);
+            match &first {
+                None => first = Some(rec),
+                Some(f) => assert!(f.iter().zip(&rec).all(|(a, b)| a.to_bits() == b.to_bits()), "{at}: records differ from the first call's"),
+            }
+        }
+        set_race_check(was);
+    }
+    set_schedule(Schedule::Forward);
+}
+
 /// Catches: a tile's moments filed under the wrong image, tile or channel; a group merged only
 /// within one row tile; sums of squares far from the data's mean (case mean_1000); the residual
 /// or bias left out of the statistics; scale-shift at the wrong emb offset; a counter not put back
@@ -188,35 +221,9 @@ fn records_made_in_the_epilogue_normalise_the_next_conv() {
         assert!(rec_cpu.is_none(), "{}: the CPU makes no records", c.name);
         let e = EmulatedCuda::emulated();
         let t = inputs(&e, c, seed);
-        let host = |x: &Tensor<EmulatedCuda>| e.to_host(x).unwrap();
-        let emb = t.emb.as_ref().map(host);
-        for (sched, race) in schedules() {
-            set_schedule(sched);
-            let was = set_race_check(race);
-            let mut first = None;
-            for call in 0..2 {
-                let at = format!("{} {sched:?} race={race} call {call}", c.name);
-                let (y, rec, z) = chain(&e, c, &t);
-                let rec = rec.unwrap_or_else(|| panic!("{at}: no records made"));
-                // y: two summation orders of a 3×3 conv (~1e-6 of the bias offset's magnitude)
-                check(&format!("{at}: y"), &y, &y_cpu, 1e-5, 2e-6);
-                let (bias, gamma, beta) = (host(&t.b), host(&t.gamma), host(&t.beta));
-                // x0: the bias of the group's first channel (the shift its moments are taken from)
-                let cpg = c.o / c.groups;
-                let x0 = |_: usize, g: usize| bias[g * cpg];
-                let x = Expect { name: c.name, n: c.n, c: c.o, hw: c.h * c.w, groups: c.groups, gamma: &gamma, beta: &beta, emb: emb.as_deref(), x0: &x0 };
-                check_records(&x, &y, &rec);
-                // z: y's rounding difference divided by σ ~ 1, through a second conv
-                check(&format!("{at}: z"), &z, &z_cpu, 2e-4, 1e-4);
-                // the same launch twice gives the same bits (fixed merge trees)
-                match &first {
-                    None => first = Some(rec),
-                    Some(f) => assert!(f.iter().zip(&rec).all(|(a, b)| a.to_bits() == b.to_bits()), "{at}: records differ from the first call's"),
-                }
-            }
-            set_race_check(was);
-        }
-        set_schedule(Schedule::Forward);
+        // y: two summation orders of a 3×3 conv (~1e-6 of the bias offset's magnitude); z: y's
+        // rounding difference divided by σ ~ 1, through a second conv
+        chain_under_every_schedule(&e, c, &t, &|at, y| check(&format!("{at}: y"), y, &y_cpu, 1e-5, 2e-6), &|at, z| check(&format!("{at}: z"), z, &z_cpu, 2e-4, 1e-4));
     }
 }
 
@@ -249,8 +256,6 @@ fn tensor_core_conv_makes_the_records_in_its_epilogue() {
         let e = EmulatedCuda::emulated().with_precision(Precision::Bf16);
         let t = inputs(&e, c, seed);
         let host = |x: &Tensor<EmulatedCuda>| e.to_host(x).unwrap();
-        let emb = t.emb.as_ref().map(host);
-        let (bias, gamma, beta) = (host(&t.b), host(&t.gamma), host(&t.beta));
         let ins = c.norm_in.then(|| in_spec(&t));
         let next = next_spec(c, &t);
         // the same conv with no records asked for, and its consumer making its own statistics
@@ -259,31 +264,12 @@ fn tensor_core_conv_makes_the_records_in_its_epilogue() {
         assert!(none.is_none());
         let (z_plain, _) = e.conv2d_gn(&y_plain, None, Some(&next), &t.w2, Some(&t.b2), None, &conv3(), None).unwrap();
         let (y_plain, z_plain) = (host(&y_plain), host(&z_plain));
-        for (sched, race) in schedules() {
-            set_schedule(sched);
-            let was = set_race_check(race);
-            let mut first = None;
-            for call in 0..2 {
-                let at = format!("{} {sched:?} race={race} call {call}", c.name);
-                let (y, rec, z) = chain(&e, c, &t);
-                let rec = rec.unwrap_or_else(|| panic!("{at}: no records made"));
-                assert!(y.iter().zip(&y_plain).all(|(a, b)| a.to_bits() == b.to_bits()), "{at}: y differs from the conv without records");
-                let cpg = c.o / c.groups;
-                let x0 = |_: usize, g: usize| bias[g * cpg];
-                let x = Expect { name: c.name, n: c.n, c: c.o, hw: c.h * c.w, groups: c.groups, gamma: &gamma, beta: &beta, emb: emb.as_deref(), x0: &x0 };
-                check_records(&x, &y, &rec);
-                // z: the consumer's bf16 operands from records that differ from the statistics
-                // launch's in the last bits (another merge order): a few flipped bf16 roundings,
-                // ~1e-5 each; a wrong normalisation is O(0.1)
-                check(&format!("{at}: z"), &z, &z_plain, 2e-3, 1e-3);
-                match &first {
-                    None => first = Some(rec),
-                    Some(f) => assert!(f.iter().zip(&rec).all(|(a, b)| a.to_bits() == b.to_bits()), "{at}: records differ from the first call's"),
-                }
-            }
-            set_race_check(was);
-        }
-        set_schedule(Schedule::Forward);
+        // z: the consumer's bf16 operands from records that differ from the statistics launch's
+        // in the last bits (another merge order): a few flipped bf16 roundings, ~1e-5 each; a
+        // wrong normalisation is O(0.1)
+        chain_under_every_schedule(&e, c, &t, &|at, y| assert!(y.iter().zip(&y_plain).all(|(a, b)| a.to_bits() == b.to_bits()), "{at}: y differs from the conv without records"), &|at, z| {
+            check(&format!("{at}: z"), z, &z_plain, 2e-3, 1e-3)
+        });
     }
     // a 12×12 output: 144 pixels an image, no whole 64-pixel tiles, so no records (the consumer
     // makes its own) and the same y
